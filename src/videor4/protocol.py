@@ -1,0 +1,251 @@
+"""The tool protocol: tool schemas, the system prompt, parsing model output, and
+the text of turns.  Shared by synthesis, SFT encoding, rollouts, eval and the CLI.
+
+A model turn is free reasoning text followed by either one
+`<tool_call>{"name": ..., "arguments": {...}}</tool_call>` or a final answer in
+`\\boxed{...}`.  Parsing never raises: a malformed call becomes an error string
+that the environment turns into an `Execution error: <reason>` observation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+MAX_FRAMES_PER_CLIP = 8
+
+TOOL_SCHEMAS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "clipping",
+            "description": "Select frames of the video by their number; they are returned at higher resolution.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "target_frames": {
+                        "type": "array",
+                        "items": {"type": "integer"},
+                        "description": "1-indexed numbers of the frames you were shown (at most 8).",
+                    }
+                },
+                "required": ["target_frames"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "cropping",
+            "description": "Zoom into a region of an image seen so far; the region is returned re-encoded at high resolution.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "target_image": {
+                        "type": "integer",
+                        "description": "1-indexed number of the image (frames first, then every returned image in order).",
+                    },
+                    "bbox_2d": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "description": "[x1, y1, x2, y2], normalized to [0, 1] of the target image.",
+                    },
+                },
+                "required": ["target_image", "bbox_2d"],
+            },
+        },
+    },
+]
+TOOL_NAMES = tuple(t["function"]["name"] for t in TOOL_SCHEMAS)
+
+SYSTEM_PROMPT = (
+    "You answer questions about videos whose text may be small or brief. "
+    "You are shown a few low-resolution frames. Think step by step. To look closer, call one tool "
+    "per turn and wait for its result:\n"
+    f"{TOOL_CALL_OPEN}{{\"name\": <tool name>, \"arguments\": <arguments>}}{TOOL_CALL_CLOSE}\n"
+    "Tools:\n"
+    + "\n".join(json.dumps(t["function"], separators=(",", ":")) for t in TOOL_SCHEMAS)
+    + "\nWhen you are sure, give the final answer as \\boxed{answer}."
+)
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ToolCall":
+        return cls(name=str(d["name"]), arguments=dict(d.get("arguments") or {}))
+
+
+@dataclass
+class ParsedTurn:
+    """What one assistant turn said."""
+
+    text: str
+    thought: str  # text before the tool call (or before the answer)
+    tool_call: ToolCall | None = None
+    call_error: str | None = None  # set when the turn tried to call a tool and failed
+    answer: str | None = None  # content of the last \boxed{}
+
+    @property
+    def wants_tool(self) -> bool:
+        return self.tool_call is not None or self.call_error is not None
+
+
+# ---------------------------------------------------------------- answers
+def extract_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}`, braces balanced; None if there is none."""
+    start = text.rfind("\\boxed{")
+    while start != -1:
+        i, depth = start + len("\\boxed{"), 1
+        for j in range(i, len(text)):
+            if text[j] == "{":
+                depth += 1
+            elif text[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[i:j].strip()
+        start = text.rfind("\\boxed{", 0, start)  # unbalanced: try an earlier one
+    return None
+
+
+def count_boxed(text: str) -> int:
+    return text.count("\\boxed{")
+
+
+# ---------------------------------------------------------------- tool calls
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and v == v  # NaN != NaN
+
+
+def check_arguments(call: ToolCall) -> str | None:
+    """Type-check a call against its schema; the reason on failure, else None.
+
+    Range checks (frame numbers, image numbers, box geometry) need the state of a
+    rollout and live in `ops.RuminationEnv`.
+    """
+    args = call.arguments
+    if call.name not in TOOL_NAMES:
+        return f"unknown tool '{call.name}'; available tools: {', '.join(TOOL_NAMES)}"
+    if call.name == "clipping":
+        frames = args.get("target_frames")
+        if frames is None:
+            return "clipping needs the argument 'target_frames'"
+        if _is_int(frames):
+            frames = [frames]
+            args["target_frames"] = frames
+        if not isinstance(frames, list) or not frames:
+            return "'target_frames' must be a non-empty list of integers"
+        if not all(_is_int(f) for f in frames):
+            return "'target_frames' must contain integers only"
+        extra = set(args) - {"target_frames"}
+    else:
+        if "target_image" not in args:
+            return "cropping needs the argument 'target_image'"
+        if "bbox_2d" not in args:
+            return "cropping needs the argument 'bbox_2d'"
+        if not _is_int(args["target_image"]):
+            return "'target_image' must be an integer"
+        box = args["bbox_2d"]
+        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+            return "'bbox_2d' must be a list of 4 numbers [x1, y1, x2, y2]"
+        extra = set(args) - {"target_image", "bbox_2d"}
+    if extra:
+        return f"unexpected argument(s) for {call.name}: {', '.join(sorted(extra))}"
+    return None
+
+
+def parse_tool_call(payload: str) -> tuple[ToolCall | None, str | None]:
+    """Parse the JSON between the tool-call tags into a type-checked ToolCall."""
+    try:
+        obj = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        return None, f"tool call is not valid JSON ({exc.msg} at char {exc.pos})"
+    if not isinstance(obj, dict):
+        return None, "tool call must be a JSON object with 'name' and 'arguments'"
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        return None, "tool call has no 'name'"
+    args = obj.get("arguments", {})
+    if isinstance(args, str):  # some models emit arguments as a JSON string
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            return None, "tool call 'arguments' is not a JSON object"
+    if not isinstance(args, dict):
+        return None, "tool call 'arguments' must be a JSON object"
+    call = ToolCall(name=name, arguments=args)
+    err = check_arguments(call)
+    return (None, err) if err else (call, None)
+
+
+def parse_turn(text: str) -> ParsedTurn:
+    """Split an assistant turn into reasoning, at most one tool call, and the answer."""
+    open_at = text.find(TOOL_CALL_OPEN)
+    if open_at == -1:
+        stray_close = TOOL_CALL_CLOSE in text
+        return ParsedTurn(
+            text=text,
+            thought=text.split("\\boxed{")[0].strip(),
+            call_error="'</tool_call>' without '<tool_call>'" if stray_close else None,
+            answer=extract_boxed(text),
+        )
+    thought = text[:open_at].strip()
+    close_at = text.find(TOOL_CALL_CLOSE, open_at)
+    if close_at == -1:
+        return ParsedTurn(text=text, thought=thought, call_error="unterminated <tool_call> (missing </tool_call>)")
+    if text.find(TOOL_CALL_OPEN, close_at) != -1:
+        return ParsedTurn(text=text, thought=thought, call_error="only one tool call per turn is allowed")
+    call, err = parse_tool_call(text[open_at + len(TOOL_CALL_OPEN) : close_at].strip())
+    return ParsedTurn(text=text, thought=thought, tool_call=call, call_error=err)
+
+
+# ---------------------------------------------------------------- turn texts
+def format_tool_call(call: ToolCall) -> str:
+    return f"{TOOL_CALL_OPEN}\n{json.dumps(call.to_dict(), separators=(', ', ': '))}\n{TOOL_CALL_CLOSE}"
+
+
+def format_assistant_turn(thought: str, call: ToolCall | None = None, answer: str | None = None) -> str:
+    parts = [thought.strip()] if thought.strip() else []
+    if call is not None:
+        parts.append(format_tool_call(call))
+    elif answer is not None:
+        parts.append(f"\\boxed{{{answer}}}")
+    return "\n".join(parts)
+
+
+def user_prompt_text(question: str, n_frames: int, timestamps: list[float] | None = None) -> str:
+    """The text of the first user turn; the frames precede it as images 1..n."""
+    when = ""
+    if timestamps:
+        when = " at " + ", ".join(f"{t:.1f}s" for t in timestamps)
+    return f"The video is shown as {n_frames} frames (images 1 to {n_frames}){when}.\nQuestion: {question}"
+
+
+def clip_observation_text(frames: list[int], first_image: int) -> str:
+    last = first_image + len(frames) - 1
+    return (
+        f"Here are the selected frames {', '.join(map(str, frames))} at higher resolution "
+        f"(images {first_image} to {last}):"
+    )
+
+
+def crop_observation_text(width: int, height: int, image_number: int) -> str:
+    return f"Here is the cropped region ({width}x{height}) (image {image_number}):"
+
+
+def error_observation_text(reason: str) -> str:
+    return f"Execution error: {reason}"

@@ -1,0 +1,207 @@
+"""Executable rumination trajectories: JSONL rows plus observation images.
+
+A trajectory stores the frames the model was shown (source indices), each
+step's reasoning and tool call, and the observation it got back, with a
+sha256 of every observation image's pixels.  Because the calls are executed by
+`ops.RuminationEnv`, replaying a stored trajectory against its video reproduces
+every observation exactly; `replay` checks that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .ops import Observation, RuminationEnv, VisionConfig
+from .protocol import (
+    SYSTEM_PROMPT,
+    ToolCall,
+    format_assistant_turn,
+    user_prompt_text,
+)
+from .video import FrameCache, FRAME_CACHE, load_frames
+
+
+def image_digest(img: Image.Image) -> str:
+    """sha256 of an image's pixels (mode, size and raw bytes), independent of file encoding."""
+    h = hashlib.sha256()
+    h.update(f"{img.mode}:{img.width}x{img.height}:".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Step:
+    thought: str
+    tool_call: ToolCall
+    observation_text: str
+    images: list[str] = field(default_factory=list)  # PNG paths
+    image_sha256: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "thought": self.thought,
+            "tool_call": self.tool_call.to_dict(),
+            "observation": {
+                "text": self.observation_text,
+                "images": self.images,
+                "image_sha256": self.image_sha256,
+                "error": self.error,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Step":
+        obs = d.get("observation") or {}
+        return cls(
+            thought=str(d.get("thought", "")),
+            tool_call=ToolCall.from_dict(d["tool_call"]),
+            observation_text=str(obs.get("text", "")),
+            images=[str(p) for p in obs.get("images") or []],
+            image_sha256=[str(h) for h in obs.get("image_sha256") or []],
+            error=obs.get("error"),
+        )
+
+
+@dataclass
+class Trajectory:
+    traj_id: str
+    sample_id: str
+    kind: str  # drp_clip | drp_crop | crp
+    video: str | list[str]  # mp4 path, page folder, or list of page images
+    frame_indices: list[int]
+    num_source_frames: int
+    question: str  # as shown to the model (options included)
+    answers: list[str]
+    problem_type: str
+    options: list[str] | None
+    vision: dict[str, Any]
+    steps: list[Step]
+    final_thought: str
+    final_answer: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
+        d["steps"] = [s.to_dict() for s in self.steps]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trajectory":
+        return cls(
+            traj_id=str(d["traj_id"]),
+            sample_id=str(d["sample_id"]),
+            kind=str(d["kind"]),
+            video=d["video"],
+            frame_indices=[int(i) for i in d["frame_indices"]],
+            num_source_frames=int(d["num_source_frames"]),
+            question=str(d["question"]),
+            answers=[str(a) for a in d["answers"]],
+            problem_type=str(d.get("problem_type", "open")),
+            options=d.get("options"),
+            vision=dict(d.get("vision") or {}),
+            steps=[Step.from_dict(s) for s in d.get("steps") or []],
+            final_thought=str(d.get("final_thought", "")),
+            final_answer=str(d["final_answer"]),
+        )
+
+    def tools_used(self) -> list[str]:
+        return [s.tool_call.name for s in self.steps]
+
+
+def open_env(
+    video: str | list[str],
+    frame_indices: list[int],
+    vision: VisionConfig,
+    cache: FrameCache | None = FRAME_CACHE,
+    max_images: int | None = None,
+) -> RuminationEnv:
+    """The environment a trajectory (or rollout) over these shown frames runs in."""
+    return RuminationEnv(load_frames(video, indices=frame_indices, cache=cache), vision, max_images=max_images)
+
+
+def execute_plan(
+    env: RuminationEnv,
+    plan: list[tuple[str, ToolCall]],
+    image_dir: Path | None,
+    traj_id: str,
+) -> tuple[list[Step], list[Observation]]:
+    """Run planned (thought, call) pairs in `env`; save observation images under image_dir."""
+    steps, observations = [], []
+    for k, (thought, call) in enumerate(plan):
+        obs = env.execute(call)
+        paths, digests = [], []
+        for j, img in enumerate(obs.images):
+            digests.append(image_digest(img))
+            if image_dir is not None:
+                path = image_dir / traj_id / f"step{k}-{j}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                img.save(path, format="PNG")
+                paths.append(str(path))
+        steps.append(Step(thought, call, obs.text, paths, digests, obs.error))
+        observations.append(obs)
+    return steps, observations
+
+
+@dataclass
+class ReplayResult:
+    ok: bool
+    problems: list[str]
+
+
+def replay(traj: Trajectory, cache: FrameCache | None = FRAME_CACHE, check_files: bool = True) -> ReplayResult:
+    """Re-execute the stored calls against the video and compare every observation."""
+    env = open_env(traj.video, traj.frame_indices, VisionConfig.from_dict(traj.vision), cache=cache)
+    problems = []
+    for k, step in enumerate(traj.steps):
+        obs = env.execute(ToolCall(step.tool_call.name, dict(step.tool_call.arguments)))
+        if obs.text != step.observation_text:
+            problems.append(f"step {k}: observation text differs: {obs.text!r} != {step.observation_text!r}")
+        got = [image_digest(img) for img in obs.images]
+        if got != step.image_sha256:
+            problems.append(f"step {k}: observation images differ ({len(got)} vs {len(step.image_sha256)} stored)")
+        if check_files:
+            for path, digest in zip(step.images, step.image_sha256):
+                if not Path(path).is_file():
+                    problems.append(f"step {k}: image file missing: {path}")
+                    continue
+                with Image.open(path) as im:
+                    if image_digest(im.convert("RGB")) != digest:
+                        problems.append(f"step {k}: stored image {path} does not match its sha256")
+    return ReplayResult(ok=not problems, problems=problems)
+
+
+def trajectory_messages(traj: Trajectory, frame_images: list[Image.Image] | None = None) -> list[dict[str, Any]]:
+    """Chat messages for a trajectory: system → user(frames + question) → assistant/tool turns.
+
+    Images are given as {"type": "image", "image": <PIL or path>} parts, in the
+    order the model sees them; `frame_images` are the shown (downscaled) frames
+    (loaded from the video when omitted).
+    """
+    if frame_images is None:
+        env = open_env(traj.video, traj.frame_indices, VisionConfig.from_dict(traj.vision))
+        frame_images = env.initial_images()
+    user = [{"type": "image", "image": img} for img in frame_images]
+    user.append({"type": "text", "text": user_prompt_text(traj.question, len(frame_images))})
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": user},
+    ]
+    for step in traj.steps:
+        messages.append(
+            {"role": "assistant", "content": [{"type": "text", "text": format_assistant_turn(step.thought, step.tool_call)}]}
+        )
+        tool = [{"type": "text", "text": step.observation_text}]
+        tool += [{"type": "image", "image": path} for path in step.images]
+        messages.append({"role": "tool", "content": tool})
+    messages.append(
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": format_assistant_turn(traj.final_thought, answer=traj.final_answer)}],
+        }
+    )
+    return messages
