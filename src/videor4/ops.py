@@ -34,6 +34,7 @@ FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
 class VisionConfig:
     """Pixel budgets (Qwen smart-resize) and tool limits; filled from params `vision:`."""
 
+    num_frames: int = 8  # frames shown to the model, sampled uniformly
     factor: int = PATCH_FACTOR
     frame_min_pixels: int = 4 * 28 * 28
     frame_max_pixels: int = 512 * 28 * 28  # the low-resolution frames shown first

@@ -236,6 +236,8 @@ def user_prompt_text(question: str, n_frames: int, timestamps: list[float] | Non
 
 
 def clip_observation_text(frames: list[int], first_image: int) -> str:
+    if len(frames) == 1:
+        return f"Here is the selected frame {frames[0]} at higher resolution (image {first_image}):"
     last = first_image + len(frames) - 1
     return (
         f"Here are the selected frames {', '.join(map(str, frames))} at higher resolution "

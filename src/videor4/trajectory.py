@@ -124,6 +124,35 @@ def open_env(
     return RuminationEnv(load_frames(video, indices=frame_indices, cache=cache), vision, max_images=max_images)
 
 
+class TrajectoryRecorder:
+    """Executes calls in an env one at a time and records them as Steps.
+
+    Synthesis decides each call after seeing the previous observation (e.g. a
+    re-crop inside the region a crop actually returned), so recording is
+    incremental; observation images are saved as PNG under image_dir/traj_id/.
+    """
+
+    def __init__(self, env: RuminationEnv, image_dir: Path | None, traj_id: str):
+        self.env, self.image_dir, self.traj_id = env, image_dir, traj_id
+        self.steps: list[Step] = []
+        self.observations: list[Observation] = []
+
+    def call(self, thought: str, call: ToolCall) -> Observation:
+        obs = self.env.execute(call)
+        k = len(self.steps)
+        paths, digests = [], []
+        for j, img in enumerate(obs.images):
+            digests.append(image_digest(img))
+            if self.image_dir is not None:
+                path = self.image_dir / self.traj_id / f"step{k}-{j}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                img.save(path, format="PNG")
+                paths.append(str(path))
+        self.steps.append(Step(thought, call, obs.text, paths, digests, obs.error))
+        self.observations.append(obs)
+        return obs
+
+
 def execute_plan(
     env: RuminationEnv,
     plan: list[tuple[str, ToolCall]],
@@ -131,20 +160,10 @@ def execute_plan(
     traj_id: str,
 ) -> tuple[list[Step], list[Observation]]:
     """Run planned (thought, call) pairs in `env`; save observation images under image_dir."""
-    steps, observations = [], []
-    for k, (thought, call) in enumerate(plan):
-        obs = env.execute(call)
-        paths, digests = [], []
-        for j, img in enumerate(obs.images):
-            digests.append(image_digest(img))
-            if image_dir is not None:
-                path = image_dir / traj_id / f"step{k}-{j}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                img.save(path, format="PNG")
-                paths.append(str(path))
-        steps.append(Step(thought, call, obs.text, paths, digests, obs.error))
-        observations.append(obs)
-    return steps, observations
+    rec = TrajectoryRecorder(env, image_dir, traj_id)
+    for thought, call in plan:
+        rec.call(thought, call)
+    return rec.steps, rec.observations
 
 
 @dataclass

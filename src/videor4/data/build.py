@@ -1,0 +1,384 @@
+"""Build the training and evaluation datasets from a source of videos + questions.
+
+    samples ─▶ usable videos ─▶ OCR (cached) ─▶ evidence ─▶ DRP/CRP trajectories + QC
+                                                        └─▶ RL_d / RL_c samples, test split
+
+Everything is written into a temporary folder and swapped into place at the
+end, so a killed build leaves the previous output intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..io import atomic_dir, read_jsonl, write_jsonl
+from ..ops import VisionConfig
+from ..video import FRAME_CACHE, FrameSource, VideoError, load_frames, uniform_indices
+from .schema import Evidence, Sample, TextBox, VideoRecord
+
+if TYPE_CHECKING:
+    from .synthetic import SyntheticConfig
+from .synthesis import SampleContext, SynthesisConfig, synthesize
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("samples_train", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c")
+MULTI_EVIDENCE_KINDS = ("compare", "count")
+
+
+@dataclass
+class BuildConfig:
+    out_dir: Path = Path("data/built")
+    ocr_max_videos: int = 4  # OCR this many training videos (all shown frames); -1 = every video
+    ocr_min_anls: float = 0.5
+    ocr_cache_dir: Path | None = Path(".cache/ocr")
+    n_rl_d: int = 200
+    n_rl_c: int = 200
+    max_bad_fraction: float = 0.5  # fail when more than this fraction of videos cannot be used
+    seed: int = 0
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+
+
+@dataclass
+class SourceData:
+    """What a data source hands to the build: samples plus what is known about each video."""
+
+    samples: list[Sample]
+    gt_text_boxes: dict[str, list[TextBox]] = field(default_factory=dict)  # video path -> every GT text
+    ocr_boxes: dict[str, list[TextBox]] = field(default_factory=dict)  # video path -> OCR the user supplied
+    skipped: Counter = field(default_factory=Counter)
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def load_synthetic_source(root: Path) -> SourceData:
+    """The procedural videos written by `synthetic.generate_dataset` (+ manifest and samples)."""
+    records = [VideoRecord.from_dict(r) for r in read_jsonl(root / "manifest.jsonl")]
+    samples = [Sample.from_dict(r) for r in read_jsonl(root / "samples.jsonl")]
+    return SourceData(samples=samples, gt_text_boxes={r.path: r.text_boxes for r in records})
+
+
+def load_m4vitevqa_source(section: dict[str, Any]) -> SourceData:
+    """M4-ViteVQA train + test annotation files, with the per-video OCR files where present."""
+    from .m4vitevqa import M4ViteVQAConfig, load_m4vitevqa, load_video_ocr
+
+    if not section.get("root"):
+        raise BuildError("data.source is m4vitevqa but data.m4vitevqa.root is not set")
+    root = Path(section["root"])
+    samples: list[Sample] = []
+    skipped: Counter = Counter()
+    ocr_boxes: dict[str, list[TextBox]] = {}
+    for key, split in (("train_file", "train"), ("test_file", "test")):
+        if not section.get(key):
+            continue
+        cfg = M4ViteVQAConfig(
+            root=root, split_file=section[key], videos_dir=section.get("videos_dir", "videos"),
+            ocr_dir=section.get("ocr_dir"), split=split,
+        )
+        loaded, skips = load_m4vitevqa(cfg, check_videos=True, allow_missing_answers=(split == "test"))
+        skipped.update(skips)
+        for s in loaded:
+            s.video = str(root / s.video)  # rows name paths from the working directory
+            if split == "train" and s.video not in ocr_boxes and cfg.ocr_dir:
+                boxes = load_video_ocr(cfg, s.meta["video_id"], int(s.meta["video_width"]), int(s.meta["video_height"]))
+                if boxes is not None:
+                    ocr_boxes[s.video] = boxes
+        samples += loaded
+    return SourceData(samples=samples, ocr_boxes=ocr_boxes, skipped=skipped)
+
+
+def make_synthetic_source(out_dir: Path, cfg: "SyntheticConfig", progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Generate the procedural videos into `out_dir` (atomically) with manifest.jsonl and samples.jsonl."""
+    from .synthetic import generate_dataset
+
+    t0 = time.perf_counter()
+    with atomic_dir(out_dir) as tmp:
+        records, samples = generate_dataset(tmp, cfg, progress)
+        for r in records:  # rows name paths from the working directory, like every dataset
+            r.path = str(out_dir / r.path)
+        for s in samples:
+            s.video = str(out_dir / s.video)
+        write_jsonl(tmp / "manifest.jsonl", (r.to_dict() for r in records))
+        write_jsonl(tmp / "samples.jsonl", (s.to_dict() for s in samples))
+    seconds = time.perf_counter() - t0
+    return {
+        "n_videos": len(records),
+        "n_samples": len(samples),
+        "question_kinds": dict(sorted(Counter(s.question_kind for s in samples).items())),
+        "seconds": round(seconds, 2),
+        "videos_per_second": round(len(records) / seconds, 3) if seconds else None,
+    }
+
+
+def _file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _video_id(video: str) -> str:
+    return Path(video).stem
+
+
+@dataclass
+class _VideoInfo:
+    frame_indices: list[int]
+    num_source_frames: int
+    width: int
+    height: int
+
+
+def check_videos(samples: list[Sample], num_frames: int, skipped: Counter) -> tuple[list[Sample], dict[str, _VideoInfo]]:
+    """Drop samples whose video is missing, empty or undecodable (counted by reason)."""
+    infos: dict[str, _VideoInfo] = {}
+    bad: dict[str, str] = {}
+    for video in sorted({s.video for s in samples}):
+        try:
+            src = FrameSource(video)
+            idx = uniform_indices(src.num_frames, num_frames)
+            src.get(idx[:1] + idx[-1:])  # decode the ends: catches truncated files
+            infos[video] = _VideoInfo(idx, src.num_frames, src.width, src.height)
+        except (VideoError, IndexError, OSError) as exc:
+            reason = getattr(exc, "reason", "unreadable")
+            bad[video] = reason
+            log.warning("skipping video: %s", exc)
+    kept = []
+    for s in samples:
+        if s.video in bad:
+            skipped[f"video_{bad[s.video]}"] += 1
+        else:
+            kept.append(s)
+    return kept, infos
+
+
+def run_ocr(
+    videos: list[str],
+    infos: dict[str, _VideoInfo],
+    cache_dir: Path | None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, list[TextBox]]:
+    """OCR every shown frame of the given videos (RapidOCR, cached by video content)."""
+    from .ocr import ocr_to_text_boxes, ocr_video
+
+    out = {}
+    for video in videos:
+        info = infos[video]
+        frames = load_frames(video, indices=info.frame_indices).frames
+        cache = None if cache_dir is None else cache_dir / _file_md5(Path(video))[:16]
+        ocr = ocr_video(_video_id(video), frames, info.frame_indices, cache)
+        out[video] = ocr_to_text_boxes(ocr, info.width, info.height)
+        if progress:
+            progress(1)
+    return out
+
+
+def evidence_groups(evidence: list[Evidence], rng: random.Random) -> list[list[Evidence]]:
+    """One group per distinct text to read (in first-seen order), its frames in seeded random order.
+
+    Sources list a text on every shown frame where it is visible; a reader needs
+    it once, from any of them.
+    """
+    from ..metrics import normalize_answer
+
+    groups: dict[str, list[Evidence]] = {}
+    for e in evidence:
+        groups.setdefault(normalize_answer(e.text), []).append(e)
+    out = []
+    for group in groups.values():
+        group = list(group)
+        rng.shuffle(group)
+        out.append(group)
+    return out
+
+
+def ground_evidence(
+    sample: Sample,
+    info: _VideoInfo,
+    ocr_boxes: list[TextBox] | None,
+    min_anls: float,
+    rng: random.Random,
+) -> tuple[list[Evidence], list[Evidence], str]:
+    """(evidence to read, boxes QC checks against, origin) for one sample.
+
+    With OCR: each ground-truth text (or, when there is none, the answer) is
+    matched to OCR tokens on the shown frames; the OCR reading is what a
+    trajectory reads, the ground truth is what QC checks.  Without OCR the
+    generator's (or annotation's) evidence is used as is.
+    """
+    from .evidence import match_evidence
+
+    groups = evidence_groups(sample.evidence, rng)
+    if ocr_boxes is None:
+        chosen = [g[0] for g in groups]
+        return chosen, chosen, "ground_truth" if chosen else "none"
+    if groups:
+        found, qc = [], []
+        for group in groups:
+            for gt in group:  # any frame showing the text will do
+                hits = match_evidence([gt.text], ocr_boxes, frames={gt.frame}, min_anls=min_anls)
+                if hits:
+                    found.append(hits[0])
+                    qc.append(gt)
+                    break
+            else:
+                return [], [g[0] for g in groups], "ocr_miss"
+        return found, qc, "ocr"
+    targets = [sample.meta.get("answer_text")] if sample.problem_type == "multiple_choice" else sample.answers
+    hits = match_evidence([t for t in targets if t], ocr_boxes, frames=set(info.frame_indices), min_anls=min_anls)
+    return hits[:1], hits[:1], "ocr" if hits else "ocr_miss"
+
+
+def _frame_texts(boxes: list[TextBox]) -> dict[int, list[TextBox]]:
+    by_frame: dict[int, list[TextBox]] = defaultdict(list)
+    for b in boxes:
+        by_frame[b.frame].append(b)
+    return dict(by_frame)
+
+
+def _rl_row(sample: Sample, info: _VideoInfo, evidence: list[Evidence], tool_mode: str) -> dict[str, Any]:
+    row = sample.to_dict()
+    row["evidence"] = [e.__dict__ for e in evidence]
+    row.update(tool_mode=tool_mode, frame_indices=info.frame_indices, num_source_frames=info.num_source_frames)
+    return row
+
+
+def split_rl(contexts: list[SampleContext], n_rl_d: int, n_rl_c: int, seed: int) -> tuple[list[SampleContext], list[SampleContext]]:
+    """Disjoint RL sets: single-evidence questions alternate between RL_d and RL_c;
+    questions that need several readings (compare, count) go to RL_c (mixed tools)."""
+    order = list(contexts)
+    random.Random(seed).shuffle(order)
+    rl_d, rl_c = [], []
+    for ctx in order:
+        multi = ctx.sample.question_kind in MULTI_EVIDENCE_KINDS or len(ctx.evidence) > 1
+        if not multi and len(rl_d) <= len(rl_c) and len(rl_d) < n_rl_d:
+            rl_d.append(ctx)
+        elif len(rl_c) < n_rl_c:
+            rl_c.append(ctx)
+        elif not multi and len(rl_d) < n_rl_d:
+            rl_d.append(ctx)
+    return rl_d, rl_c
+
+
+def build_datasets(
+    source: SourceData,
+    cfg: BuildConfig,
+    validate: Callable[[list[dict[str, Any]], str], None] | None = None,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> dict[str, Any]:
+    """Run the whole build; returns the metrics.  `validate(rows, dataset)` raises on invalid data."""
+    t0 = time.perf_counter()
+    skipped = Counter(source.skipped)
+    n_videos_in = len({s.video for s in source.samples})
+    samples, infos = check_videos(source.samples, cfg.vision.num_frames, skipped)
+    n_bad = n_videos_in - len(infos)
+    if n_videos_in == 0:
+        raise BuildError("the data source has no samples")
+    if n_bad / n_videos_in > cfg.max_bad_fraction:
+        raise BuildError(
+            f"{n_bad} of {n_videos_in} videos cannot be used ({dict(skipped)}); "
+            f"more than data.max_bad_fraction={cfg.max_bad_fraction}"
+        )
+    train = [s for s in samples if s.split == "train"]
+    test = [s for s in samples if s.split != "train"]
+
+    # OCR the first training videos (all of them with ocr_max_videos = -1)
+    train_videos = sorted({s.video for s in train})
+    n_ocr = len(train_videos) if cfg.ocr_max_videos < 0 else min(cfg.ocr_max_videos, len(train_videos))
+    ocr_videos = sorted(set(train_videos[:n_ocr]) | (set(source.ocr_boxes) & set(infos)))
+    to_read = [v for v in ocr_videos if v not in source.ocr_boxes]
+    ocr = dict(source.ocr_boxes)
+    ocr.update(run_ocr(to_read, infos, cfg.ocr_cache_dir, progress("OCR", len(to_read)) if progress else None))
+
+    from .evidence import ocr_gt_agreement
+
+    agree_hits, agree_n = 0.0, 0
+    for video, boxes in ocr.items():
+        gt = source.gt_text_boxes.get(video)
+        if gt:
+            rate, n = ocr_gt_agreement(gt, boxes, set(infos[video].frame_indices))
+            agree_hits += rate * n
+            agree_n += n
+
+    # evidence + contexts for synthesis
+    dropped: Counter = Counter()
+    evidence_origin: Counter = Counter()
+    contexts: list[SampleContext] = []
+    rng = random.Random(cfg.seed)
+    for s in train:
+        info = infos[s.video]
+        evidence, qc, origin = ground_evidence(s, info, ocr.get(s.video), cfg.ocr_min_anls, rng)
+        evidence_origin[origin] += 1
+        if not evidence:
+            dropped["no_ocr_evidence" if origin == "ocr_miss" else "no_evidence"] += 1
+            continue
+        known = ocr.get(s.video) or source.gt_text_boxes.get(s.video, [])
+        contexts.append(SampleContext(s, info.frame_indices, evidence, qc, _frame_texts(known)))
+
+    with atomic_dir(cfg.out_dir) as tmp:
+        image_dir = tmp / "images"
+        n_candidates = min(cfg.synthesis.n_drp, 2 * len(contexts)) + min(cfg.synthesis.n_crp, 3 * len(contexts))
+        result = synthesize(
+            contexts, cfg.vision, cfg.synthesis, image_dir, progress("synthesis", n_candidates) if progress else None
+        )
+        for reason, n in result.dropped.items():
+            dropped[reason] += n
+
+        rl_d, rl_c = split_rl(contexts, cfg.n_rl_d, cfg.n_rl_c, cfg.seed)
+        test_rows = []
+        for s in test:
+            row = s.to_dict()
+            row.update(frame_indices=infos[s.video].frame_indices, num_source_frames=infos[s.video].num_source_frames)
+            test_rows.append(row)
+        rows = {
+            "samples_train": [c.sample.to_dict() for c in contexts],
+            "samples_test": test_rows,
+            "sft_drp": [t.to_dict() for t in result.trajectories["drp"]],
+            "sft_crp": [t.to_dict() for t in result.trajectories["crp"]],
+            "rl_d": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "single") for c in rl_d],
+            "rl_c": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "mixed") for c in rl_c],
+        }
+        if validate is not None:  # before anything is swapped in: invalid data never replaces valid data
+            for name in DATASETS:
+                validate(rows[name], name)
+        for traj in rows["sft_drp"] + rows["sft_crp"]:  # rows name the final folder, not the temporary one
+            for step in traj["steps"]:
+                obs = step["observation"]
+                obs["images"] = [str(cfg.out_dir / Path(p).relative_to(tmp)) for p in obs["images"]]
+        for name, data in rows.items():
+            write_jsonl(tmp / f"{name}.jsonl", data)
+
+    kinds = Counter(t.kind for trajs in result.trajectories.values() for t in trajs)
+    return {
+        "n_videos": len(infos),
+        "n_videos_skipped": n_bad,
+        "n_samples_train": len(contexts),
+        "n_samples_test": len(test_rows),
+        "n_drp": len(result.trajectories["drp"]),
+        "n_crp": len(result.trajectories["crp"]),
+        "n_drp_clip": kinds["drp_clip"],
+        "n_drp_crop": kinds["drp_crop"],
+        "n_rl_d": len(rl_d),
+        "n_rl_c": len(rl_c),
+        "dropped": dict(sorted(dropped.items())),
+        "skipped": dict(sorted(skipped.items())),
+        "evidence_origin": dict(sorted(evidence_origin.items())),
+        "ocr_videos": len(ocr_videos),
+        "ocr_frames_read": sum(len(infos[v].frame_indices) for v in to_read),
+        "ocr_gt_boxes": agree_n,
+        "ocr_gt_agreement": round(agree_hits / agree_n, 4) if agree_n else None,
+        "frame_cache_hit_rate": round(FRAME_CACHE.hits / max(1, FRAME_CACHE.hits + FRAME_CACHE.misses), 4),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
