@@ -1,0 +1,612 @@
+"""A deterministic procedural source of text-rich videos and questions about them.
+
+Each video is a moving gradient background with 3-5 coloured "panels" (signs,
+caption bars, slides, app screens, licence plates, scoreboards, price tags)
+carrying short codes drawn from a small, visually distinct alphabet.  The text
+is small (10-14 px at 448x252): legible at full resolution, a blur of a few
+pixels in the model's low-resolution view, so answering needs clipping and
+cropping.  Some videos hold a caption that flashes in exactly one shown frame,
+a plate whose code changes over time, or two numbers to compare.
+
+Everything is drawn from an rng seeded by (seed, video index), so the same
+config gives byte-identical mp4s and identical records, and video i does not
+depend on how many videos are generated.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from videor4.data.schema import OPTION_LETTERS, Evidence, Sample, TextBox, VideoRecord
+from videor4.io import atomic_open
+from videor4.video import uniform_indices
+
+# Digits plus capitals whose shapes differ a lot (no O/0, I/1, S/5, B/8 pairs).
+ALPHABET = "0123456789AEHKMPTX"
+DIGITS = "0123456789"
+FONT_PATH = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+CODE_FONT_SIZES = (15, 16, 17, 18)  # ink height 11-13 px for caps and digits
+TITLE_FONT_SIZE = 13
+
+# Named, mutually distinct panel colours; each is used at most once per video so
+# that "colour + kind" names a panel unambiguously.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (210, 35, 35),
+    "blue": (35, 80, 210),
+    "green": (30, 150, 60),
+    "yellow": (245, 215, 40),
+    "orange": (250, 140, 20),
+    "purple": (130, 50, 170),
+    "pink": (245, 150, 195),
+    "cyan": (60, 205, 225),
+    "white": (240, 240, 240),
+}
+DARK_TEXT = (15, 15, 15)
+LIGHT_TEXT = (250, 250, 250)
+
+KIND_NAMES = {
+    "sign": "sign",
+    "caption": "caption bar",
+    "slide": "slide",
+    "app": "app screen",
+    "plate": "license plate",
+    "scoreboard": "scoreboard",
+    "price": "price tag",
+}
+TITLES = {
+    "slide": ("AGENDA", "SUMMARY", "NOTES", "RESULTS"),
+    "app": ("LOGIN", "STATUS", "MENU", "PROFILE"),
+    "scoreboard": ("SCORE", "HOME", "AWAY"),
+    "price": ("PRICE", "SALE"),
+}
+READ_TEMPLATES = {
+    "sign": "What code is shown on the {c} sign?",
+    "caption": "What code appears in the {c} caption bar?",
+    "slide": "What code is written on the {c} slide?",
+    "app": "What code is displayed on the {c} app screen?",
+    "plate": "What is the plate number on the {c} license plate?",
+    "scoreboard": "What number is shown on the {c} scoreboard?",
+    "price": "What price is shown on the {c} price tag?",
+}
+NUMBER_KINDS = ("scoreboard", "price")
+FILLER_KINDS = ("sign", "slide", "app", "plate", "scoreboard", "price")
+QUESTION_KINDS = ("read", "transient", "compare", "count")
+
+
+@dataclass
+class SyntheticConfig:
+    n_videos: int = 24
+    width: int = 448
+    height: int = 252
+    num_frames: int = 32  # source frames per video
+    fps: float = 8.0
+    num_shown_frames: int = 8  # frames the model is shown: uniform_indices(num_frames, num_shown_frames)
+    questions_per_video: int = 3
+    test_fraction: float = 0.25  # videos whose samples go to split "test" (by video, deterministic)
+    mc_fraction: float = 0.25  # fraction of questions turned into 4-option multiple choice
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- fonts
+@lru_cache(maxsize=None)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    if os.path.exists(FONT_PATH):
+        return ImageFont.truetype(FONT_PATH, size)
+    return ImageFont.load_default(size=size)
+
+
+def _ink_box(text: str, size: int) -> tuple[int, int, int, int]:
+    """The rendered ink box of `text` relative to its draw origin."""
+    x1, y1, x2, y2 = _font(size).getbbox(text)
+    return int(x1), int(y1), int(x2), int(y2)
+
+
+# ---------------------------------------------------------------- content model
+@dataclass
+class _Text:
+    """One string drawn inside a panel at a fixed offset from the panel's corner."""
+
+    text: str
+    size: int
+    dx: int  # draw origin relative to the panel's top-left corner
+    dy: int
+    role: str  # title / target / distractor / caption
+    frames: range | None = None  # source frames where shown (None: whenever the panel is)
+
+
+@dataclass
+class _Panel:
+    kind: str
+    colour: str
+    w: int = 0
+    h: int = 0
+    start: tuple[float, float] = (0.0, 0.0)
+    end: tuple[float, float] = (0.0, 0.0)
+    frames: range = range(0)  # source frames where the panel is visible
+    texts: list[_Text] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {KIND_NAMES[self.kind]}"
+
+    def main_texts(self) -> list[_Text]:
+        return [t for t in self.texts if t.role != "title"]
+
+    def corner(self, frame: int, num_frames: int) -> tuple[int, int]:
+        """Top-left corner at a frame: linear drift, rounded so text stays crisp."""
+        a = frame / max(num_frames - 1, 1)
+        x = self.start[0] + a * (self.end[0] - self.start[0])
+        y = self.start[1] + a * (self.end[1] - self.start[1])
+        return int(round(x)), int(round(y))
+
+
+@dataclass
+class _Question:
+    kind: str  # read / transient / compare / count
+    text: str
+    answer: str
+    sources: list[tuple[_Panel, list[_Text]]]  # the strings the answer is read from
+    alphabet: str  # for near-miss multiple-choice options
+    pool: list[str] | None = None  # preferred wrong options; None: other strings of the video
+
+
+def _code(rng: np.random.Generator, used: set[str]) -> str:
+    while True:
+        n = int(rng.integers(3, 5))
+        code = "".join(ALPHABET[int(i)] for i in rng.integers(0, len(ALPHABET), n))
+        # Codes of digits only would read as numbers; keep at least one letter.
+        if code not in used and not code.isdigit():
+            used.add(code)
+            return code
+
+
+def _number(rng: np.random.Generator, used: set[str]) -> str:
+    while True:
+        num = str(int(rng.integers(10, 100)))
+        if num not in used:
+            used.add(num)
+            return num
+
+
+def _layout_panel(panel: _Panel, rng: np.random.Generator, main: list[str]) -> None:
+    """Fill in the panel's texts and size from its kind and main strings."""
+    size = int(rng.choice(CODE_FONT_SIZES))
+    pad = 6
+    main_w = max(_ink_box(t, size)[2] for t in main)
+    main_h = _ink_box("0", size)[3]
+    title = None
+    if panel.kind in TITLES:
+        title = str(rng.choice(TITLES[panel.kind]))
+    if panel.kind == "caption":
+        pad = 7
+    if title is None:
+        # One line: sign, plate, caption bar.
+        panel.w = main_w + 2 * pad + (8 if panel.kind == "plate" else 0)
+        panel.h = main_h + 2 * pad
+        if panel.kind == "caption":
+            panel.w = max(panel.w, int(rng.integers(110, 200)))
+        x0 = (panel.w - main_w) // 2 if panel.kind == "plate" else pad
+        y0 = pad - _ink_box("0", size)[1] + 1
+        panel.texts = [_Text(t, size, x0, y0, "distractor") for t in main]
+        return
+    # Two lines: a title above the main string; slides get extra room for decorative bars.
+    title_w, title_h = _ink_box(title, TITLE_FONT_SIZE)[2], _ink_box(title, TITLE_FONT_SIZE)[3]
+    header = title_h + pad
+    body_extra = 14 if panel.kind == "slide" else 0
+    panel.w = max(title_w, main_w) + 2 * pad + (10 if panel.kind in ("slide", "app") else 0)
+    panel.h = header + pad + main_h + pad + body_extra
+    panel.texts = [_Text(title, TITLE_FONT_SIZE, pad, pad - _ink_box(title, TITLE_FONT_SIZE)[1], "title")]
+    y_main = header + pad - _ink_box("0", size)[1] + 1
+    panel.texts += [_Text(t, size, pad, y_main, "distractor") for t in main]
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int) -> bool:
+    return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
+
+
+def _place(
+    panel: _Panel,
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+    taken: list[tuple[int, int, int, int]],
+    drift: bool,
+) -> bool:
+    """Pick start/end corners so the panel's whole sweep stays in frame and clear of others."""
+    W, H, m = cfg.width, cfg.height, 4
+    if panel.w > W - 2 * m or panel.h > H - 2 * m:
+        return False
+    for _ in range(300):
+        if panel.kind == "caption":
+            # Caption bars sit still near the top or bottom edge.
+            x = float(rng.integers(m, W - panel.w - m + 1))
+            if rng.random() < 0.3:
+                y = float(m + int(rng.integers(0, 6)))
+            else:
+                y = float(H - panel.h - m - int(rng.integers(0, 6)))
+            start = end = (x, y)
+        else:
+            start = (float(rng.integers(m, W - panel.w - m + 1)), float(rng.integers(m, H - panel.h - m + 1)))
+            end = start
+            if drift:
+                dx, dy = rng.uniform(-60, 60), rng.uniform(-25, 25)
+                end = (
+                    float(np.clip(start[0] + dx, m, W - panel.w - m)),
+                    float(np.clip(start[1] + dy, m, H - panel.h - m)),
+                )
+        sweep = (
+            int(math.floor(min(start[0], end[0]))),
+            int(math.floor(min(start[1], end[1]))),
+            int(math.ceil(max(start[0], end[0]))) + panel.w,
+            int(math.ceil(max(start[1], end[1]))) + panel.h,
+        )
+        if not any(_overlaps(sweep, t, 6) for t in taken):
+            panel.start, panel.end = start, end
+            taken.append(sweep)
+            return True
+    return False
+
+
+def _transient_window(shown: list[int], pos: int, num_frames: int) -> range:
+    """Source frames within ±1 of shown[pos], minus any that are other shown frames."""
+    p = shown[pos]
+    others = set(shown) - {p}
+    lo = p - 1 if p - 1 >= 0 and p - 1 not in others else p
+    hi = p + 1 if p + 1 < num_frames and p + 1 not in others else p
+    return range(lo, hi + 1)
+
+
+def _segments(shown: list[int], k: int, num_frames: int, rng: np.random.Generator) -> list[range]:
+    """Split the video into k spans, each holding a contiguous, non-empty group of shown frames."""
+    cuts = sorted(int(c) for c in rng.choice(np.arange(1, len(shown)), size=k - 1, replace=False))
+    bounds = [0]
+    for c in cuts:
+        # Switch codes halfway between the last shown frame of one group and the first of the next.
+        bounds.append((shown[c - 1] + shown[c]) // 2 + 1)
+    bounds.append(num_frames)
+    return [range(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+# ---------------------------------------------------------------- questions
+def _mutate(text: str, rng: np.random.Generator, alphabet: str) -> str:
+    """A near miss: one or two characters replaced from the same alphabet."""
+    chars = list(text)
+    for i in rng.choice(len(chars), size=int(rng.integers(1, min(2, len(chars)) + 1)), replace=False):
+        chars[int(i)] = alphabet[int(rng.integers(0, len(alphabet)))]
+    if alphabet == DIGITS and chars[0] == "0":
+        chars[0] = text[0]  # numbers keep their non-zero leading digit
+    return "".join(chars)
+
+
+def _options(answer: str, pool: list[str], rng: np.random.Generator, alphabet: str) -> list[str]:
+    """The answer plus 3 distinct plausible wrong options: other strings from the video first, then near misses."""
+    wrong: list[str] = []
+    for cand in [pool[int(i)] for i in rng.permutation(len(pool))] if pool else []:
+        if cand != answer and cand not in wrong and len(wrong) < 2:
+            wrong.append(cand)
+    while len(wrong) < 3:
+        cand = _mutate(answer, rng, alphabet)
+        if cand != answer and cand not in wrong and cand:
+            wrong.append(cand)
+    opts = [answer] + wrong
+    return [opts[int(i)] for i in rng.permutation(4)]
+
+
+def _evidence(texts: list[_Text], shown: list[int], boxes: dict[tuple[int, int], list[float]]) -> list[Evidence]:
+    """Every (shown frame, box) where one of `texts` is visible; `boxes` is keyed by (frame, id(text))."""
+    out = []
+    for f in shown:
+        for t in texts:
+            key = (f, id(t))
+            if key in boxes:
+                out.append(Evidence(frame=f, bbox=list(boxes[key]), text=t.text, origin="ground_truth"))
+    return out
+
+
+# ---------------------------------------------------------------- rendering
+def _background(cfg: SyntheticConfig, rng: np.random.Generator) -> Callable[[int], np.ndarray]:
+    """A muted two-colour gradient plus a low-frequency texture that pans over time."""
+    W, H = cfg.width, cfg.height
+    c1 = rng.uniform(45, 135, 3)
+    c2 = rng.uniform(45, 135, 3)
+    angle = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    a = (np.cos(angle) * xx / W + np.sin(angle) * yy / H)
+    a = (a - a.min()) / max(float(a.max() - a.min()), 1e-6)
+    grad = (1 - a)[..., None] * c1 + a[..., None] * c2
+    pad = 64
+    coarse = rng.uniform(-18, 18, (6, 10, 3)).astype(np.float32)
+    size = (W + 2 * pad, H + 2 * pad)
+    channels = [Image.fromarray(np.ascontiguousarray(coarse[..., c])).resize(size, Image.BICUBIC) for c in range(3)]
+    tex = np.stack([np.asarray(ch) for ch in channels], axis=-1)
+    # Pan at 0.8-1.5 px/frame in a random direction so that frames always differ.
+    speed, heading = rng.uniform(0.8, 1.5), rng.uniform(0, 2 * math.pi)
+    vx, vy = speed * math.cos(heading), speed * math.sin(heading)
+
+    def frame(i: int) -> np.ndarray:
+        ox = int(round(pad + np.clip(vx * i, -pad, pad)))
+        oy = int(round(pad + np.clip(vy * i, -pad, pad)))
+        return np.clip(grad + tex[oy : oy + H, ox : ox + W], 0, 255).astype(np.uint8)
+
+    return frame
+
+
+def _text_colour(colour: str) -> tuple[int, int, int]:
+    r, g, b = PALETTE[colour]
+    return DARK_TEXT if 0.299 * r + 0.587 * g + 0.114 * b > 140 else LIGHT_TEXT
+
+
+def _draw_panel(draw: ImageDraw.ImageDraw, panel: _Panel, x: int, y: int, frame: int) -> None:
+    fill = PALETTE[panel.colour]
+    ink = _text_colour(panel.colour)
+    draw.rectangle([x, y, x + panel.w - 1, y + panel.h - 1], fill=fill)
+    if panel.kind == "plate":
+        draw.rectangle([x + 1, y + 1, x + panel.w - 2, y + panel.h - 2], outline=ink, width=2)
+    elif panel.kind == "app":
+        title = panel.texts[0]
+        bottom = y + title.dy + _ink_box(title.text, title.size)[3] + 3
+        draw.line([x, bottom, x + panel.w - 1, bottom], fill=ink, width=1)
+    elif panel.kind == "slide":
+        # Decorative "bullet" bars: slide-like texture without more text to read.
+        y0 = y + panel.h - 12
+        draw.rectangle([x + 6, y0, x + panel.w // 2, y0 + 2], fill=ink)
+        draw.rectangle([x + 6, y0 + 5, x + panel.w * 2 // 3, y0 + 7], fill=ink)
+    elif panel.kind == "price":
+        draw.ellipse([x + panel.w - 9, y + 3, x + panel.w - 4, y + 8], fill=ink)
+    for t in panel.texts:
+        if t.frames is None or frame in t.frames:
+            draw.text((x + t.dx, y + t.dy), t.text, font=_font(t.size), fill=ink)
+
+
+def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 as one (H*3/2, W) plane stack, PyAV's yuv420p ndarray layout.
+
+    Converting here rather than through swscale (whose SIMD paths and chroma filters
+    vary by CPU and version) keeps the bytes of a video independent of the machine.
+    """
+    f = rgb.astype(np.float32) * (1.0 / 255.0)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    y = 16.0 + 65.481 * r + 128.553 * g + 24.966 * b
+    # Chroma is linear in RGB, so average each 2x2 block first and convert a quarter of the pixels.
+    q = 0.25 * (f[0::2, 0::2] + f[1::2, 0::2] + f[0::2, 1::2] + f[1::2, 1::2])
+    r, g, b = q[..., 0], q[..., 1], q[..., 2]
+    cb = 128.0 - 37.797 * r - 74.203 * g + 112.0 * b
+    cr = 128.0 + 112.0 * r - 93.786 * g - 18.214 * b
+    h, w = y.shape
+    y8, u8, v8 = (np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in (y, cb, cr))
+    # PyAV reads the array flat (Y, then U, then V), so only the total size matters.
+    return np.concatenate([y8.ravel(), u8.ravel(), v8.ravel()]).reshape(h * 3 // 2, w)
+
+
+def _write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    import av  # lazy: only generation needs the encoder
+
+    h, w = frames[0].shape[:2]
+    with atomic_open(path, "wb") as fh:
+        with av.open(fh, mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            # Low crf keeps 1-px strokes.  Byte-identical output needs one thread (x264's output
+            # depends on the thread count) and no macroblock-tree rate control (with it, this
+            # x264 build gave different bytes for identical input from run to run).
+            stream.options = {"crf": "18", "preset": "fast", "threads": "1", "x264-params": "no-mbtree=1"}
+            for arr in frames:
+                frame = av.VideoFrame.from_ndarray(_rgb_to_yuv420p(arr), format="yuv420p")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+
+# ---------------------------------------------------------------- one video
+def generate_video(
+    video_id: str, path: Path, cfg: SyntheticConfig, rng: np.random.Generator
+) -> tuple[VideoRecord, list[Sample]]:
+    """Draw one video, write it to `path` (atomically), and return its record and questions.
+
+    `VideoRecord.path` and `Sample.video` are `path` as given; `generate_dataset`
+    rewrites them relative to the dataset root.  Splits default to "train".
+    """
+    if cfg.width % 2 or cfg.height % 2:
+        raise ValueError(f"frame size must be even for yuv420p, got {cfg.width}x{cfg.height}")
+    N = cfg.num_frames
+    shown = uniform_indices(N, cfg.num_shown_frames)
+    everywhere = range(N)
+
+    # Which question-bearing features this video has.
+    want_transient = len(shown) >= 3 and rng.random() < 0.45
+    want_count = len(shown) >= 2 and rng.random() < 0.4
+    want_compare = rng.random() < 0.45
+    kinds: list[tuple[str, str]] = []  # (kind, feature)
+    if want_transient:
+        kinds.append(("caption", "transient"))
+    elif rng.random() < 0.35:
+        kinds.append(("caption", ""))
+    if want_count:
+        kinds.append(("plate", "count"))
+    if want_compare:
+        a, b = (str(k) for k in rng.choice(NUMBER_KINDS, size=2, replace=True))
+        kinds += [(a, "compare"), (b, "compare")]
+    n_panels = max(int(rng.integers(3, 6)), len(kinds))
+    while len(kinds) < n_panels:
+        kinds.append((str(rng.choice(FILLER_KINDS)), ""))
+
+    colours = [str(c) for c in rng.choice(list(PALETTE), size=len(kinds), replace=False)]
+    used: set[str] = set()
+    panels: list[tuple[_Panel, str]] = []
+    for (kind, feature), colour in zip(kinds, colours):
+        panel = _Panel(kind, colour, frames=everywhere)
+        if kind in NUMBER_KINDS:
+            main = [_number(rng, used)]
+        elif feature == "count":
+            k = int(rng.integers(2, min(4, len(shown)) + 1))
+            main = [_code(rng, used) for _ in range(k)]
+        else:
+            main = [_code(rng, used)]
+        _layout_panel(panel, rng, main)
+        if feature == "count":
+            for t, seg in zip(panel.main_texts(), _segments(shown, len(main), N, rng)):
+                t.frames = seg
+        if feature == "transient":
+            pos = int(rng.integers(1, len(shown) - 1)) if len(shown) > 2 else 0
+            panel.frames = _transient_window(shown, pos, N)
+        if kind == "caption":
+            for t in panel.main_texts():
+                t.role = "caption"
+        panels.append((panel, feature))
+
+    # Place essential panels first, bigger first, so fillers are what gets dropped if space runs out.
+    taken: list[tuple[int, int, int, int]] = []
+    order = sorted(range(len(panels)), key=lambda i: (panels[i][1] == "", -panels[i][0].w * panels[i][0].h))
+    ok = set()
+    for i in order:
+        panel = panels[i][0]
+        drift = panel.kind != "caption" and rng.random() < 0.4
+        if _place(panel, cfg, rng, taken, drift) or (drift and _place(panel, cfg, rng, taken, False)):
+            ok.add(i)
+    placed = [panels[i] for i in sorted(ok)]
+    compare_panels = [p for p, f in placed if f == "compare"]
+    if len(compare_panels) < 2:
+        # A compare partner that did not fit: the other number is just an ordinary panel.
+        placed = [(p, "" if f == "compare" else f) for p, f in placed]
+    features = {f for _, f in placed if f}
+
+    # Questions first, so text roles can say which strings are asked about.
+    special: list[_Question] = []
+    for panel, feature in placed:
+        main = panel.main_texts()
+        if feature == "transient":
+            special.append(_Question("transient", f"What code flashes briefly in the {panel.colour} caption bar?",
+                                     main[0].text, [(panel, main)], ALPHABET))
+        elif feature == "count":
+            question = f"How many different codes appear on the {panel.colour} license plate during the video?"
+            special.append(_Question("count", question, str(len(main)), [(panel, main)], "123456", pool=[]))
+    if "compare" in features:
+        p1, p2 = compare_panels[:2]
+        n1, n2 = p1.main_texts()[0].text, p2.main_texts()[0].text
+        question = f"Which is larger: the number on the {p1.name} or the number on the {p2.name}?"
+        sources = [(p1, p1.main_texts()), (p2, p2.main_texts())]
+        special.append(_Question("compare", question, max(n1, n2, key=int), sources, DIGITS, pool=[n1, n2]))
+    special = [special[int(i)] for i in rng.permutation(len(special))]
+    reads: list[_Question] = []
+    for panel, feature in placed:
+        if feature in ("transient", "count"):
+            continue
+        t = panel.main_texts()[0]
+        reads.append(_Question("read", READ_TEMPLATES[panel.kind].format(c=panel.colour), t.text, [(panel, [t])],
+                               DIGITS if panel.kind in NUMBER_KINDS else ALPHABET))
+    reads = [reads[int(i)] for i in rng.permutation(len(reads))]
+    # Ask first about panels no other question already covers (stable sort keeps the shuffle).
+    covered = {id(panel) for q in special for panel, _ in q.sources}
+    reads.sort(key=lambda q: id(q.sources[0][0]) in covered)
+    chosen = (special + reads)[: cfg.questions_per_video]
+    for q in chosen:
+        for _, texts in q.sources:
+            for t in texts:
+                t.role = "target"
+
+    # Render frames and collect per-frame ground-truth boxes.
+    bg = _background(cfg, rng)
+    W, H = cfg.width, cfg.height
+    frames: list[np.ndarray] = []
+    text_boxes: list[TextBox] = []
+    boxes: dict[tuple[int, int], list[float]] = {}
+    for f in range(N):
+        img = Image.fromarray(bg(f))
+        draw = ImageDraw.Draw(img)
+        for panel, _ in placed:
+            if f not in panel.frames:
+                continue
+            x, y = panel.corner(f, N)
+            _draw_panel(draw, panel, x, y, f)
+            for t in panel.texts:
+                if t.frames is not None and f not in t.frames:
+                    continue
+                x1, y1, x2, y2 = _ink_box(t.text, t.size)
+                bbox = [
+                    round(min(max((x + t.dx + x1) / W, 0.0), 1.0), 5),
+                    round(min(max((y + t.dy + y1) / H, 0.0), 1.0), 5),
+                    round(min(max((x + t.dx + x2) / W, 0.0), 1.0), 5),
+                    round(min(max((y + t.dy + y2) / H, 0.0), 1.0), 5),
+                ]
+                boxes[(f, id(t))] = bbox
+                text_boxes.append(TextBox(frame=f, text=t.text, bbox=bbox, role=t.role))
+        frames.append(np.asarray(img))
+    _write_mp4(Path(path), frames, cfg.fps)
+
+    all_codes = sorted({t.text for p, _ in placed for t in p.main_texts() if p.kind not in NUMBER_KINDS})
+    all_numbers = sorted({t.text for p, _ in placed for t in p.main_texts() if p.kind in NUMBER_KINDS})
+    samples: list[Sample] = []
+    for qi, q in enumerate(chosen):
+        evidence = [e for panel, texts in q.sources for e in _evidence(texts, shown, boxes)]
+        evidence.sort(key=lambda e: (e.frame, e.bbox[0], e.bbox[1]))
+        sample = Sample(
+            sample_id=f"{video_id}-q{qi}",
+            video=Path(path).as_posix(),
+            question=q.text,
+            answers=[q.answer],
+            question_kind=q.kind,
+            source="synthetic",
+            evidence=evidence,
+        )
+        if rng.random() < cfg.mc_fraction:
+            pool = q.pool if q.pool is not None else (all_codes if q.alphabet == ALPHABET else all_numbers)
+            options = _options(q.answer, pool, rng, q.alphabet)
+            sample.problem_type = "multiple_choice"
+            sample.options = options
+            sample.answers = [OPTION_LETTERS[options.index(q.answer)]]
+            sample.meta = {"answer_text": q.answer}
+        samples.append(sample)
+
+    record = VideoRecord(
+        video_id=video_id,
+        path=Path(path).as_posix(),
+        width=W,
+        height=H,
+        num_frames=N,
+        fps=float(cfg.fps),
+        text_boxes=text_boxes,
+    )
+    return record, samples
+
+
+# ---------------------------------------------------------------- the dataset
+def _is_test(index: int, fraction: float) -> bool:
+    """Spread test videos evenly by index (0 first): exact in the long run, independent of n_videos."""
+    f = Fraction(fraction).limit_denominator(10_000)
+    return math.ceil((index + 1) * f) > math.ceil(index * f)
+
+
+def generate_dataset(
+    out_dir: Path, cfg: SyntheticConfig, progress: Callable[[int], None] | None = None
+) -> tuple[list[VideoRecord], list[Sample]]:
+    """Write `out_dir/videos/syn-XXXXX.mp4` and return the records and samples (paths relative to out_dir).
+
+    Manifests are the caller's job.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    records: list[VideoRecord] = []
+    samples: list[Sample] = []
+    for index in range(cfg.n_videos):
+        video_id = f"syn-{index:05d}"
+        rel = f"videos/{video_id}.mp4"
+        rng = np.random.default_rng([cfg.seed, index])
+        record, video_samples = generate_video(video_id, out_dir / rel, cfg, rng)
+        split = "test" if _is_test(index, cfg.test_fraction) else "train"
+        record.path, record.split = rel, split
+        for s in video_samples:
+            s.video, s.split = rel, split
+        records.append(record)
+        samples.extend(video_samples)
+        if progress is not None:
+            progress(1)
+    return records, samples

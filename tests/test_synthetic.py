@@ -1,0 +1,170 @@
+"""The synthetic source: real mp4s, valid ground truth, well-formed questions, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videor4.data.schema import OPTION_LETTERS, Sample, VideoRecord
+from videor4.data.synthetic import ALPHABET, QUESTION_KINDS, SyntheticConfig, generate_dataset
+from videor4.video import load_frames, resize_to_budget, uniform_indices
+
+SMALL = dict(num_frames=16, num_shown_frames=8)
+LOW_RES_BUDGET = 8 * 28 * 28  # the shown-frame budget of the embedded default
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, SyntheticConfig, list[VideoRecord], list[Sample]]:
+    root = tmp_path_factory.mktemp("syn")
+    cfg = SyntheticConfig(n_videos=8, mc_fraction=0.5, seed=3, **SMALL)
+    ticks: list[int] = []
+    records, samples = generate_dataset(root, cfg, progress=ticks.append)
+    assert ticks == [1] * cfg.n_videos
+    return root, cfg, records, samples
+
+
+def _boxes(record: VideoRecord, frame: int, text: str) -> list[list[float]]:
+    return [b.bbox for b in record.text_boxes if b.frame == frame and b.text == text]
+
+
+def test_deterministic_and_independent_of_n_videos(tmp_path):
+    cfg = SyntheticConfig(n_videos=3, **SMALL)
+    a = generate_dataset(tmp_path / "a", cfg)
+    b = generate_dataset(tmp_path / "b", cfg)
+    c = generate_dataset(tmp_path / "c", SyntheticConfig(n_videos=2, **SMALL))
+    assert [r.to_dict() for r in a[0]] == [r.to_dict() for r in b[0]]
+    assert [s.to_dict() for s in a[1]] == [s.to_dict() for s in b[1]]
+    for r in a[0]:
+        assert _sha(tmp_path / "a" / r.path) == _sha(tmp_path / "b" / r.path)
+    for r in c[0]:
+        assert _sha(tmp_path / "a" / r.path) == _sha(tmp_path / "c" / r.path)
+    assert sorted(p.name for p in (tmp_path / "a" / "videos").iterdir()) == [f"syn-0000{i}.mp4" for i in range(3)]
+    # A different seed gives different videos.
+    d = generate_dataset(tmp_path / "d", SyntheticConfig(n_videos=1, seed=1, **SMALL))
+    assert _sha(tmp_path / "d" / d[0][0].path) != _sha(tmp_path / "a" / a[0][0].path)
+
+
+def test_videos_decode_with_configured_shape(dataset):
+    root, cfg, records, samples = dataset
+    for r in records:
+        assert r.path == f"videos/{r.video_id}.mp4" and r.video_id.startswith("syn-")
+        vf = load_frames(root / r.path, num_frames=cfg.num_frames)
+        assert vf.num_source_frames == cfg.num_frames == r.num_frames
+        assert (vf.width, vf.height) == (cfg.width, cfg.height) == (r.width, r.height)
+        assert vf.fps == pytest.approx(cfg.fps)
+        assert len(vf.frames) == cfg.num_frames and vf.frames[0].shape == (cfg.height, cfg.width, 3)
+        # The background moves, so consecutive frames differ.
+        assert np.abs(vf.frames[0].astype(int) - vf.frames[-1].astype(int)).mean() > 0.5
+    assert {s.video for s in samples} <= {r.path for r in records}
+
+
+def test_text_boxes_valid_and_on_rendered_text(dataset):
+    root, cfg, records, _ = dataset
+    for r in records:
+        assert r.text_boxes
+        for b in r.text_boxes:
+            x1, y1, x2, y2 = b.bbox
+            assert 0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0
+            assert 0 <= b.frame < cfg.num_frames and b.text
+            assert b.role in {"target", "distractor", "caption", "title"}
+        # Every target box covers real ink: dark and light pixels inside it.
+        frame = load_frames(root / r.path, indices=[0]).frames[0]
+        lum = frame.mean(axis=2)
+        for b in (b for b in r.text_boxes if b.frame == 0 and b.role == "target"):
+            x1, y1, x2, y2 = (round(v * s) for v, s in zip(b.bbox, (cfg.width, cfg.height) * 2))
+            patch = lum[y1:y2, x1:x2]
+            assert patch.max() - patch.min() > 120, (r.video_id, b.text)
+
+
+def test_transient_text_visible_in_exactly_one_shown_frame(dataset):
+    _, cfg, records, samples = dataset
+    shown = uniform_indices(cfg.num_frames, cfg.num_shown_frames)
+    by_id = {r.video_id: r for r in records}
+    transient = [s for s in samples if s.question_kind == "transient"]
+    assert transient
+    for s in transient:
+        text = s.meta.get("answer_text", s.answers[0])
+        record = by_id[s.sample_id.rsplit("-q", 1)[0]]
+        visible = sorted({b.frame for b in record.text_boxes if b.text == text})
+        assert len([f for f in visible if f in shown]) == 1
+        assert len(visible) <= 3 and visible == list(range(visible[0], visible[-1] + 1))
+        assert len(s.evidence) == 1 and s.evidence[0].frame in shown and s.evidence[0].text == text
+
+
+def test_evidence_on_shown_frames_and_consistent(dataset):
+    _, cfg, records, samples = dataset
+    shown = set(uniform_indices(cfg.num_frames, cfg.num_shown_frames))
+    by_id = {r.video_id: r for r in records}
+    for s in samples:
+        record = by_id[s.sample_id.rsplit("-q", 1)[0]]
+        assert s.source == "synthetic" and s.split == record.split and s.evidence
+        for e in s.evidence:
+            assert e.frame in shown and e.origin == "ground_truth"
+            assert e.bbox in _boxes(record, e.frame, e.text)
+        answer = s.meta.get("answer_text", s.answers[0])
+        texts = {e.text for e in s.evidence}
+        if s.question_kind in ("read", "transient"):
+            assert texts == {answer}
+        elif s.question_kind == "compare":
+            assert len(texts) == 2 and answer == max(texts, key=int)
+        elif s.question_kind == "count":
+            assert answer == str(len(texts)) and len(texts) >= 2
+
+
+def test_multiple_choice_and_open_answers(dataset):
+    _, _, _, samples = dataset
+    mc = [s for s in samples if s.problem_type == "multiple_choice"]
+    assert mc and len(mc) < len(samples)
+    for s in samples:
+        assert s.sample_id.startswith("syn-") and "-q" in s.sample_id
+        if s.problem_type == "multiple_choice":
+            assert len(s.options) == 4 and len(set(s.options)) == 4
+            assert len(s.answers) == 1 and s.answers[0] in OPTION_LETTERS[:4]
+            assert s.options[OPTION_LETTERS.index(s.answers[0])] == s.meta["answer_text"]
+            assert "(D)" in s.prompt_question()
+        else:
+            assert s.options is None and len(s.answers) == 1
+        answer = s.meta.get("answer_text", s.answers[0])
+        assert answer and set(answer) <= set(ALPHABET)
+    assert len({s.sample_id for s in samples}) == len(samples)
+
+
+def test_all_question_kinds_and_splits(dataset):
+    _, cfg, records, samples = dataset
+    assert {s.question_kind for s in samples} == set(QUESTION_KINDS)
+    assert all(len([s for s in samples if s.video == r.path]) == cfg.questions_per_video for r in records)
+    # test_fraction 0.25 over 8 videos: exactly 2 test videos, chosen by index.
+    assert [r.split for r in records].count("test") == 2
+
+
+def test_small_text_illegible_at_low_res_legible_at_full(dataset):
+    root, cfg, records, _ = dataset
+    frame = load_frames(root / records[0].path, indices=[0]).frames[0]
+    low_w, low_h = resize_to_budget(frame, LOW_RES_BUDGET).size
+    targets = [b for r in records for b in r.text_boxes if b.role == "target"]
+    assert targets
+    for b in targets:
+        full_px = (b.bbox[3] - b.bbox[1]) * cfg.height
+        low_px = (b.bbox[3] - b.bbox[1]) * low_h
+        assert full_px >= 10 - 1e-6, b
+        assert low_px < 5, b
+
+
+def test_transient_window_never_reaches_another_shown_frame():
+    from videor4.data.synthetic import _transient_window
+
+    assert _transient_window(uniform_indices(32, 8), 3, 32) == range(12, 15)
+    assert _transient_window(uniform_indices(16, 8), 1, 16) == range(1, 4)  # shown 0, 2, 4
+    assert _transient_window(list(range(8)), 3, 8) == range(3, 4)  # every frame shown
+
+
+def test_odd_frame_size_rejected(tmp_path):
+    with pytest.raises(ValueError, match="even"):
+        generate_dataset(tmp_path, SyntheticConfig(n_videos=1, width=447, **SMALL))
