@@ -121,11 +121,13 @@ def make_synthetic_source(out_dir: Path, cfg: "SyntheticConfig", progress: Calla
     }
 
 
-def _file_md5(path: Path) -> str:
+def _source_md5(source: str | list[str]) -> str:
+    """Content hash of a video file (or of a document's pages): OCR results are cached under it."""
     h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    for path in [source] if isinstance(source, str) else source:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -135,6 +137,7 @@ def _video_id(video: str) -> str:
 
 @dataclass
 class _VideoInfo:
+    source: str | list[str]  # what FrameSource decodes (a video path or page images)
     frame_indices: list[int]
     num_source_frames: int
     width: int
@@ -145,12 +148,13 @@ def check_videos(samples: list[Sample], num_frames: int, skipped: Counter) -> tu
     """Drop samples whose video is missing, empty or undecodable (counted by reason)."""
     infos: dict[str, _VideoInfo] = {}
     bad: dict[str, str] = {}
-    for video in sorted({s.video for s in samples}):
+    sources = {s.video: s.frame_source() for s in samples}
+    for video in sorted(sources):
         try:
-            src = FrameSource(video)
+            src = FrameSource(sources[video])
             idx = uniform_indices(src.num_frames, num_frames)
             src.get(idx[:1] + idx[-1:])  # decode the ends: catches truncated files
-            infos[video] = _VideoInfo(idx, src.num_frames, src.width, src.height)
+            infos[video] = _VideoInfo(sources[video], idx, src.num_frames, src.width, src.height)
         except (VideoError, IndexError, OSError) as exc:
             reason = getattr(exc, "reason", "unreadable")
             bad[video] = reason
@@ -176,8 +180,8 @@ def run_ocr(
     out = {}
     for video in videos:
         info = infos[video]
-        frames = load_frames(video, indices=info.frame_indices).frames
-        cache = None if cache_dir is None else cache_dir / _file_md5(Path(video))[:16]
+        frames = load_frames(info.source, indices=info.frame_indices).frames
+        cache = None if cache_dir is None else cache_dir / _source_md5(info.source)[:16]
         ocr = ocr_video(_video_id(video), frames, info.frame_indices, cache)
         out[video] = ocr_to_text_boxes(ocr, info.width, info.height)
         if progress:

@@ -96,6 +96,11 @@ class Sample:
             meta=dict(d.get("meta") or {}),
         )
 
+    def frame_source(self) -> str | list[str]:
+        """What to decode: a document's page images (meta["pages"]) or the video path."""
+        pages = self.meta.get("pages")
+        return [str(p) for p in pages] if pages else self.video
+
     def prompt_question(self) -> str:
         """The question as the model sees it (options appended for multiple choice)."""
         if self.problem_type != "multiple_choice" or not self.options:

@@ -255,7 +255,7 @@ def synthesize_one(
         raise _Drop("no_evidence")
     if any(e.frame not in ctx.frame_indices for e in ctx.evidence):
         raise _Drop("evidence_not_shown")
-    env = RuminationEnv(load_frames(sample.video, indices=ctx.frame_indices, cache=cache), vision)
+    env = RuminationEnv(load_frames(sample.frame_source(), indices=ctx.frame_indices, cache=cache), vision)
     rec = TrajectoryRecorder(env, image_dir, traj_id)
     plan = _Planner(ctx, env, rec, rng, cfg)
     if kind == "drp_clip":
@@ -283,7 +283,7 @@ def synthesize_one(
         traj_id=traj_id,
         sample_id=sample.sample_id,
         kind=kind,
-        video=sample.video,
+        video=sample.frame_source(),
         frame_indices=list(ctx.frame_indices),
         num_source_frames=env.video.num_source_frames,
         question=sample.prompt_question(),

@@ -1,0 +1,151 @@
+"""The data build on real generated videos: OCR, synthesis, QC, GX, atomic output."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from videor4.config import build_config, synthetic_config
+from videor4.data.build import BuildError, build_datasets, load_synthetic_source, make_synthetic_source
+from videor4.io import read_jsonl
+from videor4.trajectory import Trajectory, replay
+from videor4.validation import DataValidationError, require_valid
+from videor4.video import FrameCache
+
+PARAMS = {
+    "seed": 0,
+    "synthetic": {"n_videos": 5, "num_frames": 24, "questions_per_video": 3, "test_fraction": 0.2},
+    "vision": {
+        "num_frames": 6, "frame_max_pixels": 6272, "clip_max_pixels": 25088,
+        "crop_min_pixels": 12544, "crop_max_pixels": 50176,
+    },
+    "data": {"ocr": {"max_videos": 1}, "sizes": {"drp": 12, "crp": 12, "rl_d": 6, "rl_c": 6}},
+}
+
+
+def validate(rows, dataset, allow_empty=False):
+    suite = "samples" if dataset.startswith("samples_") else dataset
+    require_valid(rows, suite, allow_empty=allow_empty or dataset == "samples_test")
+
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_source(root / "synthetic", synthetic_config(PARAMS))
+    return root / "synthetic"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, source_dir):
+    out = tmp_path_factory.mktemp("built") / "built"
+    cfg = build_config(PARAMS, out)
+    cfg.ocr_cache_dir = tmp_path_factory.mktemp("ocr-cache")
+    metrics = build_datasets(load_synthetic_source(source_dir), cfg, validate=validate)
+    return out, metrics
+
+
+def test_build_writes_every_dataset_with_metrics(built):
+    out, m = built
+    for name in ("samples_train", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c"):
+        assert (out / f"{name}.jsonl").is_file()
+    assert m["n_videos"] == 5
+    assert m["n_drp"] == 12 and m["n_crp"] == 12
+    assert m["n_drp_clip"] > 0 and m["n_drp_crop"] > 0
+    assert 0 < m["n_rl_d"] <= 6 and 0 < m["n_rl_c"] <= 6
+    assert m["ocr_videos"] == 1 and m["ocr_gt_boxes"] > 0
+    assert m["ocr_gt_agreement"] >= 0.5  # RapidOCR reads the generator's text at full resolution
+    assert m["evidence_origin"].get("ocr", 0) > 0
+    assert isinstance(m["dropped"], dict) and m["seconds"] > 0
+    assert not list(out.parent.glob(".built.building-*"))
+
+
+def test_trajectories_are_atomic_or_compositional_and_replay(built):
+    out, _ = built
+    drp = [Trajectory.from_dict(r) for r in read_jsonl(out / "sft_drp.jsonl")]
+    crp = [Trajectory.from_dict(r) for r in read_jsonl(out / "sft_crp.jsonl")]
+    for t in drp:
+        assert len(set(t.tools_used())) == 1, t.traj_id
+    assert any(t.tools_used()[0] == "clipping" and "cropping" in t.tools_used() for t in crp)
+    for t in drp[:3] + crp[:3]:
+        assert all(Path(p).is_file() and str(out) in p for s in t.steps for p in s.images)
+        result = replay(t, cache=FrameCache())
+        assert result.ok, result.problems
+
+
+def test_rl_sets_are_disjoint_and_typed(built):
+    out, _ = built
+    rl_d, rl_c = read_jsonl(out / "rl_d.jsonl"), read_jsonl(out / "rl_c.jsonl")
+    assert {r["tool_mode"] for r in rl_d} == {"single"} and {r["tool_mode"] for r in rl_c} == {"mixed"}
+    assert not {r["sample_id"] for r in rl_d} & {r["sample_id"] for r in rl_c}
+    assert all(r["question_kind"] not in ("compare", "count") for r in rl_d)
+
+
+def test_bad_videos_are_skipped_and_counted(tmp_path, source_dir):
+    source = load_synthetic_source(source_dir)
+    videos = sorted({s.video for s in source.samples})
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(Path(videos[0]).read_bytes()[:1500])
+    for s in source.samples:
+        if s.video == videos[0]:
+            s.video = str(corrupt)
+        elif s.video == videos[1]:
+            s.video = str(tmp_path / "missing.mp4")
+    cfg = build_config(PARAMS, tmp_path / "built")
+    cfg.ocr_max_videos = 0
+    m = build_datasets(source, cfg, validate=validate)
+    assert m["n_videos"] == 3 and m["n_videos_skipped"] == 2
+    assert m["skipped"]["video_corrupt"] == 3 and m["skipped"]["video_missing"] == 3
+    cfg.max_bad_fraction = 0.2
+    with pytest.raises(BuildError, match="2 of 5 videos cannot be used"):
+        build_datasets(source, cfg)
+
+
+def test_invalid_data_fails_validation_and_keeps_previous_output(tmp_path, built, source_dir):
+    out = tmp_path / "built"
+    shutil.copytree(built[0], out)
+    before = {p.name: p.read_bytes() for p in out.glob("*.jsonl")}
+    source = load_synthetic_source(source_dir)
+    bad = next(s for s in source.samples if s.split == "train" and s.evidence)
+    bad.evidence[0].bbox = [0.8, 0.2, 0.3, 0.4]  # x1 > x2
+    bad.sample_id = "syn-broken"
+    cfg = build_config(PARAMS, out)
+    cfg.ocr_max_videos = 0
+    cfg.synthesis.n_drp = cfg.synthesis.n_crp = 0
+    with pytest.raises(DataValidationError) as info:
+        build_datasets(source, cfg, validate=validate)
+    message = str(info.value)
+    assert "samples" in message and "syn-broken" in message
+    assert {p.name: p.read_bytes() for p in out.glob("*.jsonl")} == before
+    assert not list(tmp_path.glob(".built.building-*"))
+
+
+def test_a_page_deck_goes_through_the_same_build(tmp_path):
+    """Documents: pages are the frames; OCR grounds the answer; trajectories crop the page."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from videor4.data.build import SourceData
+    from videor4.data.documents import load_page_folder
+
+    try:
+        font = ImageFont.truetype("DejaVuSans-Bold.ttf", 14)
+    except OSError:
+        font = ImageFont.load_default(size=14)
+    deck = tmp_path / "deck"
+    deck.mkdir()
+    for i in range(3):
+        img = Image.new("RGB", (448, 320), "white")
+        ImageDraw.Draw(img).text((300, 260), f"PAGE{i}" if i != 1 else "TOTAL 7K3X", font=font, fill="black")
+        img.save(deck / f"p{i}.png")
+    sample = load_page_folder(deck, "What is the total on the second page?", ["7K3X"])
+    sample.split = "train"
+    params = {**PARAMS, "vision": {**PARAMS["vision"], "num_frames": 3}, "data": {"ocr": {"max_videos": 1}, "sizes": {"drp": 2, "crp": 3}}}
+    cfg = build_config(params, tmp_path / "built")
+    cfg.ocr_cache_dir = None
+    # one question fills only one of the two RL sets
+    m = build_datasets(SourceData(samples=[sample]), cfg, validate=lambda rows, ds: validate(rows, ds, allow_empty=True))
+    assert m["evidence_origin"] == {"ocr": 1}
+    crp = [Trajectory.from_dict(r) for r in read_jsonl(tmp_path / "built" / "sft_crp.jsonl")]
+    assert crp and all(t.final_answer == "7K3X" for t in crp)
+    assert replay(crp[0], cache=FrameCache()).ok
