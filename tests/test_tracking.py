@@ -1,0 +1,299 @@
+"""Tracking (real MLflow on sqlite) and the stage helpers (real DVC and git in tmp dirs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from videor4.tracking import FAST_FAIL_ENV, PARENT_RUN_ENV, TrackingConfig, start_run
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `stages` is a folder at the repository root, not an installed package
+
+from stages.common import (  # noqa: E402
+    declared_params,
+    dep_md5,
+    lineage_tags,
+    stage_definition,
+    stage_run,
+    tracking_config,
+    write_metrics,
+)
+
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tuple[str, str]:
+    """One sqlite store for the module: creating its tables takes a couple of seconds."""
+    root = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # inside MLflow
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch) -> None:
+    """Unset what the runs read or set.  setenv first, so that monkeypatch restores the
+    variable even if it was absent and the library sets it (start_run sets FAST_FAIL_ENV)."""
+    for name in ("MLFLOW_TRACKING_URI", PARENT_RUN_ENV, *FAST_FAIL_ENV):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_import_does_not_load_mlflow() -> None:
+    code = "import sys, videor4.tracking; assert 'mlflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_run_logs_params_metrics_tags_artifacts(store, tmp_path, caplog) -> None:
+    uri, artifacts = store
+    config = TrackingConfig(tracking_uri=uri, artifact_location=artifacts, experiment="logging")
+    artifact = tmp_path / "notes.txt"
+    artifact.write_text("hello")
+    params = {"rl": {"lr": 1e-3, "beta": 0.0}, "seed": 7, "prompt": "x" * 7000}
+    with caplog.at_level(logging.WARNING, logger="videor4.tracking"):
+        with start_run("train", config, params=params, tags={"purpose": "test"}) as run:
+            assert run.active
+            for step in range(3):
+                run.log_metrics({"loss": 1.0 / (step + 1), "reward": {"format": step}}, step=step)
+            run.log_metrics({"bad": float("nan")})
+            run.log_params({"extra": [1, 2]})
+            run.set_tags({"phase": "rl"})
+            run.log_artifact(artifact, "notes")
+            run.log_dict({"a": 1}, "config.json")
+    assert any("bad" in r.getMessage() for r in caplog.records)
+
+    got = client(uri).get_run(run.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.info.run_name == "train"
+    assert got.data.params["rl.lr"] == "0.001"
+    assert got.data.params["seed"] == "7"
+    assert got.data.params["extra"] == "[1, 2]"
+    assert len(got.data.params["prompt"]) <= 6000 and got.data.params["prompt"].endswith("[truncated]")
+    assert got.data.tags["purpose"] == "test" and got.data.tags["phase"] == "rl"
+    assert "bad" not in got.data.metrics
+    history = client(uri).get_metric_history(run.run_id, "loss")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
+    assert got.data.metrics["reward.format"] == 2
+    listed = {a.path for a in client(uri).list_artifacts(run.run_id)}
+    assert listed == {"notes", "config.json"}
+    assert [a.path for a in client(uri).list_artifacts(run.run_id, "notes")] == ["notes/notes.txt"]
+    assert run.metrics["loss"] == pytest.approx(1 / 3)  # the local record
+
+
+def test_failed_body_marks_run_failed_and_parent_from_env(store, monkeypatch) -> None:
+    uri, artifacts = store
+    config = TrackingConfig(tracking_uri=uri, artifact_location=artifacts, experiment="nesting")
+    with start_run("pipeline", config) as parent:
+        monkeypatch.setenv(PARENT_RUN_ENV, parent.run_id)
+        with pytest.raises(ValueError, match="boom"):
+            with start_run("stage", config) as child:
+                raise ValueError("boom")
+    got = client(uri).get_run(child.run_id)
+    assert got.info.status == "FAILED"
+    assert got.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert client(uri).get_run(parent.run_id).info.status == "FINISHED"
+
+
+def test_default_store_is_sqlite_in_cwd_and_env_overrides(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = TrackingConfig()
+    assert config.resolved_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert config.resolved_artifact_location(config.resolved_uri()) == (tmp_path / "mlartifacts").as_uri()
+    assert config.resolved_artifact_location("http://tracking:5000") is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
+    assert TrackingConfig(tracking_uri="sqlite:///x.db").resolved_uri() == "http://elsewhere:5000"
+
+
+def test_unreachable_server_non_strict_is_a_quick_no_op(tmp_path, caplog) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    artifact = tmp_path / "a.txt"
+    artifact.write_text("a")
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="videor4.tracking"):
+        with start_run("train", TrackingConfig(tracking_uri=uri), params={"a": 1}, tags={"b": "c"}) as run:
+            run.log_metrics({"loss": 0.5}, step=1)
+            run.log_params({"c": 2})
+            run.log_artifact(artifact)
+            run.log_dict({"k": 1}, "k.json")
+    assert time.monotonic() - started < 10
+    assert not run.active and run.run_id is None
+    assert run.metrics == {"loss": 0.5} and run.params == {"a": "1", "c": "2"}
+    warnings = [r for r in caplog.records if r.name == "videor4.tracking" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert uri in warnings[0].getMessage() and "Connection refused" in warnings[0].getMessage()
+
+
+def test_unreachable_server_strict_raises(monkeypatch) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"MLflow tracking at http://127\.0\.0\.1:\d+ failed \(start\)") as info:
+        with start_run("train", TrackingConfig(tracking_uri=uri, strict=True)):
+            pass
+    assert "\n" not in str(info.value)
+    assert time.monotonic() - started < 10
+
+
+def test_backend_failure_during_logging_degrades(tmp_path, caplog) -> None:
+    """A store that breaks mid-run (here: its database file removed) stops tracking, not the job."""
+    db = tmp_path / "mlflow.db"
+    config = TrackingConfig(tracking_uri=f"sqlite:///{db}", artifact_location=(tmp_path / "art").as_uri())
+    with caplog.at_level(logging.WARNING, logger="videor4.tracking"):
+        with start_run("train", config) as run:
+            assert run.active
+            db.unlink()
+            db.mkdir()  # a folder where the database was: every query now fails
+            run.log_metrics({"loss": 1.0})
+            run.log_metrics({"loss": 0.5})
+    assert not run.active and run.metrics == {"loss": 0.5}
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+# -- the stage side: a real git + DVC project ---------------------------------------------
+
+
+DVC_YAML = {
+    "stages": {
+        "train": {
+            "cmd": "python -c \"open('out.txt', 'w').write('ok'); open('metrics/train.json', 'w').write('{}')\"",
+            "deps": ["input.txt", "inputs"],
+            "params": ["seed", "rl.lr", "reward", {"extra.yaml": ["opt.depth"]}],
+            "outs": ["out.txt"],
+            "metrics": [{"metrics/train.json": {"cache": False}}],
+        }
+    }
+}
+PARAMS = {
+    "seed": 3,
+    "rl": {"lr": 0.01, "beta": 0.1},
+    "reward": {"format": 0.5, "accuracy": {"weight": 1.0, "kind": "anls"}},
+}
+
+
+def _sh(cmd: list[str], cwd: Path) -> None:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A committed git + DVC project whose stage has a file dep and a folder dep, reproduced once."""
+    root = tmp_path_factory.mktemp("project")
+    _sh(["git", "init", "-q"], root)
+    _sh([sys.executable, "-m", "dvc", "init", "-q"], root)
+    (root / ".dvcignore").write_text("__pycache__/\n")
+    (root / "input.txt").write_text("one\r\ntwo\n")  # CRLF: DVC 3 hashes raw bytes
+    for rel, text in {"a.txt": "a", "sub/b.txt": "b", "sub/deeper/c.bin": "c", "__pycache__/x.pyc": "ignored"}.items():
+        (root / "inputs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "inputs" / rel).write_text(text)
+    (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    (root / "extra.yaml").write_text(yaml.safe_dump({"opt": {"depth": 2, "unused": 1}}))
+    (root / "metrics").mkdir()
+    _sh([sys.executable, "-m", "dvc", "repro", "-q"], root)
+    _sh(GIT + ["add", "-A"], root)
+    _sh(GIT + ["commit", "-q", "-m", "init"], root)
+    return root
+
+
+def test_dep_md5_matches_dvc_lock(project, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    deps = {dep["path"]: dep for dep in lock["stages"]["train"]["deps"]}
+    assert deps["inputs"]["nfiles"] == 3  # __pycache__ left out by .dvcignore
+    recorded = {path: dep["md5"] for path, dep in deps.items()}
+    assert recorded["inputs"].endswith(".dir")
+    assert dep_md5("input.txt") == recorded["input.txt"]
+    assert dep_md5("inputs") == recorded["inputs"]
+    with pytest.raises(FileNotFoundError):
+        dep_md5("absent")
+
+
+def test_stage_definition_and_declared_params(project, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    definition = stage_definition("train")
+    assert definition["deps"] == ["input.txt", "inputs"] and definition["plots"] == []
+    assert declared_params("train", PARAMS) == {
+        "seed": 3,
+        "rl.lr": 0.01,
+        "reward.format": 0.5,
+        "reward.accuracy.weight": 1.0,
+        "reward.accuracy.kind": "anls",
+        "extra.yaml:opt.depth": 2,
+    }
+    with pytest.raises(KeyError, match="nope"):
+        stage_definition("nope")
+
+
+def test_lineage_tags(project, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    tags = lineage_tags("train")
+    assert tags["git.commit"] == head and tags["git.dirty"] == "false"
+    assert tags["dvc.stage"] == "train" and tags["videor4.version"]
+    assert tags["dep.input.txt.md5"] == dep_md5("input.txt")
+    assert tags["dep.inputs.md5"] == dep_md5("inputs")
+
+
+def test_lineage_tags_outside_git_marks_unknown_and_missing(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no enclosing repo
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": "true", "deps": ["gone"]}}}))
+    tags = lineage_tags("s")
+    assert tags["git.commit"] == "unknown" and tags["dep.gone.md5"] == "missing"
+
+
+def test_stage_run_and_write_metrics(project, store, monkeypatch) -> None:
+    uri, artifacts = store
+    work = project.parent / "stage-run"  # a copy, so the module's project stays clean
+    subprocess.run(["cp", "-a", str(project), str(work)], check=True)
+    monkeypatch.chdir(work)
+    params = {**PARAMS, "tracking": {"uri": uri, "experiment": "stages", "artifact_location": artifacts}}
+    metrics = {"kept": 10, "dropped": {"no_evidence": 3}, "note": "text", "ok": True}
+    with stage_run("train", params) as run:
+        path = write_metrics("train", metrics, run)
+    assert json.loads(path.read_text()) == metrics
+    assert path.read_text() == json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+
+    got = client(uri).get_run(run.run_id)
+    assert got.info.run_name == "train" and got.info.status == "FINISHED"
+    assert got.data.metrics == {"kept": 10.0, "dropped.no_evidence": 3.0}
+    assert got.data.params["reward.accuracy.kind"] == "anls"
+    assert got.data.params["extra.yaml:opt.depth"] == "2"
+    assert "tracking.uri" not in got.data.params
+    assert got.data.tags["dep.inputs.md5"] == dep_md5("inputs")
+    assert got.data.tags["dvc.stage"] == "train"
+
+
+def test_tracking_config_from_params() -> None:
+    assert tracking_config({}) == TrackingConfig()
+    assert tracking_config({"tracking": {"strict": True}}) == TrackingConfig(strict=True)
+    assert tracking_config({"tracking": {"uri": "http://h:5000", "experiment": "x"}}) == TrackingConfig(
+        tracking_uri="http://h:5000", experiment="x"
+    )
+    with pytest.raises(ValueError, match="urI"):
+        tracking_config({"tracking": {"urI": "typo"}})
