@@ -162,8 +162,10 @@ class FrameCache:
     Keys include the file's size and mtime so an edited file is re-read.
     """
 
-    def __init__(self, max_bytes: int = 1 << 30):
+    def __init__(self, max_bytes: int = 1 << 30, max_open: int = 8):
         self.max_bytes = max_bytes
+        self.max_open = max_open
+        self._sources: OrderedDict[tuple, FrameSource] = OrderedDict()  # open readers: opening costs a few ms
         self._frames: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -174,6 +176,29 @@ class FrameCache:
     def _file_key(path: Path) -> tuple:
         st = path.stat()
         return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+    @classmethod
+    def _source_key(cls, path: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple:
+        paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+        try:
+            return tuple(cls._file_key(p) for p in paths)
+        except OSError:  # missing: let FrameSource raise its clear VideoError
+            return ()
+
+    def source(self, path: str | os.PathLike | Sequence[str | os.PathLike]) -> FrameSource:
+        """An open FrameSource for `path`, reused while the file is unchanged."""
+        key = self._source_key(path)
+        with self._lock:
+            if key and key in self._sources:
+                self._sources.move_to_end(key)
+                return self._sources[key]
+        src = FrameSource(path)
+        if key:
+            with self._lock:
+                self._sources[key] = src
+                while len(self._sources) > self.max_open:
+                    self._sources.popitem(last=False)
+        return src
 
     def get(self, source: FrameSource, indices: Sequence[int]) -> list[np.ndarray]:
         base = self._file_key(source.pages[0] if source.pages else source.path) + (source.num_frames,)
@@ -200,6 +225,7 @@ class FrameCache:
 
     def clear(self) -> None:
         with self._lock:
+            self._sources.clear()
             self._frames.clear()
             self._bytes = 0
             self.hits = self.misses = 0
@@ -235,7 +261,7 @@ def load_frames(
 
     Raises VideoError for a missing, empty or undecodable source.
     """
-    source = FrameSource(path)
+    source = cache.source(path) if cache is not None else FrameSource(path)
     if indices is None:
         if fps:
             indices = fps_indices(source.num_frames, source.fps, fps, num_frames)
