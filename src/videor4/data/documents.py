@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,20 +105,29 @@ def _relative(path: Path, root: Path) -> str:
 
 
 # ---------------------------------------------------------------- MP-DocVQA
-def _index_pages(images_dir: Path) -> dict[str, Path]:
-    """page_id → image, listing the folder once (it holds tens of thousands of pages)."""
-    index: dict[str, Path] = {}
-    if not images_dir.is_dir():
+def _index_images(folder: Path, key: Callable[[Path], Any]) -> dict[Any, Path]:
+    """key(path) → image for the images in one folder, listed once; when two files
+    share a key the preferred suffix (_PAGE_SUFFIXES order) wins; key None skips a file."""
+    index: dict[Any, Path] = {}
+    if not folder.is_dir():
         return index
     rank = {s: i for i, s in enumerate(_PAGE_SUFFIXES)}
-    for p in images_dir.iterdir():
+    for p in folder.iterdir():
         suffix = p.suffix.lower()
         if suffix not in rank or not p.is_file():
             continue
-        old = index.get(p.stem)
+        k = key(p)
+        if k is None:
+            continue
+        old = index.get(k)
         if old is None or rank[suffix] < rank[old.suffix.lower()]:
-            index[p.stem] = p
+            index[k] = p
     return index
+
+
+def _index_pages(images_dir: Path) -> dict[str, Path]:
+    """page_id → image (the folder holds tens of thousands of pages)."""
+    return _index_images(images_dir, lambda p: p.stem)
 
 
 def _parse_mpdocvqa_item(
@@ -202,19 +212,9 @@ def load_mpdocvqa(
         log.warning("%s: no page images under %s; every item will be skipped", path, root / "images")
 
     skips = SkipCounter(path, log)
-    samples: list[Sample] = []
-    seen: set[str] = set()
-    for pos, item in enumerate(doc["data"]):
-        try:
-            sample = _parse_mpdocvqa_item(item, pages_index, root, split, allow_missing_answers)
-        except SkipItem as exc:
-            skips.add(exc.reason, f"item {pos}: {exc}")
-            continue
-        if sample.sample_id in seen:
-            skips.add("duplicate_id", f"item {pos}: questionId {sample.meta['question_id']} seen before; keeping the first")
-            continue
-        seen.add(sample.sample_id)
-        samples.append(sample)
+    samples = skips.collect(
+        doc["data"], lambda item: _parse_mpdocvqa_item(item, pages_index, root, split, allow_missing_answers), "question_id"
+    )
     counts = skips.summary()
     log.info("%s: %d samples, %d skipped", path, len(samples), sum(counts.values()))
     return samples, counts
@@ -223,18 +223,12 @@ def load_mpdocvqa(
 # ---------------------------------------------------------------- SlidesVQA
 def _deck_slides(deck_dir: Path) -> dict[int, Path]:
     """slide number → image for one deck folder (empty if the folder is missing)."""
-    slides: dict[int, Path] = {}
-    if not deck_dir.is_dir():
-        return slides
-    rank = {s: i for i, s in enumerate(_PAGE_SUFFIXES)}
-    for p in deck_dir.iterdir():
+
+    def number(p: Path) -> int | None:
         m = _SLIDE_RE.match(p.name)
-        if not m or not p.is_file():
-            continue
-        n = int(m.group(1))
-        if n not in slides or rank[p.suffix.lower()] < rank[slides[n].suffix.lower()]:
-            slides[n] = p
-    return slides
+        return int(m.group(1)) if m else None
+
+    return _index_images(deck_dir, number)
 
 
 def _read_jsonl_items(path: Path) -> tuple[list[Any], list[int]]:
@@ -345,19 +339,9 @@ def load_slidesvqa(
     for lineno in bad_lines:
         skips.add("malformed_item:json", f"line {lineno} is not valid JSON")
     decks: dict[str, dict[int, Path]] = {}  # each deck folder is listed once
-    samples: list[Sample] = []
-    seen: set[str] = set()
-    for pos, item in enumerate(items):
-        try:
-            sample = _parse_slidesvqa_item(item, decks, images_dir, root, split, allow_missing_answers)
-        except SkipItem as exc:
-            skips.add(exc.reason, f"item {pos}: {exc}")
-            continue
-        if sample.sample_id in seen:
-            skips.add("duplicate_id", f"item {pos}: qa_id {sample.meta['qa_id']} seen before; keeping the first")
-            continue
-        seen.add(sample.sample_id)
-        samples.append(sample)
+    samples = skips.collect(
+        items, lambda item: _parse_slidesvqa_item(item, decks, images_dir, root, split, allow_missing_answers), "qa_id"
+    )
     counts = skips.summary()
     log.info("%s: %d samples, %d skipped", path, len(samples), sum(counts.values()))
     return samples, counts

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,35 @@ class SkipCounter:
         self.counts[reason] += 1
         if self.counts[reason] <= _LOGGED_PER_REASON:
             self.log.warning("%s: skipped (%s): %s", self.source, reason, message)
+
+    def collect(
+        self,
+        items: Iterable[Any],
+        parse: Callable[[Any], Sample],
+        id_key: str,
+        finish: Callable[[int, Sample], None] | None = None,
+    ) -> list[Sample]:
+        """Parse every item; SkipItem skips it (counted), a repeated sample id keeps the first.
+
+        `finish(pos, sample)` runs after de-duplication (e.g. to resolve the video)
+        and may raise SkipItem too.  `id_key` names the meta key quoted in messages.
+        """
+        samples: list[Sample] = []
+        seen: set[str] = set()
+        for pos, item in enumerate(items):
+            try:
+                sample = parse(item)
+                if sample.sample_id in seen:
+                    self.add("duplicate_id", f"item {pos}: {id_key} {sample.meta.get(id_key)} seen before; keeping the first")
+                    continue
+                seen.add(sample.sample_id)
+                if finish is not None:
+                    finish(pos, sample)
+            except SkipItem as exc:
+                self.add(exc.reason, f"item {pos}: {exc}")
+                continue
+            samples.append(sample)
+        return samples
 
     def summary(self) -> dict[str, int]:
         for reason, n in sorted(self.counts.items()):
@@ -278,27 +308,19 @@ def load_m4vitevqa(
     videos = index_videos(videos_dir, cfg.video_ext)
 
     skips = SkipCounter(path)
-    samples: list[Sample] = []
-    seen: set[int] = set()
-    for pos, item in enumerate(items):
-        try:
-            sample, video_id = parse_item(item, tag, split, allow_missing_answers)
-        except SkipItem as exc:
-            skips.add(exc.reason, f"item {pos}: {exc}")
-            continue
-        qid = sample.meta["question_id"]
-        if qid in seen:
-            skips.add("duplicate_id", f"item {pos}: question_id {qid} seen before; keeping the first")
-            continue
-        seen.add(qid)
+
+    def resolve_video(pos: int, sample: Sample) -> None:
+        video_id = sample.meta["video_id"]
         video = videos.get(video_id)
         if video is None:
             if check_videos:
-                skips.add("missing_video", f"item {pos}: no video {video_id} under {videos_dir}")
-                continue
+                raise SkipItem("missing_video", f"no video {video_id} under {videos_dir}")
             video = videos_dir / f"{video_id}{cfg.video_ext}"
         sample.video = _relative(video, root)
-        samples.append(sample)
+
+    samples = skips.collect(
+        items, lambda item: parse_item(item, tag, split, allow_missing_answers)[0], "question_id", resolve_video
+    )
     counts = skips.summary()
     log.info("%s: %d samples, %d skipped", path, len(samples), sum(counts.values()))
     return samples, counts
