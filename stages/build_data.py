@@ -17,16 +17,18 @@ SYNTHETIC = Path("data/synthetic")
 
 def main() -> None:
     from videor4.config import build_config, section
-    from videor4.data.build import BuildError, build_datasets, load_m4vitevqa_source, load_synthetic_source
-    from videor4.validation import DataValidationError, require_valid
+    from videor4.data.build import (
+        BuildError,
+        build_datasets,
+        load_m4vitevqa_source,
+        load_synthetic_source,
+        validate_dataset,
+    )
+    from videor4.validation import DataValidationError
 
     params = load_params()
     cfg = build_config(params, OUT)
     data = section(params, "data")
-
-    def validate(rows, dataset):
-        suite = "samples" if dataset.startswith("samples_") else dataset
-        require_valid(rows, suite, allow_empty=(dataset == "samples_test"))
 
     with stage_run(STAGE, params) as run:
         try:
@@ -34,7 +36,7 @@ def main() -> None:
                 source = load_synthetic_source(SYNTHETIC)
             else:
                 source = load_m4vitevqa_source(data.get("m4vitevqa") or {})
-            metrics = build_datasets(source, cfg, validate=validate, progress=progress_bar)
+            metrics = build_datasets(source, cfg, validate=validate_dataset, progress=progress_bar)
         except (BuildError, DataValidationError, ValueError) as exc:
             fail(STAGE, exc)
         write_metrics(STAGE, metrics, run)

@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 
 from videor4.config import build_config, synthetic_config
-from videor4.data.build import BuildError, build_datasets, load_synthetic_source, make_synthetic_source
+from videor4.data.build import (
+    BuildError,
+    build_datasets,
+    load_synthetic_source,
+    make_synthetic_source,
+    validate_dataset as validate,
+)
 from videor4.io import read_jsonl
 from videor4.trajectory import Trajectory, replay
-from videor4.validation import DataValidationError, require_valid
+from videor4.validation import DataValidationError
 from videor4.video import FrameCache
 
 PARAMS = {
@@ -23,11 +29,6 @@ PARAMS = {
     },
     "data": {"ocr": {"max_videos": 1}, "sizes": {"drp": 12, "crp": 12, "rl_d": 6, "rl_c": 6}},
 }
-
-
-def validate(rows, dataset, allow_empty=False):
-    suite = "samples" if dataset.startswith("samples_") else dataset
-    require_valid(rows, suite, allow_empty=allow_empty or dataset == "samples_test")
 
 
 @pytest.fixture(scope="module")

@@ -53,8 +53,9 @@ def data_build(
         load_m4vitevqa_source,
         load_synthetic_source,
         make_synthetic_source,
+        validate_dataset,
     )
-    from .validation import DataValidationError, require_valid
+    from .validation import DataValidationError
 
     p = _params(params)
     data = section(p, "data")
@@ -66,12 +67,7 @@ def data_build(
             source = load_synthetic_source(synthetic_dir)
         else:
             source = load_m4vitevqa_source(data.get("m4vitevqa") or {})
-
-        def validate(rows, dataset):
-            suite = "samples" if dataset.startswith("samples_") else dataset
-            require_valid(rows, suite, allow_empty=(dataset == "samples_test"))
-
-        metrics = build_datasets(source, build_config(p, out), validate=validate, progress=_progress)
+        metrics = build_datasets(source, build_config(p, out), validate=validate_dataset, progress=_progress)
     except (BuildError, DataValidationError, ValueError, OSError) as exc:
         _die(str(exc))
     typer.echo(json.dumps(metrics, indent=2))

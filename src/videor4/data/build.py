@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..io import atomic_dir, read_jsonl, write_jsonl
 from ..ops import VisionConfig
-from ..video import FRAME_CACHE, FrameSource, VideoError, load_frames, uniform_indices
+from ..video import FRAME_CACHE, VideoError, load_frames, uniform_indices
 from .schema import Evidence, Sample, TextBox, VideoRecord
 
 if TYPE_CHECKING:
@@ -60,6 +60,15 @@ class SourceData:
 
 class BuildError(RuntimeError):
     pass
+
+
+def validate_dataset(rows: list[dict[str, Any]], dataset: str, allow_empty: bool = False) -> None:
+    """Check one built dataset with its GX suite (both sample splits share `samples`);
+    raises validation.DataValidationError.  An empty test split is allowed."""
+    from ..validation import require_valid
+
+    suite = "samples" if dataset.startswith("samples_") else dataset
+    require_valid(rows, suite, allow_empty=allow_empty or dataset == "samples_test")
 
 
 def load_synthetic_source(root: Path) -> SourceData:
@@ -151,9 +160,9 @@ def check_videos(samples: list[Sample], num_frames: int, skipped: Counter) -> tu
     sources = {s.video: s.frame_source() for s in samples}
     for video in sorted(sources):
         try:
-            src = FrameSource(sources[video])
+            src = FRAME_CACHE.source(sources[video])  # the reader is reused by OCR and synthesis
             idx = uniform_indices(src.num_frames, num_frames)
-            src.get(idx[:1] + idx[-1:])  # decode the ends: catches truncated files
+            FRAME_CACHE.get(src, idx[:1] + idx[-1:])  # decode the ends: catches truncated files
             infos[video] = _VideoInfo(sources[video], idx, src.num_frames, src.width, src.height)
         except (VideoError, IndexError, OSError) as exc:
             reason = getattr(exc, "reason", "unreadable")
