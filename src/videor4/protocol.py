@@ -10,7 +10,6 @@ that the environment turns into an `Execution error: <reason>` observation.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 

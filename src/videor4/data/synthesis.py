@@ -271,7 +271,7 @@ def synthesize_one(
         plan.read_by_crops(ctx.evidence, dict(zip(positions, clipped_numbers)), variant)
 
     # QC: every crop that a reading came from must cover its ground-truth box
-    for ev, qc, (pos, region) in zip(ctx.evidence, ctx.qc_boxes, plan.final_regions):
+    for qc, (pos, region) in zip(ctx.qc_boxes, plan.final_regions):
         if ctx.frame_indices[pos] != qc.frame or box_coverage(qc.bbox, region) < cfg.min_evidence_coverage:
             raise _Drop("crop_misses_evidence")
     derived = derive_answer(sample.question_kind, plan.readings)
