@@ -181,7 +181,8 @@ class _Planner:
 
     def crop(self, image: int, box: list[float]):
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        call = ToolCall("cropping", {"target_image": image, "bbox_2d": [round(v, 3) for v in box]})
+        # two decimals (about 4 px at 448): one number token each for a small tokenizer
+        call = ToolCall("cropping", {"target_image": image, "bbox_2d": [round(v, 2) for v in box]})
         return self.call(self.say(_ZOOM, image=image, x=cx, y=cy), call)
 
     def read(self, text: str, frame_pos: int, region: tuple[float, ...]) -> None:
