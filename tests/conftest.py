@@ -49,3 +49,44 @@ def pattern_frames(n: int = 16, width: int = 320, height: int = 192) -> list[np.
 @pytest.fixture(scope="session")
 def sample_video(tmp_path_factory) -> Path:
     return write_mp4(tmp_path_factory.mktemp("videos") / "pattern.mp4", pattern_frames())
+
+
+# ---------------------------------------------------------------- a small built dataset and a tiny policy
+TINY_SPEC = {
+    "vocab_size": 1024, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 2, "num_key_value_heads": 1, "vision_hidden_size": 64,
+    "vision_intermediate_size": 128, "vision_depth": 2, "vision_num_heads": 2,
+}
+SMALL_PARAMS = {
+    "seed": 0,
+    "synthetic": {"n_videos": 4, "num_frames": 24, "questions_per_video": 3, "test_fraction": 0.25},
+    "vision": {
+        "num_frames": 6, "frame_max_pixels": 6272, "clip_max_pixels": 25088,
+        "crop_min_pixels": 12544, "crop_max_pixels": 50176,
+    },
+    "data": {"ocr": {"max_videos": 0}, "sizes": {"drp": 10, "crp": 10, "rl_d": 4, "rl_c": 4}},
+}
+
+
+@pytest.fixture(scope="session")
+def small_built(tmp_path_factory) -> Path:
+    """videos → data build (no OCR, for speed): the datasets SFT and RL read."""
+    from videor4.config import build_config, synthetic_config
+    from videor4.data.build import build_datasets, load_synthetic_source, make_synthetic_source, validate_dataset
+
+    root = tmp_path_factory.mktemp("small")
+    make_synthetic_source(root / "synthetic", synthetic_config(SMALL_PARAMS))
+    cfg = build_config(SMALL_PARAMS, root / "built")
+    cfg.ocr_cache_dir = root / "ocr-cache"
+    build_datasets(load_synthetic_source(root / "synthetic"), cfg, validate=validate_dataset)
+    return root / "built"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, small_built) -> Path:
+    """The embedded default, shrunk: a saved tiny Qwen2.5-VL checkpoint."""
+    from videor4.model import TinySpec, build_tiny_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny") / "base"
+    build_tiny_checkpoint(TinySpec(**TINY_SPEC), [small_built / "sft_drp.jsonl", small_built / "sft_crp.jsonl"], out)
+    return out

@@ -194,6 +194,19 @@ def replay(traj: Trajectory, cache: FrameCache | None = FRAME_CACHE, check_files
     return ReplayResult(ok=not problems, problems=problems)
 
 
+def prompt_messages(question: str, frame_images: list[Any]) -> list[dict[str, Any]]:
+    """The opening of every conversation: system (tools) → user (frames, then the question).
+
+    `question` is the full question text (options included), as `Sample.prompt_question()` gives it.
+    """
+    user: list[dict[str, Any]] = [{"type": "image", "image": img} for img in frame_images]
+    user.append({"type": "text", "text": user_prompt_text(question, len(frame_images))})
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": user},
+    ]
+
+
 def trajectory_messages(traj: Trajectory, frame_images: list[Image.Image] | None = None) -> list[dict[str, Any]]:
     """Chat messages for a trajectory: system → user(frames + question) → assistant/tool turns.
 
@@ -204,12 +217,7 @@ def trajectory_messages(traj: Trajectory, frame_images: list[Image.Image] | None
     if frame_images is None:
         env = open_env(traj.video, traj.frame_indices, VisionConfig.from_dict(traj.vision))
         frame_images = env.initial_images()
-    user = [{"type": "image", "image": img} for img in frame_images]
-    user.append({"type": "text", "text": user_prompt_text(traj.question, len(frame_images))})
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        {"role": "user", "content": user},
-    ]
+    messages = prompt_messages(traj.question, frame_images)
     for step in traj.steps:
         messages.append(
             {"role": "assistant", "content": [{"type": "text", "text": format_assistant_turn(step.thought, step.tool_call)}]}
@@ -224,3 +232,15 @@ def trajectory_messages(traj: Trajectory, frame_images: list[Image.Image] | None
         }
     )
     return messages
+
+
+def sample_env(row: dict[str, Any], vision: VisionConfig, max_images: int | None = None) -> RuminationEnv:
+    """The environment for a dataset row (a built sample): its shown frames, or `vision.num_frames` uniform ones."""
+    from .data.schema import Sample
+
+    source = Sample.from_dict(row).frame_source()
+    indices = row.get("frame_indices")
+    if indices:
+        return open_env(source, list(indices), vision, max_images=max_images)
+    frames = load_frames(source, num_frames=vision.num_frames, cache=FRAME_CACHE)
+    return RuminationEnv(frames, vision, max_images=max_images)
