@@ -205,7 +205,13 @@ def tracking_config(params: Mapping[str, Any]) -> TrackingConfig:
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike = "dvc.yaml") -> Iterator[Run]:
-    """The stage's MLflow run: named after the stage, with its declared params and lineage tags."""
+    """The stage's MLflow run: named after the stage, with its declared params and lineage tags.
+
+    Under a multi-process launch only the main process tracks; the others get an inactive run.
+    """
+    if not is_main_process():
+        yield Run(stage, tracking_config(params))
+        return
     with start_run(
         stage,
         tracking_config(params),
@@ -213,6 +219,48 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
         tags=lineage_tags(stage, dvc_yaml),
     ) as run:
         yield run
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate / deepspeed launch, or a plain single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def relaunch_distributed(params: Mapping[str, Any], script: str, args: list[str]) -> None:
+    """With `launch.num_processes` > 1, re-run this stage under `accelerate launch` and exit with its status.
+
+    `dvc repro` then drives a multi-GPU node unchanged; a process already started by a
+    launcher (RANK set) or a single-process setting returns at once.
+    """
+    launch = dict(params.get("launch") or {})
+    unknown = sorted(set(launch) - {"num_processes", "accelerate_config", "main_process_port"})
+    if unknown:
+        raise ValueError(f"unknown params launch: {', '.join(unknown)}")
+    n = int(launch.get("num_processes") or 1)
+    if n <= 1 or "RANK" in os.environ:
+        return
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+    if launch.get("accelerate_config"):
+        cmd += ["--config_file", str(launch["accelerate_config"])]
+    else:
+        cmd += ["--multi_gpu"]
+    if launch.get("main_process_port"):
+        cmd += ["--main_process_port", str(launch["main_process_port"])]
+    cmd += [script, *args]
+    print("launching:", " ".join(cmd), file=sys.stderr)
+    raise SystemExit(subprocess.call(cmd))
+
+
+def log_checkpoint(run: Run, path: str | os.PathLike, max_artifact_mb: float) -> dict[str, Any]:
+    """Record a checkpoint directory on the run: its path and md5 (as DVC hashes it) always,
+    the files themselves as an artifact when they are no larger than `max_artifact_mb`."""
+    path = Path(path)
+    size_mb = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    info = {"path": str(path), "md5": dep_md5(path), "size_mb": round(size_mb, 3)}
+    run.set_tags({f"checkpoint.{k}": v for k, v in info.items()})
+    if size_mb <= max_artifact_mb:
+        run.log_artifact(path, artifact_path="checkpoint")
+    return info
 
 
 def progress_bar(label: str, total: int) -> Callable[[int], None]:

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import TINY_SPEC
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 400) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 540) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -37,6 +39,10 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     params["synthetic"].update(n_videos=4, num_frames=24, questions_per_video=3)
     params["data"]["ocr"]["max_videos"] = 1
     params["data"]["sizes"] = {"drp": 8, "crp": 8, "rl_d": 4, "rl_c": 4}
+    params["model"]["tiny"].update(TINY_SPEC)
+    params["sft"].update(batch_size=2, save_steps=4, format_eval_prompts=3, format_eval_max_new_tokens=24)
+    params["sft"]["drp"] = {"learning_rate": 0.003, "epochs": 10}  # ~40 steps: long enough to be killed mid-run
+    params["sft"]["crp"] = {"learning_rate": 0.003, "epochs": 1}
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
@@ -78,7 +84,7 @@ def test_mlflow_runs_carry_dvc_lineage(reproduced):
     client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("video-r4")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"make_videos", "build_data"}
+    assert set(runs) == {"make_videos", "build_data", "base_model", "drp_sft", "crp_sft"}
     run = runs["build_data"]
     assert run.info.status == "FINISHED"
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout.strip()
@@ -121,3 +127,53 @@ def test_sigkill_during_build_then_repro_gives_identical_outputs(reproduced):
     assert again == reference
     # a killed build can leave only its hidden temporary folder; the next build removes it
     assert all(p.name.startswith(".built.building-") for p in (path / "data").iterdir() if p.name.startswith("."))
+
+
+def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced):
+    from mlflow.tracking import MlflowClient
+
+    from videor4.model import load_policy
+
+    path, env, _ = reproduced
+    lock = yaml.safe_load((path / "dvc.lock").read_text())
+    client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("video-r4")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    for stage in ("drp_sft", "crp_sft"):
+        m = json.loads((path / f"metrics/{stage}.json").read_text())
+        assert m["train_loss_last"] < m["train_loss_first"]
+        assert 0.0 <= m["format_valid_rate"] <= 1.0 and m["format_eval_prompts"] == 3
+        assert m["seconds"] > 0 and m["skipped_total"] == 0
+        curve = json.loads((path / f"metrics/{stage}_loss.json").read_text())
+        assert len(curve) == m["steps"] and {"step", "loss", "learning_rate", "grad_norm"} <= set(curve[0])
+        load_policy(path / "models" / stage)
+        run = runs[stage]
+        assert run.info.status == "FINISHED"
+        for key in ("train/loss", "train/learning_rate", "train/grad_norm"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == m["steps"], key
+        out = next(o for o in lock["stages"][stage]["outs"] if o["path"] == f"models/{stage}")
+        assert run.data.tags["checkpoint.md5"] == out["md5"]  # the DVC-tracked checkpoint, by content
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["checkpoint", f"{stage}_generations.json"]
+    # the curriculum order: crp_sft starts from drp_sft's checkpoint
+    assert runs["crp_sft"].data.tags["init"] == "models/drp_sft"
+    plots = _run(["dvc", "plots", "show", "--json"], path, env)
+    assert plots.returncode == 0 and "drp_sft_loss.json" in plots.stdout
+
+
+def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):
+    path, env, _ = reproduced
+    proc = subprocess.Popen(
+        ["dvc", "repro", "-f", "-s", "drp_sft"], cwd=path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((path / ".cache/drp_sft").glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list((path / ".cache/drp_sft").glob("checkpoint-*")), "no checkpoint was saved before the kill"
+    result = _run(["dvc", "repro"], path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    m = json.loads((path / "metrics/drp_sft.json").read_text())
+    assert m["resumed_from_step"] >= 4 and m["steps"] == 40
+    assert not (path / ".cache/drp_sft").exists()

@@ -82,3 +82,24 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built"):
         synthesis=synthesis,
         vision=vision_config(params),
     )
+
+
+def model_config(params: dict[str, Any]):
+    from .model import ModelConfig
+
+    return fill(ModelConfig, section(params, "model"), "model")
+
+
+SFT_CURRICULUM_KEYS = ("drp", "crp")
+
+
+def sft_settings(params: dict[str, Any], which: str):
+    """`sft:` shared keys overridden by `sft.<which>` (drp or crp); seed from the top level."""
+    from .sft import SFTSettings
+
+    if which not in SFT_CURRICULUM_KEYS:
+        raise ValueError(f"unknown SFT stage {which!r} (known: {', '.join(SFT_CURRICULUM_KEYS)})")
+    shared = {k: v for k, v in section(params, "sft").items() if k not in SFT_CURRICULUM_KEYS}
+    merged = {**shared, **section(params, f"sft.{which}")}
+    merged.setdefault("seed", int(params.get("seed", 0)))
+    return fill(SFTSettings, merged, f"sft.{which}")

@@ -1,0 +1,364 @@
+"""Supervised fine-tuning on rumination trajectories (DRP-SFT, CRP-SFT), on TRL's SFTTrainer.
+
+The split follows TRL: `SFTSettings` (a dataclass filled from params.yaml) is the
+config, `train_sft` runs the trainer.  Trajectories are encoded on the fly by the
+shared `PolicyEncoder` (assistant-only labels), so TRL's own dataset preparation
+is skipped.  Bad trajectories (missing images, turns that do not parse, too
+long) are skipped with a counted reason before training; too many of them is an
+error.  Checkpoints go to a work directory keyed by a fingerprint of the inputs
+and settings, so a killed run resumes from its last checkpoint and a changed run
+starts clean.  The library knows nothing of MLflow: per-step logs go to a
+callback the caller supplies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .encoding import EncodingError, PolicyEncoder
+from .model import ModelConfig, Policy, load_policy, prepare_for_training, save_policy
+from .protocol import format_assistant_turn, parse_turn
+from .trajectory import Trajectory, trajectory_messages
+
+LogFn = Callable[[Mapping[str, float], int], None]
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+@dataclass
+class SFTSettings:
+    """One SFT stage's training settings (`sft:` shared keys, overridden by `sft.drp` / `sft.crp`)."""
+
+    learning_rate: float = 1e-5
+    epochs: float = 1.0
+    batch_size: int = 1  # per device
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    max_length: int = 8192  # longer trajectories are skipped, never truncated
+    max_bad_fraction: float = 0.1
+    logging_steps: int = 1
+    save_steps: int = 50
+    bf16: str = "auto"  # auto | true | false
+    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero{2,3}.json) on GPUs
+    seed: int = 0
+    format_eval_prompts: int = 32
+    format_eval_max_new_tokens: int = 256
+
+
+class SFTDataError(ValueError):
+    pass
+
+
+@dataclass
+class SFTData:
+    trajectories: list[Trajectory]
+    total: int
+    skipped: Counter = field(default_factory=Counter)
+    tokens: int = 0  # tokens in one pass over the kept trajectories
+
+    @property
+    def bad_fraction(self) -> float:
+        return sum(self.skipped.values()) / max(self.total, 1)
+
+
+# ---------------------------------------------------------------- data
+def trajectory_problem(traj: Trajectory) -> tuple[str, str] | None:
+    """(reason, detail) when a trajectory must not be trained on, else None."""
+    video = traj.video if isinstance(traj.video, str) else None
+    if video is not None and not Path(video).exists():
+        return "missing_video", f"{traj.traj_id}: video {video} does not exist"
+    for k, step in enumerate(traj.steps):
+        turn = parse_turn(format_assistant_turn(step.thought, step.tool_call))
+        if turn.tool_call is None or turn.tool_call.to_dict() != step.tool_call.to_dict():
+            return "unparseable_turn", f"{traj.traj_id}: step {k} does not parse back ({turn.call_error})"
+        for path in step.images:
+            if not Path(path).is_file():
+                return "missing_image", f"{traj.traj_id}: step {k} image {path} does not exist"
+    final = parse_turn(format_assistant_turn(traj.final_thought, answer=traj.final_answer))
+    if final.tool_call is not None or final.call_error or final.answer != traj.final_answer:
+        return "unparseable_turn", f"{traj.traj_id}: the final answer does not parse back as \\boxed{{}}"
+    return None
+
+
+def load_sft_data(
+    path: str | os.PathLike, encoder: PolicyEncoder, max_bad_fraction: float, progress: Callable[[int], None] | None = None
+) -> SFTData:
+    """Read and check every trajectory; skip bad ones with a counted reason, fail past `max_bad_fraction`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SFTDataError(f"trajectory file {path} does not exist")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = SFTData(trajectories=[], total=len(lines))
+    examples: list[str] = []
+    for lineno, line in enumerate(lines, 1):
+        problem: tuple[str, str] | None
+        try:
+            traj = Trajectory.from_dict(json.loads(line))
+        except (ValueError, KeyError, TypeError) as exc:
+            traj, problem = None, ("malformed_row", f"{path}:{lineno}: {exc}")
+        else:
+            problem = trajectory_problem(traj)
+        if traj is not None and problem is None:
+            try:
+                data.tokens += len(encoder.encode(trajectory_messages(traj)))
+            except EncodingError as exc:
+                problem = (exc.reason, f"{traj.traj_id}: {exc}")
+            except Exception as exc:  # a corrupt video surfaces here, while decoding the shown frames
+                problem = ("unreadable_video", f"{traj.traj_id}: {exc}")
+        if problem is None:
+            data.trajectories.append(traj)
+        else:
+            data.skipped[problem[0]] += 1
+            if len(examples) < 3:
+                examples.append(problem[1])
+        if progress:
+            progress(1)
+    if data.total == 0:
+        raise SFTDataError(f"{path} holds no trajectories")
+    if not data.trajectories or data.bad_fraction > max_bad_fraction:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(data.skipped.items()))
+        raise SFTDataError(
+            f"{sum(data.skipped.values())} of {data.total} trajectories in {path} are unusable "
+            f"({reasons}), more than max_bad_fraction {max_bad_fraction}; e.g. " + "; ".join(examples)
+        )
+    return data
+
+
+class TrajectoryCollator:
+    """Encodes a batch of trajectories (by index) into padded model inputs."""
+
+    def __init__(self, encoder: PolicyEncoder, trajectories: Sequence[Trajectory]) -> None:
+        self.encoder, self.trajectories = encoder, trajectories
+        self.tokens_seen = 0
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        encoded = [self.encoder.encode(trajectory_messages(self.trajectories[int(r["index"])])) for r in rows]
+        self.tokens_seen += sum(len(e) for e in encoded)
+        return self.encoder.collate(encoded)
+
+
+# ---------------------------------------------------------------- resume
+def fingerprint(**parts: Any) -> str:
+    """A stable hash of what a training run depends on."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_work_dir(work_dir: Path, key: str) -> str | None:
+    """Keep checkpoints from an interrupted run with the same fingerprint; the last one to resume from."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stamp = work_dir / FINGERPRINT_FILE
+    if work_dir.exists():
+        same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == key
+        if not same:
+            shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": key}))
+    return get_last_checkpoint(str(work_dir))
+
+
+# ---------------------------------------------------------------- training
+def use_bf16(setting: str) -> bool:
+    import torch
+
+    if str(setting).lower() == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return str(setting).lower() in ("true", "1", "yes")
+
+
+def _log_callback(log_fn: LogFn | None, curve: list[dict[str, float]]):
+    from transformers import TrainerCallback
+
+    class StepLogger(TrainerCallback):
+        """Forwards each logged step (loss, learning rate, grad norm, ...) to `log_fn`."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            numbers = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            if "loss" in numbers:
+                curve.append({"step": state.global_step, **numbers})
+            if log_fn and numbers:
+                log_fn({f"train/{k}": v for k, v in numbers.items()}, state.global_step)
+
+    return StepLogger()
+
+
+def train_sft(
+    trajectories_path: str | os.PathLike,
+    init: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    model_config: ModelConfig,
+    settings: SFTSettings,
+    log_fn: LogFn | None = None,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Fine-tune `init` on the trajectories; save a HF checkpoint to `out_dir` (atomically).
+
+    Returns (metrics, loss curve).  Resumes from `work_dir`'s last checkpoint when the
+    inputs and settings are unchanged since the interrupted run.
+    """
+    import datasets
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from .io import atomic_dir
+
+    bf16 = use_bf16(settings.bf16)
+    policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation)
+    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor, max_length=settings.max_length)
+    data = load_sft_data(
+        trajectories_path,
+        encoder,
+        settings.max_bad_fraction,
+        progress=progress("check trajectories", sum(1 for _ in open(trajectories_path))) if progress else None,
+    )
+    work = Path(work_dir)
+    key = fingerprint(
+        data=file_digest(trajectories_path), init=dir_digest(init), model=asdict(model_config), settings=asdict(settings)
+    )
+    resume_from = prepare_work_dir(work, key)
+
+    model = prepare_for_training(policy.model, model_config)
+    collator = TrajectoryCollator(encoder, data.trajectories)
+    train_set = datasets.Dataset.from_dict({"index": list(range(len(data.trajectories)))})
+    args = SFTConfig(
+        output_dir=str(work),
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a share of the steps
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type=settings.lr_scheduler,
+        max_grad_norm=settings.max_grad_norm,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=1,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=bf16,
+        deepspeed=settings.deepspeed,
+        max_length=None,  # our encoder enforces max_length by skipping, never truncating
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        activation_checkpointing=model_config.gradient_checkpointing,
+        report_to=[],
+        disable_tqdm=progress is None,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    curve: list[dict[str, float]] = []
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        data_collator=collator,
+        processing_class=policy.tokenizer,
+        callbacks=[_log_callback(log_fn, curve)],
+    )
+    train_started = time.time()
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.time() - train_started
+
+    if trainer.is_world_process_zero():
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        if model_config.lora.enabled:
+            final = final.merge_and_unload()
+        with atomic_dir(Path(out_dir)) as tmp:
+            save_policy(Policy(final, policy.tokenizer, policy.image_processor, policy.source), tmp)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():  # finished: nothing to resume any more
+        shutil.rmtree(work, ignore_errors=True)
+
+    losses = [p["loss"] for p in curve if "loss" in p]
+    resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+    metrics = {
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_loss_mean": float(output.training_loss),
+        "steps": int(output.global_step),
+        "resumed_from_step": resumed_step,
+        "trajectories": len(data.trajectories),
+        "skipped": dict(sorted(data.skipped.items())),
+        "skipped_total": sum(data.skipped.values()),
+        "tokens_per_epoch": data.tokens,
+        "train_tokens_per_second": collator.tokens_seen / max(train_seconds, 1e-9),
+        "train_seconds": train_seconds,
+        "parameters": sum(p.numel() for p in policy.model.parameters()),
+        "bf16": bf16,
+    }
+    return metrics, curve
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dir_digest(path: str | os.PathLike) -> str:
+    """Digest of a checkpoint directory's files (names, sizes, mtimes): cheap, and changes when it is rewritten."""
+    root = Path(path)
+    if not root.is_dir():
+        return str(path)  # a Hub id
+    entries = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
+    return fingerprint(files=entries)
+
+
+# ---------------------------------------------------------------- format check
+def format_check(
+    policy_dir: str | os.PathLike,
+    samples_path: str | os.PathLike,
+    vision,
+    num_prompts: int,
+    max_new_tokens: int,
+    device: str | None = None,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Greedy first turns on held-out prompts: the share that is a well-formed call or `\\boxed{}` answer."""
+    import torch
+
+    from .data.schema import Sample
+    from .io import read_jsonl
+    from .rollout import GenerationSettings, generate_turns, is_well_formed
+    from .trajectory import prompt_messages, sample_env
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    policy = load_policy(policy_dir, device=device)
+    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
+    rows = list(read_jsonl(samples_path))[:num_prompts]
+    if not rows:
+        raise SFTDataError(f"{samples_path} holds no held-out prompts")
+    samples = [Sample.from_dict(r) for r in rows]
+    conversations = [prompt_messages(s.prompt_question(), sample_env(r, vision).initial_images()) for s, r in zip(samples, rows)]
+    texts = generate_turns(policy.model, encoder, conversations, GenerationSettings(max_new_tokens=max_new_tokens))
+    results = []
+    for s, text in zip(samples, texts):
+        turn = parse_turn(text)
+        results.append(
+            {
+                "sample_id": s.sample_id,
+                "well_formed": is_well_formed(turn),
+                "tool": turn.tool_call.name if turn.tool_call else None,
+                "answer": turn.answer,
+                "error": turn.call_error,
+                "text": text,
+            }
+        )
+    return sum(r["well_formed"] for r in results) / len(results), results

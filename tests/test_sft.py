@@ -1,0 +1,146 @@
+"""SFT on TRL: bad trajectories skipped and counted, a real short run, resume bookkeeping, format check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from videor4.config import sft_settings
+from videor4.encoding import PolicyEncoder
+from videor4.model import ModelConfig, load_policy
+from videor4.ops import VisionConfig
+from videor4.rollout import format_valid_rate, is_well_formed
+from videor4.protocol import parse_turn
+from videor4.sft import SFTDataError, SFTSettings, fingerprint, format_check, load_sft_data, prepare_work_dir, train_sft
+
+from conftest import SMALL_PARAMS
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_dir):
+    policy = load_policy(tiny_dir)
+    return PolicyEncoder(policy.tokenizer, policy.image_processor, max_length=4096)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_bad_trajectories_are_skipped_with_counted_reasons(tmp_path, small_built, encoder):
+    good = _rows(small_built / "sft_crp.jsonl")
+    assert len(good) >= 6
+    missing = json.loads(json.dumps(good[0]))
+    missing["steps"][0]["observation"]["images"] = [str(tmp_path / "gone.png")]
+    bad_call = json.loads(json.dumps(good[1]))
+    bad_call["steps"][0]["tool_call"] = {"name": "zoom", "arguments": {}}
+    bad_answer = json.loads(json.dumps(good[2]))
+    bad_answer["final_answer"] = "K4}17"  # cannot round-trip through \boxed{}
+    lines = [json.dumps(r) for r in good[3:]] + [json.dumps(missing), json.dumps(bad_call), json.dumps(bad_answer), "{not json"]
+    path = tmp_path / "sft.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    data = load_sft_data(path, encoder, max_bad_fraction=0.9)
+    assert data.total == len(lines)
+    assert dict(data.skipped) == {"missing_image": 1, "unparseable_turn": 2, "malformed_row": 1}
+    assert len(data.trajectories) == len(good) - 3
+    assert all(t.traj_id not in {missing["traj_id"], bad_call["traj_id"], bad_answer["traj_id"]} for t in data.trajectories)
+
+    with pytest.raises(SFTDataError, match=r"4 of \d+ trajectories .* missing_image 1.*max_bad_fraction 0.1"):
+        load_sft_data(path, encoder, max_bad_fraction=0.1)
+
+    tight = PolicyEncoder(encoder.tokenizer, encoder.image_processor, max_length=64)
+    with pytest.raises(SFTDataError, match="too_long"):
+        load_sft_data(small_built / "sft_drp.jsonl", tight, max_bad_fraction=0.5)
+
+
+def test_settings_merge_shared_and_stage_keys_strictly():
+    params = {"seed": 3, "sft": {"batch_size": 4, "max_length": 999, "drp": {"learning_rate": 0.01}, "crp": {"epochs": 2}}}
+    drp = sft_settings(params, "drp")
+    assert (drp.batch_size, drp.max_length, drp.learning_rate, drp.seed) == (4, 999, 0.01, 3)
+    assert sft_settings(params, "crp").epochs == 2
+    with pytest.raises(ValueError, match="unknown params sft.drp: learnin_rate"):
+        sft_settings({"sft": {"drp": {"learnin_rate": 1}}}, "drp")
+
+
+def test_work_dir_keeps_checkpoints_only_for_the_same_run(tmp_path):
+    work = tmp_path / "work"
+    assert prepare_work_dir(work, fingerprint(a=1)) is None
+    (work / "checkpoint-4").mkdir()
+    (work / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    assert prepare_work_dir(work, fingerprint(a=1)).endswith("checkpoint-4")  # interrupted: resume
+    assert prepare_work_dir(work, fingerprint(a=2)) is None  # inputs changed: start clean
+    assert not (work / "checkpoint-4").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, small_built, tiny_dir):
+    root = tmp_path_factory.mktemp("sft")
+    settings = SFTSettings(learning_rate=3e-3, epochs=3, batch_size=4, warmup_ratio=0.0, save_steps=1000, max_length=4096)
+    logged: list[tuple[dict, int]] = []
+    metrics, curve = train_sft(
+        small_built / "sft_drp.jsonl", tiny_dir, root / "out", root / "work", ModelConfig(), settings,
+        log_fn=lambda m, step: logged.append((dict(m), step)),
+    )
+    return root, metrics, curve, logged
+
+
+def test_sft_run_lowers_the_loss_and_saves_a_checkpoint(trained):
+    root, metrics, curve, logged = trained
+    assert metrics["steps"] == len(curve) >= 6
+    assert metrics["train_loss_last"] < metrics["train_loss_first"] - 0.5
+    assert metrics["skipped_total"] == 0 and metrics["resumed_from_step"] == 0
+    assert metrics["train_tokens_per_second"] > 0
+    assert [p["step"] for p in curve] == sorted(p["step"] for p in curve)
+    per_step = [m for m, _ in logged if "train/loss" in m]
+    assert len(per_step) == metrics["steps"]
+    assert all({"train/loss", "train/learning_rate", "train/grad_norm"} <= set(m) for m in per_step)
+    policy = load_policy(root / "out")  # an ordinary HF checkpoint with its tokenizer and processor
+    assert policy.model.config.model_type == "qwen2_5_vl"
+    assert not (root / "work").exists()  # checkpoints of a finished run are removed
+
+
+def test_format_check_generates_and_parses_first_turns(trained, small_built):
+    root, *_ = trained
+    vision = VisionConfig.from_dict(SMALL_PARAMS["vision"])
+    rate, rows = format_check(root / "out", small_built / "samples_test.jsonl", vision, num_prompts=3, max_new_tokens=24)
+    assert len(rows) == 3 and 0.0 <= rate <= 1.0
+    assert rate == sum(r["well_formed"] for r in rows) / 3
+    for r in rows:
+        assert r["well_formed"] == is_well_formed(parse_turn(r["text"]))
+
+
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ('Look.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [2]}}\n</tool_call>', True),
+        ("It reads 5.\n\\boxed{5}", True),
+        ("\\boxed{5} or \\boxed{6}", False),
+        ('<tool_call>{"name": "zoom", "arguments": {}}</tool_call>', False),
+        ('<tool_call>{"name": "clipping", "arguments": {"target_frames": [2]}}', False),
+        ("0.6, 0.6, 0.6, 0.6", False),
+    ],
+)
+def test_well_formed_turns(text, ok):
+    assert is_well_formed(parse_turn(text)) is ok
+    assert format_valid_rate([text]) == float(ok)
+
+
+@pytest.mark.parametrize("name, stage", [("zero2", 2), ("zero3", 3)])
+def test_deepspeed_configs_resolve_against_the_trainer_settings(name, stage):
+    from transformers import TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = HfTrainerDeepSpeedConfig(str(root / "configs/deepspeed" / f"{name}.json"))
+    args = TrainingArguments(
+        output_dir="unused", per_device_train_batch_size=2, gradient_accumulation_steps=4, max_grad_norm=0.5,
+        use_cpu=True, report_to=[],
+    )
+    cfg.trainer_config_process(args)
+    c = cfg.config
+    assert c["zero_optimization"]["stage"] == stage and cfg.is_zero3() == (stage == 3)
+    # "auto" values are taken from the SFT settings the stage passes to the trainer
+    assert (c["train_micro_batch_size_per_gpu"], c["gradient_accumulation_steps"], c["gradient_clipping"]) == (2, 4, 0.5)
+    assert c["train_batch_size"] == 8 * args.world_size
