@@ -105,3 +105,16 @@ def test_lora_trains_adapters_of_the_language_model_only(tiny_dir):
     assert set(after) == set(before)
     changed = [k for k in after if not torch.equal(after[k], before[k])]
     assert changed and all("language_model" in k for k in changed)
+
+
+def test_a_chat_template_kept_with_the_processor_is_found(tmp_path, tiny_dir):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_dir, ckpt)
+    (ckpt / "chat_template.jinja").unlink()
+    config = json.loads((ckpt / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(config))
+    (ckpt / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
+    assert load_policy(ckpt).tokenizer.chat_template == CHAT_TEMPLATE

@@ -162,8 +162,12 @@ def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced
 
 def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):
     path, env, _ = reproduced
+    # a new setting, so DVC's run cache cannot restore the stage and it must train again
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["sft"]["drp"]["epochs"] = 11
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = subprocess.Popen(
-        ["dvc", "repro", "-f", "-s", "drp_sft"], cwd=path, env=env,
+        ["dvc", "repro", "-s", "drp_sft"], cwd=path, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.time() + 300
@@ -172,8 +176,9 @@ def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert list((path / ".cache/drp_sft").glob("checkpoint-*")), "no checkpoint was saved before the kill"
-    result = _run(["dvc", "repro"], path, env)
+    result = _run(["dvc", "repro", "-s", "drp_sft"], path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     m = json.loads((path / "metrics/drp_sft.json").read_text())
-    assert m["resumed_from_step"] >= 4 and m["steps"] == 40
+    assert m["resumed_from_step"] >= 4 and m["steps"] == 44
+    assert len(json.loads((path / "metrics/drp_sft_loss.json").read_text())) == 44  # the curve spans the kill
     assert not (path / ".cache/drp_sft").exists()

@@ -336,11 +336,21 @@ def load_policy(
         raise ModelLoadError(f"cannot load a policy from {source!r}: {str(exc).splitlines()[0]}") from exc
     if model.config.model_type not in ("qwen2_vl", "qwen2_5_vl"):
         raise ModelLoadError(f"{source!r} is a {model.config.model_type} model; Qwen2-VL or Qwen2.5-VL expected")
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = processor_chat_template(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = PAD_TOKEN if PAD_TOKEN in tokenizer.get_vocab() else tokenizer.eos_token
     if device:
         model.to(device)
     return Policy(model=model, tokenizer=tokenizer, image_processor=image_processor, source=source)
+
+
+def processor_chat_template(source: str) -> str | None:
+    """Some checkpoints keep the chat template with the processor (chat_template.json), not the tokenizer."""
+    path = Path(source) / "chat_template.json"
+    if path.is_file():
+        return read_json(path).get("chat_template")
+    return None
 
 
 def save_policy(policy: Policy, out_dir: str | os.PathLike) -> None:

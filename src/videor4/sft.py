@@ -178,18 +178,31 @@ def use_bf16(setting: str) -> bool:
     return str(setting).lower() in ("true", "1", "yes")
 
 
-def _log_callback(log_fn: LogFn | None, curve: list[dict[str, float]]):
+def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def _log_callback(log_fn: LogFn | None, progress=None):
     from transformers import TrainerCallback
 
     class StepLogger(TrainerCallback):
-        """Forwards each logged step (loss, learning rate, grad norm, ...) to `log_fn`."""
+        """Forwards each logged step (loss, learning rate, grad norm, ...) to `log_fn`; one quiet progress bar."""
+
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if progress and state.is_world_process_zero:
+                self.bar = progress("train", state.max_steps)
+                self.bar(state.global_step)  # a resumed run starts part-way
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar:
+                self.bar(1)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
-            numbers = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-            if "loss" in numbers:
-                curve.append({"step": state.global_step, **numbers})
+            numbers = _numbers(logs)
             if log_fn and numbers:
                 log_fn({f"train/{k}": v for k, v in numbers.items()}, state.global_step)
 
@@ -258,19 +271,22 @@ def train_sft(
         dataset_kwargs={"skip_prepare_dataset": True},
         activation_checkpointing=model_config.gradient_checkpointing,
         report_to=[],
-        disable_tqdm=progress is None,
+        disable_tqdm=True,
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
     )
-    curve: list[dict[str, float]] = []
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         data_collator=collator,
         processing_class=policy.tokenizer,
-        callbacks=[_log_callback(log_fn, curve)],
+        callbacks=[_log_callback(log_fn, progress)],
     )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):  # they print every log dict to stdout
+        trainer.remove_callback(noisy)
     train_started = time.time()
     output = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.time() - train_started
@@ -285,7 +301,9 @@ def train_sft(
     if trainer.is_world_process_zero():  # finished: nothing to resume any more
         shutil.rmtree(work, ignore_errors=True)
 
-    losses = [p["loss"] for p in curve if "loss" in p]
+    # the trainer's history survives a resume (it is saved with each checkpoint), so the curve is whole
+    curve = [{**_numbers(h), "step": int(h["step"])} for h in trainer.state.log_history if "loss" in h]
+    losses = [p["loss"] for p in curve]
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     metrics = {
         "train_loss_first": losses[0] if losses else None,
