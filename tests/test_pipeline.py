@@ -182,3 +182,11 @@ def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):
     assert m["resumed_from_step"] >= 4 and m["steps"] == 44
     assert len(json.loads((path / "metrics/drp_sft_loss.json").read_text())) == 44  # the curve spans the kill
     assert not (path / ".cache/drp_sft").exists()
+
+
+def test_sft_stage_reports_bad_input_in_one_line(reproduced):
+    path, env, _ = reproduced
+    result = _run([sys.executable, "stages/sft.py", "drp_sft", "--init", "models/nowhere"], path, env)
+    assert result.returncode == 1
+    assert "error: drp_sft: cannot load a policy from 'models/nowhere'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -93,13 +93,17 @@ def trajectory_problem(traj: Trajectory) -> tuple[str, str] | None:
 
 
 def load_sft_data(
-    path: str | os.PathLike, encoder: PolicyEncoder, max_bad_fraction: float, progress: Callable[[int], None] | None = None
+    path: str | os.PathLike,
+    encoder: PolicyEncoder,
+    max_bad_fraction: float,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> SFTData:
     """Read and check every trajectory; skip bad ones with a counted reason, fail past `max_bad_fraction`."""
     path = Path(path)
     if not path.is_file():
         raise SFTDataError(f"trajectory file {path} does not exist")
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    tick = progress("check trajectories", len(lines)) if progress else None
     data = SFTData(trajectories=[], total=len(lines))
     examples: list[str] = []
     for lineno, line in enumerate(lines, 1):
@@ -123,8 +127,8 @@ def load_sft_data(
             data.skipped[problem[0]] += 1
             if len(examples) < 3:
                 examples.append(problem[1])
-        if progress:
-            progress(1)
+        if tick:
+            tick(1)
     if data.total == 0:
         raise SFTDataError(f"{path} holds no trajectories")
     if not data.trajectories or data.bad_fraction > max_bad_fraction:
@@ -233,12 +237,7 @@ def train_sft(
     bf16 = use_bf16(settings.bf16)
     policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation)
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor, max_length=settings.max_length)
-    data = load_sft_data(
-        trajectories_path,
-        encoder,
-        settings.max_bad_fraction,
-        progress=progress("check trajectories", sum(1 for _ in open(trajectories_path))) if progress else None,
-    )
+    data = load_sft_data(trajectories_path, encoder, settings.max_bad_fraction, progress)
     work = Path(work_dir)
     key = fingerprint(
         data=file_digest(trajectories_path), init=dir_digest(init), model=asdict(model_config), settings=asdict(settings)
