@@ -351,10 +351,9 @@ def format_check(
     """Greedy first turns on held-out prompts: the share that is a well-formed call or `\\boxed{}` answer."""
     import torch
 
-    from .data.schema import Sample
     from .io import read_jsonl
-    from .rollout import GenerationSettings, generate_turns, is_well_formed
-    from .trajectory import prompt_messages, sample_env
+    from .rollout import RolloutEngine, RolloutSettings, is_well_formed
+    from .trajectory import sample_env
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     policy = load_policy(policy_dir, device=device)
@@ -362,15 +361,18 @@ def format_check(
     rows = list(read_jsonl(samples_path))[:num_prompts]
     if not rows:
         raise SFTDataError(f"{samples_path} holds no held-out prompts")
-    samples = [Sample.from_dict(r) for r in rows]
-    conversations = [prompt_messages(s.prompt_question(), sample_env(r, vision).initial_images()) for s, r in zip(samples, rows)]
-    texts = generate_turns(policy.model, encoder, conversations, GenerationSettings(max_new_tokens=max_new_tokens))
+    # greedy, and no tool is executed: the first turn is what is judged
+    settings = RolloutSettings(max_tool_calls=0, max_new_tokens=max_new_tokens, temperature=0.0)
+    engine = RolloutEngine(policy.model, encoder, settings)
+    rollouts = engine.run([engine.start(row, sample_env(row, vision), i) for i, row in enumerate(rows)])
+    texts = [r.turns[0] for r in rollouts]
+    samples = [r.sample for r in rollouts]
     results = []
     for s, text in zip(samples, texts):
         turn = parse_turn(text)
         results.append(
             {
-                "sample_id": s.sample_id,
+                "sample_id": s.get("sample_id"),
                 "well_formed": is_well_formed(turn),
                 "tool": turn.tool_call.name if turn.tool_call else None,
                 "answer": turn.answer,

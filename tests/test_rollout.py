@@ -1,0 +1,106 @@
+"""The batched multi-turn rollout engine on a real tiny policy and real videos."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import SMALL_PARAMS
+from videor4.encoding import IGNORE_INDEX, PolicyEncoder
+from videor4.model import load_policy
+from videor4.ops import VisionConfig
+from videor4.rollout import RolloutEngine, RolloutSettings, start_group
+
+FINISH = {"answer", "no_answer", "max_tool_calls", "max_images", "token_budget", "truncated"}
+CROP = 'Zoom in.\n<tool_call>\n{"name": "cropping", "arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
+CLIP = 'Look.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [1, 3]}}\n</tool_call>'
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_dir):
+    torch.manual_seed(0)
+    return load_policy(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def samples(small_built):
+    return [json.loads(line) for line in (small_built / "rl_c.jsonl").read_text().splitlines()][:2]
+
+
+VISION = VisionConfig.from_dict(SMALL_PARAMS["vision"])
+
+
+def engine(policy, **kw) -> RolloutEngine:
+    settings = RolloutSettings(**{"max_new_tokens": 12, "max_tool_calls": 3, "temperature": 1.0, **kw})
+    return RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), settings)
+
+
+def test_groups_of_rollouts_always_finish_and_record_their_tokens(policy, samples):
+    eng = engine(policy, batch_size=5)
+    rollouts = [r for i, s in enumerate(samples) for r in start_group(eng, s, VISION, 4, i)]
+    eng.run(rollouts)
+    assert len(rollouts) == 8
+    for r in rollouts:
+        assert r.finish_reason in FINISH
+        assert len(r.input_ids) == len(r.completion_mask) == len(r.logprobs)
+        assert r.num_generated > 0 and r.completion_mask[: r.prompt_length] == [0] * r.prompt_length
+        assert len(r.turns) >= 1 and len(r.pixel_values) == len(r.image_grid_thw) >= VISION.num_frames
+        assert all(lp <= 0 for lp, m in zip(r.logprobs, r.completion_mask) if m)
+
+
+def test_forced_calls_execute_with_the_shared_ops_and_garbage_never_crashes(policy, samples):
+    eng = engine(policy, max_tool_calls=3, temperature=0.0)
+    r = start_group(eng, samples[0], VISION, 1, 0)[0]
+    eng.force_turn(r, CLIP)
+    eng.force_turn(r, CROP)
+    eng.force_turn(r, "<tool_call>{not json</tool_call>")
+    assert [op.tool for op in r.ops] == ["clipping", "cropping", None]
+    assert r.ops[0].error is None and len(r.ops[0].images) == 2 and [p for p, _ in r.ops[0].regions] == [0, 2]
+    assert r.ops[1].error is None and len(r.ops[1].images) == 1
+    assert "not valid JSON" in r.ops[2].error
+    n_images = VISION.num_frames + 3
+    assert len(r.pixel_values) == n_images
+    assert sum(1 for t in r.input_ids if t == eng.encoder.image_token_id) == sum(int(g.prod()) // 4 for g in r.image_grid_thw)
+    assert r.completion_mask.count(1) == 0  # forced turns are not the policy's tokens
+    assert not r.done
+    eng.force_turn(r, CROP)  # a fourth call: over max_tool_calls, the rollout ends without executing it
+    assert r.finish_reason == "max_tool_calls" and len(r.ops) == 3
+
+
+def test_limits_end_rollouts(policy, samples):
+    eng = engine(policy, max_images=VISION.num_frames + 2)
+    r = start_group(eng, samples[0], VISION, 1, 0)[0]
+    eng.force_turn(r, CLIP)
+    assert r.finish_reason == "max_images"
+    eng = engine(policy, max_total_tokens=1)
+    r = eng.run(start_group(eng, samples[0], VISION, 1, 0))[0]
+    assert r.finish_reason == "token_budget"
+
+
+def test_trainer_logprobs_equal_the_sampling_time_logprobs(policy, samples):
+    """A full forward over the multi-turn sequence (observation images included) gives back the
+    log-probabilities recorded while sampling, for the same weights."""
+    eng = engine(policy, max_new_tokens=10, temperature=0.7)
+    rollouts = start_group(eng, samples[1], VISION, 3, 0)
+    for r in rollouts:
+        eng.force_turn(r, CROP)  # so the sampled turns come after an image observation
+    eng.run(rollouts)
+    model = policy.model.eval()
+    for r in rollouts:
+        ids = torch.tensor([r.input_ids])
+        with torch.no_grad():
+            logits = model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                mm_token_type_ids=(ids == eng.encoder.image_token_id).long(),
+                pixel_values=torch.cat(r.pixel_values),
+                image_grid_thw=torch.stack(r.image_grid_thw),
+            ).logits[0].float()
+        logps = torch.log_softmax(logits[:-1] / 0.7, dim=-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+        mask = torch.tensor(r.completion_mask[1:], dtype=torch.bool)
+        assert mask.sum() > 0
+        recorded = torch.tensor(r.logprobs[1:])[mask]
+        assert torch.allclose(logps[mask], recorded, atol=2e-4), (logps[mask] - recorded).abs().max()
+    assert IGNORE_INDEX == -100
