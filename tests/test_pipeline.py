@@ -25,6 +25,15 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 540) -> subprocess
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _mlflow_runs(path: Path):
+    """The project's MLflow client and its runs by name."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("video-r4")
+    return client, {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict]:
     """A git clone-like copy of the tracked project with tiny params."""
@@ -77,13 +86,9 @@ def test_repro_builds_validated_data_and_metrics(reproduced):
 
 
 def test_mlflow_runs_carry_dvc_lineage(reproduced):
-    from mlflow.tracking import MlflowClient
-
     path, _, _ = reproduced
     lock = yaml.safe_load((path / "dvc.lock").read_text())
-    client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("video-r4")
-    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    client, runs = _mlflow_runs(path)
     assert set(runs) == {"make_videos", "build_data", "base_model", "drp_sft", "crp_sft"}
     run = runs["build_data"]
     assert run.info.status == "FINISHED"
@@ -130,15 +135,11 @@ def test_sigkill_during_build_then_repro_gives_identical_outputs(reproduced):
 
 
 def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced):
-    from mlflow.tracking import MlflowClient
-
     from videor4.model import load_policy
 
     path, env, _ = reproduced
     lock = yaml.safe_load((path / "dvc.lock").read_text())
-    client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("video-r4")
-    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    client, runs = _mlflow_runs(path)
     for stage in ("drp_sft", "crp_sft"):
         m = json.loads((path / f"metrics/{stage}.json").read_text())
         assert m["train_loss_last"] < m["train_loss_first"]

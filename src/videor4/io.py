@@ -8,6 +8,7 @@ never a half-written file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -115,3 +116,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     _fsync_dir(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def files_md5(paths: Iterable[str | os.PathLike]) -> str:
+    """md5 of the bytes of the given files, in order (a video, a document's pages, a dataset file)."""
+    h = hashlib.md5()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

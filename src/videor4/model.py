@@ -266,10 +266,6 @@ class Policy:
     image_processor: Any
     source: str  # what was loaded (a path or Hub id)
 
-    @property
-    def num_parameters(self) -> int:
-        return count_parameters(self.model)
-
 
 def count_parameters(model, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -11,7 +11,6 @@ float per rollout.  Rollouts are duck-typed: a reward reads `answer`, `sample`
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -177,14 +176,12 @@ class VisionFeatures:
         self.cache: dict[str, Any] = {}
         self.hits = self.misses = 0
 
-    @staticmethod
-    def _key(image) -> str:
-        return hashlib.sha1(image.tobytes() + repr(image.size).encode()).hexdigest()
-
     def __call__(self, images: Sequence[Any]):
         import torch
 
-        keys = [self._key(im) for im in images]
+        from .trajectory import image_digest
+
+        keys = [image_digest(im) for im in images]
         todo = [(k, im) for k, im in dict(zip(keys, images)).items() if k not in self.cache]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)

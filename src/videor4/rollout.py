@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .encoding import IMAGE_TYPE_ID, EncodingError, PolicyEncoder
+from .encoding import IGNORE_INDEX, EncodingError, Encoded, PolicyEncoder
 from .model import END_OF_TURN
 from .ops import RuminationEnv
 from .protocol import TOOL_CALL_CLOSE, ParsedTurn, count_boxed, parse_turn
@@ -87,6 +87,15 @@ class Rollout:
     def invalid_calls(self) -> int:
         return sum(1 for op in self.ops if op.error is not None)
 
+    def encoded(self) -> Encoded:
+        """The sequence so far as the shared encoder's unit (for batching; labels follow the mask)."""
+        import torch
+
+        labels = [t if m else IGNORE_INDEX for t, m in zip(self.input_ids, self.completion_mask)]
+        pixels = torch.cat(self.pixel_values) if self.pixel_values else None
+        grids = torch.stack(self.image_grid_thw) if self.image_grid_thw else None
+        return Encoded(self.input_ids, labels, pixels, grids, len(self.pixel_values))
+
     def summary(self) -> dict[str, Any]:
         return {
             "prompt_id": self.prompt_id,
@@ -146,23 +155,13 @@ class RolloutEngine:
         import torch
 
         s = self.settings
-        width = max(len(r.input_ids) for r in chunk)
-        pad = self.encoder.pad_token_id
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, r in enumerate(chunk):
-            input_ids[row, width - len(r.input_ids) :] = torch.tensor(r.input_ids)
-            attention[row, width - len(r.input_ids) :] = 1
+        batch = self.encoder.collate([r.encoded() for r in chunk], padding_side="left")
+        batch.pop("labels")
+        width = batch["input_ids"].shape[1]
         device = next(self.model.parameters()).device
-        batch: dict[str, Any] = {
-            "input_ids": input_ids.to(device),
-            "attention_mask": attention.to(device),
-            "mm_token_type_ids": ((input_ids == self.encoder.image_token_id).long() * IMAGE_TYPE_ID).to(device),
-        }
-        pixels = [p for r in chunk for p in r.pixel_values]
-        if pixels:
-            batch["pixel_values"] = torch.cat(pixels).to(device=device, dtype=self.model.dtype)
-            batch["image_grid_thw"] = torch.cat([g.view(1, 3) for r in chunk for g in r.image_grid_thw]).to(device)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         budget = max(1, min(s.max_new_tokens, max(s.max_total_tokens - len(r.input_ids) for r in chunk)))
         sample = s.temperature > 0
         kwargs: dict[str, Any] = {"do_sample": sample}
@@ -176,7 +175,7 @@ class RolloutEngine:
                     **batch,
                     max_new_tokens=budget,
                     eos_token_id=self.stop_ids,
-                    pad_token_id=pad,
+                    pad_token_id=self.encoder.pad_token_id,
                     output_logits=True,
                     return_dict_in_generate=True,
                     **kwargs,

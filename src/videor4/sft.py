@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .encoding import EncodingError, PolicyEncoder
-from .model import ModelConfig, Policy, load_policy, prepare_for_training, save_policy
+from .model import ModelConfig, Policy, count_parameters, load_policy, prepare_for_training, save_policy
 from .protocol import format_assistant_turn, parse_turn
 from .trajectory import Trajectory, trajectory_messages
 
@@ -232,7 +232,7 @@ def train_sft(
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from .io import atomic_dir
+    from .io import atomic_dir, files_md5
 
     bf16 = use_bf16(settings.bf16)
     policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation)
@@ -240,7 +240,7 @@ def train_sft(
     data = load_sft_data(trajectories_path, encoder, settings.max_bad_fraction, progress)
     work = Path(work_dir)
     key = fingerprint(
-        data=file_digest(trajectories_path), init=dir_digest(init), model=asdict(model_config), settings=asdict(settings)
+        data=files_md5([trajectories_path]), init=dir_digest(init), model=asdict(model_config), settings=asdict(settings)
     )
     resume_from = prepare_work_dir(work, key)
 
@@ -316,18 +316,10 @@ def train_sft(
         "tokens_per_epoch": data.tokens,
         "train_tokens_per_second": collator.tokens_seen / max(train_seconds, 1e-9),
         "train_seconds": train_seconds,
-        "parameters": sum(p.numel() for p in policy.model.parameters()),
+        "parameters": count_parameters(policy.model),
         "bf16": bf16,
     }
     return metrics, curve
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dir_digest(path: str | os.PathLike) -> str:
@@ -352,7 +344,7 @@ def format_check(
     import torch
 
     from .io import read_jsonl
-    from .rollout import RolloutEngine, RolloutSettings, is_well_formed
+    from .rollout import RolloutEngine, RolloutSettings, format_valid_rate, is_well_formed
     from .trajectory import sample_env
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -366,13 +358,12 @@ def format_check(
     engine = RolloutEngine(policy.model, encoder, settings)
     rollouts = engine.run([engine.start(row, sample_env(row, vision), i) for i, row in enumerate(rows)])
     texts = [r.turns[0] for r in rollouts]
-    samples = [r.sample for r in rollouts]
     results = []
-    for s, text in zip(samples, texts):
+    for r, text in zip(rollouts, texts):
         turn = parse_turn(text)
         results.append(
             {
-                "sample_id": s.get("sample_id"),
+                "sample_id": r.sample.get("sample_id"),
                 "well_formed": is_well_formed(turn),
                 "tool": turn.tool_call.name if turn.tool_call else None,
                 "answer": turn.answer,
@@ -380,4 +371,4 @@ def format_check(
                 "text": text,
             }
         )
-    return sum(r["well_formed"] for r in results) / len(results), results
+    return format_valid_rate(texts), results

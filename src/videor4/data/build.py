@@ -9,7 +9,6 @@ end, so a killed build leaves the previous output intact.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io import atomic_dir, read_jsonl, write_jsonl
+from ..io import atomic_dir, files_md5, read_jsonl, write_jsonl
 from ..ops import VisionConfig
 from ..video import FRAME_CACHE, VideoError, load_frames, uniform_indices
 from .schema import Evidence, Sample, TextBox, VideoRecord
@@ -132,12 +131,7 @@ def make_synthetic_source(out_dir: Path, cfg: "SyntheticConfig", progress: Calla
 
 def _source_md5(source: str | list[str]) -> str:
     """Content hash of a video file (or of a document's pages): OCR results are cached under it."""
-    h = hashlib.md5()
-    for path in [source] if isinstance(source, str) else source:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    return files_md5([source] if isinstance(source, str) else source)
 
 
 def _video_id(video: str) -> str:
