@@ -104,3 +104,25 @@ def test_trainer_logprobs_equal_the_sampling_time_logprobs(policy, samples):
         recorded = torch.tensor(r.logprobs[1:])[mask]
         assert torch.allclose(logps[mask], recorded, atol=2e-4), (logps[mask] - recorded).abs().max()
     assert IGNORE_INDEX == -100
+
+
+def test_cached_turns_equal_a_full_recompute(policy, samples):
+    """Turns decoded from the KV cache kept between turns (with a left-padded batch of rollouts
+    at different lengths and new observation images) equal those of a from-scratch recompute."""
+    import dataclasses
+
+    eng = engine(policy, temperature=0.0, max_new_tokens=6)
+    fresh = engine(policy, temperature=0.0, max_new_tokens=6, reuse_cache=False)
+    a, b = start_group(eng, samples[0], VISION, 2, 0)
+    eng.force_turn(b, CLIP)  # b is longer and has two more images
+    for _ in range(2):
+        expected = fresh._decode([dataclasses.replace(r, kv=None) for r in (a, b)])
+        got = eng._decode([a, b])
+        for (ids, lps), (want_ids, want_lps) in zip(got, expected):
+            assert ids == want_ids
+            assert torch.allclose(torch.tensor(lps), torch.tensor(want_lps), atol=2e-4)
+        assert a.kv is not None and a.kv.length == len(a.input_ids) + len(got[0][0]) - 1
+        for r, (ids, lps) in zip((a, b), got):
+            # end each turn at a (garbage) tool call, so the rollout goes on with an observation
+            eng._advance(r, ids + [eng.call_close_id], lps + [0.0])
+            assert not r.done and r.ops[-1].error is not None

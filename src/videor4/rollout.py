@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .encoding import IGNORE_INDEX, EncodingError, Encoded, PolicyEncoder
+from .encoding import IGNORE_INDEX, IMAGE_TYPE_ID, EncodingError, Encoded, PolicyEncoder
 from .model import END_OF_TURN
 from .ops import RuminationEnv
 from .protocol import TOOL_CALL_CLOSE, ParsedTurn, count_boxed, parse_turn
@@ -40,6 +40,7 @@ class RolloutSettings:
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 0.95
     batch_size: int = 16  # rollouts decoded together
+    reuse_cache: bool = True  # keep each rollout's KV cache between turns (memory for speed)
 
 
 @dataclass
@@ -51,6 +52,32 @@ class Op:
     error: str | None
     regions: list[tuple[int, tuple[float, float, float, float]]]  # (shown-frame position, normalized region)
     images: list[Any]  # the images the call returned
+
+
+@dataclass
+class KVState:
+    """A rollout's KV cache between turns: per layer (keys, values) of shape 1 × heads × length × dim,
+    covering the first `length` tokens and `images` images of its sequence."""
+
+    layers: list[tuple[Any, Any]] | None = None
+    length: int = 0
+    images: int = 0
+    next_pos: int = 0  # the rotary position of the next text token
+
+    def cache(self):
+        """A fresh `DynamicCache` over these tensors (the model appends to its copy, never to ours)."""
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=self.layers) if self.layers else DynamicCache()
+
+    @classmethod
+    def of(cls, cache, length: int, images: int, next_pos: int) -> "KVState":
+        return cls([(layer.keys, layer.values) for layer in cache.layers], length, images, next_pos)
+
+    def extend(self, batch_cache, row: int, start: int, stop: int, fed: int) -> "KVState":
+        """This rollout's row of a batched cache (columns start:stop), after `fed` more tokens."""
+        layers = [(layer.keys[row : row + 1, :, start:stop].clone(), layer.values[row : row + 1, :, start:stop].clone()) for layer in batch_cache.layers]
+        return KVState(layers, self.length + fed, self.images, self.next_pos + fed)
 
 
 @dataclass
@@ -71,6 +98,7 @@ class Rollout:
     ops: list[Op] = field(default_factory=list)
     answer: str | None = None
     finish_reason: str | None = None  # answer | no_answer | max_tool_calls | max_images | token_budget | truncated
+    kv: KVState | None = field(default=None, repr=False)  # the engine's cache; only valid for the weights that made it
 
     @property
     def done(self) -> bool:
@@ -123,6 +151,8 @@ class RolloutEngine:
         tok = encoder.tokenizer
         self.call_close_id = tok.convert_tokens_to_ids(TOOL_CALL_CLOSE)
         self.stop_ids = [encoder.end_of_turn_id] + ([self.call_close_id] if isinstance(self.call_close_id, int) else [])
+        # multimodal RoPE positions (Qwen2-VL family); text-only models count tokens
+        self._rope_index = next((m.get_rope_index for m in model.modules() if hasattr(m, "get_rope_index")), None)
 
     # ------------------------------------------------------------ starting
     def start(self, sample: dict[str, Any], env: RuminationEnv, prompt_id: int) -> Rollout:
@@ -149,51 +179,122 @@ class RolloutEngine:
                 chunk = live[start : start + self.settings.batch_size]
                 for r, (ids, logps) in zip(chunk, self._decode(chunk)):
                     self._advance(r, ids, logps)
+                    if r.done:
+                        r.kv = None
 
     def _decode(self, chunk: Sequence[Rollout]) -> list[tuple[list[int], list[float]]]:
-        """One sampled assistant turn per rollout: (token ids, their log-probabilities)."""
+        """One sampled assistant turn per rollout: (token ids, their log-probabilities).
+
+        Each rollout keeps its KV cache across turns, so a round only prefills what is new
+        since the last one (the observation and its images); the G rollouts of a prompt
+        share one prefill of the prompt. Decoding then runs the chunk as one batch."""
         import torch
 
-        s = self.settings
-        batch = self.encoder.collate([r.encoded() for r in chunk], padding_side="left")
-        batch.pop("labels")
-        width = batch["input_ids"].shape[1]
-        device = next(self.model.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items()}
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
-        budget = max(1, min(s.max_new_tokens, max(s.max_total_tokens - len(r.input_ids) for r in chunk)))
-        sample = s.temperature > 0
-        kwargs: dict[str, Any] = {"do_sample": sample}
-        if sample:
-            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                out = self.model.generate(
-                    **batch,
-                    max_new_tokens=budget,
-                    eos_token_id=self.stop_ids,
-                    pad_token_id=self.encoder.pad_token_id,
-                    output_logits=True,
-                    return_dict_in_generate=True,
-                    **kwargs,
-                )
+                first = self._prefill(chunk)
+                return self._sample_batch(chunk, first)
         finally:
             self.model.train(was_training)
-        new = out.sequences[:, width:]
-        # log-probabilities under the sampling temperature, before top-p filtering: what the trainer recomputes
-        logits = torch.stack(out.logits, dim=1).float()
-        if sample:
-            logits = logits / s.temperature
-        logps = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        results = []
-        for row in range(len(chunk)):
-            ids = new[row].tolist()
-            end = next((i + 1 for i, t in enumerate(ids) if t in self.stop_ids), len(ids))
-            results.append((ids[:end], logps[row, :end].tolist()))
-        return results
+            if not self.settings.reuse_cache:
+                for r in chunk:
+                    r.kv = None
+
+    def _device(self):
+        return next(self.model.parameters()).device
+
+    def _positions(self, r: Rollout):
+        """Rotary positions of the whole sequence (3 × 1 × N for multimodal RoPE), and the next text position."""
+        import torch
+
+        ids = torch.tensor([r.input_ids], dtype=torch.long)
+        if self._rope_index is None:
+            pos = torch.arange(ids.shape[1]).view(1, 1, -1)
+            return pos, ids.shape[1]
+        types = (ids == self.encoder.image_token_id).long() * IMAGE_TYPE_ID
+        grids = torch.stack(r.image_grid_thw) if r.image_grid_thw else None
+        pos, _ = self._rope_index(input_ids=ids, mm_token_type_ids=types, image_grid_thw=grids)
+        return pos, int(pos.max()) + 1
+
+    def _prefill(self, chunk: Sequence[Rollout]):
+        """Run each rollout's uncached tokens through the model; returns the last position's logits (B × V)."""
+        import torch
+
+        device = self._device()
+        shared: dict[tuple, tuple[KVState, Any]] = {}
+        rows = []
+        for r in chunk:
+            state = r.kv or KVState()
+            key = (id(state.layers), state.length, tuple(r.input_ids[state.length :]))
+            hit = shared.get(key)
+            if hit is not None and _same_images(r, hit[2]):
+                r.kv = hit[0]
+                rows.append(hit[1])
+                continue
+            pos, next_pos = self._positions(r)
+            ids = torch.tensor([r.input_ids[state.length :]], dtype=torch.long, device=device)
+            kwargs: dict[str, Any] = {}
+            new_images = r.pixel_values[state.images :]
+            if new_images:
+                kwargs["pixel_values"] = torch.cat(new_images).to(device=device, dtype=self.model.dtype)
+                kwargs["image_grid_thw"] = torch.stack(r.image_grid_thw[state.images :]).to(device)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=torch.ones((1, len(r.input_ids)), dtype=torch.long, device=device),
+                position_ids=pos[..., state.length :].to(device),
+                past_key_values=state.cache(),
+                use_cache=True,
+                logits_to_keep=1,
+                **kwargs,
+            )
+            r.kv = KVState.of(out.past_key_values, len(r.input_ids), len(r.pixel_values), next_pos)
+            rows.append(out.logits[0, -1])
+            shared[key] = (r.kv, rows[-1], r)
+        return torch.stack(rows).float()
+
+    def _sample_batch(self, chunk: Sequence[Rollout], first_logits) -> list[tuple[list[int], list[float]]]:
+        """Decode the chunk together from its cached states: the caches are left-padded into one
+        batch, and a rollout leaves the batch (keeping its cache) as soon as its turn ends."""
+        import torch
+
+        s, device = self.settings, self._device()
+        states = [r.kv for r in chunk]
+        width = max(st.length for st in states)
+        budgets = [max(1, min(s.max_new_tokens, s.max_total_tokens - len(r.input_ids))) for r in chunk]
+        cache, attention = _batch_cache(states, width, max(budgets), device)
+        tokens, logps = _sample(first_logits, s.temperature, s.top_p)
+        ids = [[t] for t in tokens.tolist()]
+        lps = [[lp] for lp in logps.tolist()]
+        live = list(range(len(chunk)))  # batch row -> chunk index
+        step = 0
+        while True:
+            keep = []
+            for row, i in enumerate(live):
+                if ids[i][-1] in self.stop_ids or len(ids[i]) >= budgets[i]:
+                    fed = len(ids[i]) - 1  # the last token has not been through the model yet
+                    st = states[i]
+                    chunk[i].kv = st.extend(cache, row, width - st.length, width + fed, fed)
+                else:
+                    keep.append(row)
+            if not keep:
+                break
+            if len(keep) < len(live):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                attention = attention[index]
+                live = [live[row] for row in keep]
+            attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
+            feed = torch.tensor([[ids[i][-1]] for i in live], dtype=torch.long, device=device)
+            pos = torch.tensor([states[i].next_pos + step for i in live], device=device).view(1, -1, 1).expand(3, -1, -1)
+            out = self.model(input_ids=feed, attention_mask=attention, position_ids=pos, past_key_values=cache, use_cache=True)
+            tokens, logps = _sample(out.logits[:, -1].float(), s.temperature, s.top_p)
+            for i, t, lp in zip(live, tokens.tolist(), logps.tolist()):
+                ids[i].append(t)
+                lps[i].append(lp)
+            step += 1
+        return list(zip(ids, lps))
 
     def force_turn(self, r: Rollout, text: str) -> Rollout:
         """Append an assistant turn that the policy did not write (masked from any loss) and act on it,
@@ -251,6 +352,74 @@ class RolloutEngine:
             r.finish_reason = "token_budget"
         elif s.max_images and len(r.env.seen) >= s.max_images:
             r.finish_reason = "max_images"
+
+
+def _sample(logits, temperature: float, top_p: float):
+    """Tokens sampled from B × V logits at `temperature` within nucleus `top_p` (greedy at 0), and their
+    log-probabilities under the tempered distribution before the nucleus cut: what the trainer recomputes."""
+    import torch
+
+    if temperature <= 0:
+        tokens = logits.argmax(-1)
+        return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
+    logp = torch.log_softmax(logits / temperature, -1)
+    probs = logp.exp()
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p > top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    tokens = torch.multinomial(probs, 1).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def _batch_cache(states: Sequence[KVState], width: int, capacity: int, device):
+    """Left-pad per-rollout caches to `width` into one batched cache with room for `capacity`
+    more tokens (written in place: no re-concatenation per decoded token), and its attention mask."""
+    import torch
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        def __init__(self, keys, values, length: int) -> None:
+            super().__init__()
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self.buffers, self.length = (keys, values), length
+            self.keys, self.values = keys[:, :, :length], values[:, :, :length]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            keys, values = self.buffers
+            end = self.length + key_states.shape[-2]
+            keys[:, :, self.length : end] = key_states
+            values[:, :, self.length : end] = value_states
+            self.length = end
+            self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices) -> None:
+            self.buffers = tuple(b[indices] for b in self.buffers)
+            self.keys, self.values = self.buffers[0][:, :, : self.length], self.buffers[1][:, :, : self.length]
+
+    layers = []
+    for li in range(len(states[0].layers)):
+        k0 = states[0].layers[li][0]
+        keys = k0.new_zeros((len(states), k0.shape[1], width + capacity, k0.shape[3]))
+        values = torch.zeros_like(keys)
+        for b, st in enumerate(states):
+            keys[b, :, width - st.length : width] = st.layers[li][0][0]
+            values[b, :, width - st.length : width] = st.layers[li][1][0]
+        layers.append(PreallocatedLayer(keys, values, width))
+    cache = DynamicCache()
+    cache.layers = layers
+    attention = torch.zeros((len(states), width), dtype=torch.long, device=device)
+    for b, st in enumerate(states):
+        attention[b, width - st.length :] = 1
+    return cache, attention
+
+
+def _same_images(a: Rollout, b: Rollout) -> bool:
+    import torch
+
+    return len(a.pixel_values) == len(b.pixel_values) and all(x is y or torch.equal(x, y) for x, y in zip(a.pixel_values, b.pixel_values))
 
 
 def _split_pixels(pixel_values, grids) -> tuple[list[Any], list[Any]]:
