@@ -52,6 +52,10 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     params["sft"].update(batch_size=2, save_steps=4, format_eval_prompts=3, format_eval_max_new_tokens=24)
     params["sft"]["drp"] = {"learning_rate": 0.003, "epochs": 10}  # ~40 steps: long enough to be killed mid-run
     params["sft"]["crp"] = {"learning_rate": 0.003, "epochs": 1}
+    params["rl"].update(group_size=2, prompts_per_step=2, micro_batch_size=2, max_new_tokens=24, rollout_batch_size=8,
+                        eval_prompts=2, eval_group_size=2, save_steps=2, learning_rate=0.001, sample_trajectories=2)
+    params["rl"]["rl_d"] = {"steps": 4}
+    params["rl"]["rl_c"] = {"steps": 2}
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
@@ -89,7 +93,7 @@ def test_mlflow_runs_carry_dvc_lineage(reproduced):
     path, _, _ = reproduced
     lock = yaml.safe_load((path / "dvc.lock").read_text())
     client, runs = _mlflow_runs(path)
-    assert set(runs) == {"make_videos", "build_data", "base_model", "drp_sft", "crp_sft"}
+    assert set(runs) == {"make_videos", "build_data", "base_model", "drp_sft", "rl_d", "crp_sft", "rl_c"}
     run = runs["build_data"]
     assert run.info.status == "FINISHED"
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout.strip()
@@ -155,10 +159,46 @@ def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced
         out = next(o for o in lock["stages"][stage]["outs"] if o["path"] == f"models/{stage}")
         assert run.data.tags["checkpoint.md5"] == out["md5"]  # the DVC-tracked checkpoint, by content
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["checkpoint", f"{stage}_generations.json"]
-    # the curriculum order: crp_sft starts from drp_sft's checkpoint
-    assert runs["crp_sft"].data.tags["init"] == "models/drp_sft"
+    # the curriculum order: DRP-SFT → RL_d → CRP-SFT → RL_c
+    assert runs["crp_sft"].data.tags["init"] == "models/rl_d"
     plots = _run(["dvc", "plots", "show", "--json"], path, env)
     assert plots.returncode == 0 and "drp_sft_loss.json" in plots.stdout
+
+
+def test_rl_stages_write_metrics_curves_transcripts_and_trained_checkpoints(reproduced):
+    path, env, _ = reproduced
+    lock = yaml.safe_load((path / "dvc.lock").read_text())
+    client, runs = _mlflow_runs(path)
+    md5 = {stage: next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == f"models/{stage}") for stage in lock["stages"] if stage.endswith(("sft", "rl_d", "rl_c"))}
+    for stage, init, steps in (("rl_d", "drp_sft", 4), ("rl_c", "crp_sft", 2)):
+        m = json.loads((path / f"metrics/{stage}.json").read_text())
+        for key in ("reward_start", "reward_end", "accuracy_start", "accuracy_end", "kl_last", "clip_calls_per_rollout",
+                    "crop_calls_per_rollout", "invalid_call_rate", "seconds"):
+            assert isinstance(m[key], float), key
+        assert m["steps"] == steps and m["held_out"]["prompts"] == 2
+        assert md5[stage] != md5[init]  # the policy was updated
+        run = runs[stage]
+        assert run.info.status == "FINISHED" and run.data.tags["init"] == f"models/{init}"
+        assert run.data.tags["checkpoint.md5"] == md5[stage]
+        for key in ("train/reward", "train/rewards/accuracy", "train/rewards/format", "train/tools/clip_calls_per_rollout",
+                    "train/tools/invalid_call_rate", "train/rumination_steps", "train/response_length"):
+            assert client.get_metric_history(run.info.run_id, key), key
+        assert len(client.get_metric_history(run.info.run_id, "train/kl")) == steps
+        transcripts = [a.path for a in client.list_artifacts(run.info.run_id, "rollouts")]
+        assert "rollouts/held_out_before.md" in transcripts and "rollouts/held_out_after.md" in transcripts
+        assert any(p.startswith("rollouts/step_") for p in transcripts)
+        curve = json.loads((path / f"metrics/{stage}_curve.json").read_text())
+        assert curve and {"step", "reward", "kl"} <= set(curve[-1])
+
+
+def test_reward_ablation_reruns_only_the_stages_it_affects(reproduced):
+    path, env, _ = reproduced
+    result = _run(["dvc", "exp", "run", "-n", "no-curiosity", "-S", "reward.lambda_cur=0.0"], path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"rl_d", "crp_sft", "rl_c"}, result.stdout  # rl_d and what is downstream of it
+    shown = _run(["dvc", "exp", "show", "--json"], path, env)
+    assert shown.returncode == 0 and "no-curiosity" in shown.stdout and "reward_end" in shown.stdout
 
 
 def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):

@@ -13,7 +13,8 @@ from videor4.model import ModelConfig, load_policy
 from videor4.ops import VisionConfig
 from videor4.rollout import format_valid_rate, is_well_formed
 from videor4.protocol import parse_turn
-from videor4.sft import SFTDataError, SFTSettings, fingerprint, format_check, load_sft_data, prepare_work_dir, train_sft
+from videor4.sft import SFTDataError, SFTSettings, format_check, load_sft_data, train_sft
+from videor4.training import fingerprint, prepare_work_dir
 
 from conftest import SMALL_PARAMS
 

@@ -67,7 +67,7 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built"):
     synthesis = SynthesisConfig(
         n_drp=int(sizes.get("drp", 200)),
         n_crp=int(sizes.get("crp", 200)),
-        max_tool_calls=int(section(params, "rollout").get("max_tool_calls", 5)),
+        max_tool_calls=rollout_limits(params).max_tool_calls,
         seed=seed,
         **qc,
     )
@@ -91,15 +91,41 @@ def model_config(params: dict[str, Any]):
 
 
 SFT_CURRICULUM_KEYS = ("drp", "crp")
+RL_CURRICULUM_KEYS = ("rl_d", "rl_c")
+
+
+def _curriculum_settings(cls: type[T], params: dict[str, Any], name: str, which: str, known: tuple[str, ...]) -> T:
+    """`<name>:` shared keys overridden by `<name>.<which>`; seed from the top level."""
+    if which not in known:
+        raise ValueError(f"unknown {name} stage {which!r} (known: {', '.join(known)})")
+    shared = {k: v for k, v in section(params, name).items() if k not in known}
+    merged = {**shared, **section(params, f"{name}.{which}")}
+    merged.setdefault("seed", int(params.get("seed", 0)))
+    return fill(cls, merged, f"{name}.{which}")
 
 
 def sft_settings(params: dict[str, Any], which: str):
-    """`sft:` shared keys overridden by `sft.<which>` (drp or crp); seed from the top level."""
+    """`sft:` shared keys overridden by `sft.<which>` (drp or crp)."""
     from .sft import SFTSettings
 
-    if which not in SFT_CURRICULUM_KEYS:
-        raise ValueError(f"unknown SFT stage {which!r} (known: {', '.join(SFT_CURRICULUM_KEYS)})")
-    shared = {k: v for k, v in section(params, "sft").items() if k not in SFT_CURRICULUM_KEYS}
-    merged = {**shared, **section(params, f"sft.{which}")}
-    merged.setdefault("seed", int(params.get("seed", 0)))
-    return fill(SFTSettings, merged, f"sft.{which}")
+    return _curriculum_settings(SFTSettings, params, "sft", which, SFT_CURRICULUM_KEYS)
+
+
+def grpo_settings(params: dict[str, Any], which: str):
+    """`rl:` shared keys overridden by `rl.<which>` (rl_d or rl_c)."""
+    from .grpo import GRPOSettings
+
+    return _curriculum_settings(GRPOSettings, params, "rl", which, RL_CURRICULUM_KEYS)
+
+
+def reward_config(params: dict[str, Any]):
+    from .rewards import RewardConfig
+
+    return fill(RewardConfig, section(params, "reward"), "reward")
+
+
+def rollout_limits(params: dict[str, Any]):
+    """`rollout:` limits shared by data synthesis, RL and evaluation."""
+    from .rollout import RolloutSettings
+
+    return fill(RolloutSettings, section(params, "rollout"), "rollout")

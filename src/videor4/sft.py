@@ -13,11 +13,8 @@ callback the caller supplies.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -26,12 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from .encoding import EncodingError, PolicyEncoder
-from .model import ModelConfig, Policy, count_parameters, load_policy, prepare_for_training, save_policy
+from .model import ModelConfig, count_parameters, load_policy, prepare_for_training
 from .protocol import format_assistant_turn, parse_turn
 from .trajectory import Trajectory, trajectory_messages
+from .training import (
+    LogFn,
+    dir_digest,
+    fingerprint,
+    numbers,
+    prepare_work_dir,
+    quiet,
+    save_final,
+    step_logger,
+    use_bf16,
+)
 
-LogFn = Callable[[Mapping[str, float], int], None]
-FINGERPRINT_FILE = "fingerprint.json"
 
 
 @dataclass
@@ -154,65 +160,7 @@ class TrajectoryCollator:
 
 
 # ---------------------------------------------------------------- resume
-def fingerprint(**parts: Any) -> str:
-    """A stable hash of what a training run depends on."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def prepare_work_dir(work_dir: Path, key: str) -> str | None:
-    """Keep checkpoints from an interrupted run with the same fingerprint; the last one to resume from."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    stamp = work_dir / FINGERPRINT_FILE
-    if work_dir.exists():
-        same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == key
-        if not same:
-            shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"fingerprint": key}))
-    return get_last_checkpoint(str(work_dir))
-
-
 # ---------------------------------------------------------------- training
-def use_bf16(setting: str) -> bool:
-    import torch
-
-    if str(setting).lower() == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return str(setting).lower() in ("true", "1", "yes")
-
-
-def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-
-
-def _log_callback(log_fn: LogFn | None, progress=None):
-    from transformers import TrainerCallback
-
-    class StepLogger(TrainerCallback):
-        """Forwards each logged step (loss, learning rate, grad norm, ...) to `log_fn`; one quiet progress bar."""
-
-        bar = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            if progress and state.is_world_process_zero:
-                self.bar = progress("train", state.max_steps)
-                self.bar(state.global_step)  # a resumed run starts part-way
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.bar:
-                self.bar(1)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            numbers = _numbers(logs)
-            if log_fn and numbers:
-                log_fn({f"train/{k}": v for k, v in numbers.items()}, state.global_step)
-
-    return StepLogger()
-
-
 def train_sft(
     trajectories_path: str | os.PathLike,
     init: str | os.PathLike,
@@ -232,7 +180,7 @@ def train_sft(
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from .io import atomic_dir, files_md5
+    from .io import files_md5
 
     bf16 = use_bf16(settings.bf16)
     policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation)
@@ -280,28 +228,17 @@ def train_sft(
         train_dataset=train_set,
         data_collator=collator,
         processing_class=policy.tokenizer,
-        callbacks=[_log_callback(log_fn, progress)],
+        callbacks=[step_logger(log_fn, progress)],
     )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    for noisy in (PrinterCallback, ProgressCallback):  # they print every log dict to stdout
-        trainer.remove_callback(noisy)
+    quiet(trainer)
     train_started = time.time()
     output = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.time() - train_started
 
-    if trainer.is_world_process_zero():
-        final = trainer.accelerator.unwrap_model(trainer.model)
-        if model_config.lora.enabled:
-            final = final.merge_and_unload()
-        with atomic_dir(Path(out_dir)) as tmp:
-            save_policy(Policy(final, policy.tokenizer, policy.image_processor, policy.source), tmp)
-    trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():  # finished: nothing to resume any more
-        shutil.rmtree(work, ignore_errors=True)
+    save_final(trainer, policy, out_dir, work, model_config.lora.enabled)
 
     # the trainer's history survives a resume (it is saved with each checkpoint), so the curve is whole
-    curve = [{**_numbers(h), "step": int(h["step"])} for h in trainer.state.log_history if "loss" in h]
+    curve = [{**numbers(h), "step": int(h["step"])} for h in trainer.state.log_history if "loss" in h]
     losses = [p["loss"] for p in curve]
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     metrics = {
@@ -320,15 +257,6 @@ def train_sft(
         "bf16": bf16,
     }
     return metrics, curve
-
-
-def dir_digest(path: str | os.PathLike) -> str:
-    """Digest of a checkpoint directory's files (names, sizes, mtimes): cheap, and changes when it is rewritten."""
-    root = Path(path)
-    if not root.is_dir():
-        return str(path)  # a Hub id
-    entries = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
-    return fingerprint(files=entries)
 
 
 # ---------------------------------------------------------------- format check

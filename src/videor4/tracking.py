@@ -287,9 +287,13 @@ class Run:
             text = yaml.safe_dump(obj, sort_keys=True)
         else:
             text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
+        self.log_text(text, name)
+
+    def log_text(self, text: str, name: str) -> None:
+        """Store `text` as the artifact `name` (a path inside the run's artifacts)."""
         if not self.active:
             return
-        with self._guard("log_dict"):
+        with self._guard("log_text"):
             self._client.log_text(self._run_id, text, name)
 
 

@@ -1,0 +1,488 @@
+"""GRPO on multi-turn rumination rollouts (RL_d, RL_c), on TRL's GRPOTrainer.
+
+The split follows TRL: `GRPOSettings` (a dataclass filled from params.yaml) is
+the config, `train_grpo` runs the trainer.  TRL keeps what it does well — the
+clipped-ratio loss, the KL to a frozen reference, micro-batching of
+multi-image batches, optimizer, scheduler, checkpoints, resume, DeepSpeed and
+accelerate.  What TRL cannot do for Video-R4 (image-returning tools: the
+observation images must be in the forward pass with multimodal positions, but
+masked from the loss) is `RuminationGRPOTrainer._generate_and_score_completions`:
+rollouts come from the shared `RolloutEngine`, rewards from `rewards.score`,
+and the batch is packed in TRL's layout with the observation tokens masked by
+`tool_mask`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .model import ModelConfig, count_parameters, load_policy, prepare_for_training
+from .rewards import REWARDS, RewardConfig, RewardContext, VisionFeatures, score, weights
+from .rollout import RolloutEngine, RolloutSettings
+from .training import (
+    LogFn,
+    dir_digest,
+    fingerprint,
+    numbers,
+    prepare_work_dir,
+    quiet,
+    save_final,
+    step_logger,
+    use_bf16,
+)
+
+
+@dataclass
+class GRPOSettings:
+    """One RL stage's settings (`rl:` shared keys, overridden by `rl.rl_d` / `rl.rl_c`)."""
+
+    group_size: int = 8  # G rollouts per prompt
+    prompts_per_step: int = 4  # per device and optimizer step; whole groups stay on one device
+    steps: int = 10  # optimizer steps
+    updates_per_batch: int = 1  # μ: optimizer steps on each batch of rollouts (>1 makes the clip bite)
+    micro_batch_size: int = 8  # rollouts per forward/backward
+    learning_rate: float = 1e-6
+    beta_kl: float = 0.04  # KL to the frozen initial policy
+    epsilon: float = 0.2  # PPO clip
+    loss_type: str = "grpo"  # any TRL loss_type: grpo | dapo | dr_grpo | bnpo | ...
+    scale_rewards: str = "group"  # group | batch | none
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256  # per assistant turn
+    max_total_tokens: int = 8192
+    rollout_batch_size: int = 32  # rollouts decoded together
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "constant"
+    max_grad_norm: float = 1.0
+    logging_steps: int = 1
+    save_steps: int = 5  # checkpoints a killed run resumes from
+    bf16: str = "auto"
+    deepspeed: str | None = None
+    seed: int = 0
+    eval_prompts: int = 16  # held-out prompts scored before and after training
+    eval_group_size: int = 4
+    sample_trajectories: int = 4  # transcripts kept per logged step
+
+    def validate(self) -> None:
+        if self.group_size < 2:
+            raise ValueError("rl.group_size must be at least 2 (advantages are relative to the group)")
+        if (self.prompts_per_step * self.group_size) % self.micro_batch_size:
+            raise ValueError(
+                f"rl.prompts_per_step × rl.group_size ({self.prompts_per_step * self.group_size}) "
+                f"must be a multiple of rl.micro_batch_size ({self.micro_batch_size})"
+            )
+
+    def rollout_settings(self, limits: RolloutSettings) -> RolloutSettings:
+        return RolloutSettings(
+            max_tool_calls=limits.max_tool_calls,
+            max_images=limits.max_images,
+            max_new_tokens=self.max_new_tokens,
+            max_total_tokens=self.max_total_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            batch_size=self.rollout_batch_size,
+        )
+
+
+class RLDataError(ValueError):
+    """The RL prompts cannot be used."""
+
+
+def load_prompts(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
+    from .data.schema import Sample
+    from .io import read_jsonl
+
+    rows = []
+    for i, row in enumerate(read_jsonl(path)):
+        try:
+            Sample.from_dict(row)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RLDataError(f"{path}, row {i + 1}: not a sample ({exc})") from exc
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise RLDataError(f"{path} holds no prompts")
+    return rows
+
+
+# ---------------------------------------------------------------- statistics of a batch of rollouts
+def rollout_stats(rollouts: Sequence[Any], scores: dict[str, list[float]]) -> dict[str, float]:
+    """Means over rollouts: each reward component, the total, tool use and lengths."""
+    n = max(len(rollouts), 1)
+    calls = sum(len(r.ops) for r in rollouts)
+    stats = {f"rewards/{name}": sum(values) / n for name, values in scores.items() if name != "total"}
+    stats.update(
+        {
+            "reward": sum(scores["total"]) / n,
+            "accuracy": sum(scores["accuracy"]) / n,
+            "tools/clip_calls_per_rollout": sum(r.calls("clipping") for r in rollouts) / n,
+            "tools/crop_calls_per_rollout": sum(r.calls("cropping") for r in rollouts) / n,
+            "tools/invalid_call_rate": sum(r.invalid_calls for r in rollouts) / max(calls, 1),
+            "rumination_steps": calls / n,
+            "response_length": sum(r.num_generated for r in rollouts) / n,
+            "answered": sum(r.finish_reason == "answer" for r in rollouts) / n,
+        }
+    )
+    return stats
+
+
+def transcript(r: Any, reward: float | None = None) -> str:
+    """A rollout as readable Markdown: question, each turn, each tool call's outcome, the answer."""
+    s = r.sample
+    lines = [f"### {s.get('sample_id')}  (reward {reward:.3f})" if reward is not None else f"### {s.get('sample_id')}"]
+    lines.append(f"**Q:** {s.get('question')}  **gold:** {s.get('answers')}")
+    for i, turn in enumerate(r.turns):
+        lines.append(f"\n**turn {i + 1}**\n\n```\n{turn.strip()}\n```")
+        if i < len(r.ops):
+            op = r.ops[i]
+            seen = ", ".join(f"frame {p + 1} {tuple(round(v, 2) for v in box)}" for p, box in op.regions)
+            lines.append(f"→ {op.tool}: " + (f"error: {op.error}" if op.error else f"{len(op.images)} image(s); {seen}"))
+    lines.append(f"\n**answer:** {r.answer!r} ({r.finish_reason})")
+    return "\n".join(lines)
+
+
+def group_advantages(rewards, group_size: int, scale: str = "group"):
+    """GRPO advantages: each reward minus its group's mean, divided by the group's std (`scale`
+    group), the batch's (batch) or nothing (none).  Also returns which groups have zero variance:
+    their advantages are 0, so they contribute no policy gradient."""
+    grouped = rewards.view(-1, group_size)
+    std = grouped.std(1)
+    advantages = rewards - grouped.mean(1).repeat_interleave(group_size)
+    if scale == "group":
+        advantages = advantages / (std.repeat_interleave(group_size) + 1e-4)
+    elif scale == "batch":
+        advantages = advantages / (rewards.std() + 1e-4)
+    elif scale != "none":
+        raise ValueError(f"unknown scale_rewards {scale!r} (group | batch | none)")
+    return advantages, std < 1e-6
+
+
+# ---------------------------------------------------------------- the trainer
+def pack_rollouts(rollouts, encoder, device) -> dict[str, Any]:
+    """TRL's batch layout: the prompt (left-padded) and everything after it as the "completion"
+    (right-padded), `tool_mask` 1 only on tokens the policy sampled, sampling-time log-probs as the
+    old policy's, and every image of every rollout in order, with multimodal token types."""
+    import torch
+    from trl.trainer.utils import pad
+
+    tensor = lambda rows, value, side: pad([torch.tensor(x) for x in rows], padding_value=value, padding_side=side).to(device)  # noqa: E731
+    prompts = [r.input_ids[: r.prompt_length] for r in rollouts]
+    completions = [r.input_ids[r.prompt_length :] for r in rollouts]
+    batch = {
+        "prompt_ids": tensor(prompts, encoder.pad_token_id, "left"),
+        "prompt_mask": tensor([[1] * len(p) for p in prompts], 0, "left"),
+        "completion_ids": tensor(completions, encoder.pad_token_id, "right"),
+        "completion_mask": tensor([[1] * len(c) for c in completions], 0, "right"),
+        "tool_mask": tensor([r.completion_mask[r.prompt_length :] for r in rollouts], 0, "right"),
+        "old_per_token_logps": tensor([r.logprobs[r.prompt_length :] for r in rollouts], 0.0, "right").float(),
+    }
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    batch["mm_token_type_ids"] = (ids == encoder.image_token_id).long()
+    images = [r for r in rollouts if r.pixel_values]
+    if images:
+        batch["pixel_values"] = torch.cat([p for r in images for p in r.pixel_values]).to(device)
+        batch["image_grid_thw"] = torch.stack([g for r in images for g in r.image_grid_thw]).to(device)
+        batch["num_images"] = [len(r.pixel_values) for r in rollouts]
+    return batch
+
+
+def _trainer_class():
+    import torch
+    from trl import GRPOTrainer
+    from trl.models import unwrap_model_for_generation
+
+    class RuminationGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer whose completions are multi-turn rumination rollouts with image observations."""
+
+        def setup_rumination(self, encoder, vision, rollout: RolloutSettings, rewards: RewardConfig, sample_count: int):
+            self.encoder, self.vision, self.rollout_settings = encoder, vision, rollout
+            self.reward_context = RewardContext(rewards, VisionFeatures(self.accelerator.unwrap_model(self.model), encoder.image_processor))
+            self.sample_count, self.samples = sample_count, []
+
+        def rollouts_for(self, rows: Sequence[dict[str, Any]], prompt_ids: Sequence[int], model=None):
+            from .trajectory import sample_env
+
+            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as unwrapped:
+                engine = RolloutEngine(model or unwrapped, self.encoder, self.rollout_settings)
+                starts = [engine.start(row, sample_env(row, self.vision, self.rollout_settings.max_images), pid) for row, pid in zip(rows, prompt_ids)]
+                return engine.run(starts)
+
+        def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+            device, G = self.accelerator.device, self.num_generations
+            mode = "train" if self.model.training else "eval"
+            if len(inputs) % G or any(inputs[i]["index"] != inputs[i - i % G]["index"] for i in range(len(inputs))):
+                raise RuntimeError("a generation batch must hold whole groups of G rollouts of one prompt")
+            rows = [json.loads(x["sample"]) for x in inputs]
+            # a group's id is its position in this batch: the same prompt drawn twice makes two groups
+            rollouts = self.rollouts_for(rows, [i // G for i in range(len(rows))])
+            scores = score(rollouts, self.reward_context)
+
+            rewards = torch.tensor(scores["total"], dtype=torch.float32, device=device)
+            advantages, zero_std = group_advantages(rewards, G, self.args.scale_rewards)
+
+            for name, value in rollout_stats(rollouts, scores).items():
+                self._metrics[mode][name].append(float(self.accelerator.gather(torch.tensor(value, device=device)).mean()))
+            self._metrics[mode]["reward_std"].append(float(rewards.view(-1, G).std(1).mean()))
+            self._metrics[mode]["frac_reward_zero_std"].append(float(self.accelerator.gather(zero_std.float()).mean()))
+            self._metrics[mode]["zero_variance_groups"].append(float(self.accelerator.gather(zero_std.float()).sum()))
+            self.samples = [(self.state.global_step, transcript(r, t)) for r, t in list(zip(rollouts, scores["total"]))[: self.sample_count]]
+            batch = pack_rollouts(rollouts, self.encoder, device)
+            batch["advantages"] = advantages
+            batch["num_items_in_batch"] = self.accelerator.gather(batch["tool_mask"].sum()).sum()
+            if self.beta != 0.0:
+                batch["ref_per_token_logps"] = self.reference_logps(batch)
+            return batch
+
+        def reference_logps(self, batch: dict[str, Any]):
+            from trl.trainer.grpo_trainer import use_adapter
+
+            ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+            mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+            kwargs = {k: batch[k] for k in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids") if k in batch}
+            with torch.no_grad():
+                if self.ref_model is not None:
+                    logps, _, _ = self._get_per_token_logps_and_entropies(
+                        self.ref_model, ids, mask, batch["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size, **kwargs
+                    )
+                    return logps
+                model = self.accelerator.unwrap_model(self.model)  # LoRA: the reference is the adapter disabled
+                with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+                    logps, _, _ = self._get_per_token_logps_and_entropies(
+                        self.model, ids, mask, batch["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size, **kwargs
+                    )
+                    return logps
+
+    return RuminationGRPOTrainer
+
+
+def trl_reward_functions(config: RewardConfig) -> tuple[list[Callable], list[float]]:
+    """The active reward components as TRL reward functions (`rollout=` keyword) and their weights.
+    TRL needs them to name and weight its rewards; the batch is scored by `rewards.score`."""
+    funcs, ws = [], []
+    for name, weight in weights(config).items():
+        if not weight:
+            continue
+
+        def reward(prompts=None, completions=None, rollout=(), reward_context=None, _name=name, **_):
+            return REWARDS[_name](rollout, reward_context or RewardContext(config))
+
+        reward.__name__ = name
+        funcs.append(reward)
+        ws.append(float(weight))
+    return funcs, ws
+
+
+# ---------------------------------------------------------------- held-out evaluation
+def evaluate_policy(
+    model,
+    encoder,
+    rows: Sequence[dict[str, Any]],
+    vision,
+    rollout: RolloutSettings,
+    rewards: RewardConfig,
+    group_size: int,
+    seed: int,
+) -> tuple[dict[str, float], list[Any], dict[str, list[float]]]:
+    """Mean rewards and tool use of `group_size` seeded rollouts per held-out prompt."""
+    import torch
+
+    from .trajectory import sample_env
+
+    torch.manual_seed(seed)
+    engine = RolloutEngine(model, encoder, rollout)
+    starts = [engine.start(row, sample_env(row, vision, rollout.max_images), i) for i, row in enumerate(rows) for _ in range(group_size)]
+    rollouts = engine.run(starts)
+    scores = score(rollouts, RewardContext(rewards, VisionFeatures(model, encoder.image_processor)))
+    return rollout_stats(rollouts, scores), rollouts, scores
+
+
+# ---------------------------------------------------------------- training
+def make_trainer(
+    policy,
+    encoder,
+    rows: Sequence[dict[str, Any]],
+    settings: GRPOSettings,
+    rollout: RolloutSettings,
+    rewards: RewardConfig,
+    vision,
+    model_config: ModelConfig,
+    work_dir: Path,
+    log_fn: LogFn | None = None,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+):
+    """The TRL trainer for `settings`, over the prompt rows (one optimizer step per
+    `prompts_per_step` × G rollouts, micro-batched; checkpoints in `work_dir`)."""
+    import datasets
+    import torch
+    from trl import GRPOConfig
+
+    settings.validate()
+    per_step = settings.prompts_per_step * settings.group_size
+    funcs, reward_weights = trl_reward_functions(rewards)
+    args = GRPOConfig(
+        output_dir=str(work_dir),
+        learning_rate=settings.learning_rate,
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.micro_batch_size,
+        gradient_accumulation_steps=per_step // settings.micro_batch_size,
+        num_generations=settings.group_size,
+        num_iterations=settings.updates_per_batch,
+        beta=settings.beta_kl,
+        epsilon=settings.epsilon,
+        loss_type=settings.loss_type,
+        scale_rewards=settings.scale_rewards,
+        reward_weights=reward_weights,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_completion_length=settings.max_total_tokens,
+        warmup_steps=settings.warmup_ratio,
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type=settings.lr_scheduler,
+        max_grad_norm=settings.max_grad_norm,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=1,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=use_bf16(settings.bf16),
+        deepspeed=settings.deepspeed,
+        activation_checkpointing=model_config.gradient_checkpointing,
+        remove_unused_columns=False,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        log_completions=False,
+    )
+    train_set = datasets.Dataset.from_dict(
+        {
+            "prompt": [r["question"] for r in rows],
+            "sample": [json.dumps(r) for r in rows],
+            "index": list(range(len(rows))),
+        }
+    )
+    trainer = _trainer_class()(
+        model=prepare_for_training(policy.model, model_config),
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=train_set,
+        processing_class=policy.tokenizer,
+        callbacks=[step_logger(log_fn, progress)],
+    )
+    quiet(trainer)
+    trainer.setup_rumination(encoder, vision, rollout, rewards, settings.sample_trajectories)
+    return trainer
+
+
+def train_grpo(
+    prompts_path: str | os.PathLike,
+    held_out_path: str | os.PathLike,
+    init: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    model_config: ModelConfig,
+    settings: GRPOSettings,
+    rollout_limits: RolloutSettings,
+    rewards: RewardConfig,
+    vision,
+    log_fn: LogFn | None = None,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    on_samples: Callable[[int, list[str]], None] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, list[str]]]:
+    """GRPO from `init` on the prompts; saves a HF checkpoint to `out_dir` (atomically).
+
+    Returns (metrics, per-step curve, held-out transcripts before/after).  Held-out rewards
+    are measured before and after with the same seeded rollouts.  Resumes from `work_dir`'s last checkpoint when the
+    inputs and settings are unchanged since an interrupted run.
+    """
+    import torch
+
+    from .encoding import PolicyEncoder
+    from .io import files_md5
+
+    settings.validate()
+    started = time.time()
+    bf16 = use_bf16(settings.bf16)
+    dtype = "bfloat16" if bf16 else "float32"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rows = load_prompts(prompts_path)
+    held_out = load_prompts(held_out_path, settings.eval_prompts)
+    rollout = settings.rollout_settings(rollout_limits)
+    policy = load_policy(init, dtype=dtype, attn_implementation=model_config.attn_implementation)
+    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
+
+    work = Path(work_dir)
+    key = fingerprint(
+        data=files_md5([prompts_path, held_out_path]),
+        init=dir_digest(init),
+        model=asdict(model_config),
+        settings=asdict(settings),
+        rollout=asdict(rollout),
+        rewards=asdict(rewards),
+    )
+    resume_from = prepare_work_dir(work, key)
+
+    def held_out_eval(model) -> tuple[dict[str, float], list[str]]:
+        stats, rollouts, scores = evaluate_policy(model.to(device), encoder, held_out, vision, rollout, rewards, settings.eval_group_size, settings.seed)
+        return stats, [transcript(r, t) for r, t in list(zip(rollouts, scores["total"]))[: settings.sample_trajectories]]
+
+    before, before_samples = held_out_eval(load_policy(init, dtype=dtype, device=device).model)
+
+    trainer = make_trainer(policy, encoder, rows, settings, rollout, rewards, vision, model_config, work, log_fn, progress)
+    if on_samples:
+        trainer.add_callback(_samples_callback(trainer, on_samples))
+    train_started = time.time()
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.time() - train_started
+    save_final(trainer, policy, out_dir, work, model_config.lora.enabled)
+
+    # the saved checkpoint, as every later stage will load it (also whole under ZeRO-3)
+    after, after_samples = held_out_eval(load_policy(out_dir, dtype=dtype, device=device).model)
+    curve = [{**numbers(h), "step": int(h["step"])} for h in trainer.state.log_history if "reward" in h]
+    kls = [h["kl"] for h in trainer.state.log_history if "kl" in h]
+    resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+    metrics = {
+        "reward_start": before["reward"],
+        "reward_end": after["reward"],
+        "accuracy_start": before["accuracy"],
+        "accuracy_end": after["accuracy"],
+        "kl_last": kls[-1] if kls else 0.0,
+        "clip_calls_per_rollout": after["tools/clip_calls_per_rollout"],
+        "crop_calls_per_rollout": after["tools/crop_calls_per_rollout"],
+        "invalid_call_rate": after["tools/invalid_call_rate"],
+        "rumination_steps": after["rumination_steps"],
+        "held_out": {"prompts": len(held_out), "group_size": settings.eval_group_size, "before": before, "after": after},
+        "train_reward_first": curve[0]["reward"] if curve else None,
+        "train_reward_last": curve[-1]["reward"] if curve else None,
+        "zero_variance_groups": sum(p.get("zero_variance_groups", 0.0) for p in curve),
+        "steps": int(output.global_step),
+        "resumed_from_step": resumed_step,
+        "prompts": len(rows),
+        "train_seconds": train_seconds,
+        "seconds": time.time() - started,
+        "parameters": count_parameters(policy.model),
+        "bf16": bf16,
+    }
+    return metrics, curve, {"before": before_samples, "after": after_samples}
+
+
+def _samples_callback(trainer, on_samples: Callable[[int, list[str]], None]):
+    from transformers import TrainerCallback
+
+    class SampleLogger(TrainerCallback):
+        """Hands the latest batch's rollout transcripts to the caller at each logging step."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and trainer.samples:
+                on_samples(state.global_step, [text for _, text in trainer.samples])
+
+    return SampleLogger()

@@ -1,0 +1,108 @@
+"""What the SFT and GRPO trainers share: run fingerprints and resumable work directories,
+bf16 selection, per-step logging to a caller's function, and the final atomic save."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+LogFn = Callable[[Mapping[str, float], int], None]
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def fingerprint(**parts: Any) -> str:
+    """A stable hash of what a training run depends on."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_work_dir(work_dir: Path, key: str) -> str | None:
+    """Keep checkpoints from an interrupted run with the same fingerprint; the last one to resume from."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stamp = work_dir / FINGERPRINT_FILE
+    if work_dir.exists():
+        same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == key
+        if not same:
+            shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": key}))
+    return get_last_checkpoint(str(work_dir))
+
+
+def use_bf16(setting: str) -> bool:
+    import torch
+
+    if str(setting).lower() == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return str(setting).lower() in ("true", "1", "yes")
+
+
+def numbers(logs: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def step_logger(log_fn: LogFn | None, progress=None):
+    from transformers import TrainerCallback
+
+    class StepLogger(TrainerCallback):
+        """Forwards each logged step (loss, learning rate, grad norm, ...) to `log_fn`; one quiet progress bar."""
+
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if progress and state.is_world_process_zero:
+                self.bar = progress("train", state.max_steps)
+                self.bar(state.global_step)  # a resumed run starts part-way
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar:
+                self.bar(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            values = numbers(logs)
+            if log_fn and values:
+                log_fn({f"train/{k}": v for k, v in values.items()}, state.global_step)
+
+    return StepLogger()
+
+
+def dir_digest(path: str | os.PathLike) -> str:
+    """Digest of a checkpoint directory's files (names, sizes, mtimes): cheap, and changes when it is rewritten."""
+    root = Path(path)
+    if not root.is_dir():
+        return str(path)  # a Hub id
+    entries = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
+    return fingerprint(files=entries)
+
+
+
+def quiet(trainer) -> None:
+    """Drop the callbacks that print every log dict to stdout (the stage has one progress bar)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+
+
+def save_final(trainer, policy, out_dir: str | os.PathLike, work_dir: Path, merge_lora: bool) -> None:
+    """Rank 0 saves the trained policy as a HF checkpoint (atomically); then the work dir goes."""
+    from .io import atomic_dir
+    from .model import Policy, save_policy
+
+    if trainer.is_world_process_zero():
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        if merge_lora:
+            final = final.merge_and_unload()
+        with atomic_dir(Path(out_dir)) as tmp:
+            save_policy(Policy(final, policy.tokenizer, policy.image_processor, policy.source), tmp)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():  # finished: nothing to resume any more
+        shutil.rmtree(work_dir, ignore_errors=True)
