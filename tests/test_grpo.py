@@ -85,6 +85,34 @@ def test_trainer_logprobs_equal_sampling_time_logprobs_with_observations_masked(
     )
 
 
+def test_the_loss_has_gradient_from_differing_rewards_and_none_from_an_equal_reward_group(tiny_dir, rows, tmp_path):
+    torch.manual_seed(0)
+    policy = load_policy(tiny_dir)
+    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
+    settings = GRPOSettings(**TINY_RL)
+    rollout = settings.rollout_settings(RolloutSettings(max_tool_calls=3))
+    trainer = make_trainer(policy, encoder, rows, settings, rollout, RewardConfig(), VISION, model_config(SMALL_PARAMS), tmp_path / "work")
+    engine = RolloutEngine(trainer.model, encoder, rollout)
+    rollouts = start_group(engine, rows[0], VISION, 2, 0)
+    for r in rollouts:
+        engine.force_turn(r, CROP)
+    engine.run(rollouts)
+    batch = pack_rollouts(rollouts, encoder, "cpu")
+    batch["ref_per_token_logps"] = trainer.reference_logps(batch)  # the frozen initial policy: so far the same weights
+
+    def grads(advantages):
+        trainer.model.zero_grad()
+        batch["advantages"] = torch.tensor(advantages)
+        trainer.compute_loss(trainer.model, batch).backward()
+        return {n: p.grad for n, p in trainer.model.named_parameters() if p.requires_grad}
+
+    varied = grads([1.0, -1.0])
+    assert any(g is not None and g.abs().sum() > 0 for g in varied.values())
+    assert not any("visual" in n for n in varied)  # the frozen vision tower is not trained
+    equal = grads([0.0, 0.0])
+    assert all(g is None or g.abs().sum() == 0 for g in equal.values())
+
+
 def test_train_grpo_reports_held_out_rewards_and_equal_reward_groups_give_no_gradient(tiny_dir, small_built, tmp_path):
     """The untrained policy never ends a turn within 8 tokens: every rollout scores the same, so
     every group has zero variance, is counted, and leaves the weights exactly as they were.
