@@ -198,7 +198,8 @@ def test_reward_ablation_reruns_only_the_stages_it_affects(reproduced):
     result = _run(["dvc", "exp", "run", "-n", "no-curiosity", "-S", "reward.lambda_cur=0.0"], path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"rl_d", "crp_sft", "rl_c"}, result.stdout  # rl_d and what is downstream of it
+    # the stages that read `reward`; crp_sft between them re-runs only if rl_d's checkpoint changed
+    assert {"rl_d", "rl_c"} <= ran <= {"rl_d", "crp_sft", "rl_c"}, result.stdout
     shown = _run(["dvc", "exp", "show", "--json"], path, env)
     assert shown.returncode == 0 and "no-curiosity" in shown.stdout and "reward_end" in shown.stdout
 
