@@ -23,6 +23,8 @@ from videor4.io import write_json
 from videor4.tracking import Run, TrackingConfig, flatten, start_run
 
 METRICS_DIR = Path("metrics")
+HELD_OUT = Path("data/built/samples_test.jsonl")  # the test split's prompts, for held-out checks
+MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
 DEFAULT_PARAMS = "params.yaml"
 STAGE_FIELDS = ("cmd", "deps", "params", "outs", "metrics", "plots")
 
@@ -219,6 +221,16 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
         tags=lineage_tags(stage, dvc_yaml),
     ) as run:
         yield run
+
+
+def training_stage_args(doc: str, stages: Mapping[str, Any]):
+    """`<stage> --init <checkpoint>`, the command line of every training stage."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("stage", choices=sorted(stages))
+    parser.add_argument("--init", required=True, help="checkpoint to start from (a models/ directory)")
+    return parser.parse_args()
 
 
 def is_main_process() -> bool:

@@ -13,7 +13,6 @@ MLflow as artifacts.  A killed run resumes from its last checkpoint under
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stages.common import (  # noqa: E402
+    HELD_OUT,
+    MAX_ARTIFACT_MB,
     METRICS_DIR,
     fail,
     is_main_process,
@@ -29,20 +30,16 @@ from stages.common import (  # noqa: E402
     progress_bar,
     relaunch_distributed,
     stage_run,
+    training_stage_args,
     write_metrics,
 )
 
 STAGES = {"rl_d": Path("data/built/rl_d.jsonl"), "rl_c": Path("data/built/rl_c.jsonl")}
-HELD_OUT = Path("data/built/samples_test.jsonl")
-MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
 CURVE_KEYS = ("step", "reward", "reward_std", "accuracy", "kl", "loss", "rumination_steps", "tools/invalid_call_rate")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=sorted(STAGES))
-    parser.add_argument("--init", required=True, help="checkpoint to start from (a models/ directory)")
-    args = parser.parse_args()
+    args = training_stage_args(__doc__, STAGES)
 
     from videor4.config import grpo_settings, model_config, reward_config, rollout_limits, vision_config
     from videor4.encoding import EncodingError

@@ -12,7 +12,6 @@ A killed run resumes from its last checkpoint under .cache/<stage>/.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stages.common import (  # noqa: E402
+    HELD_OUT,
+    MAX_ARTIFACT_MB,
     METRICS_DIR,
     fail,
     is_main_process,
@@ -28,6 +29,7 @@ from stages.common import (  # noqa: E402
     progress_bar,
     relaunch_distributed,
     stage_run,
+    training_stage_args,
     write_metrics,
 )
 
@@ -35,15 +37,10 @@ STAGES = {  # stage → (trajectories, params key)
     "drp_sft": (Path("data/built/sft_drp.jsonl"), "drp"),
     "crp_sft": (Path("data/built/sft_crp.jsonl"), "crp"),
 }
-HELD_OUT = Path("data/built/samples_test.jsonl")
-MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=sorted(STAGES))
-    parser.add_argument("--init", required=True, help="checkpoint to start from (a models/ directory)")
-    args = parser.parse_args()
+    args = training_stage_args(__doc__, STAGES)
 
     from videor4.config import model_config, sft_settings, vision_config
     from videor4.encoding import EncodingError

@@ -46,16 +46,21 @@ def rows(small_built):
     return [json.loads(line) for line in (small_built / "rl_c.jsonl").read_text().splitlines()]
 
 
-def test_trainer_logprobs_equal_sampling_time_logprobs_with_observations_masked(tiny_dir, rows, tmp_path):
-    """TRL's loss forward over packed rollouts (observation images in the pass, masked from the loss)
-    gives back the log-probabilities recorded while sampling, for the same weights."""
+def _trainer_and_engine(tiny_dir, rows, tmp_path):
+    """The TRL trainer over the tiny policy, its encoder, and a rollout engine on the trainer's model."""
     torch.manual_seed(0)
     policy = load_policy(tiny_dir)
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
     settings = GRPOSettings(**TINY_RL)
     rollout = settings.rollout_settings(RolloutSettings(max_tool_calls=3))
     trainer = make_trainer(policy, encoder, rows, settings, rollout, RewardConfig(), VISION, model_config(SMALL_PARAMS), tmp_path / "work")
-    engine = RolloutEngine(trainer.model, encoder, rollout)
+    return trainer, encoder, RolloutEngine(trainer.model, encoder, rollout)
+
+
+def test_trainer_logprobs_equal_sampling_time_logprobs_with_observations_masked(tiny_dir, rows, tmp_path):
+    """TRL's loss forward over packed rollouts (observation images in the pass, masked from the loss)
+    gives back the log-probabilities recorded while sampling, for the same weights."""
+    trainer, encoder, engine = _trainer_and_engine(tiny_dir, rows, tmp_path)
     rollouts = start_group(engine, rows[0], VISION, 2, 0) + start_group(engine, rows[1], VISION, 2, 1)
     engine.force_turn(rollouts[0], CROP)
     engine.force_turn(rollouts[1], CLIP)
@@ -86,13 +91,7 @@ def test_trainer_logprobs_equal_sampling_time_logprobs_with_observations_masked(
 
 
 def test_the_loss_has_gradient_from_differing_rewards_and_none_from_an_equal_reward_group(tiny_dir, rows, tmp_path):
-    torch.manual_seed(0)
-    policy = load_policy(tiny_dir)
-    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
-    settings = GRPOSettings(**TINY_RL)
-    rollout = settings.rollout_settings(RolloutSettings(max_tool_calls=3))
-    trainer = make_trainer(policy, encoder, rows, settings, rollout, RewardConfig(), VISION, model_config(SMALL_PARAMS), tmp_path / "work")
-    engine = RolloutEngine(trainer.model, encoder, rollout)
+    trainer, encoder, engine = _trainer_and_engine(tiny_dir, rows, tmp_path)
     rollouts = start_group(engine, rows[0], VISION, 2, 0)
     for r in rollouts:
         engine.force_turn(r, CROP)

@@ -24,7 +24,7 @@ from typing import Any
 
 from .model import ModelConfig, count_parameters, load_policy, prepare_for_training
 from .rewards import REWARDS, RewardConfig, RewardContext, VisionFeatures, score, weights
-from .rollout import RolloutEngine, RolloutSettings
+from .rollout import RolloutEngine, RolloutSettings, start_group
 from .training import (
     LogFn,
     dir_digest,
@@ -34,6 +34,7 @@ from .training import (
     quiet,
     save_final,
     step_logger,
+    trainer_arguments,
     use_bf16,
 )
 
@@ -207,22 +208,20 @@ def _trainer_class():
             self.reward_context = RewardContext(rewards, VisionFeatures(self.accelerator.unwrap_model(self.model), encoder.image_processor))
             self.sample_count, self.samples = sample_count, []
 
-        def rollouts_for(self, rows: Sequence[dict[str, Any]], prompt_ids: Sequence[int], model=None):
-            from .trajectory import sample_env
-
+        def rollouts_for(self, rows: Sequence[dict[str, Any]]):
+            """G rollouts of each prompt; `rows` holds each prompt G times in a row (TRL's sampler).
+            A group's id is its position in the batch: a prompt drawn twice makes two groups."""
+            G = self.num_generations
             with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as unwrapped:
-                engine = RolloutEngine(model or unwrapped, self.encoder, self.rollout_settings)
-                starts = [engine.start(row, sample_env(row, self.vision, self.rollout_settings.max_images), pid) for row, pid in zip(rows, prompt_ids)]
-                return engine.run(starts)
+                engine = RolloutEngine(unwrapped, self.encoder, self.rollout_settings)
+                return engine.run([r for g in range(0, len(rows), G) for r in start_group(engine, rows[g], self.vision, G, g // G)])
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
             device, G = self.accelerator.device, self.num_generations
             mode = "train" if self.model.training else "eval"
             if len(inputs) % G or any(inputs[i]["index"] != inputs[i - i % G]["index"] for i in range(len(inputs))):
                 raise RuntimeError("a generation batch must hold whole groups of G rollouts of one prompt")
-            rows = [json.loads(x["sample"]) for x in inputs]
-            # a group's id is its position in this batch: the same prompt drawn twice makes two groups
-            rollouts = self.rollouts_for(rows, [i // G for i in range(len(rows))])
+            rollouts = self.rollouts_for([json.loads(x["sample"]) for x in inputs])
             scores = score(rollouts, self.reward_context)
 
             rewards = torch.tensor(scores["total"], dtype=torch.float32, device=device)
@@ -233,7 +232,7 @@ def _trainer_class():
             self._metrics[mode]["reward_std"].append(float(rewards.view(-1, G).std(1).mean()))
             self._metrics[mode]["frac_reward_zero_std"].append(float(self.accelerator.gather(zero_std.float()).mean()))
             self._metrics[mode]["zero_variance_groups"].append(float(self.accelerator.gather(zero_std.float()).sum()))
-            self.samples = [(self.state.global_step, transcript(r, t)) for r, t in list(zip(rollouts, scores["total"]))[: self.sample_count]]
+            self.samples = [transcript(r, t) for r, t in list(zip(rollouts, scores["total"]))[: self.sample_count]]
             batch = pack_rollouts(rollouts, self.encoder, device)
             batch["advantages"] = advantages
             batch["num_items_in_batch"] = self.accelerator.gather(batch["tool_mask"].sum()).sum()
@@ -294,12 +293,10 @@ def evaluate_policy(
     """Mean rewards and tool use of `group_size` seeded rollouts per held-out prompt."""
     import torch
 
-    from .trajectory import sample_env
 
     torch.manual_seed(seed)
     engine = RolloutEngine(model, encoder, rollout)
-    starts = [engine.start(row, sample_env(row, vision, rollout.max_images), i) for i, row in enumerate(rows) for _ in range(group_size)]
-    rollouts = engine.run(starts)
+    rollouts = engine.run([r for i, row in enumerate(rows) for r in start_group(engine, row, vision, group_size, i)])
     scores = score(rollouts, RewardContext(rewards, VisionFeatures(model, encoder.image_processor)))
     return rollout_stats(rollouts, scores), rollouts, scores
 
@@ -321,15 +318,13 @@ def make_trainer(
     """The TRL trainer for `settings`, over the prompt rows (one optimizer step per
     `prompts_per_step` × G rollouts, micro-batched; checkpoints in `work_dir`)."""
     import datasets
-    import torch
     from trl import GRPOConfig
 
     settings.validate()
     per_step = settings.prompts_per_step * settings.group_size
     funcs, reward_weights = trl_reward_functions(rewards)
     args = GRPOConfig(
-        output_dir=str(work_dir),
-        learning_rate=settings.learning_rate,
+        **trainer_arguments(work_dir, settings, model_config),
         max_steps=settings.steps,
         per_device_train_batch_size=settings.micro_batch_size,
         gradient_accumulation_steps=per_step // settings.micro_batch_size,
@@ -343,24 +338,6 @@ def make_trainer(
         temperature=settings.temperature,
         top_p=settings.top_p,
         max_completion_length=settings.max_total_tokens,
-        warmup_steps=settings.warmup_ratio,
-        weight_decay=settings.weight_decay,
-        lr_scheduler_type=settings.lr_scheduler,
-        max_grad_norm=settings.max_grad_norm,
-        logging_steps=settings.logging_steps,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        save_total_limit=1,
-        seed=settings.seed,
-        data_seed=settings.seed,
-        bf16=use_bf16(settings.bf16),
-        deepspeed=settings.deepspeed,
-        activation_checkpointing=model_config.gradient_checkpointing,
-        remove_unused_columns=False,
-        report_to=[],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
         log_completions=False,
     )
     train_set = datasets.Dataset.from_dict(
@@ -409,7 +386,6 @@ def train_grpo(
     from .encoding import PolicyEncoder
     from .io import files_md5
 
-    settings.validate()
     started = time.time()
     bf16 = use_bf16(settings.bf16)
     dtype = "bfloat16" if bf16 else "float32"
@@ -483,6 +459,6 @@ def _samples_callback(trainer, on_samples: Callable[[int, list[str]], None]):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and trainer.samples:
-                on_samples(state.global_step, [text for _, text in trainer.samples])
+                on_samples(state.global_step, trainer.samples)
 
     return SampleLogger()

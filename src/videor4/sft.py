@@ -35,6 +35,7 @@ from .training import (
     quiet,
     save_final,
     step_logger,
+    trainer_arguments,
     use_bf16,
 )
 
@@ -177,7 +178,6 @@ def train_sft(
     inputs and settings are unchanged since the interrupted run.
     """
     import datasets
-    import torch
     from trl import SFTConfig, SFTTrainer
 
     from .io import files_md5
@@ -196,31 +196,12 @@ def train_sft(
     collator = TrajectoryCollator(encoder, data.trajectories)
     train_set = datasets.Dataset.from_dict({"index": list(range(len(data.trajectories)))})
     args = SFTConfig(
-        output_dir=str(work),
-        learning_rate=settings.learning_rate,
+        **trainer_arguments(work, settings, model_config),
         num_train_epochs=settings.epochs,
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum,
-        warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a share of the steps
-        weight_decay=settings.weight_decay,
-        lr_scheduler_type=settings.lr_scheduler,
-        max_grad_norm=settings.max_grad_norm,
-        logging_steps=settings.logging_steps,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        save_total_limit=1,
-        seed=settings.seed,
-        data_seed=settings.seed,
-        bf16=bf16,
-        deepspeed=settings.deepspeed,
         max_length=None,  # our encoder enforces max_length by skipping, never truncating
-        remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
-        activation_checkpointing=model_config.gradient_checkpointing,
-        report_to=[],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
     )
     trainer = SFTTrainer(
         model=model,

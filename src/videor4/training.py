@@ -84,6 +84,36 @@ def dir_digest(path: str | os.PathLike) -> str:
 
 
 
+def trainer_arguments(work_dir: str | os.PathLike, settings: Any, model_config: Any) -> dict[str, Any]:
+    """The `TrainingArguments` both trainers share, from a settings dataclass with learning_rate,
+    warmup_ratio, weight_decay, lr_scheduler, max_grad_norm, logging_steps, save_steps, seed, bf16
+    and deepspeed: resumable checkpoints in `work_dir`, no reporting (the caller tracks), quiet."""
+    import torch
+
+    return dict(
+        output_dir=str(work_dir),
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a share of the steps
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type=settings.lr_scheduler,
+        max_grad_norm=settings.max_grad_norm,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=1,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=use_bf16(settings.bf16),
+        deepspeed=settings.deepspeed,
+        activation_checkpointing=model_config.gradient_checkpointing,
+        remove_unused_columns=False,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
 def quiet(trainer) -> None:
     """Drop the callbacks that print every log dict to stdout (the stage has one progress bar)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
