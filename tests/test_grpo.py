@@ -160,3 +160,20 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_dir, small_bui
     metrics, curve, _ = train_grpo(*args)
     assert metrics["resumed_from_step"] == 2 and metrics["steps"] == 4
     assert [p["step"] for p in curve] == [1, 2, 3, 4]  # the history survives the crash
+
+
+def test_bad_prompt_files_are_refused_with_the_file_and_row_named(tmp_path):
+    from videor4.grpo import RLDataError, load_prompts
+
+    missing_answers = tmp_path / "bad.jsonl"
+    missing_answers.write_text(json.dumps({"sample_id": "x", "question": "Q?", "video": "v.mp4"}) + "\n")
+    with pytest.raises(RLDataError, match=r"bad\.jsonl, row 1: not a sample"):
+        load_prompts(missing_answers)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(RLDataError, match="holds no prompts"):
+        load_prompts(empty)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"broken\.jsonl:1: not valid JSON"):
+        load_prompts(broken)

@@ -177,7 +177,7 @@ def test_rl_stages_write_metrics_curves_transcripts_and_trained_checkpoints(repr
             assert isinstance(m[key], float), key
         assert m["steps"] == steps and m["held_out"]["prompts"] == 2
         # an update needs a group whose rewards differ: equal-reward groups give no gradient
-        groups = m["steps"] * 2 // 2  # prompts_per_step 2, a new batch every updates_per_batch (2) steps
+        groups = m["steps"] // 2 * 2  # a batch of prompts_per_step (2) groups every updates_per_batch (2) steps
         assert (md5[stage] != md5[init]) == (m["zero_variance_groups"] < groups), m
         run = runs[stage]
         assert run.info.status == "FINISHED" and run.data.tags["init"] == f"models/{init}"
