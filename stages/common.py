@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import yaml
 
 from videor4.io import write_json
-from videor4.tracking import Run, TrackingConfig, flatten, start_run
+from videor4.tracking import Run, TrackingConfig, flatten, start_child_run
 
 METRICS_DIR = Path("metrics")
 HELD_OUT = Path("data/built/samples_test.jsonl")  # the test split's prompts, for held-out checks
@@ -205,18 +205,61 @@ def tracking_config(params: Mapping[str, Any]) -> TrackingConfig:
     )
 
 
+def dvc_invocation() -> tuple[str, str] | None:
+    """(key, command line) of the `dvc repro` / `dvc exp run` process this stage runs under.
+
+    DVC starts each stage as a child process; every stage of one invocation shares that
+    ancestor, so (host, pid, start time) identifies the pipeline run.  None outside DVC.
+    """
+    import socket
+
+    import psutil
+
+    try:
+        for proc in psutil.Process().parents():
+            cmd = proc.cmdline()
+            if any(Path(arg).name == "dvc" for arg in cmd[:2]) and {"repro", "exp"} & set(cmd):
+                start = cmd.index(next(a for a in cmd[:2] if Path(a).name == "dvc"))
+                return f"{socket.gethostname()}:{proc.pid}:{proc.create_time():.2f}", " ".join(["dvc", *cmd[start + 1 :]])
+    except psutil.Error:
+        return None
+    return None
+
+
+def pipeline_identity() -> tuple[str | None, str, dict[str, str]]:
+    """(key, readable name, tags) of the pipeline run grouping this invocation's stages."""
+    import time
+
+    invocation = dvc_invocation()
+    if invocation is None:
+        return None, "", {}
+    key, command = invocation
+    exp = os.environ.get("DVC_EXP_NAME")
+    name = f"pipeline {exp or 'workspace'} {time.strftime('%Y-%m-%d %H:%M')}"
+    tags = {"dvc.command": command, "videor4.role": "pipeline", "git.commit": _git("rev-parse", "HEAD") or "unknown"}
+    if exp:
+        tags["dvc.exp_name"] = exp
+    return key, name, tags
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike = "dvc.yaml") -> Iterator[Run]:
-    """The stage's MLflow run: named after the stage, with its declared params and lineage tags.
+    """The stage's MLflow run: named after the stage, with its declared params and lineage tags,
+    a child of the pipeline run of the `dvc repro` / `dvc exp run` it belongs to (which logs every param).
 
     Under a multi-process launch only the main process tracks; the others get an inactive run.
     """
     if not is_main_process():
         yield Run(stage, tracking_config(params))
         return
-    with start_run(
+    key, name, tags = pipeline_identity()
+    with start_child_run(
         stage,
         tracking_config(params),
+        key,
+        name,
+        pipeline_params=params,
+        pipeline_tags=tags,
         params=declared_params(stage, params, dvc_yaml),
         tags=lineage_tags(stage, dvc_yaml),
     ) as run:

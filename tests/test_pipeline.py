@@ -25,13 +25,21 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 540) -> subprocess
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _mlflow_runs(path: Path):
-    """The project's MLflow client and its runs by name."""
+STAGES = {"make_videos", "build_data", "base_model", "drp_sft", "rl_d", "crp_sft", "rl_c", "eval"}
+CHECKPOINTS = ["base", "drp_sft", "rl_d", "crp_sft", "rl_c"]
+
+
+def _mlflow_runs(path: Path, pipelines: bool = False):
+    """The project's MLflow client and its stage runs by name (the first pipeline's, unless
+    re-run later), or with `pipelines` its pipeline runs, oldest first."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("video-r4")
-    return client, {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    if pipelines:
+        return client, [r for r in runs if r.data.tags.get("videor4.role") == "pipeline"]
+    return client, {r.info.run_name: r for r in reversed(runs) if r.data.tags.get("videor4.role") != "pipeline"}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +64,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
                         eval_prompts=2, eval_group_size=2, save_steps=2, learning_rate=0.001, sample_trajectories=2)
     params["rl"]["rl_d"] = {"steps": 4}
     params["rl"]["rl_c"] = {"steps": 2}
+    params["eval"].update(max_steps=2, max_new_tokens=24, batch_size=8)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
@@ -93,7 +102,16 @@ def test_mlflow_runs_carry_dvc_lineage(reproduced):
     path, _, _ = reproduced
     lock = yaml.safe_load((path / "dvc.lock").read_text())
     client, runs = _mlflow_runs(path)
-    assert set(runs) == {"make_videos", "build_data", "base_model", "drp_sft", "rl_d", "crp_sft", "rl_c"}
+    assert set(runs) == STAGES
+    # one `dvc repro` is one pipeline run: every stage is its child, it logs every param and eval's table
+    _, pipelines = _mlflow_runs(path, pipelines=True)
+    pipeline = pipelines[0]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {pipeline.info.run_id}
+    assert pipeline.info.status == "FINISHED" and pipeline.info.run_name.startswith("pipeline workspace ")
+    assert pipeline.data.tags["dvc.command"] == "dvc repro"
+    assert pipeline.data.params["reward.lambda_cur"] == "1.0" and pipeline.data.params["rl.rl_d.steps"] == "4"
+    assert "synthetic.rl_c.rumination.acc" in pipeline.data.metrics
+    assert "eval_table.md" in [a.path for a in client.list_artifacts(pipeline.info.run_id)]
     run = runs["build_data"]
     assert run.info.status == "FINISHED"
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout.strip()
@@ -193,15 +211,71 @@ def test_rl_stages_write_metrics_curves_transcripts_and_trained_checkpoints(repr
         assert curve and {"step", "reward", "kl"} <= set(curve[-1])
 
 
+def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
+    path, env, _ = reproduced
+    lock = yaml.safe_load((path / "dvc.lock").read_text())
+    m = json.loads((path / "metrics/eval.json").read_text())
+    n = m["questions"]["synthetic"]
+    assert n == len((path / "data/built/samples_test.jsonl").read_text().splitlines()) and m["max_steps"] == 2
+    for name in CHECKPOINTS:
+        for mode in ("single_pass", "rumination"):
+            scores = m["synthetic"][name][mode]
+            assert 0.0 <= scores["acc"] <= 1.0 and 0.0 <= scores["anls"] <= 1.0, scores
+        assert set(m["synthetic"][name]["tools"]) == {"clip_per_question", "crop_per_question", "questions_using_tools", "invalid_call_rate", "answered"}
+        single = [json.loads(x) for x in (path / f"reports/eval/{name}.synthetic.single_pass.jsonl").read_text().splitlines()]
+        rumination = [json.loads(x) for x in (path / f"reports/eval/{name}.synthetic.rumination.jsonl").read_text().splitlines()]
+        assert len(single) == len(rumination) == n
+        assert all(r["calls"] == 0 for r in single)  # single pass: no tool was ever called
+        assert all(r["calls"] <= 2 and r["turns"] for r in rumination)
+        # the reported numbers are the means of the per-question scores
+        assert m["synthetic"][name]["rumination"]["anls"] == pytest.approx(sum(r["anls"] for r in rumination) / n)
+    scaling = json.loads((path / "metrics/eval_scaling.json").read_text())
+    assert [p["steps"] for p in scaling] == [0, 1, 2] and set(scaling[0]) == {"steps", *CHECKPOINTS}
+    for name in CHECKPOINTS:  # the curve's ends are the two modes
+        assert scaling[0][name] == m["synthetic"][name]["single_pass"]["acc"]
+        assert scaling[-1][name] == m["synthetic"][name]["rumination"]["acc"]
+    table = (path / "reports/eval_table.md").read_text()
+    assert "| Checkpoint | Mode | Synthetic Acc | Synthetic ANLS |" in table
+    assert sum(line.startswith(("| rl_c | single-pass", "| rl_c | rumination")) for line in table.splitlines()) == 2
+    # lineage: each checkpoint's md5 as DVC locked it, and the run that trained it
+    client, runs = _mlflow_runs(path)
+    run = runs["eval"]
+    for name in CHECKPOINTS:
+        dep = next(d for d in lock["stages"]["eval"]["deps"] if d["path"] == f"models/{name}")
+        assert run.data.tags[f"checkpoint.{name}.md5"] == dep["md5"]
+    assert run.data.tags["checkpoint.rl_c.run_id"] == runs["rl_c"].info.run_id
+    assert len(client.get_metric_history(run.info.run_id, "scaling/synthetic/rl_c/acc")) == 3
+    plots = _run(["dvc", "plots", "show", "--json"], path, env)
+    assert plots.returncode == 0 and "eval_scaling.json" in plots.stdout and "eval_accuracy.json" in plots.stdout
+
+
 def test_reward_ablation_reruns_only_the_stages_it_affects(reproduced):
     path, env, _ = reproduced
     result = _run(["dvc", "exp", "run", "-n", "no-curiosity", "-S", "reward.lambda_cur=0.0"], path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
-    # the stages that read `reward`; crp_sft between them re-runs only if rl_d's checkpoint changed
-    assert {"rl_d", "rl_c"} <= ran <= {"rl_d", "crp_sft", "rl_c"}, result.stdout
+    # the stages that read `reward` and eval; crp_sft between them re-runs only if rl_d's checkpoint changed
+    assert {"rl_d", "rl_c", "eval"} <= ran <= {"rl_d", "crp_sft", "rl_c", "eval"}, result.stdout
     shown = _run(["dvc", "exp", "show", "--json"], path, env)
     assert shown.returncode == 0 and "no-curiosity" in shown.stdout and "reward_end" in shown.stdout
+    assert "synthetic.rl_c.rumination.acc" in shown.stdout  # eval metrics side by side
+    # the experiment is a pipeline run of its own, named after it
+    _, pipelines = _mlflow_runs(path, pipelines=True)
+    assert pipelines[-1].data.tags["dvc.exp_name"] == "no-curiosity" and pipelines[-1].data.params["reward.lambda_cur"] == "0.0"
+    assert pipelines[-1].info.status == "FINISHED" and len(pipelines) == 2
+
+
+def test_schedule_ablation_starts_crp_sft_from_the_chosen_checkpoint(reproduced):
+    path, env, _ = reproduced
+    result = _run(["dvc", "exp", "run", "-n", "crp-only", "-S", "curriculum.crp_sft_init=models/base"], path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"crp_sft", "rl_c", "eval"}, result.stdout
+    client, _ = _mlflow_runs(path)
+    _, pipelines = _mlflow_runs(path, pipelines=True)
+    children = client.search_runs([pipelines[-1].info.experiment_id], f"tags.`mlflow.parentRunId` = '{pipelines[-1].info.run_id}'")
+    crp = next(r for r in children if r.info.run_name == "crp_sft")
+    assert crp.data.tags["init"] == "models/base" and crp.data.params["curriculum.crp_sft_init"] == "models/base"
 
 
 def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):

@@ -41,10 +41,11 @@ def section(params: dict[str, Any], dotted: str) -> dict[str, Any]:
     return dict(node or {})
 
 
-def vision_config(params: dict[str, Any]):
+def vision_config(params: dict[str, Any], overrides: dict[str, Any] | None = None):
+    """`vision:`, with `overrides` (e.g. `eval.vision`: the larger crop budget used at evaluation)."""
     from .ops import VisionConfig
 
-    return fill(VisionConfig, section(params, "vision"), "vision")
+    return fill(VisionConfig, {**section(params, "vision"), **(overrides or {})}, "vision")
 
 
 def synthetic_config(params: dict[str, Any]):
@@ -129,3 +130,13 @@ def rollout_limits(params: dict[str, Any]):
     from .rollout import RolloutSettings
 
     return fill(RolloutSettings, section(params, "rollout"), "rollout")
+
+
+def eval_settings(params: dict[str, Any]):
+    """`eval:` (checkpoints, the budget sweep, the optional eval sets)."""
+    from .evaluate import EvalSettings
+
+    settings = fill(EvalSettings, section(params, "eval"), "eval")
+    settings.validate()
+    return settings
+

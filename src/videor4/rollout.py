@@ -7,14 +7,14 @@ check and the CLI share it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .encoding import IGNORE_INDEX, IMAGE_TYPE_ID, EncodingError, Encoded, PolicyEncoder
 from .model import END_OF_TURN
 from .ops import RuminationEnv
-from .protocol import TOOL_CALL_CLOSE, ParsedTurn, count_boxed, parse_turn
+from .protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ParsedTurn, count_boxed, parse_turn
 
 
 def is_well_formed(turn: ParsedTurn) -> bool:
@@ -41,6 +41,10 @@ class RolloutSettings:
     top_p: float = 0.95
     batch_size: int = 16  # rollouts decoded together
     reuse_cache: bool = True  # keep each rollout's KV cache between turns (memory for speed)
+    # Evaluation: once the tool budget is spent the tool-call token is banned, so the next turn
+    # must answer from what was seen (budget 0 = single pass).  Off: a call past the budget ends
+    # the rollout unanswered, as in training.
+    force_answer: bool = False
 
 
 @dataclass
@@ -150,6 +154,9 @@ class RolloutEngine:
         self.model, self.encoder, self.settings = model, encoder, settings
         tok = encoder.tokenizer
         self.call_close_id = tok.convert_tokens_to_ids(TOOL_CALL_CLOSE)
+        self.call_open_id = tok.convert_tokens_to_ids(TOOL_CALL_OPEN)
+        if not isinstance(self.call_open_id, int) or self.call_open_id == tok.unk_token_id:
+            self.call_open_id = None  # not a single token: the budget ends rollouts instead
         self.stop_ids = [encoder.end_of_turn_id] + ([self.call_close_id] if isinstance(self.call_close_id, int) else [])
         # multimodal RoPE positions (Qwen2-VL family); text-only models count tokens
         self._rope_index = next((m.get_rope_index for m in model.modules() if hasattr(m, "get_rope_index")), None)
@@ -169,7 +176,9 @@ class RolloutEngine:
         return r
 
     # ------------------------------------------------------------ running
-    def run(self, rollouts: Sequence[Rollout]) -> list[Rollout]:
+    def run(self, rollouts: Sequence[Rollout], on_turn: Callable[[Rollout], None] | None = None) -> list[Rollout]:
+        """Run every rollout to its end; `on_turn(rollout)` is called after each turn is acted on
+        (its text is `turns[-1]`; when it called a tool, `ops[-1]` is that call)."""
         rollouts = list(rollouts)
         while True:
             live = [r for r in rollouts if not r.done]
@@ -181,6 +190,8 @@ class RolloutEngine:
                     self._advance(r, ids, logps)
                     if r.done:
                         r.kv = None
+                    if on_turn is not None:
+                        on_turn(r)
 
     def _decode(self, chunk: Sequence[Rollout]) -> list[tuple[list[int], list[float]]]:
         """One sampled assistant turn per rollout: (token ids, their log-probabilities).
@@ -264,6 +275,10 @@ class RolloutEngine:
         width = max(st.length for st in states)
         budgets = [max(1, min(s.max_new_tokens, s.max_total_tokens - len(r.input_ids))) for r in chunk]
         cache, attention = _batch_cache(states, width, max(budgets), device)
+        banned = None
+        if s.force_answer and self.call_open_id is not None:
+            banned = torch.tensor([len(r.ops) >= s.max_tool_calls for r in chunk], device=device)
+            first_logits = _ban(first_logits, banned, self.call_open_id)
         tokens, logps = _sample(first_logits, s.temperature, s.top_p)
         ids = [[t] for t in tokens.tolist()]
         lps = [[lp] for lp in logps.tolist()]
@@ -284,12 +299,16 @@ class RolloutEngine:
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 attention = attention[index]
+                banned = banned[index] if banned is not None else None
                 live = [live[row] for row in keep]
             attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
             feed = torch.tensor([[ids[i][-1]] for i in live], dtype=torch.long, device=device)
             pos = torch.tensor([states[i].next_pos + step for i in live], device=device).view(1, -1, 1).expand(3, -1, -1)
             out = self.model(input_ids=feed, attention_mask=attention, position_ids=pos, past_key_values=cache, use_cache=True)
-            tokens, logps = _sample(out.logits[:, -1].float(), s.temperature, s.top_p)
+            logits = out.logits[:, -1].float()
+            if banned is not None:
+                logits = _ban(logits, banned, self.call_open_id)
+            tokens, logps = _sample(logits, s.temperature, s.top_p)
             for i, t, lp in zip(live, tokens.tolist(), logps.tolist()):
                 ids[i].append(t)
                 lps[i].append(lp)
@@ -352,6 +371,13 @@ class RolloutEngine:
             r.finish_reason = "token_budget"
         elif s.max_images and len(r.env.seen) >= s.max_images:
             r.finish_reason = "max_images"
+
+
+def _ban(logits, rows, token_id: int):
+    """`logits` with `token_id` impossible in the rows marked True."""
+    logits = logits.clone()
+    logits[rows, token_id] = float("-inf")
+    return logits
 
 
 def _sample(logits, temperature: float, top_p: float):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("videor4.tracking")
 
 PARENT_RUN_ENV = "VIDEOR4_PARENT_RUN_ID"
+PIPELINE_TAG = "videor4.pipeline"  # on a pipeline's parent run: the key its stages find it by
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 
@@ -135,6 +136,7 @@ class Run:
         self._client: MlflowClient | None = None
         self._run_id: str | None = None
         self._failed = False
+        self.parent: Run | None = None  # the pipeline run this one is a child of, when there is one
 
     @property
     def run_id(self) -> str | None:
@@ -177,6 +179,40 @@ class Run:
             self._run_id = self._client.create_run(experiment_id, run_name=self.name, tags=start_tags).info.run_id
         self.set_tags(tags)
         self.log_params(params)
+
+    def _open_pipeline(self, key: str, params: Mapping[str, Any], tags: Mapping[str, Any]) -> None:
+        """Attach to the run tagged `PIPELINE_TAG = key` in the experiment, or create it; mark it RUNNING."""
+        for k, value in FAST_FAIL_ENV.items():
+            os.environ.setdefault(k, value)
+        created = False
+        with self._guard("start pipeline"):
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            experiment_id = self._experiment_id(self._client)
+            found = self._client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{key}'", max_results=1)
+            if found:
+                self._run_id = found[0].info.run_id
+                self._client.update_run(self._run_id, status="RUNNING")
+            else:
+                self._run_id = self._client.create_run(experiment_id, run_name=self.name, tags={PIPELINE_TAG: key}).info.run_id
+                created = True
+        if created:
+            self.set_tags(tags)
+            self.log_params(params)
+
+    def find_run(self, tags: Mapping[str, str]) -> str | None:
+        """The latest run of this experiment with all these tags (e.g. the stage that wrote a checkpoint)."""
+        if not self.active:
+            return None
+        try:
+            experiment_id = self._client.get_run(self._run_id).info.experiment_id
+            condition = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+            found = self._client.search_runs([experiment_id], filter_string=condition, order_by=["attributes.start_time DESC"], max_results=1)
+        except Exception as exc:  # a lookup is informative only: never fail or deactivate the run for it
+            logger.warning("MLflow search for runs tagged %s failed: %s", dict(tags), _one_line(exc))
+            return None
+        return found[0].info.run_id if found else None
 
     def _experiment_id(self, client: MlflowClient) -> str:
         from mlflow.exceptions import MlflowException
@@ -327,3 +363,35 @@ def start_run(
         run._close(_status_for(exc), quiet=True)
         raise
     run._close("FINISHED")
+
+
+@contextlib.contextmanager
+def start_child_run(
+    run_name: str,
+    config: TrackingConfig,
+    pipeline_key: str | None,
+    pipeline_name: str,
+    pipeline_params: Mapping[str, Any] | None = None,
+    pipeline_tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[Run]:
+    """A run inside the pipeline run identified by `pipeline_key` (found by its tag, else created
+    with `pipeline_params` / `pipeline_tags`).  The pipeline run is RUNNING while a child runs and
+    takes the child's end status, so a whole pipeline reads FINISHED or FAILED in the UI.
+    Without a key (or with $VIDEOR4_PARENT_RUN_ID set) this is `start_run`.
+    """
+    if not pipeline_key or os.environ.get(PARENT_RUN_ENV):
+        with start_run(run_name, config, params, tags) as run:
+            yield run
+        return
+    parent = Run(pipeline_name, config)
+    parent._open_pipeline(pipeline_key, pipeline_params or {}, pipeline_tags or {})
+    try:
+        with start_run(run_name, config, params, tags, parent_run_id=parent.run_id) as run:
+            run.parent = parent if parent.active else None
+            yield run
+    except BaseException as exc:
+        parent._close(_status_for(exc), quiet=True)
+        raise
+    parent._close("FINISHED")

@@ -1,0 +1,322 @@
+"""Evaluation of the curriculum's checkpoints: single pass vs rumination, the test-time
+scaling curve, tool use, and the paper-style table.
+
+Every checkpoint answers every question of every eval set with the shared
+`RolloutEngine`, greedily, under a tool budget of k = 0..K calls (`max_steps`).  With the
+budget spent the tool-call token is banned, so the model answers from what it has seen:
+budget 0 is the single pass (the low-resolution frames only), budget K is rumination.
+
+Greedy decoding makes the budgets cheap to sweep: a rollout that made at most k calls
+under budget k + 1 never met its limit, so under budget k it is the same rollout.  Only
+the questions that used more than k calls are decoded again at budget k.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .metrics import score_answer
+
+SINGLE_PASS, RUMINATION = "single_pass", "rumination"
+
+
+@dataclass
+class EvalSettings:
+    """`eval:` in params.yaml (the eval sets are read by `load_eval_sets`)."""
+
+    checkpoints: list[str] = field(default_factory=lambda: ["base", "drp_sft", "rl_d", "crp_sft", "rl_c"])
+    max_steps: int = 5  # K: the rumination budget and the end of the scaling curve
+    max_new_tokens: int = 96  # per assistant turn
+    max_total_tokens: int = 8192
+    batch_size: int = 32  # rollouts decoded together
+    max_questions: int = -1  # per set; -1 = all
+    bf16: str = "auto"
+    vision: dict[str, Any] = field(default_factory=dict)  # overrides of `vision:` at evaluation (e.g. larger crops)
+    sets: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.max_steps < 0:
+            raise ValueError("eval.max_steps must be >= 0")
+        if not self.checkpoints:
+            raise ValueError("eval.checkpoints is empty")
+
+
+@dataclass
+class EvalSet:
+    name: str  # a key: synthetic, m4_t1s1, mpdocvqa, mvbench, ...
+    title: str  # the table's column header
+    rows: list[dict[str, Any]]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+class EvalDataError(ValueError):
+    """An eval set that is configured but cannot be read."""
+
+
+# ---------------------------------------------------------------- the eval sets
+M4_TITLES = {"t1s1": "M4-ViteVQA T1-S1", "t1s2": "M4-ViteVQA T1-S2", "t2": "M4-ViteVQA T2"}
+
+
+def _root(spec: dict[str, Any], where: str) -> Path | None:
+    if not spec or not spec.get("root"):
+        return None
+    root = Path(spec["root"])
+    if not root.is_dir():
+        raise EvalDataError(f"eval.sets.{where}.root does not exist: {root}")
+    return root
+
+
+def _answered(samples: Sequence[Any], skipped: dict[str, int]) -> list[dict[str, Any]]:
+    """Scorable rows: a question without ground truth (a hidden test split) is counted, not scored."""
+    rows = [s.to_dict() for s in samples if s.answers]
+    if len(rows) < len(samples):
+        skipped["no_answers"] = skipped.get("no_answers", 0) + len(samples) - len(rows)
+    return rows
+
+
+def _rooted_pages(samples: Sequence[Any], root: Path) -> Sequence[Any]:
+    for s in samples:
+        s.video = str(root / s.video)
+        if s.meta.get("pages"):
+            s.meta["pages"] = [str(root / p) for p in s.meta["pages"]]
+    return samples
+
+
+def load_eval_sets(settings: EvalSettings, synthetic_test: str | Path | None) -> list[EvalSet]:
+    """The synthetic test split (always, when given) and every configured set under `eval.sets`."""
+    from .data.documents import load_mpdocvqa, load_slidesvqa
+    from .data.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa
+    from .data.mcvqa import load_mcvqa
+    from .io import read_jsonl
+
+    sets: list[EvalSet] = []
+    if synthetic_test is not None:
+        sets.append(EvalSet("synthetic", "Synthetic", list(read_jsonl(synthetic_test))))
+    spec = settings.sets or {}
+    known = {"m4vitevqa", "mpdocvqa", "slidesvqa", "mcvqa"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise EvalDataError(f"unknown eval.sets: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    try:
+        m4 = spec.get("m4vitevqa") or {}
+        if root := _root(m4, "m4vitevqa"):
+            for tag, split_file in (m4.get("files") or {}).items():
+                cfg = M4ViteVQAConfig(root=root, split_file=split_file, videos_dir=m4.get("videos_dir", "videos"), ocr_dir=None, split="test")
+                samples, skipped = load_m4vitevqa(cfg, check_videos=True, allow_missing_answers=True)
+                for s in samples:
+                    s.video = str(root / s.video)
+                sets.append(EvalSet(f"m4_{tag}", M4_TITLES.get(tag, f"M4-ViteVQA {tag}"), _answered(samples, skipped), skipped))
+        for name, loader, title in (("mpdocvqa", load_mpdocvqa, "MP-DocVQA"), ("slidesvqa", load_slidesvqa, "SlidesVQA")):
+            doc = spec.get(name) or {}
+            if root := _root(doc, name):
+                samples, skipped = loader(root, doc["split_file"], allow_missing_answers=True)
+                sets.append(EvalSet(name, title, _answered(_rooted_pages(samples, root), skipped), skipped))
+        for name, mc in (spec.get("mcvqa") or {}).items():
+            if root := _root(mc, f"mcvqa.{name}"):
+                samples, skipped = load_mcvqa(
+                    root, mc["annotation_file"], dataset=name, videos_dir=mc.get("videos_dir", "videos"), video_ext=mc.get("video_ext", ".mp4")
+                )
+                sets.append(EvalSet(name, mc.get("title", name), _answered(samples, skipped), skipped))
+    except KeyError as exc:
+        raise EvalDataError(f"eval.sets: missing key {exc}") from exc
+    except ValueError as exc:  # a loader's file-level error names the file
+        raise EvalDataError(str(exc)) from exc
+    for s in sets:
+        if settings.max_questions > 0:
+            s.rows = s.rows[: settings.max_questions]
+        if not s.rows:
+            raise EvalDataError(f"eval set {s.name} has no scorable questions (skipped: {s.skipped or 'none'})")
+    return sets
+
+
+# ---------------------------------------------------------------- answering
+def _record(r: Any) -> dict[str, Any]:
+    """A rollout as a per-question prediction: answer, score and its trajectory (no tensors)."""
+    s = r.sample
+    n_options = len(s.get("options") or []) or 4
+    scores = score_answer(r.answer, s["answers"], s.get("problem_type", "open"), n_options)
+    return {
+        "sample_id": s["sample_id"],
+        "question": s["question"],
+        "answers": s["answers"],
+        "prediction": r.answer,
+        **scores,
+        "finish_reason": r.finish_reason,
+        "calls": len(r.ops),
+        "clip_calls": r.calls("clipping"),
+        "crop_calls": r.calls("cropping"),
+        "invalid_calls": r.invalid_calls,
+        "turns": list(r.turns),
+        "ops": [{"tool": o.tool, "arguments": o.arguments, "error": o.error, "regions": o.regions} for o in r.ops],
+    }
+
+
+def answer_all(model, encoder, rows: Sequence[dict[str, Any]], vision, settings: EvalSettings, budget: int, max_images: int,
+               progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Greedy rumination on every row under a budget of `budget` tool calls; one record per row."""
+    from .rollout import RolloutEngine, RolloutSettings
+    from .trajectory import sample_env
+
+    engine = RolloutEngine(
+        model,
+        encoder,
+        RolloutSettings(
+            max_tool_calls=budget, max_images=max_images, max_new_tokens=settings.max_new_tokens,
+            max_total_tokens=settings.max_total_tokens, temperature=0.0, batch_size=settings.batch_size, force_answer=True,
+        ),
+    )
+    records = []
+    # rollouts hold images and caches: a batch at a time
+    for start in range(0, len(rows), settings.batch_size):
+        chunk = rows[start : start + settings.batch_size]
+        rollouts = engine.run([engine.start(row, sample_env(row, vision, max_images=max_images), start + i) for i, row in enumerate(chunk)])
+        records += [_record(r) for r in rollouts]
+        if progress:
+            progress(len(chunk))
+    return records
+
+
+def sweep_budgets(model, encoder, rows: Sequence[dict[str, Any]], vision, settings: EvalSettings, max_images: int,
+                  progress: Callable[[int], None] | None = None) -> dict[int, list[dict[str, Any]]]:
+    """Records under every budget 0..K; a question is decoded again at budget k only if it used more than k calls."""
+    k_max = settings.max_steps
+    runs = {k_max: answer_all(model, encoder, rows, vision, settings, k_max, max_images, progress)}
+    for k in range(k_max - 1, -1, -1):
+        records = list(runs[k + 1])
+        redo = [i for i, rec in enumerate(records) if rec["calls"] > k]
+        if redo:
+            fresh = answer_all(model, encoder, [rows[i] for i in redo], vision, settings, k, max_images)
+            for i, rec in zip(redo, fresh):
+                records[i] = rec
+        runs[k] = records
+    return runs
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def summarize(runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Acc / ANLS of single pass (budget 0) and rumination (budget K), the curve, and tool use under K."""
+    k_max = max(runs)
+    top = runs[k_max]
+    calls = sum(r["calls"] for r in top)
+
+    def scores(records):
+        return {"acc": _mean([r["acc"] for r in records]), "anls": _mean([r["anls"] for r in records])}
+
+    return {
+        SINGLE_PASS: scores(runs[0]),
+        RUMINATION: scores(top),
+        "scaling": [{"steps": k, **scores(runs[k])} for k in sorted(runs)],
+        "tools": {
+            "clip_per_question": _mean([r["clip_calls"] for r in top]),
+            "crop_per_question": _mean([r["crop_calls"] for r in top]),
+            "questions_using_tools": _mean([float(r["calls"] > 0) for r in top]),
+            "invalid_call_rate": sum(r["invalid_calls"] for r in top) / calls if calls else 0.0,
+            "answered": _mean([float(r["finish_reason"] == "answer") for r in top]),
+        },
+        "questions": len(top),
+    }
+
+
+@dataclass
+class CheckpointResult:
+    name: str
+    summaries: dict[str, dict[str, Any]]  # per eval set
+    predictions: dict[str, dict[str, list[dict[str, Any]]]]  # set → mode → records
+    seconds: float
+
+
+def evaluate_checkpoint(name: str, path: str | Path, sets: Sequence[EvalSet], vision, settings: EvalSettings, max_images: int,
+                        progress: Callable[[str, int], Callable[[int], None]] | None = None) -> CheckpointResult:
+    import torch
+
+    from .encoding import PolicyEncoder
+    from .model import load_policy
+    from .training import use_bf16
+
+    started = time.time()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(path, dtype="bfloat16" if use_bf16(settings.bf16) else "float32", device=device)
+    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
+    summaries, predictions = {}, {}
+    for s in sets:
+        bar = progress(f"eval {name} · {s.name}", len(s.rows)) if progress else None
+        runs = sweep_budgets(policy.model, encoder, s.rows, vision, settings, max_images, bar)
+        summaries[s.name] = summarize(runs)
+        predictions[s.name] = {SINGLE_PASS: runs[0], RUMINATION: runs[settings.max_steps]}
+    return CheckpointResult(name, summaries, predictions, time.time() - started)
+
+
+# ---------------------------------------------------------------- reports
+def eval_metrics(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], max_steps: int) -> dict[str, Any]:
+    """metrics/eval.json: per set and checkpoint, both modes' Acc/ANLS and tool use."""
+    metrics: dict[str, Any] = {}
+    for s in sets:
+        metrics[s.name] = {
+            r.name: {mode: r.summaries[s.name][mode] for mode in (SINGLE_PASS, RUMINATION)} | {"tools": r.summaries[s.name]["tools"]}
+            for r in results
+        }
+    metrics["questions"] = {s.name: len(s.rows) for s in sets}
+    metrics["skipped"] = {s.name: sum(s.skipped.values()) for s in sets}
+    metrics["max_steps"] = max_steps
+    return metrics
+
+
+def scaling_rows(results: Sequence[CheckpointResult], set_name: str, key: str = "acc") -> list[dict[str, Any]]:
+    """[{steps: k, <checkpoint>: score}, ...] for a plot with one line per checkpoint."""
+    by_steps: dict[int, dict[str, Any]] = {}
+    for r in results:
+        for point in r.summaries[set_name]["scaling"]:
+            by_steps.setdefault(point["steps"], {"steps": point["steps"]})[r.name] = point[key]
+    return [by_steps[k] for k in sorted(by_steps)]
+
+
+def accuracy_rows(results: Sequence[CheckpointResult], set_name: str) -> list[dict[str, Any]]:
+    """One bar per checkpoint and mode: [{run: "rl_c · rumination", acc, anls}, ...]."""
+    return [
+        {"run": f"{r.name} · {mode.replace('_', '-')}", **r.summaries[set_name][mode]}
+        for r in results
+        for mode in (SINGLE_PASS, RUMINATION)
+    ]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def paper_table(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], max_steps: int, title: str = "Video-R4 evaluation",
+                notes: Sequence[str] = ()) -> str:
+    """Markdown laid out like the paper's tables: rows are checkpoints × modes, columns sets × Acc/ANLS (in %)."""
+    lines = [f"# {title}", ""]
+    lines += [f"- {n}" for n in notes]
+    lines += [f"- {s.title}: {len(s.rows)} questions" + (f" ({sum(s.skipped.values())} skipped)" if s.skipped else "") for s in sets]
+    lines += [f"- single-pass: no tools, answers from the low-resolution frames; rumination: up to {max_steps} clip/crop calls, greedy", ""]
+    header = "| Checkpoint | Mode | " + " | ".join(f"{s.title} Acc | {s.title} ANLS" for s in sets) + " |"
+    lines += [header, "|---|---|" + "---:|" * (2 * len(sets))]
+    for r in results:
+        for mode, label in ((SINGLE_PASS, "single-pass"), (RUMINATION, "rumination")):
+            cells = " | ".join(f"{_pct(r.summaries[s.name][mode]['acc'])} | {_pct(r.summaries[s.name][mode]['anls'])}" for s in sets)
+            lines.append(f"| {r.name} | {label} | {cells} |")
+    lines += ["", "## Test-time scaling: accuracy (%) by allowed rumination steps", ""]
+    for s in sets:
+        lines += [f"**{s.title}**", "", "| Checkpoint | " + " | ".join(str(k) for k in range(max_steps + 1)) + " |",
+                  "|---|" + "---:|" * (max_steps + 1)]
+        for r in results:
+            lines.append(f"| {r.name} | " + " | ".join(_pct(p["acc"]) for p in r.summaries[s.name]["scaling"]) + " |")
+        lines.append("")
+    lines += ["## Tool use under rumination (per question)", ""]
+    lines += ["| Checkpoint | Set | clipping | cropping | used a tool | invalid calls | answered |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        for s in sets:
+            t = r.summaries[s.name]["tools"]
+            lines.append(
+                f"| {r.name} | {s.title} | {t['clip_per_question']:.2f} | {t['crop_per_question']:.2f} | "
+                f"{_pct(t['questions_using_tools'])}% | {_pct(t['invalid_call_rate'])}% | {_pct(t['answered'])}% |"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,95 @@
+"""Stage eval: every checkpoint of the curriculum on every eval set that is present.
+
+    python stages/eval.py
+
+Single pass vs rumination per checkpoint, the test-time scaling curve (accuracy as the
+allowed rumination steps grow from 0 to `eval.max_steps`) and tool use, with
+`videor4.evaluate`.  Writes metrics/eval.json, the plots metrics/eval_scaling.json and
+metrics/eval_accuracy.json, the paper-style table reports/eval_table.md and the
+per-question predictions with their trajectories under reports/eval/.  The MLflow run
+carries each checkpoint's md5 and the run that trained it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stages.common import HELD_OUT, METRICS_DIR, dep_md5, fail, load_params, progress_bar, stage_run, write_metrics  # noqa: E402
+
+STAGE = "eval"
+MODELS = Path("models")
+TABLE = Path("reports/eval_table.md")
+PREDICTIONS = Path("reports/eval")
+
+
+def main() -> None:
+    from videor4.config import eval_settings, rollout_limits, vision_config
+    from videor4.evaluate import EvalDataError, accuracy_rows, eval_metrics, evaluate_checkpoint, load_eval_sets, paper_table, scaling_rows
+    from videor4.io import atomic_dir, atomic_write_text, write_json, write_jsonl
+    from videor4.model import ModelLoadError
+    from videor4.video import VideoError
+
+    params = load_params()
+    started = time.time()
+    try:
+        settings = eval_settings(params)
+        vision = vision_config(params, settings.vision)
+        max_images = rollout_limits(params).max_images
+        sets = load_eval_sets(settings, HELD_OUT)
+    except (EvalDataError, ValueError, OSError) as exc:
+        fail(STAGE, exc)
+    checkpoints = {name: MODELS / name for name in settings.checkpoints}
+    missing = [str(p) for p in checkpoints.values() if not p.is_dir()]
+    if missing:
+        fail(STAGE, f"checkpoint not found: {', '.join(missing)} (run the training stages first: dvc repro)")
+
+    with stage_run(STAGE, params) as run:
+        lineage = {}
+        for name, path in checkpoints.items():
+            md5 = dep_md5(path)
+            lineage[f"checkpoint.{name}.md5"] = md5
+            producer = run.find_run({"dvc.stage": name, "checkpoint.md5": md5})
+            if producer:
+                lineage[f"checkpoint.{name}.run_id"] = producer
+        run.set_tags(lineage | {"eval.sets": ",".join(s.name for s in sets)})
+
+        results = []
+        try:
+            for name, path in checkpoints.items():
+                result = evaluate_checkpoint(name, path, sets, vision, settings, max_images, progress_bar)
+                results.append(result)
+                for s in sets:
+                    for point in result.summaries[s.name]["scaling"]:
+                        run.log_metrics({f"scaling/{s.name}/{name}/acc": point["acc"], f"scaling/{s.name}/{name}/anls": point["anls"]}, step=point["steps"])
+                print(f"eval: {name} done in {result.seconds:.0f} s", file=sys.stderr)
+        except (ModelLoadError, VideoError, ValueError) as exc:
+            fail(STAGE, exc)
+
+        notes = ["checkpoints: " + ", ".join(f"{n} ({lineage[f'checkpoint.{n}.md5'][:8]})" for n in checkpoints)]
+        table = paper_table(results, sets, settings.max_steps, notes=notes)
+        with atomic_dir(PREDICTIONS) as out:
+            for r in results:
+                for set_name, modes in r.predictions.items():
+                    for mode, records in modes.items():
+                        write_jsonl(out / f"{r.name}.{set_name}.{mode}.jsonl", records)
+        atomic_write_text(TABLE, table)
+        primary = sets[0].name
+        write_json(METRICS_DIR / "eval_scaling.json", scaling_rows(results, primary))
+        write_json(METRICS_DIR / "eval_accuracy.json", accuracy_rows(results, primary))
+        run.log_text(table, "eval_table.md")
+        run.log_artifact(PREDICTIONS, "predictions")
+        metrics = eval_metrics(results, sets, settings.max_steps)
+        metrics["seconds"] = time.time() - started
+        write_metrics(STAGE, metrics, run)
+        if run.parent is not None:  # the pipeline's run: its headline numbers, comparable across pipelines
+            run.parent.log_metrics({k: v for k, v in metrics.items() if k in {s.name for s in sets}})
+            run.parent.log_text(table, "eval_table.md")
+        print(table)
+
+
+if __name__ == "__main__":
+    main()
