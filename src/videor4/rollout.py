@@ -41,7 +41,7 @@ class RolloutSettings:
     top_p: float = 0.95
     batch_size: int = 16  # rollouts decoded together
     reuse_cache: bool = True  # keep each rollout's KV cache between turns (memory for speed)
-    # Evaluation: once the tool budget is spent the tool-call token is banned, so the next turn
+    # Evaluation: once the tool budget is spent the tool-call tokens are banned, so the next turn
     # must answer from what was seen (budget 0 = single pass).  Off: a call past the budget ends
     # the rollout unanswered, as in training.
     force_answer: bool = False
@@ -154,9 +154,11 @@ class RolloutEngine:
         self.model, self.encoder, self.settings = model, encoder, settings
         tok = encoder.tokenizer
         self.call_close_id = tok.convert_tokens_to_ids(TOOL_CALL_CLOSE)
-        self.call_open_id = tok.convert_tokens_to_ids(TOOL_CALL_OPEN)
-        if not isinstance(self.call_open_id, int) or self.call_open_id == tok.unk_token_id:
-            self.call_open_id = None  # not a single token: the budget ends rollouts instead
+        # the tokens that start (or, stray, attempt) a tool call: banned once a forced answer is due;
+        # a tokenizer without them as single tokens ends over-budget rollouts instead
+        self.tool_token_ids = [
+            i for i in (tok.convert_tokens_to_ids(t) for t in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE)) if isinstance(i, int) and i != tok.unk_token_id
+        ]
         self.stop_ids = [encoder.end_of_turn_id] + ([self.call_close_id] if isinstance(self.call_close_id, int) else [])
         # multimodal RoPE positions (Qwen2-VL family); text-only models count tokens
         self._rope_index = next((m.get_rope_index for m in model.modules() if hasattr(m, "get_rope_index")), None)
@@ -276,9 +278,9 @@ class RolloutEngine:
         budgets = [max(1, min(s.max_new_tokens, s.max_total_tokens - len(r.input_ids))) for r in chunk]
         cache, attention = _batch_cache(states, width, max(budgets), device)
         banned = None
-        if s.force_answer and self.call_open_id is not None:
+        if s.force_answer and self.tool_token_ids:
             banned = torch.tensor([len(r.ops) >= s.max_tool_calls for r in chunk], device=device)
-            first_logits = _ban(first_logits, banned, self.call_open_id)
+            first_logits = _ban(first_logits, banned, self.tool_token_ids)
         tokens, logps = _sample(first_logits, s.temperature, s.top_p)
         ids = [[t] for t in tokens.tolist()]
         lps = [[lp] for lp in logps.tolist()]
@@ -307,7 +309,7 @@ class RolloutEngine:
             out = self.model(input_ids=feed, attention_mask=attention, position_ids=pos, past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1].float()
             if banned is not None:
-                logits = _ban(logits, banned, self.call_open_id)
+                logits = _ban(logits, banned, self.tool_token_ids)
             tokens, logps = _sample(logits, s.temperature, s.top_p)
             for i, t, lp in zip(live, tokens.tolist(), logps.tolist()):
                 ids[i].append(t)
@@ -373,10 +375,11 @@ class RolloutEngine:
             r.finish_reason = "max_images"
 
 
-def _ban(logits, rows, token_id: int):
-    """`logits` with `token_id` impossible in the rows marked True."""
+def _ban(logits, rows, token_ids: list[int]):
+    """`logits` with `token_ids` impossible in the rows marked True."""
     logits = logits.clone()
-    logits[rows, token_id] = float("-inf")
+    for token_id in token_ids:
+        logits[rows, token_id] = float("-inf")
     return logits
 
 

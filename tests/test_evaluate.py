@@ -1,0 +1,206 @@
+"""Evaluation: eval-set loading in every supported layout, the tool budget, scoring and the table,
+on a real tiny policy and real videos and page images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SMALL_PARAMS
+from videor4.data.mcvqa import load_mcvqa
+from videor4.encoding import PolicyEncoder
+from videor4.evaluate import (
+    EvalDataError,
+    EvalSettings,
+    answer_all,
+    eval_metrics,
+    evaluate_checkpoint,
+    load_eval_sets,
+    paper_table,
+    scaling_rows,
+    summarize,
+)
+from videor4.metrics import score_answer
+from videor4.model import load_policy
+from videor4.ops import VisionConfig
+from videor4.protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from videor4.rollout import RolloutEngine, RolloutSettings, start_group
+
+VISION = VisionConfig.from_dict(SMALL_PARAMS["vision"])
+CLIP = 'Look.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [1, 2]}}\n</tool_call>'
+
+
+# ---------------------------------------------------------------- eval sets on disk
+def _m4(root: Path, video: Path) -> None:
+    (root / "videos").mkdir(parents=True)
+    shutil.copy(video, root / "videos" / "00001.mp4")
+    item = {"question": "What does the sign say?", "video_id": "00001", "video_width": 320, "video_height": 192,
+            "source1": "Single frame", "source2": "Text"}
+    data = [{**item, "question_id": 1, "answers": ["stop"]}, {**item, "question_id": 2, "answers": ["go", "go on"]},
+            {**item, "question_id": 3}]  # a hidden test answer: counted, not scored
+    (root / "ViteVQA_0.0.2_t1s1test.json").write_text(json.dumps({"dataset_name": "vtvqa", "data": data}))
+
+
+def _pages(root: Path) -> None:
+    (root / "images").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (80, 100), (40 * i, 90, 200)).save(root / "images" / f"d1_p{i}.png")
+    data = [{"questionId": 7, "question": "What is the total?", "doc_id": "d1", "page_ids": ["d1_p0", "d1_p1"], "answers": ["12"]}]
+    (root / "val.json").write_text(json.dumps({"dataset_split": "val", "data": data}))
+
+
+def _mc(root: Path, video: Path) -> None:
+    (root / "videos").mkdir(parents=True)
+    shutil.copy(video, root / "videos" / "clip1.mp4")
+    items = [
+        {"video": "clip1.mp4", "question": "Which colour moves?", "candidates": ["red", "white", "blue"], "answer": "white"},  # MVBench
+        {"videoID": "clip1", "question_id": "q2", "question": "What moves?", "options": ["A. a bar", "B. a car"], "answer": "A"},  # Video-MME
+        {"video": "clip1.mp4", "question": "Bad", "options": ["x", "y"], "answer": "Z"},  # not an option
+        {"video": "nowhere.mp4", "question": "Missing", "options": ["x", "y"], "answer": "B"},
+        {"video": "clip1.mp4", "question": "One option", "options": ["x"], "answer": "A"},
+    ]
+    (root / "mc.jsonl").write_text("\n".join(json.dumps(i) for i in items) + "\n")
+
+
+@pytest.fixture(scope="module")
+def eval_root(tmp_path_factory, sample_video) -> Path:
+    root = tmp_path_factory.mktemp("evalsets")
+    _m4(root / "m4", sample_video)
+    _pages(root / "docs")
+    _mc(root / "mc", sample_video)
+    return root
+
+
+def _settings(root: Path, **kw) -> EvalSettings:
+    sets = {
+        "m4vitevqa": {"root": str(root / "m4"), "files": {"t1s1": "ViteVQA_0.0.2_t1s1test.json"}},
+        "mpdocvqa": {"root": str(root / "docs"), "split_file": "val.json"},
+        "slidesvqa": {"root": None, "split_file": "test.jsonl"},  # absent: not evaluated
+        "mcvqa": {"mvbench": {"root": str(root / "mc"), "annotation_file": "mc.jsonl", "title": "MVBench"}},
+    }
+    return EvalSettings(**{"max_steps": 1, "max_new_tokens": 8, "batch_size": 4, "sets": sets, **kw})
+
+
+def test_multiple_choice_loader_reads_each_layout_and_counts_bad_items(eval_root):
+    samples, skipped = load_mcvqa(eval_root / "mc", "mc.jsonl", dataset="mvbench")
+    assert [s.answers for s in samples] == [["B"], ["A"]]  # answer text → its letter; a letter stays
+    assert samples[1].options == ["a bar", "a car"] and samples[1].sample_id == "mvbench-q2"
+    assert all(Path(s.video).is_file() and s.problem_type == "multiple_choice" for s in samples)
+    assert skipped == {"malformed_item:answer": 1, "missing_video": 1, "malformed_item:options": 1}
+    as_list = eval_root / "mc" / "list.json"
+    as_list.write_text(json.dumps({"data": [json.loads(line) for line in (eval_root / "mc" / "mc.jsonl").read_text().splitlines()]}))
+    assert len(load_mcvqa(eval_root / "mc", as_list)[0]) == 2
+    with pytest.raises(ValueError, match="not found"):
+        load_mcvqa(eval_root / "mc", "nope.json")
+    (eval_root / "mc" / "broken.json").write_text("{oops\n")
+    with pytest.raises(ValueError, match="broken.json: line 1"):
+        load_mcvqa(eval_root / "mc", "broken.json")
+
+
+def test_eval_sets_are_loaded_when_present_and_refused_clearly_when_broken(eval_root, small_built):
+    sets = load_eval_sets(_settings(eval_root), small_built / "samples_test.jsonl")
+    assert [s.name for s in sets] == ["synthetic", "m4_t1s1", "mpdocvqa", "mvbench"]
+    m4 = sets[1]
+    assert len(m4.rows) == 2 and m4.skipped == {"no_answers": 1} and Path(m4.rows[0]["video"]).is_file()
+    assert all(Path(p).is_file() for p in sets[2].rows[0]["meta"]["pages"])
+    assert len(load_eval_sets(_settings(eval_root, max_questions=1), None)[0].rows) == 1
+    bad = _settings(eval_root)
+    bad.sets["mpdocvqa"]["root"] = str(eval_root / "missing")
+    with pytest.raises(EvalDataError, match="eval.sets.mpdocvqa.root does not exist"):
+        load_eval_sets(bad, None)
+    with pytest.raises(EvalDataError, match="unknown eval.sets: vqa2"):
+        load_eval_sets(EvalSettings(sets={"vqa2": {}}), None)
+    broken = _settings(eval_root)
+    broken.sets["m4vitevqa"]["files"] = {"t2": "missing.json"}
+    with pytest.raises(EvalDataError, match="missing.json"):
+        load_eval_sets(broken, None)
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_dir):
+    torch.manual_seed(0)
+    return load_policy(tiny_dir)
+
+
+def _always_calls_tools(policy):
+    """The same policy with the `</tool_call>` logit raised far above the rest (a real, biased head):
+    every turn it writes is a (malformed) tool call, which counts against the budget."""
+    model = policy.model
+    head = model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    biased.weight = head.weight
+    biased.bias.data.zero_()
+    biased.bias.data[policy.tokenizer.convert_tokens_to_ids(TOOL_CALL_CLOSE)] = 1e4
+    model.lm_head = biased
+    return head
+
+
+def test_a_spent_budget_bans_the_tool_call_tokens(policy, small_built):
+    rows = [json.loads(x) for x in (small_built / "samples_test.jsonl").read_text().splitlines()][:2]
+    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
+    call_tokens = {policy.tokenizer.convert_tokens_to_ids(t) for t in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE)}
+    original = _always_calls_tools(policy)
+    try:
+        def run(**kw):
+            eng = RolloutEngine(policy.model, encoder, RolloutSettings(max_new_tokens=6, temperature=0.0, **kw))
+            rollouts = [r for i, row in enumerate(rows) for r in start_group(eng, row, VISION, 1, i)]
+            for r in rollouts:
+                if kw.get("max_tool_calls"):
+                    eng.force_turn(r, CLIP)  # spend the budget of one call
+            return eng.run(rollouts)
+
+        generated = lambda r: [t for t, m in zip(r.input_ids, r.completion_mask) if m]  # noqa: E731
+        free = run(max_tool_calls=0)  # training semantics: a call past the budget ends the rollout unanswered
+        assert all(call_tokens & set(generated(r)) and r.finish_reason == "max_tool_calls" for r in free)
+        for budget in (0, 1):
+            banned = run(max_tool_calls=budget, force_answer=True)
+            assert all(not call_tokens & set(generated(r)) and r.num_generated > 0 for r in banned)
+            assert all(len(r.ops) == budget and r.finish_reason != "max_tool_calls" for r in banned)
+    finally:
+        policy.model.lm_head = original
+
+
+def test_checkpoint_evaluation_scores_every_set_and_mode(tiny_dir, eval_root, small_built):
+    settings = _settings(eval_root)
+    sets = load_eval_sets(settings, small_built / "samples_test.jsonl")
+    result = evaluate_checkpoint("base", tiny_dir, sets, VISION, settings, max_images=16)
+    for s in sets:
+        summary = result.summaries[s.name]
+        assert summary["questions"] == len(s.rows)
+        assert [p["steps"] for p in summary["scaling"]] == [0, 1]
+        single, rumination = (result.predictions[s.name][m] for m in ("single_pass", "rumination"))
+        assert all(r["calls"] == 0 for r in single) and all(r["calls"] <= 1 for r in rumination)
+        for rec, row in zip(rumination, s.rows):  # each score is the metric of that prediction
+            n = len(row.get("options") or []) or 4
+            assert {k: rec[k] for k in ("acc", "anls")} == score_answer(rec["prediction"], row["answers"], row["problem_type"], n)
+        assert summary["rumination"]["acc"] == pytest.approx(sum(r["acc"] for r in rumination) / len(rumination))
+    metrics = eval_metrics([result], sets, 1)
+    assert metrics["questions"] == {"synthetic": len(sets[0].rows), "m4_t1s1": 2, "mpdocvqa": 1, "mvbench": 2}
+    assert metrics["skipped"]["m4_t1s1"] == 1
+    table = paper_table([result], sets, 1)
+    assert "| Checkpoint | Mode | Synthetic Acc | Synthetic ANLS | M4-ViteVQA T1-S1 Acc | M4-ViteVQA T1-S1 ANLS | MP-DocVQA Acc" in table
+    assert "| base | single-pass |" in table and "| base | rumination |" in table and "MVBench ANLS" in table
+    assert scaling_rows([result], "synthetic")[0] == {"steps": 0, "base": result.summaries["synthetic"]["single_pass"]["acc"]}
+
+
+def test_the_budget_sweep_reuses_exactly_the_rollouts_a_smaller_budget_would_give(policy, small_built):
+    """Records at budget 0 from the sweep (reused or re-decoded) equal a direct run at budget 0."""
+    from videor4.evaluate import sweep_budgets
+
+    rows = [json.loads(x) for x in (small_built / "samples_test.jsonl").read_text().splitlines()][:3]
+    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
+    settings = EvalSettings(max_steps=1, max_new_tokens=8, batch_size=4)
+    original = _always_calls_tools(policy)
+    try:  # every question calls a tool under budget 1, so budget 0 must be decoded again
+        runs = sweep_budgets(policy.model, encoder, rows, VISION, settings, 16)
+        direct = answer_all(policy.model, encoder, rows, VISION, settings, 0, 16)
+    finally:
+        policy.model.lm_head = original
+    assert all(r["calls"] == 1 for r in runs[1])
+    assert [(r["prediction"], r["turns"]) for r in runs[0]] == [(r["prediction"], r["turns"]) for r in direct]
+    assert summarize(runs)["tools"]["questions_using_tools"] == 1.0
