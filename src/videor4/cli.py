@@ -132,5 +132,86 @@ def data_replay(
     _die(f"no trajectory '{traj_id}' in {data_dir}")
 
 
+@app.command("ask")
+def ask(
+    video: Path = typer.Argument(..., help="A video file (mp4, ...) or a folder of page images."),
+    question: str = typer.Argument(..., help="The question to answer."),
+    model: Path = typer.Option(Path("models/rl_c"), help="Policy checkpoint directory."),
+    params: Path = typer.Option(Path("params.yaml"), help="Vision config and rollout limits (defaults if absent)."),
+    max_steps: int = typer.Option(None, min=0, help="Tool-call budget (default: rollout.max_tool_calls)."),
+    max_new_tokens: int = typer.Option(128, min=1, help="Tokens per turn."),
+    temperature: float = typer.Option(0.0, min=0.0, help="Sampling temperature; 0 = greedy."),
+    report: Path = typer.Option(None, help="HTML report to write (default reports/ask/<video-stem>.html)."),
+) -> None:
+    """Ruminate over a video: stream each step, print the answer, write an HTML report."""
+    import yaml
+
+    from .ask import (
+        AskError,
+        call_text,
+        default_report_path,
+        load_model,
+        op_text,
+        open_env,
+        open_source,
+        ruminate,
+        write_report,
+    )
+    from .config import rollout_limits, vision_config
+    from .ops import VisionConfig
+    from .rollout import RolloutSettings
+
+    try:
+        if params.is_file():
+            p = _params(params)
+            vision, limits = vision_config(p), rollout_limits(p)
+        else:
+            vision, limits = VisionConfig(), RolloutSettings()
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
+        _die(f"bad params file {params}: {' '.join(str(exc).split())}")
+    settings = RolloutSettings(
+        max_tool_calls=limits.max_tool_calls if max_steps is None else max_steps,
+        max_images=limits.max_images,
+        max_new_tokens=max_new_tokens,
+        max_total_tokens=limits.max_total_tokens,
+        temperature=temperature,
+        top_p=limits.top_p,
+        batch_size=1,
+        force_answer=True,
+    )
+
+    def on_step(step) -> None:
+        typer.secho(f"[step {step.number}]", bold=True)
+        thought = step.thought if step.op is not None else step.text.strip()
+        for line in (thought or "(no text)").splitlines():
+            typer.echo(f"  {line}")
+        if step.op is not None:
+            typer.echo(f"  -> {call_text(step.op)}")
+            failed = step.op.error is not None
+            typer.secho(f"  <- {op_text(step.rollout, step.op)}", fg=typer.colors.RED if failed else None)
+
+    try:
+        sample = open_source(video, question)
+        env = open_env(sample, vision, max_images=settings.max_images)
+        video_info = env.video
+        typer.echo(
+            f"{video}: {len(video_info.frames)} of {video_info.num_source_frames} frames shown "
+            f"({video_info.width}x{video_info.height}); tool budget {settings.max_tool_calls}"
+        )
+        policy = load_model(model)
+        rollout = ruminate(policy, sample, vision, settings, on_step=on_step, env=env)
+    except AskError as exc:
+        _die(str(exc))
+    except Exception as exc:  # noqa: BLE001  (e.g. an EncodingError: report it on one line)
+        _die(f"rumination failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    typer.secho(f"answer: {rollout.answer if rollout.answer is not None else '(none)'}", bold=True)
+    typer.echo(f"finish: {rollout.finish_reason} ({len(rollout.turns)} turns, {len(rollout.ops)} tool calls)")
+    try:
+        path = write_report(rollout, report or default_report_path(video), model=str(model))
+    except OSError as exc:
+        _die(f"cannot write the report: {exc}")
+    typer.echo(f"report: {path}")
+
+
 if __name__ == "__main__":
     app()

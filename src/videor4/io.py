@@ -27,6 +27,10 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
     """Open a temporary sibling of `path`; on success rename it over `path`."""
@@ -34,6 +38,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; the result should read like any other file
     try:
         with open(tmp, mode, **kwargs) as fh:
             yield fh

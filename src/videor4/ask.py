@@ -1,0 +1,354 @@
+"""Ask a trained policy about any video (or folder of page images): rumination on a
+local file, streamed step by step, and a self-contained HTML report of what it looked at.
+
+`video-r4 ask` is a thin wrapper over this module:
+
+    sample = open_source("talk.mp4", "What is written on the slide?")
+    env = open_env(sample, vision, max_images=16)
+    policy = load_model("models/rl_c")
+    r = ruminate(policy, sample, vision, settings, on_step=print_step, env=env)
+    write_report(r, "reports/ask/talk.html")
+
+Each step is one assistant turn: its text, and the tool call it made (if any) as
+executed by the shared ops (`RuminationEnv`), so the frames and regions reported are
+exactly the pixels the model was given.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, ImageDraw
+
+from .ops import FULL_FRAME, RuminationEnv, VisionConfig
+
+if TYPE_CHECKING:  # heavy (torch): only for annotations
+    from .model import Policy
+    from .rollout import Op, Rollout, RolloutSettings
+
+BOX_COLOUR = (255, 0, 255)  # crop boxes drawn on their source frames
+BOX_WIDTH = 3
+THUMB_SIDE = 480  # longest side of an embedded frame thumbnail
+IMAGE_SIDE = 768  # longest side of an embedded returned image (what the model saw)
+
+
+class AskError(Exception):
+    """A problem with the user's input (question, video, model): one line, no traceback needed."""
+
+
+# ---------------------------------------------------------------- inputs
+def open_source(path: str | os.PathLike, question: str) -> dict[str, Any]:
+    """The sample dict for a question about a local video file or a folder of page images."""
+    from .data.documents import load_page_folder
+    from .data.schema import Sample
+
+    question = (question or "").strip()
+    if not question:
+        raise AskError("question is empty")
+    path = Path(path)
+    if path.is_dir():
+        try:
+            return load_page_folder(path, question, sample_id=f"ask-{path.resolve().name}").to_dict()
+        except ValueError as exc:
+            raise AskError(str(exc)) from None
+    if not path.exists():
+        raise AskError(f"video not found: {path}")
+    if not path.is_file():
+        raise AskError(f"not a video file or page folder: {path}")
+    return Sample(
+        sample_id=f"ask-{path.stem}",
+        video=str(path),
+        question=question,
+        answers=[],
+        problem_type="open",
+        source="ask",
+        split="test",
+    ).to_dict()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence what FFmpeg/decord's C++ side writes straight to file descriptor 2 (e.g.
+    "moov atom not found" for a corrupt mp4): the VideoError raised already says it on one line."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2: nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def open_env(sample: dict[str, Any], vision: VisionConfig, max_images: int | None = None) -> RuminationEnv:
+    """The rumination environment over `vision.num_frames` uniformly sampled frames (or pages).
+    Raises AskError for a missing, empty or undecodable source."""
+    from .trajectory import sample_env
+    from .video import VideoError
+
+    try:
+        with _native_stderr_silenced():
+            return sample_env(sample, vision, max_images=max_images)
+    except VideoError as exc:
+        raise AskError(str(exc)) from None
+
+
+def load_model(path: str | os.PathLike, device: str | None = None) -> Policy:
+    """A policy from a local checkpoint (or reference) directory; AskError if it is missing or not one."""
+    from .model import REFERENCE_FILE, ModelLoadError, load_policy
+
+    path = Path(path)
+    if not path.exists():
+        raise AskError(f"model not found: {path} (a checkpoint directory, e.g. models/rl_c after `dvc repro`)")
+    if not path.is_dir():
+        raise AskError(f"model path is not a directory: {path}")
+    if not (path / "config.json").is_file() and not (path / REFERENCE_FILE).is_file():
+        raise AskError(f"not a model checkpoint: {path} (no config.json or {REFERENCE_FILE})")
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return load_policy(path, device=device)
+    except ModelLoadError as exc:
+        raise AskError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001  (a broken checkpoint surfaces as anything from transformers)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AskError(f"cannot load a policy from {str(path)!r}: {first}") from None
+
+
+# ---------------------------------------------------------------- running
+@dataclass
+class Step:
+    """One assistant turn of a rollout, as acted on."""
+
+    number: int  # 1-based
+    text: str  # the whole turn as the model wrote it
+    op: Op | None  # the tool call it made, executed (None: the turn made no executed call)
+    rollout: Rollout
+
+    @property
+    def thought(self) -> str:
+        from .protocol import TOOL_CALL_OPEN
+
+        text = self.text
+        if self.op is not None and TOOL_CALL_OPEN in text:
+            text = text[: text.index(TOOL_CALL_OPEN)]
+        return text.strip()
+
+
+def turn_op(rollout: Rollout, i: int) -> Op | None:
+    """The executed call of turn i (0-based).  Every turn but the last executed one call (a turn
+    that made none ended the rollout), so turn i made ops[i], and the last turn made one only
+    when there are as many ops as turns."""
+    return rollout.ops[i] if i < len(rollout.ops) else None
+
+
+def steps(rollout: Rollout) -> list[Step]:
+    return [Step(i + 1, t, turn_op(rollout, i), rollout) for i, t in enumerate(rollout.turns)]
+
+
+def ruminate(
+    policy: Policy,
+    sample: dict[str, Any],
+    vision: VisionConfig,
+    settings: RolloutSettings,
+    on_step: Callable[[Step], None] | None = None,
+    env: RuminationEnv | None = None,
+) -> Rollout:
+    """Run one rumination rollout to its end, calling `on_step` after every turn is acted on."""
+    from .encoding import PolicyEncoder
+    from .rollout import RolloutEngine
+
+    env = env or open_env(sample, vision, max_images=settings.max_images)
+    engine = RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), settings)
+    rollout = engine.start(sample, env, 0)
+
+    def on_turn(r: Rollout) -> None:
+        if on_step is not None:
+            i = len(r.turns) - 1
+            on_step(Step(i + 1, r.turns[-1], turn_op(r, i), r))
+
+    engine.run([rollout], on_turn=on_turn)
+    return rollout
+
+
+# ---------------------------------------------------------------- describing
+def _pages(rollout: Rollout) -> list[str] | None:
+    pages = (rollout.sample.get("meta") or {}).get("pages")
+    return [str(p) for p in pages] if pages else None
+
+
+def frame_label(rollout: Rollout, pos: int) -> str:
+    """`frame 3 (#12, 1.50 s)` for video frames, `page 3 (p3.png)` for pages; pos is 0-based."""
+    pages = _pages(rollout)
+    video = rollout.env.video
+    if pages:
+        return f"page {pos + 1} ({Path(pages[video.indices[pos]]).name})"
+    return f"frame {pos + 1} (#{video.indices[pos]}, {video.timestamps()[pos]:.2f} s)"
+
+
+def _box(region: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in region) + ")"
+
+
+def call_text(op: Op) -> str:
+    """The call as the model wrote it (compact JSON), or a note that it did not parse."""
+    if op.tool is None:
+        return "invalid tool call"
+    return f"{op.tool} {json.dumps(op.arguments, separators=(', ', ': '))}"
+
+
+def op_text(rollout: Rollout, op: Op) -> str:
+    """What a call did, in one line: which frames or which region it looked at, or its error."""
+    if op.error is not None:
+        return f"execution error: {op.error}"
+    if op.tool == "cropping":
+        parts = []
+        for (pos, region), img in zip(op.regions, op.images):
+            parts.append(f"region {_box(region)} of {frame_label(rollout, pos)} -> {img.width}x{img.height} px")
+        return "; ".join(parts)
+    return "looked at " + ", ".join(frame_label(rollout, pos) for pos, _ in op.regions)
+
+
+# ---------------------------------------------------------------- the report
+def _thumb(image: Any, side: int) -> Image.Image:
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    img = img.convert("RGB")
+    scale = side / max(img.size)
+    if scale < 1:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+    return img
+
+
+def draw_box(image: Image.Image, region: tuple[float, float, float, float]) -> Image.Image:
+    """A copy of `image` with the normalized `region` outlined."""
+    out = image.copy()
+    w, h = out.size
+    x1, y1, x2, y2 = region
+    box = [x1 * w, y1 * h, max(x1 * w, x2 * w - 1), max(y1 * h, y2 * h - 1)]
+    ImageDraw.Draw(out).rectangle(box, outline=BOX_COLOUR, width=BOX_WIDTH)
+    return out
+
+
+def _data_uri(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(img: Image.Image, caption: str, cls: str = "", attrs: str = "") -> str:
+    e = html.escape
+    return (
+        f'<figure class="{e(cls)}"><img src="{_data_uri(img)}" width="{img.width}" height="{img.height}"'
+        f' alt="{e(caption)}"{attrs}><figcaption>{e(caption)}</figcaption></figure>'
+    )
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
+.meta { color: #555; } .meta code { color: #222; }
+.question, .answer { font-size: 1.15em; padding: .5em .8em; background: #f3f3f7; border-left: 4px solid #4363d8; }
+.answer { border-color: #3cb44b; }
+.row { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-start; }
+figure { margin: 0; } figcaption { font-size: .85em; color: #444; max-width: 480px; }
+img { border: 1px solid #ccc; image-rendering: auto; }
+pre { white-space: pre-wrap; background: #fafafa; border: 1px solid #eee; padding: .6em; }
+.call code { background: #eef; padding: .1em .3em; }
+.error { color: #b00020; font-weight: 600; }
+.step { border-top: 1px solid #ddd; }
+"""
+
+
+def render_report(rollout: Rollout, model: str | None = None) -> str:
+    """The report as one HTML string (images embedded as base64 PNG; all model text escaped)."""
+    e = html.escape
+    env, sample = rollout.env, rollout.sample
+    video = env.video
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Video-R4 ask: {e(sample.get('question', ''))}</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>Video-R4 ask</h1>",
+        f'<p class="question">Q: {e(sample.get("question", ""))}</p>',
+        '<p class="meta">source: <code>'
+        + e(str(video.path))
+        + "</code>"
+        + (f" &middot; model: <code>{e(str(model))}</code>" if model else "")
+        + f" &middot; {len(video.frames)} of {video.num_source_frames} frames shown ({video.width}x{video.height})</p>",
+        f"<h2>Frames shown ({len(video.frames)})</h2>",
+        '<div class="row">',
+    ]
+    for pos, frame in enumerate(video.frames):
+        seen = env.seen[pos].image
+        caption = f"{frame_label(rollout, pos)}; model saw {seen.width}x{seen.height}"
+        out.append(_figure(_thumb(frame, THUMB_SIDE // 2), caption, "frame"))
+    out.append("</div>")
+
+    for step in steps(rollout):
+        out.append(f'<div class="step"><h2>Step {step.number}</h2>')
+        out.append(f"<pre>{e(step.text)}</pre>")
+        op = step.op
+        if op is not None:
+            out.append(f'<p class="call">tool call: <code>{e(call_text(op))}</code></p>')
+            if op.error is not None:
+                out.append(f'<p class="error">Execution error: {e(op.error)}</p>')
+            else:
+                out.append(f'<p class="obs">{e(op_text(rollout, op))}</p>')
+                out.append('<div class="row">')
+                for (pos, region), img in zip(op.regions, op.images):
+                    if op.tool == "cropping" and tuple(region) != FULL_FRAME:
+                        source = draw_box(_thumb(video.frames[pos], THUMB_SIDE), region)
+                        attrs = f' data-region="{",".join(f"{v:.6f}" for v in region)}"'
+                        out.append(_figure(source, f"{frame_label(rollout, pos)}, box {_box(region)}", "crop-source", attrs))
+                        out.append(_figure(_thumb(img, IMAGE_SIDE), f"cropped region ({img.width}x{img.height})", "returned"))
+                    else:
+                        out.append(_figure(_thumb(img, IMAGE_SIDE), f"{frame_label(rollout, pos)} ({img.width}x{img.height})", "returned"))
+                out.append("</div>")
+        out.append("</div>")
+
+    answer = rollout.answer if rollout.answer is not None else "(no answer)"
+    out += [
+        "<h2>Answer</h2>",
+        f'<p class="answer">{e(answer)}</p>',
+        (
+            f'<p class="meta">finish reason: <code>{e(str(rollout.finish_reason))}</code> &middot; '
+            f"{len(rollout.turns)} turns, {len(rollout.ops)} tool calls ({rollout.invalid_calls} failed), "
+            f"{len(env.seen)} images seen</p>"
+        ),
+        "</body></html>",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def write_report(rollout: Rollout, path: str | os.PathLike, model: str | None = None) -> Path:
+    """Write the HTML report atomically (a temp file in the same folder, then rename)."""
+    from .io import atomic_write_text
+
+    atomic_write_text(path, render_report(rollout, model))
+    return Path(path)
+
+
+def default_report_path(source: str | os.PathLike) -> Path:
+    source = Path(source)
+    name = source.resolve().name if source.is_dir() else source.stem
+    return Path("reports/ask") / f"{name or 'video'}.html"
