@@ -23,16 +23,21 @@ setup: $(VENV)/.installed
 pipeline: setup
 	dvc repro
 	@echo
-	dvc metrics show
+	@cat reports/eval_table.md
 	@echo
-	@echo "Results: dvc metrics show | dvc exp show | video-r4 data show drp-000000"
-	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
+	@echo "Where to look:"
+	@echo "  dvc metrics show               every stage's metrics (metrics/*.json); dvc exp show: experiments side by side"
+	@echo "  dvc plots show                 loss / reward curves, test-time scaling, accuracy per checkpoint (dvc_plots/index.html)"
+	@echo "  reports/eval_table.md          the paper-style table; reports/eval/ the per-question predictions and trajectories"
+	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db    one parent run per dvc repro, a child per stage"
+	@echo "  $(VENV)/bin/video-r4 ask data/synthetic/videos/syn-00000.mp4 \"What is the code on the blue sign?\""
 
 test: setup
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) benchmarks/data_build.py
+	$(PY) benchmarks/pipeline_timing.py
 
 clean:
-	rm -rf data metrics mlflow.db mlartifacts .cache reports/render
+	rm -rf data metrics mlflow.db mlartifacts .cache reports dvc_plots
