@@ -42,8 +42,8 @@ def timed_run(cmd: list[str], cwd: Path, env: dict[str, str], log) -> tuple[floa
         if m := STAGE_LINE.match(line):
             stages.append((m.group(1), now))
             print(f"[{now:7.1f} s] {m.group(1)}", file=sys.stderr)
-        elif REPRO_DONE.match(line) and repro_end is None:
-            repro_end = now
+        elif REPRO_DONE.match(line):
+            repro_end = now  # the last one: DVC updates the lock file after every stage
     if proc.wait() != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}); see the log")
     return time.perf_counter() - started, stages, repro_end
