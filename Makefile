@@ -30,7 +30,7 @@ pipeline: setup
 	@echo "  dvc plots show                 loss / reward curves, test-time scaling, accuracy per checkpoint (dvc_plots/index.html)"
 	@echo "  reports/eval_table.md          the paper-style table; reports/eval/ the per-question predictions and trajectories"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db    one parent run per dvc repro, a child per stage"
-	@echo "  $(VENV)/bin/video-r4 ask data/synthetic/videos/syn-00000.mp4 \"What is the code on the blue sign?\""
+	@echo "  $(VENV)/bin/video-r4 ask data/synthetic/videos/syn-00000.mp4 \"Which is larger: the number on the yellow scoreboard or the number on the orange price tag?\""
 
 test: setup
 	$(PY) -m pytest -q
