@@ -150,8 +150,7 @@ def _record(r: Any) -> dict[str, Any]:
         "clip_calls": r.calls("clipping"),
         "crop_calls": r.calls("cropping"),
         "invalid_calls": r.invalid_calls,
-        "turns": list(r.turns),
-        "ops": [{"tool": o.tool, "arguments": o.arguments, "error": o.error, "regions": o.regions} for o in r.ops],
+        **{k: v for k, v in r.summary().items() if k in ("turns", "ops")},
     }
 
 
