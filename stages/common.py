@@ -190,19 +190,33 @@ def write_metrics(stage: str, metrics: Mapping[str, Any], run: Run | None = None
 
 
 def tracking_config(params: Mapping[str, Any]) -> TrackingConfig:
-    """TrackingConfig from the `tracking:` section (uri, experiment, strict, artifact_location)."""
+    """TrackingConfig from the `tracking:` section (uri, experiment, strict, artifact_location).
+
+    With a local store (sqlite) and an S3 bucket in `storage:`, new experiments keep their
+    artifacts in s3://<bucket>/<prefix>/mlflow; MLflow's S3 client is pointed at the
+    storage endpoint.  A tracking server keeps its own `--artifacts-destination`.
+    """
+    from videor4.storage import mlflow_environment, s3_settings
+
     section = dict(params.get("tracking") or {})
     known = {"uri", "experiment", "strict", "artifact_location"}
     unknown = sorted(set(section) - known)
     if unknown:
         raise ValueError(f"unknown params tracking: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     defaults = TrackingConfig()
-    return TrackingConfig(
+    config = TrackingConfig(
         tracking_uri=section.get("uri") or defaults.tracking_uri,
         artifact_location=section.get("artifact_location") or defaults.artifact_location,
         experiment=section.get("experiment") or defaults.experiment,
         strict=bool(section.get("strict", defaults.strict)),
     )
+    storage = s3_settings(params)
+    if storage.configured:
+        for key, value in mlflow_environment(storage).items():
+            os.environ.setdefault(key, value)
+        if not config.artifact_location and config.local_store:
+            config.artifact_location = storage.mlflow_url
+    return config
 
 
 def dvc_invocation() -> tuple[str, str] | None:

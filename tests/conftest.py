@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +93,119 @@ def tiny_dir(tmp_path_factory, small_built) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "base"
     build_tiny_checkpoint(TinySpec(**TINY_SPEC), [small_built / "sft_drp.jsonl", small_built / "sft_crp.jsonl"], out)
     return out
+
+
+# ---------------------------------------------------------------- real servers the tests start (and stop)
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A server process this test session started, in its own session so nothing else is touched.
+
+    `stop()` ends exactly that process and the children it spawned (found through psutil
+    while it runs), never anything matched by name.
+    """
+
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str], log: Path, ready_timeout: float = 60.0) -> None:
+        import subprocess
+        import time
+
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self._log_fh = open(log, "wb")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + ready_timeout
+        while not self._listening():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{cmd[0]} did not start on port {port}: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def _listening(self) -> bool:
+        import socket
+
+        # a bare TCP connect: an HTTP probe would count as a request (moto's auth counts them)
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def processes(self) -> list:
+        import psutil
+
+        try:
+            leader = psutil.Process(self.proc.pid)
+            return [leader, *leader.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> None:
+        import psutil
+
+        procs = self.processes()
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        self.proc.wait(timeout=5)  # reap the leader: no zombie left behind
+        self._log_fh.close()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A real S3-compatible endpoint (moto in server mode, with signature checking on)."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    server: Server
+
+    def env(self, base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+        """`base` (default: this process's environment) set up to use this server with good credentials."""
+        base = os.environ if base is None else base
+        env = {k: v for k, v in base.items() if not k.startswith(("AWS_", "VIDEOR4_S3_", "MLFLOW_S3_"))}
+        env.update(
+            AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key, AWS_DEFAULT_REGION="us-east-1",
+            AWS_ENDPOINT_URL=self.endpoint, AWS_EC2_METADATA_DISABLED="true", VIDEOR4_S3_BUCKET=self.bucket,
+        )
+        env.update(extra)
+        return env
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """moto_server on 127.0.0.1 with authentication on: the first three requests (unauthenticated)
+    create an IAM user with full access and its key; everything after must be signed with it."""
+    import json
+    import shutil
+    import sys
+
+    import boto3
+
+    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    server = Server([exe, "-H", "127.0.0.1", "-p", str(port)], port, env, tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        kw = {"endpoint_url": server.url, "region_name": "us-east-1"}
+        anonymous = {"aws_access_key_id": "bootstrap", "aws_secret_access_key": "bootstrap"}
+        iam = boto3.client("iam", **kw, **anonymous)
+        iam.create_user(UserName="videor4-tests")
+        key = iam.create_access_key(UserName="videor4-tests")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="videor4-tests", PolicyName="all", PolicyDocument=json.dumps(policy))
+        s3 = boto3.client("s3", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"], **kw)
+        s3.create_bucket(Bucket="videor4-tests")
+        yield S3Server(server.url, key["AccessKeyId"], key["SecretAccessKey"], "videor4-tests", server)
+    finally:
+        server.stop()

@@ -145,6 +145,70 @@ def test_second_repro_does_nothing(reproduced):
     assert time.perf_counter() - t0 < 30
 
 
+def _cached_outputs(path: Path) -> dict[str, bytes]:
+    """Every file of every output DVC caches (the ones a remote stores), by path."""
+    stages = yaml.safe_load((path / "dvc.yaml").read_text())["stages"]
+    outs = [o for stage in stages.values() for o in stage.get("outs", []) if isinstance(o, str) or next(iter(o.values())).get("cache", True)]
+    files = {}
+    for out in (o if isinstance(o, str) else next(iter(o)) for o in outs):
+        root = path / out
+        for f in [root] if root.is_file() else sorted(x for x in root.rglob("*") if x.is_file()):
+            files[str(f.relative_to(path))] = f.read_bytes()
+    return files
+
+
+def test_push_to_s3_then_pull_into_a_fresh_clone_restores_outputs(reproduced, s3_server, tmp_path):
+    """The DVC remote on a real S3-compatible server: failed pushes name what failed and change
+    nothing; a push, then a pull into a fresh clone, restores every output byte for byte."""
+    import boto3
+
+    from conftest import free_port
+
+    path, env, _ = reproduced
+    s3env = s3_server.env(base=env, VIDEOR4_S3_PREFIX="pipeline")
+    done = _run([sys.executable, "stages/remote.py", "configure"], path, s3env)
+    assert done.returncode == 0, done.stderr
+    config = (path / ".dvc/config").read_text()
+    assert "url = s3://videor4-tests/pipeline/dvc" in config and f"endpointurl = {s3_server.endpoint}" in config
+    assert s3_server.secret_key not in config and s3_server.access_key not in config  # credentials stay in the environment
+
+    before = _cached_outputs(path)
+    assert any(k.startswith("models/rl_c/") for k in before) and any(k.startswith("data/built/") for k in before)
+    failures = {
+        "unreachable": ({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, "S3 endpoint http://127.0.0.1:"),
+        "no bucket": ({"VIDEOR4_S3_BUCKET": "no-such-bucket"}, "S3 bucket 'no-such-bucket' does not exist"),
+        "bad secret": ({"AWS_SECRET_ACCESS_KEY": "wrong"}, "S3 credentials were rejected"),
+    }
+    for case, (override, message) in failures.items():
+        done = _run([sys.executable, "stages/remote.py", "push"], path, {**s3env, **override})
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, (case, done.stderr)
+        assert lines[0].startswith(f"error: push: {message}") and "nothing was transferred" in lines[0], (case, lines)
+    # DVC's own push, without the check, fails on the bad key too
+    assert _run(["dvc", "push"], path, {**s3env, "AWS_SECRET_ACCESS_KEY": "wrong"}).returncode != 0
+    assert _cached_outputs(path) == before
+    status = _run(["dvc", "status"], path, env)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1",
+                      aws_access_key_id=s3_server.access_key, aws_secret_access_key=s3_server.secret_key)
+    assert s3.list_objects_v2(Bucket=s3_server.bucket, Prefix="pipeline/").get("KeyCount") == 0
+
+    done = _run([sys.executable, "stages/remote.py", "push"], path, s3env)
+    assert done.returncode == 0, done.stderr
+    assert s3.list_objects_v2(Bucket=s3_server.bucket, Prefix="pipeline/dvc/files/md5/").get("KeyCount", 0) > 0
+
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "outputs on the S3 remote"]):
+        subprocess.run(cmd, cwd=path, env=env, check=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(path), str(clone)], env=env, check=True)
+    assert not (clone / "models").exists()
+    done = _run([sys.executable, "stages/remote.py", "pull"], clone, s3env)
+    assert done.returncode == 0, done.stderr
+    assert _cached_outputs(clone) == before
+    status = _run(["dvc", "status"], clone, env)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+
+
 def test_sigkill_during_build_then_repro_gives_identical_outputs(reproduced):
     path, env, _ = reproduced
     built = path / "data/built"

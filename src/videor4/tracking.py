@@ -60,6 +60,12 @@ class TrackingConfig:
             return uri
         return f"sqlite:///{Path(DEFAULT_DB).resolve()}"
 
+    @property
+    def local_store(self) -> bool:
+        """Runs go to a database or folder on this machine, not to a tracking server."""
+        uri = self.resolved_uri()
+        return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
     def resolved_artifact_location(self, uri: str) -> str | None:
         """Where a newly created experiment stores artifacts.
 
