@@ -19,8 +19,9 @@ from typing import Any, NoReturn
 
 import yaml
 
-from videor4.io import write_json
-from videor4.tracking import Run, TrackingConfig, flatten, start_child_run
+from videor4.io import os_error_in, write_json
+from videor4.launch import is_main_process, world_size
+from videor4.tracking import Run, TrackingConfig, TrackingError, flatten, start_child_run
 
 METRICS_DIR = Path("metrics")
 HELD_OUT = Path("data/built/samples_test.jsonl")  # the test split's prompts, for held-out checks
@@ -267,17 +268,26 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
         yield Run(stage, tracking_config(params))
         return
     key, name, tags = pipeline_identity()
-    with start_child_run(
-        stage,
-        tracking_config(params),
-        key,
-        name,
-        pipeline_params=params,
-        pipeline_tags=tags,
-        params=declared_params(stage, params, dvc_yaml),
-        tags=lineage_tags(stage, dvc_yaml),
-    ) as run:
-        yield run
+    try:
+        with start_child_run(
+            stage,
+            tracking_config(params),
+            key,
+            name,
+            pipeline_params=params,
+            pipeline_tags=tags,
+            params=declared_params(stage, params, dvc_yaml),
+            tags={**lineage_tags(stage, dvc_yaml), "launch.world_size": str(world_size())},
+        ) as run:
+            try:
+                yield run
+            except Exception as exc:  # a full disk, a read-only or forbidden folder: one line, run FAILED
+                cause = os_error_in(exc)
+                if cause is None:
+                    raise
+                fail(stage, cause)
+    except TrackingError as exc:  # tracking.strict and MLflow failed
+        fail(stage, exc)
 
 
 def training_stage_args(doc: str, stages: Mapping[str, Any]):
@@ -290,32 +300,25 @@ def training_stage_args(doc: str, stages: Mapping[str, Any]):
     return parser.parse_args()
 
 
-def is_main_process() -> bool:
-    """Rank 0 of a torchrun / accelerate / deepspeed launch, or a plain single process."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def relaunch_distributed(params: Mapping[str, Any], script: str, args: list[str]) -> None:
-    """With `launch.num_processes` > 1, re-run this stage under `accelerate launch` and exit with its status.
+    """With more than one process (params `launch:` or $VIDEOR4_NUM_PROCESSES ...), re-run this
+    stage under `accelerate launch` and exit with its status.
 
-    `dvc repro` then drives a multi-GPU node unchanged; a process already started by a
+    `dvc repro` then drives a multi-GPU node unchanged, and on a cluster each node runs its
+    share of the same command (see README, "Scale-out").  A process already started by a
     launcher (RANK set) or a single-process setting returns at once.
     """
-    launch = dict(params.get("launch") or {})
-    unknown = sorted(set(launch) - {"num_processes", "accelerate_config", "main_process_port"})
-    if unknown:
-        raise ValueError(f"unknown params launch: {', '.join(unknown)}")
-    n = int(launch.get("num_processes") or 1)
-    if n <= 1 or "RANK" in os.environ:
+    from videor4.launch import launch_settings
+
+    if "RANK" in os.environ:
         return
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
-    if launch.get("accelerate_config"):
-        cmd += ["--config_file", str(launch["accelerate_config"])]
-    else:
-        cmd += ["--multi_gpu"]
-    if launch.get("main_process_port"):
-        cmd += ["--main_process_port", str(launch["main_process_port"])]
-    cmd += [script, *args]
+    try:
+        settings = launch_settings(params)
+    except ValueError as exc:
+        fail("launch", exc)
+    if not settings.distributed:
+        return
+    cmd = settings.command(script, args)
     print("launching:", " ".join(cmd), file=sys.stderr)
     raise SystemExit(subprocess.call(cmd))
 
@@ -340,7 +343,17 @@ def progress_bar(label: str, total: int) -> Callable[[int], None]:
     return bar.update
 
 
+def describe_failure(exc: BaseException | str) -> str:
+    """One line for the error.  A file-system error names the file and says what survived:
+    every output is written to a temporary sibling and swapped in only when complete."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}; the previous outputs are unchanged"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def fail(stage: str, exc: BaseException | str) -> NoReturn:
     """End the stage with a one-line error and exit status 1 (its run is marked FAILED)."""
-    print(f"error: {stage}: {exc}", file=sys.stderr)
+    print(f"error: {stage}: {describe_failure(exc)}", file=sys.stderr)
     raise SystemExit(1)

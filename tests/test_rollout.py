@@ -126,3 +126,33 @@ def test_cached_turns_equal_a_full_recompute(policy, samples):
             # end each turn at a (garbage) tool call, so the rollout goes on with an observation
             eng._advance(r, ids + [eng.call_close_id], lps + [0.0])
             assert not r.done and r.ops[-1].error is not None
+
+
+def test_an_external_decoder_drives_the_same_tools_and_bookkeeping(policy, samples):
+    """The generation seam a serving engine (e.g. vLLM) would fill: the engine hands over each
+    live rollout's tokens and images and gets back one turn each; tools and limits stay shared."""
+    script = [CLIP, "It reads \\boxed{ABC}"]
+    seen: list[tuple[int, int]] = []
+
+    def serve(chunk):
+        out = []
+        for r in chunk:
+            seen.append((len(r.input_ids), len(r.pixel_values)))
+            text = script[len(r.turns)]
+            ids = eng.encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not text.endswith("</tool_call>"):
+                ids.append(eng.encoder.end_of_turn_id)
+            out.append((ids, [-0.5] * len(ids)))
+        return out
+
+    eng = RolloutEngine(
+        policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor),
+        RolloutSettings(max_new_tokens=64, max_tool_calls=3), decode_turns=serve,
+    )
+    r = eng.run(start_group(eng, samples[0], VISION, 1, 0))[0]
+    assert r.finish_reason == "answer" and r.answer == "ABC"
+    assert [op.tool for op in r.ops] == ["clipping"] and r.ops[0].error is None and len(r.ops[0].images) == 2
+    # the second call saw the clip's observation: more tokens and two more images
+    assert len(seen) == 2 and seen[1][0] > seen[0][0] and seen[1][1] == seen[0][1] + 2
+    generated = [lp for lp, m in zip(r.logprobs, r.completion_mask) if m]
+    assert generated and set(generated) == {-0.5}  # the server's logprobs are kept for the trainer

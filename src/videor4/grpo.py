@@ -377,19 +377,20 @@ def train_grpo(
 ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, list[str]]]:
     """GRPO from `init` on the prompts; saves a HF checkpoint to `out_dir` (atomically).
 
-    Returns (metrics, per-step curve, held-out transcripts before/after).  Held-out rewards
+    Returns (metrics, per-step curve, held-out transcripts before/after); processes other
+    than rank 0 of a multi-process launch return empty ones.  Held-out rewards
     are measured before and after with the same seeded rollouts.  Resumes from `work_dir`'s last checkpoint when the
     inputs and settings are unchanged since an interrupted run.
     """
-    import torch
-
     from .encoding import PolicyEncoder
     from .io import files_md5
+    from .launch import is_main_process, local_device, world_size
 
     started = time.time()
     bf16 = use_bf16(settings.bf16)
     dtype = "bfloat16" if bf16 else "float32"
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = local_device()
+    main = is_main_process()  # only rank 0 scores the held-out set; every rank trains
     rows = load_prompts(prompts_path)
     held_out = load_prompts(held_out_path, settings.eval_prompts)
     rollout = settings.rollout_settings(rollout_limits)
@@ -405,24 +406,28 @@ def train_grpo(
         rollout=asdict(rollout),
         rewards=asdict(rewards),
     )
-    resume_from = prepare_work_dir(work, key)
 
-    def held_out_eval(model) -> tuple[dict[str, float], list[str]]:
-        stats, rollouts, scores = evaluate_policy(model.to(device), encoder, held_out, vision, rollout, rewards, settings.eval_group_size, settings.seed)
+    def held_out_eval(path) -> tuple[dict[str, float], list[str]]:
+        model = load_policy(path, dtype=dtype, device=device).model
+        stats, rollouts, scores = evaluate_policy(model, encoder, held_out, vision, rollout, rewards, settings.eval_group_size, settings.seed)
         return stats, [transcript(r, t) for r, t in list(zip(rollouts, scores["total"]))[: settings.sample_trajectories]]
 
-    before, before_samples = held_out_eval(load_policy(init, dtype=dtype, device=device).model)
+    if main:
+        before, before_samples = held_out_eval(init)
 
     trainer = make_trainer(policy, encoder, rows, settings, rollout, rewards, vision, model_config, work, log_fn, progress)
     if on_samples:
         trainer.add_callback(_samples_callback(trainer, on_samples))
+    resume_from = prepare_work_dir(work, key, trainer.accelerator)
     train_started = time.time()
     output = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.time() - train_started
     save_final(trainer, policy, out_dir, work, model_config.lora.enabled)
+    if not main:
+        return {}, [], {}
 
     # the saved checkpoint, as every later stage will load it (also whole under ZeRO-3)
-    after, after_samples = held_out_eval(load_policy(out_dir, dtype=dtype, device=device).model)
+    after, after_samples = held_out_eval(out_dir)
     curve = [{**numbers(h), "step": int(h["step"])} for h in trainer.state.log_history if "reward" in h]
     kls = [h["kl"] for h in trainer.state.log_history if "kl" in h]
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
@@ -447,6 +452,7 @@ def train_grpo(
         "seconds": time.time() - started,
         "parameters": count_parameters(policy.model),
         "bf16": bf16,
+        "processes": world_size(),
     }
     return metrics, curve, {"before": before_samples, "after": after_samples}
 

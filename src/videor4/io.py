@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -108,6 +109,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     for stale in path.parent.glob(f".{path.name}.building-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; the output should read like any other folder
     try:
         yield tmp
     except BaseException:
@@ -131,3 +133,24 @@ def files_md5(paths: Iterable[str | os.PathLike]) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+_RUST_IO_ERROR = re.compile(r"os error (\d+)")  # how Rust-backed writers (safetensors, tokenizers) report errno
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The operating-system error behind `exc`, if there is one: `exc` itself, one it was raised
+    from, or an errno in the message of a Rust-backed library's error (safetensors reports a
+    full disk as "SafetensorError: ... (os error 28)")."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            return current
+        found = _RUST_IO_ERROR.search(str(current))
+        if found:
+            code = int(found.group(1))
+            return OSError(code, os.strerror(code))
+        current = current.__cause__ or current.__context__
+    return None

@@ -148,10 +148,25 @@ class RolloutEngine:
 
     Token ids are kept exactly as sampled, so the trainer's forward pass sees the same
     sequence the policy produced; observations are appended as template-rendered tokens.
+
+    Generation is one narrow seam, `decode_turns(rollouts) -> [(token ids, logprobs)]`: one
+    assistant turn per rollout, given its `input_ids` so far and its images (`pixel_values`,
+    `image_grid_thw`; the PIL images are `messages`' image parts), ending at a stop id
+    (`stop_ids`) or cut at the budget.  Everything else (parsing, executing tools, encoding
+    observations, limits) stays here.  The default decodes in-process with the policy and
+    per-rollout KV caches; a serving engine such as vLLM can be passed in instead (README,
+    "Scale-out").
     """
 
-    def __init__(self, model, encoder: PolicyEncoder, settings: RolloutSettings) -> None:
+    def __init__(
+        self,
+        model,
+        encoder: PolicyEncoder,
+        settings: RolloutSettings,
+        decode_turns: Callable[[Sequence[Rollout]], list[tuple[list[int], list[float]]]] | None = None,
+    ) -> None:
         self.model, self.encoder, self.settings = model, encoder, settings
+        self.decode_turns = decode_turns or self._decode
         tok = encoder.tokenizer
         self.call_close_id = tok.convert_tokens_to_ids(TOOL_CALL_CLOSE)
         # the tokens that start (or, stray, attempt) a tool call: banned once a forced answer is due;
@@ -188,7 +203,7 @@ class RolloutEngine:
                 return rollouts
             for start in range(0, len(live), self.settings.batch_size):
                 chunk = live[start : start + self.settings.batch_size]
-                for r, (ids, logps) in zip(chunk, self._decode(chunk)):
+                for r, (ids, logps) in zip(chunk, self.decode_turns(chunk), strict=True):
                     self._advance(r, ids, logps)
                     if r.done:
                         r.kv = None

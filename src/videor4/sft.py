@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .encoding import EncodingError, PolicyEncoder
+from .launch import world_size
 from .model import ModelConfig, count_parameters, load_policy, prepare_for_training
 from .protocol import format_assistant_turn, parse_turn
 from .trajectory import Trajectory, trajectory_messages
@@ -190,7 +191,6 @@ def train_sft(
     key = fingerprint(
         data=files_md5([trajectories_path]), init=dir_digest(init), model=asdict(model_config), settings=asdict(settings)
     )
-    resume_from = prepare_work_dir(work, key)
 
     model = prepare_for_training(policy.model, model_config)
     collator = TrajectoryCollator(encoder, data.trajectories)
@@ -212,6 +212,7 @@ def train_sft(
         callbacks=[step_logger(log_fn, progress)],
     )
     quiet(trainer)
+    resume_from = prepare_work_dir(work, key, trainer.accelerator)
     train_started = time.time()
     output = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.time() - train_started
@@ -236,6 +237,7 @@ def train_sft(
         "train_seconds": train_seconds,
         "parameters": count_parameters(policy.model),
         "bf16": bf16,
+        "processes": world_size(),
     }
     return metrics, curve
 

@@ -46,6 +46,10 @@ FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /:")
 
 
+class TrackingError(RuntimeError):
+    """Strict tracking: the backend failed (one line naming the store and the cause)."""
+
+
 @dataclass
 class TrackingConfig:
     tracking_uri: str | None = None
@@ -159,7 +163,7 @@ class Run:
         self._client = None
         message = f"MLflow tracking at {self.tracking_uri} failed ({action}): {_one_line(exc)}"
         if self.config.strict and not quiet:
-            raise RuntimeError(message) from exc
+            raise TrackingError(message) from exc
         if not self._failed:  # one warning per run; later calls are silent no-ops
             self._failed = True
             logger.warning("%s; continuing without tracking for run %r", message, self.name)

@@ -3,6 +3,7 @@ bf16 selection, per-step logging to a caller's function, and the final atomic sa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -21,18 +22,28 @@ def fingerprint(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_work_dir(work_dir: Path, key: str) -> str | None:
-    """Keep checkpoints from an interrupted run with the same fingerprint; the last one to resume from."""
+def prepare_work_dir(work_dir: Path, key: str, accelerator=None) -> str | None:
+    """Keep checkpoints from an interrupted run with the same fingerprint; the last one to resume from.
+
+    Called once the trainer exists, with its accelerator: under a multi-process launch only
+    the main process clears or stamps the directory, before the others look (they must not
+    delete what it is writing).  With several machines `work_dir` must be on a filesystem
+    they share.  (Not earlier: setting up the distributed state before the trainer's
+    arguments exist would skip DeepSpeed's own initialisation.)
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
-    stamp = work_dir / FINGERPRINT_FILE
-    if work_dir.exists():
-        same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == key
-        if not same:
-            shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"fingerprint": key}))
-    return get_last_checkpoint(str(work_dir))
+    main = accelerator is None or accelerator.is_main_process
+    with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
+        if main:
+            stamp = work_dir / FINGERPRINT_FILE
+            if work_dir.exists():
+                same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == key
+                if not same:
+                    shutil.rmtree(work_dir)
+            work_dir.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(json.dumps({"fingerprint": key}))
+        return get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
 
 
 def use_bf16(setting: str) -> bool:
