@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup pipeline test bench clean
+.PHONY: setup pipeline test bench push pull clean
 
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (DESIGN.md §7).
 $(VENV)/.installed: pyproject.toml
@@ -38,6 +38,14 @@ test: setup
 bench: setup
 	$(PY) benchmarks/data_build.py
 	$(PY) benchmarks/pipeline_timing.py
+	$(PY) benchmarks/remote_roundtrip.py
+
+# the S3 remote (README, "Remote storage"): bucket and endpoint from params.yaml or VIDEOR4_S3_BUCKET / AWS_ENDPOINT_URL
+push: setup
+	$(PY) stages/remote.py push
+
+pull: setup
+	$(PY) stages/remote.py pull
 
 clean:
 	rm -rf data metrics mlflow.db mlartifacts .cache reports dvc_plots

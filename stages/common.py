@@ -265,7 +265,8 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
     Under a multi-process launch only the main process tracks; the others get an inactive run.
     """
     if not is_main_process():
-        yield Run(stage, tracking_config(params))
+        with _os_errors_in_one_line(stage):
+            yield Run(stage, tracking_config(params))
         return
     key, name, tags = pipeline_identity()
     try:
@@ -278,16 +279,22 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
             pipeline_tags=tags,
             params=declared_params(stage, params, dvc_yaml),
             tags={**lineage_tags(stage, dvc_yaml), "launch.world_size": str(world_size())},
-        ) as run:
-            try:
-                yield run
-            except Exception as exc:  # a full disk, a read-only or forbidden folder: one line, run FAILED
-                cause = os_error_in(exc)
-                if cause is None:
-                    raise
-                fail(stage, cause)
+        ) as run, _os_errors_in_one_line(stage):
+            yield run
     except TrackingError as exc:  # tracking.strict and MLflow failed
         fail(stage, exc)
+
+
+@contextlib.contextmanager
+def _os_errors_in_one_line(stage: str) -> Iterator[None]:
+    """A full disk, a read-only or forbidden folder: one `error:` line (the run is marked FAILED)."""
+    try:
+        yield
+    except Exception as exc:
+        cause = None if isinstance(exc, TrackingError) else os_error_in(exc)
+        if cause is None:
+            raise
+        fail(stage, cause)
 
 
 def training_stage_args(doc: str, stages: Mapping[str, Any]):

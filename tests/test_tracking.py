@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import free_port
 from videor4.tracking import FAST_FAIL_ENV, PARENT_RUN_ENV, TrackingConfig, start_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,12 +55,6 @@ def client(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_import_does_not_load_mlflow() -> None:
