@@ -29,11 +29,10 @@ from .training import (
     LogFn,
     dir_digest,
     fingerprint,
-    numbers,
-    prepare_work_dir,
+    logged_curve,
     quiet,
-    save_final,
     step_logger,
+    train_resumable,
     trainer_arguments,
     use_bf16,
 )
@@ -418,19 +417,14 @@ def train_grpo(
     trainer = make_trainer(policy, encoder, rows, settings, rollout, rewards, vision, model_config, work, log_fn, progress)
     if on_samples:
         trainer.add_callback(_samples_callback(trainer, on_samples))
-    resume_from = prepare_work_dir(work, key, trainer.accelerator)
-    train_started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = time.time() - train_started
-    save_final(trainer, policy, out_dir, work, model_config.lora.enabled)
+    trained = train_resumable(trainer, policy, out_dir, work, key, model_config.lora.enabled)
     if not main:
         return {}, [], {}
 
     # the saved checkpoint, as every later stage will load it (also whole under ZeRO-3)
     after, after_samples = held_out_eval(out_dir)
-    curve = [{**numbers(h), "step": int(h["step"])} for h in trainer.state.log_history if "reward" in h]
+    curve = logged_curve(trainer, "reward")
     kls = [h["kl"] for h in trainer.state.log_history if "kl" in h]
-    resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     metrics = {
         "reward_start": before["reward"],
         "reward_end": after["reward"],
@@ -445,10 +439,10 @@ def train_grpo(
         "train_reward_first": curve[0]["reward"] if curve else None,
         "train_reward_last": curve[-1]["reward"] if curve else None,
         "zero_variance_groups": sum(p.get("zero_variance_groups", 0.0) for p in curve),
-        "steps": int(output.global_step),
-        "resumed_from_step": resumed_step,
+        "steps": int(trained.output.global_step),
+        "resumed_from_step": trained.resumed_from_step,
         "prompts": len(rows),
-        "train_seconds": train_seconds,
+        "train_seconds": trained.seconds,
         "seconds": time.time() - started,
         "parameters": count_parameters(policy.model),
         "bf16": bf16,

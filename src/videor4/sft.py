@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,11 +30,10 @@ from .training import (
     LogFn,
     dir_digest,
     fingerprint,
-    numbers,
-    prepare_work_dir,
+    logged_curve,
     quiet,
-    save_final,
     step_logger,
+    train_resumable,
     trainer_arguments,
     use_bf16,
 )
@@ -212,29 +210,22 @@ def train_sft(
         callbacks=[step_logger(log_fn, progress)],
     )
     quiet(trainer)
-    resume_from = prepare_work_dir(work, key, trainer.accelerator)
-    train_started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = time.time() - train_started
+    trained = train_resumable(trainer, policy, out_dir, work, key, model_config.lora.enabled)
 
-    save_final(trainer, policy, out_dir, work, model_config.lora.enabled)
-
-    # the trainer's history survives a resume (it is saved with each checkpoint), so the curve is whole
-    curve = [{**numbers(h), "step": int(h["step"])} for h in trainer.state.log_history if "loss" in h]
+    curve = logged_curve(trainer, "loss")
     losses = [p["loss"] for p in curve]
-    resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     metrics = {
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
-        "train_loss_mean": float(output.training_loss),
-        "steps": int(output.global_step),
-        "resumed_from_step": resumed_step,
+        "train_loss_mean": float(trained.output.training_loss),
+        "steps": int(trained.output.global_step),
+        "resumed_from_step": trained.resumed_from_step,
         "trajectories": len(data.trajectories),
         "skipped": dict(sorted(data.skipped.items())),
         "skipped_total": sum(data.skipped.values()),
         "tokens_per_epoch": data.tokens,
-        "train_tokens_per_second": collator.tokens_seen / max(train_seconds, 1e-9),
-        "train_seconds": train_seconds,
+        "train_tokens_per_second": collator.tokens_seen / max(trained.seconds, 1e-9),
+        "train_seconds": trained.seconds,
         "parameters": count_parameters(policy.model),
         "bf16": bf16,
         "processes": world_size(),

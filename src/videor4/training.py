@@ -9,7 +9,9 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +149,29 @@ def save_final(trainer, policy, out_dir: str | os.PathLike, work_dir: Path, merg
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():  # finished: nothing to resume any more
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@dataclass
+class Trained:
+    """What `train_resumable` reports: the trainer's output, its wall time, where it resumed."""
+
+    output: Any  # transformers' TrainOutput (global_step, training_loss, ...)
+    seconds: float
+    resumed_from_step: int  # 0 for a fresh start
+
+
+def train_resumable(trainer, policy, out_dir: str | os.PathLike, work_dir: Path, key: str, merge_lora: bool) -> Trained:
+    """The lifecycle both trainers share: resume from `work_dir`'s last checkpoint when the run's
+    fingerprint `key` is unchanged, train, then save the final policy atomically to `out_dir`."""
+    resume_from = prepare_work_dir(work_dir, key, trainer.accelerator)
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.time() - started
+    save_final(trainer, policy, out_dir, work_dir, merge_lora)
+    return Trained(output, seconds, int(Path(resume_from).name.split("-")[-1]) if resume_from else 0)
+
+
+def logged_curve(trainer, key: str) -> list[dict[str, float]]:
+    """Every logged step that has `key`, with its numbers.  The trainer's history survives a resume
+    (it is saved with each checkpoint), so the curve spans an interruption."""
+    return [{**numbers(h), "step": int(h["step"])} for h in trainer.state.log_history if key in h]
