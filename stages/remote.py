@@ -49,7 +49,7 @@ def configure(settings, local: bool) -> None:
         if done.returncode != 0:
             fail("remote", f"dvc {' '.join(step)} failed: {_first_error(done.stderr)}")
     where = ".dvc/config.local" if local else ".dvc/config"
-    print(f"DVC remote {settings.dvc_remote!r} -> {settings.dvc_url} ({settings.endpoint_url or 'AWS'}), written to {where}")
+    print(f"DVC remote {settings.dvc_remote!r} -> {settings.dvc_url} ({settings.endpoint_name}), written to {where}")
 
 
 def transfer(command: str, settings, targets: list[str]) -> None:
@@ -81,8 +81,7 @@ def main() -> None:
 
     try:
         settings = s3_settings(load_params())
-        if not settings.configured:
-            raise StorageError("no S3 bucket configured (set storage.bucket in params.yaml or $VIDEOR4_S3_BUCKET)")
+        settings.require()
     except (ValueError, StorageError) as exc:
         fail("remote", exc)
     if args.command == "configure":
@@ -92,7 +91,7 @@ def main() -> None:
             check(settings, write=True)
         except StorageError as exc:
             fail("remote", exc)
-        print(f"ok: {settings.url()} at {settings.endpoint_url or 'AWS'} can be listed and written")
+        print(f"ok: {settings.url()} at {settings.endpoint_name} can be listed and written")
     else:
         transfer(args.command, settings, args.targets)
 

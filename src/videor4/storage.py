@@ -46,10 +46,19 @@ class S3Settings:
     def configured(self) -> bool:
         return bool(self.bucket)
 
-    def url(self, *parts: str) -> str:
-        """s3://bucket/prefix/parts..."""
+    def require(self) -> None:
+        """Raise StorageError unless a bucket is configured."""
         if not self.bucket:
             raise StorageError(f"no S3 bucket configured (set storage.bucket in params.yaml or ${BUCKET_ENV})")
+
+    @property
+    def endpoint_name(self) -> str:
+        """How messages name the endpoint."""
+        return self.endpoint_url or "AWS"
+
+    def url(self, *parts: str) -> str:
+        """s3://bucket/prefix/parts..."""
+        self.require()
         keys = [p.strip("/") for p in (self.prefix, *parts) if p and p.strip("/")]
         return "/".join([f"s3://{self.bucket}", *keys])
 
@@ -63,7 +72,7 @@ class S3Settings:
 
     def where(self) -> str:
         """How a message names this location."""
-        return f"s3://{self.bucket} at {self.endpoint_url or 'AWS'}"
+        return f"s3://{self.bucket} at {self.endpoint_name}"
 
 
 def s3_settings(params: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> S3Settings:
@@ -114,17 +123,17 @@ def describe_error(exc: BaseException, settings: S3Settings) -> str:
             "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
         )
     if isinstance(exc, (EndpointConnectionError, BotoConnectionError)):
-        return f"S3 endpoint {settings.endpoint_url or 'AWS'} is unreachable: {exc}"
+        return f"S3 endpoint {settings.endpoint_name} is unreachable: {exc}"
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in ("NoSuchBucket", "404") or status == 404:
-            return f"S3 bucket {settings.bucket!r} does not exist at {settings.endpoint_url or 'AWS'}"
+            return f"S3 bucket {settings.bucket!r} does not exist at {settings.endpoint_name}"
         if code in BAD_CREDENTIALS:
-            return f"S3 credentials were rejected by {settings.endpoint_url or 'AWS'} ({code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+            return f"S3 credentials were rejected by {settings.endpoint_name} ({code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
         if code in ("403", "AccessDenied", "Forbidden") or status == 403:
-            return f"access to S3 bucket {settings.bucket!r} at {settings.endpoint_url or 'AWS'} was denied (credentials rejected, or not allowed on this bucket)"
+            return f"access to S3 bucket {settings.bucket!r} at {settings.endpoint_name} was denied (credentials rejected, or not allowed on this bucket)"
         return f"S3 request to {settings.where()} failed: {code or status}: {error.get('Message', exc)}"
     text = str(exc).strip().splitlines()
     return f"S3 request to {settings.where()} failed: {type(exc).__name__}: {text[0] if text else ''}"
@@ -136,10 +145,9 @@ def check(settings: S3Settings, write: bool = False) -> None:
     The probes are the calls DVC and MLflow will make: list under the prefix and, for
     `write`, put and delete one small object under it.
     """
-    if not settings.configured:
-        raise StorageError(f"no S3 bucket configured (set storage.bucket in params.yaml or ${BUCKET_ENV})")
+    settings.require()
     s3 = client(settings)
-    prefix = settings.url().removeprefix(f"s3://{settings.bucket}").strip("/")
+    prefix = settings.prefix.strip("/")
     probe_key = f"{prefix}/.videor4-write-probe-{os.getpid()}".lstrip("/")
     try:
         # ListObjectsV2 says "NoSuchBucket" and names credential errors; HeadBucket only says 403/404
