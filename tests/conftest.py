@@ -95,6 +95,11 @@ def tiny_dir(tmp_path_factory, small_built) -> Path:
     return out
 
 
+def file_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under `root` by its relative path: for comparing folders byte for byte."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 # ---------------------------------------------------------------- real servers the tests start (and stop)
 def free_port() -> int:
     import socket
@@ -170,6 +175,13 @@ class S3Server:
     bucket: str
     server: Server
 
+    def client(self):
+        """A boto3 S3 client signed with the server's good credentials."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+
     def env(self, base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
         """`base` (default: this process's environment) set up to use this server with good credentials."""
         base = os.environ if base is None else base
@@ -204,8 +216,8 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
         key = iam.create_access_key(UserName="videor4-tests")["AccessKey"]
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
         iam.put_user_policy(UserName="videor4-tests", PolicyName="all", PolicyDocument=json.dumps(policy))
-        s3 = boto3.client("s3", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"], **kw)
-        s3.create_bucket(Bucket="videor4-tests")
-        yield S3Server(server.url, key["AccessKeyId"], key["SecretAccessKey"], "videor4-tests", server)
+        s3_server = S3Server(server.url, key["AccessKeyId"], key["SecretAccessKey"], "videor4-tests", server)
+        s3_server.client().create_bucket(Bucket=s3_server.bucket)
+        yield s3_server
     finally:
         server.stop()

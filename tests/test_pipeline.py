@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_SPEC
+from conftest import TINY_SPEC, file_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -153,16 +153,16 @@ def _cached_outputs(path: Path) -> dict[str, bytes]:
     files = {}
     for out in (o if isinstance(o, str) else next(iter(o)) for o in outs):
         root = path / out
-        for f in [root] if root.is_file() else sorted(x for x in root.rglob("*") if x.is_file()):
-            files[str(f.relative_to(path))] = f.read_bytes()
+        if root.is_file():
+            files[out] = root.read_bytes()
+        else:
+            files.update({f"{out}/{name}": data for name, data in file_bytes(root).items()})
     return files
 
 
 def test_push_to_s3_then_pull_into_a_fresh_clone_restores_outputs(reproduced, s3_server, tmp_path):
     """The DVC remote on a real S3-compatible server: failed pushes name what failed and change
     nothing; a push, then a pull into a fresh clone, restores every output byte for byte."""
-    import boto3
-
     from conftest import free_port
 
     path, env, _ = reproduced
@@ -190,8 +190,7 @@ def test_push_to_s3_then_pull_into_a_fresh_clone_restores_outputs(reproduced, s3
     assert _cached_outputs(path) == before
     status = _run(["dvc", "status"], path, env)
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
-    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1",
-                      aws_access_key_id=s3_server.access_key, aws_secret_access_key=s3_server.secret_key)
+    s3 = s3_server.client()
     assert s3.list_objects_v2(Bucket=s3_server.bucket, Prefix="pipeline/").get("KeyCount") == 0
 
     done = _run([sys.executable, "stages/remote.py", "push"], path, s3env)
@@ -392,10 +391,6 @@ def test_sft_stage_reports_bad_input_in_one_line(reproduced):
     assert "Traceback" not in result.stderr
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
@@ -434,13 +429,13 @@ def test_full_disk_keeps_the_previous_outputs(reproduced):
     """A stage that cannot write fails with one line and leaves its previous outputs as they were."""
     path, env, _ = reproduced
     models, metrics = path / "models", path / "metrics/base_model.json"
-    before, metrics_before = _tree(models), metrics.read_bytes()
+    before, metrics_before = file_bytes(models), metrics.read_bytes()
     cmd = [sys.executable, "stages/base_model.py"]
 
     with _small_disk(models, free_bytes=256 * 1024) as limit:  # the new checkpoint needs about 1.4 MB
         done = subprocess.run(cmd, cwd=path, env=env, capture_output=True, text=True, timeout=300,
                               preexec_fn=_limit_file_size(limit))
-        after = _tree(models)
+        after = file_bytes(models)
         leftovers = [p.name for p in models.iterdir() if p.name.startswith(".")]
     assert done.returncode == 1, done.stderr
     assert _error_lines(done.stderr) in (
@@ -456,7 +451,7 @@ def test_full_disk_keeps_the_previous_outputs(reproduced):
 def test_forbidden_output_folder_keeps_the_previous_outputs(reproduced):
     path, env, _ = reproduced
     models, metrics = path / "models", path / "metrics/base_model.json"
-    before, metrics_before = _tree(models), metrics.read_bytes()
+    before, metrics_before = file_bytes(models), metrics.read_bytes()
     cmd = [sys.executable, "stages/base_model.py"]
     # root ignores permissions unless it drops the capability (util-linux's setpriv)
     drop = []
@@ -473,7 +468,7 @@ def test_forbidden_output_folder_keeps_the_previous_outputs(reproduced):
     errors = _error_lines(done.stderr)
     assert len(errors) == 1 and errors[0].startswith("error: base_model: Permission denied (models/.base.building-"), done.stderr
     assert errors[0].endswith("; the previous outputs are unchanged") and "Traceback" not in done.stderr
-    assert _tree(models) == before and metrics.read_bytes() == metrics_before
+    assert file_bytes(models) == before and metrics.read_bytes() == metrics_before
 
 
 def test_stage_completes_without_mlflow_unless_tracking_is_strict(reproduced):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, free_port
+from conftest import Server, file_bytes, free_port
 from videor4.storage import S3Settings, StorageError, check, s3_settings
 from videor4.tracking import TrackingConfig, start_run
 
@@ -34,17 +34,8 @@ def aws_env(monkeypatch, s3_server):
     return s3_server
 
 
-def s3_client(server):
-    import boto3
-
-    return boto3.client(
-        "s3", endpoint_url=server.endpoint, region_name="us-east-1",
-        aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
-    )
-
-
 def keys_under(server, prefix: str) -> list[str]:
-    listing = s3_client(server).list_objects_v2(Bucket=server.bucket, Prefix=prefix)
+    listing = server.client().list_objects_v2(Bucket=server.bucket, Prefix=prefix)
     return sorted(o["Key"] for o in listing.get("Contents", []))
 
 
@@ -126,8 +117,7 @@ def test_mlflow_server_keeps_checkpoint_artifacts_on_s3(aws_env, tiny_dir, tmp_p
             info = log_checkpoint(run, tiny_dir, max_artifact_mb=200)
         assert info["md5"].endswith(".dir")
         restored = Path(MlflowClient(server.url).download_artifacts(run.run_id, "checkpoint", str(tmp_path / "back")))
-        expected = {p.relative_to(tiny_dir): p.read_bytes() for p in tiny_dir.rglob("*") if p.is_file()}
-        assert {p.relative_to(restored): p.read_bytes() for p in restored.rglob("*") if p.is_file()} == expected
+        assert file_bytes(restored) == file_bytes(tiny_dir)
         stored = keys_under(aws_env, "served/")
         assert any(k.endswith(f"{run.run_id}/artifacts/checkpoint/config.json") for k in stored), stored
     finally:
