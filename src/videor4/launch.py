@@ -68,21 +68,22 @@ def launch_settings(params: Mapping[str, Any], environ: Mapping[str, str] | None
     """LaunchSettings from `launch:` in params, each key overridden by $VIDEOR4_<KEY>."""
     environ = os.environ if environ is None else environ
     section = dict(params.get("launch") or {})
-    names = {f.name: f for f in fields(LaunchSettings)}
-    unknown = sorted(set(section) - set(names))
+    known = fields(LaunchSettings)
+    unknown = sorted(set(section) - {f.name for f in known})
     if unknown:
-        raise ValueError(f"unknown params launch: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        raise ValueError(f"unknown params launch: {', '.join(unknown)} (known: {', '.join(sorted(f.name for f in known))})")
     values: dict[str, Any] = {}
-    for name in names:
-        raw = environ.get(ENV_PREFIX + name.upper()) or section.get(name)
+    for field in known:
+        raw = environ.get(ENV_PREFIX + field.name.upper()) or section.get(field.name)
         if raw in (None, ""):
             continue
-        if name in ("num_processes", "num_machines", "machine_rank", "main_process_port"):
-            try:
-                raw = int(raw)
-            except (TypeError, ValueError):
-                raise ValueError(f"launch.{name} must be an integer, not {raw!r}") from None
-        values[name] = raw if name != "accelerate_config" else str(raw)
+        if not field.type.startswith("int"):  # the annotations are strings ("int", "str | None", ...)
+            values[field.name] = str(raw)
+            continue
+        try:
+            values[field.name] = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"launch.{field.name} must be an integer, not {raw!r}") from None
     settings = LaunchSettings(**values)
     settings.validate()
     return settings

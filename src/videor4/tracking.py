@@ -46,6 +46,11 @@ FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /:")
 
 
+def is_local_store(uri: str) -> bool:
+    """A sqlite database, a file store or a bare path: no tracking server."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
 class TrackingError(RuntimeError):
     """Strict tracking: the backend failed (one line naming the store and the cause)."""
 
@@ -67,8 +72,7 @@ class TrackingConfig:
     @property
     def local_store(self) -> bool:
         """Runs go to a database or folder on this machine, not to a tracking server."""
-        uri = self.resolved_uri()
-        return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+        return is_local_store(self.resolved_uri())
 
     def resolved_artifact_location(self, uri: str) -> str | None:
         """Where a newly created experiment stores artifacts.
@@ -78,7 +82,7 @@ class TrackingConfig:
         """
         if self.artifact_location:
             return self.artifact_location
-        if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        if is_local_store(uri):
             return Path(DEFAULT_ARTIFACTS).resolve().as_uri()
         return None
 
