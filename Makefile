@@ -8,17 +8,27 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup pipeline test bench push pull clean
+TORCH := torch==2.13.0
+.PHONY: setup lock pipeline test bench push pull clean
 
-# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (DESIGN.md §7).
-$(VENV)/.installed: pyproject.toml
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (docs/DESIGN.md, "Environment").
+# Then every other package at the exact version of requirements.lock, then the project itself.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[dev,gpu]'
+	$(PY) -m pip install -q $(TORCH)
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed
+
+# Re-resolve requirements.lock from pyproject.toml, keeping the locked versions that still fit
+# (add --upgrade-package NAME to move one).  torch stays out of it (configs/lock/overrides.txt).
+lock: setup
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra gpu --override configs/lock/overrides.txt \
+	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --annotation-style line \
+	  --custom-compile-command 'make lock' -o requirements.lock
 
 pipeline: setup
 	dvc repro
@@ -42,10 +52,10 @@ bench: setup
 
 # the S3 remote (README, "Remote storage"): bucket and endpoint from params.yaml or VIDEOR4_S3_BUCKET / AWS_ENDPOINT_URL
 push: setup
-	$(PY) stages/remote.py push
+	$(VENV)/bin/video-r4 remote push
 
 pull: setup
-	$(PY) stages/remote.py pull
+	$(VENV)/bin/video-r4 remote pull
 
 clean:
 	rm -rf data metrics mlflow.db mlartifacts .cache reports dvc_plots

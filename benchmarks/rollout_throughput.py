@@ -33,11 +33,11 @@ def main() -> None:
 
     import torch
 
-    from videor4.config import vision_config
-    from videor4.encoding import PolicyEncoder
-    from videor4.io import read_jsonl
-    from videor4.model import load_policy
-    from videor4.rollout import RolloutEngine, RolloutSettings, start_group
+    from videor4.core.io import read_jsonl
+    from videor4.policy.encoding import PolicyEncoder
+    from videor4.policy.model import load_policy
+    from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group
+    from videor4.rumination.tools import vision_config
 
     if not args.init.exists():
         sys.exit(f"{args.init} does not exist: run `dvc repro drp_sft` first")

@@ -33,7 +33,8 @@ def main() -> None:
 
     import torch
 
-    from videor4.config import model_config, sft_settings
+    from videor4.policy.model import model_config
+    from videor4.train.sft import sft_settings
 
     if not args.init.exists():
         sys.exit(f"{args.init} does not exist: run `dvc repro base_model` first")
@@ -44,7 +45,7 @@ def main() -> None:
     if args.batch_size:
         settings.batch_size = args.batch_size
 
-    from videor4.sft import train_sft
+    from videor4.train.sft import train_sft
 
     with tempfile.TemporaryDirectory(prefix="videor4-sft-bench-") as tmp:
         if torch.cuda.is_available():

@@ -1,45 +1,51 @@
 """Stage build_data: OCR evidence, DRP/CRP trajectories with QC, RL samples, test split —
-each dataset validated with its Great Expectations suite before it replaces the last build."""
+each dataset validated with its Great Expectations suite before it replaces the last build.
+
+    python stages/build_data.py --videos data/synthetic --out data/built --metrics metrics/build_data.json
+
+`--videos` is the synthetic source; with `data.source: m4vitevqa` the annotations and
+videos come from `data.m4vitevqa.root` instead.
+"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from stages.common import fail, load_params, progress_bar, stage_run, write_metrics  # noqa: E402
+from videor4.pipeline.runner import (
+    fail,
+    load_params,
+    progress_bar,
+    stage_args,
+    stage_run,
+    write_metrics,
+)
 
 STAGE = "build_data"
-OUT = Path("data/built")
-SYNTHETIC = Path("data/synthetic")
 
 
 def main() -> None:
-    from videor4.config import build_config, section
+    args = stage_args(__doc__, "videos", "out", "metrics")
     from videor4.data.build import (
         BuildError,
+        build_config,
         build_datasets,
-        load_m4vitevqa_source,
-        load_synthetic_source,
+        data_params,
+        load_source,
         validate_dataset,
     )
-    from videor4.validation import DataValidationError
+    from videor4.data.validation import DataValidationError
 
     params = load_params()
-    cfg = build_config(params, OUT)
-    data = section(params, "data")
+    try:
+        cfg, data = build_config(params, args.out), data_params(params)
+    except ValueError as exc:
+        fail(STAGE, exc)
 
     with stage_run(STAGE, params) as run:
         try:
-            if data.get("source", "synthetic") == "synthetic":
-                source = load_synthetic_source(SYNTHETIC)
-            else:
-                source = load_m4vitevqa_source(data.get("m4vitevqa") or {})
+            source = load_source(data, args.videos)
             metrics = build_datasets(source, cfg, validate=validate_dataset, progress=progress_bar)
         except (BuildError, DataValidationError, ValueError) as exc:
             fail(STAGE, exc)
-        write_metrics(STAGE, metrics, run)
+        write_metrics(args.metrics, metrics, run)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,51 @@
 """Stage eval: every checkpoint of the curriculum on every eval set that is present.
 
-    python stages/eval.py
+    python stages/eval.py --models models --held-out data/built/samples_test.jsonl \
+        --predictions reports/eval --table reports/eval_table.md --metrics metrics/eval.json \
+        --scaling metrics/eval_scaling.json --accuracy metrics/eval_accuracy.json
 
-Single pass vs rumination per checkpoint, the test-time scaling curve (accuracy as the
-allowed rumination steps grow from 0 to `eval.max_steps`) and tool use, with
-`videor4.evaluate`.  Writes metrics/eval.json, the plots metrics/eval_scaling.json and
-metrics/eval_accuracy.json, the paper-style table reports/eval_table.md and the
-per-question predictions with their trajectories under reports/eval/.  The MLflow run
-carries each checkpoint's md5 and the run that trained it.
+Single pass vs rumination per checkpoint (`eval.checkpoints`, folders under `--models`),
+the test-time scaling curve (accuracy as the allowed rumination steps grow from 0 to
+`eval.max_steps`) and tool use, with `videor4.evaluation`.  Writes the metrics, the two
+plots, the paper-style table and the per-question predictions with their trajectories.
+The MLflow run carries each checkpoint's md5 and the run that trained it.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from stages.common import HELD_OUT, METRICS_DIR, dep_md5, fail, load_params, progress_bar, stage_run, write_metrics  # noqa: E402
+from videor4.pipeline.runner import (
+    dep_md5,
+    fail,
+    load_params,
+    progress_bar,
+    stage_args,
+    stage_run,
+    write_metrics,
+)
 
 STAGE = "eval"
-MODELS = Path("models")
-TABLE = Path("reports/eval_table.md")
-PREDICTIONS = Path("reports/eval")
 
 
 def main() -> None:
-    from videor4.config import eval_settings, rollout_limits, vision_config
-    from videor4.evaluate import EvalDataError, accuracy_rows, eval_metrics, evaluate_checkpoint, load_eval_sets, paper_table, scaling_rows
-    from videor4.io import atomic_dir, atomic_write_text, write_json, write_jsonl
-    from videor4.model import ModelLoadError
-    from videor4.video import VideoError
+    args = stage_args(__doc__, "models", "held-out", "predictions", "table", "metrics", "scaling", "accuracy")
+    from videor4.core.io import atomic_dir, atomic_write_text, write_json, write_jsonl
+    from videor4.evaluation.evaluate import (
+        EvalDataError,
+        accuracy_rows,
+        eval_metrics,
+        eval_settings,
+        evaluate_checkpoint,
+        load_eval_sets,
+        paper_table,
+        scaling_rows,
+    )
+    from videor4.policy.model import ModelLoadError
+    from videor4.policy.rollout import rollout_limits
+    from videor4.rumination.tools import vision_config
+    from videor4.rumination.video import VideoError
 
     params = load_params()
     started = time.time()
@@ -39,10 +53,10 @@ def main() -> None:
         settings = eval_settings(params)
         vision = vision_config(params, settings.vision)
         max_images = rollout_limits(params).max_images
-        sets = load_eval_sets(settings, HELD_OUT)
+        sets = load_eval_sets(settings, args.held_out)
     except (EvalDataError, ValueError, OSError) as exc:
         fail(STAGE, exc)
-    checkpoints = {name: MODELS / name for name in settings.checkpoints}
+    checkpoints = {name: args.models / name for name in settings.checkpoints}
     missing = [str(p) for p in checkpoints.values() if not p.is_dir()]
     if missing:
         fail(STAGE, f"checkpoint not found: {', '.join(missing)} (run the training stages first: dvc repro)")
@@ -71,20 +85,20 @@ def main() -> None:
 
         notes = ["checkpoints: " + ", ".join(f"{n} ({lineage[f'checkpoint.{n}.md5'][:8]})" for n in checkpoints)]
         table = paper_table(results, sets, settings.max_steps, notes=notes)
-        with atomic_dir(PREDICTIONS) as out:
+        with atomic_dir(args.predictions) as out:
             for r in results:
                 for set_name, modes in r.predictions.items():
                     for mode, records in modes.items():
                         write_jsonl(out / f"{r.name}.{set_name}.{mode}.jsonl", records)
-        atomic_write_text(TABLE, table)
+        atomic_write_text(args.table, table)
         primary = sets[0].name
-        write_json(METRICS_DIR / "eval_scaling.json", scaling_rows(results, primary))
-        write_json(METRICS_DIR / "eval_accuracy.json", accuracy_rows(results, primary))
+        write_json(args.scaling, scaling_rows(results, primary))
+        write_json(args.accuracy, accuracy_rows(results, primary))
         run.log_text(table, "eval_table.md")
-        run.log_artifact(PREDICTIONS, "predictions")
+        run.log_artifact(args.predictions, "predictions")
         metrics = eval_metrics(results, sets, settings.max_steps)
         metrics["seconds"] = time.time() - started
-        write_metrics(STAGE, metrics, run)
+        write_metrics(args.metrics, metrics, run)
         if run.parent is not None:  # the pipeline's run: its headline numbers, comparable across pipelines
             run.parent.log_metrics({k: v for k, v in metrics.items() if k in {s.name for s in sets}})
             run.parent.log_text(table, "eval_table.md")

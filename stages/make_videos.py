@@ -1,27 +1,35 @@
-"""Stage make_videos: the embedded default's procedural text-rich videos and questions."""
+"""Stage make_videos: the embedded default's procedural text-rich videos and questions.
+
+    python stages/make_videos.py --out data/synthetic --metrics metrics/make_videos.json
+"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from stages.common import load_params, progress_bar, stage_run, write_metrics  # noqa: E402
+from videor4.pipeline.runner import (
+    fail,
+    load_params,
+    progress_bar,
+    stage_args,
+    stage_run,
+    write_metrics,
+)
 
 STAGE = "make_videos"
-OUT = Path("data/synthetic")
 
 
 def main() -> None:
-    from videor4.config import synthetic_config
+    args = stage_args(__doc__, "out", "metrics")
     from videor4.data.build import make_synthetic_source
+    from videor4.data.synthetic import synthetic_config
 
     params = load_params()
-    cfg = synthetic_config(params)
+    try:
+        cfg = synthetic_config(params)
+    except ValueError as exc:
+        fail(STAGE, exc)
     with stage_run(STAGE, params) as run:
-        metrics = make_synthetic_source(OUT, cfg, progress_bar("videos", cfg.n_videos))
-        write_metrics(STAGE, metrics, run)
+        metrics = make_synthetic_source(args.out, cfg, progress_bar("videos", cfg.n_videos))
+        write_metrics(args.metrics, metrics, run)
 
 
 if __name__ == "__main__":

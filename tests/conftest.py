@@ -74,8 +74,14 @@ SMALL_PARAMS = {
 @pytest.fixture(scope="session")
 def small_built(tmp_path_factory) -> Path:
     """videos → data build (no OCR, for speed): the datasets SFT and RL read."""
-    from videor4.config import build_config, synthetic_config
-    from videor4.data.build import build_datasets, load_synthetic_source, make_synthetic_source, validate_dataset
+    from videor4.data.build import (
+        build_config,
+        build_datasets,
+        load_synthetic_source,
+        make_synthetic_source,
+        validate_dataset,
+    )
+    from videor4.data.synthetic import synthetic_config
 
     root = tmp_path_factory.mktemp("small")
     make_synthetic_source(root / "synthetic", synthetic_config(SMALL_PARAMS))
@@ -88,7 +94,7 @@ def small_built(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, small_built) -> Path:
     """The embedded default, shrunk: a saved tiny Qwen2.5-VL checkpoint."""
-    from videor4.model import TinySpec, build_tiny_checkpoint
+    from videor4.policy.model import TinySpec, build_tiny_checkpoint
 
     out = tmp_path_factory.mktemp("tiny") / "base"
     build_tiny_checkpoint(TinySpec(**TINY_SPEC), [small_built / "sft_drp.jsonl", small_built / "sft_crp.jsonl"], out)

@@ -17,7 +17,7 @@ import yaml
 from conftest import SMALL_PARAMS
 from PIL import Image
 
-from videor4.ask import (
+from videor4.app.ask import (
     BOX_COLOUR,
     AskError,
     load_model,
@@ -26,9 +26,9 @@ from videor4.ask import (
     steps,
     write_report,
 )
-from videor4.encoding import PolicyEncoder
-from videor4.ops import VisionConfig
-from videor4.rollout import RolloutEngine, RolloutSettings
+from videor4.policy.encoding import PolicyEncoder
+from videor4.policy.rollout import RolloutEngine, RolloutSettings
+from videor4.rumination.tools import VisionConfig
 
 BIN = Path(sys.executable).parent / "video-r4"
 VISION = VisionConfig.from_dict(SMALL_PARAMS["vision"])  # 6 frames shown

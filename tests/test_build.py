@@ -7,18 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from videor4.config import build_config, synthetic_config
+from videor4.core.io import read_jsonl
 from videor4.data.build import (
     BuildError,
+    build_config,
     build_datasets,
     load_synthetic_source,
     make_synthetic_source,
+)
+from videor4.data.build import (
     validate_dataset as validate,
 )
-from videor4.io import read_jsonl
-from videor4.trajectory import Trajectory, replay
-from videor4.validation import DataValidationError
-from videor4.video import FrameCache
+from videor4.data.synthetic import synthetic_config
+from videor4.data.validation import DataValidationError
+from videor4.rumination.trajectory import Trajectory, replay
+from videor4.rumination.video import FrameCache
 
 PARAMS = {
     "seed": 0,
@@ -127,7 +130,7 @@ def test_a_page_deck_goes_through_the_same_build(tmp_path):
     from PIL import Image, ImageDraw, ImageFont
 
     from videor4.data.build import SourceData
-    from videor4.data.documents import load_page_folder
+    from videor4.data.sources.documents import load_page_folder
 
     try:
         font = ImageFont.truetype("DejaVuSans-Bold.ttf", 14)

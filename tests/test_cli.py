@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_build import PARAMS  # noqa: F401  (reuses the tiny build)
 
 BIN = Path(sys.executable).parent / "video-r4"

@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from videor4.data.documents import load_mpdocvqa, load_page_folder, load_slidesvqa, page_paths
-from videor4.data.schema import Sample
-from videor4.video import load_frames
+from videor4.core.schema import Sample
+from videor4.data.sources.documents import (
+    load_mpdocvqa,
+    load_page_folder,
+    load_slidesvqa,
+    page_paths,
+)
+from videor4.rumination.video import load_frames
 
 
 def page(path: Path, shade: int, size: tuple[int, int] = (80, 100)) -> None:

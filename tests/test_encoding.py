@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from videor4.encoding import IGNORE_INDEX, EncodingError, PolicyEncoder
-from videor4.model import IMAGE_TOKEN, load_policy
-from videor4.protocol import SYSTEM_PROMPT, ToolCall, format_assistant_turn
+from videor4.policy.encoding import IGNORE_INDEX, EncodingError, PolicyEncoder
+from videor4.policy.model import IMAGE_TOKEN, load_policy
+from videor4.rumination.protocol import SYSTEM_PROMPT, ToolCall, format_assistant_turn
 
 
 @pytest.fixture(scope="module")

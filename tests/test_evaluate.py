@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_PARAMS
 from PIL import Image
 
-from conftest import SMALL_PARAMS
-from videor4.data.mcvqa import load_mcvqa
-from videor4.encoding import PolicyEncoder
-from videor4.evaluate import (
+from videor4.core.scoring import score_answer
+from videor4.data.sources.mcvqa import load_mcvqa
+from videor4.evaluation.evaluate import (
     EvalDataError,
     EvalSettings,
     answer_all,
@@ -25,11 +25,11 @@ from videor4.evaluate import (
     scaling_rows,
     summarize,
 )
-from videor4.metrics import score_answer
-from videor4.model import load_policy
-from videor4.ops import VisionConfig
-from videor4.protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from videor4.rollout import RolloutEngine, RolloutSettings, start_group
+from videor4.policy.encoding import PolicyEncoder
+from videor4.policy.model import load_policy
+from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group
+from videor4.rumination.protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from videor4.rumination.tools import VisionConfig
 
 VISION = VisionConfig.from_dict(SMALL_PARAMS["vision"])
 CLIP = 'Look.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [1, 2]}}\n</tool_call>'
@@ -190,7 +190,7 @@ def test_checkpoint_evaluation_scores_every_set_and_mode(tiny_dir, eval_root, sm
 
 def test_the_budget_sweep_reuses_exactly_the_rollouts_a_smaller_budget_would_give(policy, small_built):
     """Records at budget 0 from the sweep (reused or re-decoded) equal a direct run at budget 0."""
-    from videor4.evaluate import sweep_budgets
+    from videor4.evaluation.evaluate import sweep_budgets
 
     rows = [json.loads(x) for x in (small_built / "samples_test.jsonl").read_text().splitlines()][:3]
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)

@@ -6,15 +6,20 @@ import json
 
 import pytest
 import torch
-
 from conftest import SMALL_PARAMS
-from videor4.config import model_config
-from videor4.encoding import PolicyEncoder
-from videor4.grpo import GRPOSettings, group_advantages, make_trainer, pack_rollouts, train_grpo
-from videor4.model import load_policy
-from videor4.ops import VisionConfig
-from videor4.rewards import RewardConfig
-from videor4.rollout import RolloutEngine, RolloutSettings, start_group
+
+from videor4.policy.encoding import PolicyEncoder
+from videor4.policy.model import load_policy, model_config
+from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group
+from videor4.rumination.tools import VisionConfig
+from videor4.train.grpo import (
+    GRPOSettings,
+    group_advantages,
+    make_trainer,
+    pack_rollouts,
+    train_grpo,
+)
+from videor4.train.rewards import RewardConfig
 
 VISION = VisionConfig.from_dict(SMALL_PARAMS["vision"])
 CROP = 'Zoom in.\n<tool_call>\n{"name": "cropping", "arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
@@ -163,7 +168,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_dir, small_bui
 
 
 def test_bad_prompt_files_are_refused_with_the_file_and_row_named(tmp_path):
-    from videor4.grpo import RLDataError, load_prompts
+    from videor4.train.grpo import RLDataError, load_prompts
 
     missing_answers = tmp_path / "bad.jsonl"
     missing_answers.write_text(json.dumps({"sample_id": "x", "question": "Q?", "video": "v.mp4"}) + "\n")

@@ -1,6 +1,6 @@
 import pytest
 
-from videor4.io import atomic_dir, atomic_write_text, read_jsonl, write_jsonl
+from videor4.core.io import atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 
 
 def test_atomic_dir_swaps_in_only_complete_output(tmp_path):

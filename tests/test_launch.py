@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from videor4.launch import LaunchSettings, launch_settings
+from videor4.core.launch import LaunchSettings, launch_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,8 @@ def test_stage_reports_bad_launch_settings_in_one_line(tmp_path) -> None:
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"launch": {"num_processes": 16, "num_machines": 2}}))
     done = subprocess.run(
-        [sys.executable, str(ROOT / "stages/sft.py"), "drp_sft", "--init", "models/base"],
+        [sys.executable, str(ROOT / "stages/sft.py"), "drp_sft", "--init", "models/base", "--data", "d.jsonl",
+         "--held-out", "t.jsonl", "--out", "models/drp_sft", "--metrics", "m.json", "--curve", "c.json"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 1

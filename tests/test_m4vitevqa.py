@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videor4.data.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa, load_video_ocr, task_and_split
-from videor4.data.schema import Sample, TextBox
-from videor4.video import load_frames
+from videor4.core.schema import Sample, TextBox
+from videor4.data.sources.m4vitevqa import (
+    M4ViteVQAConfig,
+    load_m4vitevqa,
+    load_video_ocr,
+    task_and_split,
+)
+from videor4.rumination.video import load_frames
 
 SPLIT_FILE = "ViteVQA_0.0.2_t1s1train.json"
 
@@ -88,7 +93,7 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def test_load_counts_fields_and_skips(dataset: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="videor4.data.m4vitevqa"):
+    with caplog.at_level(logging.WARNING, logger="videor4.data.sources.m4vitevqa"):
         samples, skips = load_m4vitevqa(M4ViteVQAConfig(root=dataset, split_file=SPLIT_FILE))
     assert [s.sample_id for s in samples] == ["m4-t1s1-1", "m4-t1s1-2", "m4-t1s1-3"]
     assert skips == {

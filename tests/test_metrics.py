@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from videor4.metrics import (
+from videor4.core.scoring import (
     anls_score,
     exact_match,
     extract_option_letter,

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from videor4.model import (
+from videor4.policy.model import (
     CHAT_TEMPLATE,
     IMAGE_TOKEN,
     SPECIAL_TOKENS,
@@ -21,11 +21,15 @@ from videor4.model import (
     vision_tower,
     write_reference,
 )
-from videor4.protocol import ToolCall, format_assistant_turn
+from videor4.rumination.protocol import ToolCall, format_assistant_turn
 
 
 def test_tiny_checkpoint_loads_with_the_standard_auto_classes(tiny_dir):
-    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForImageTextToText,
+        AutoTokenizer,
+    )
 
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "preprocessor_config.json"):
         assert (tiny_dir / name).is_file(), name

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from videor4.ops import RuminationEnv, VisionConfig
-from videor4.protocol import ToolCall, parse_turn
-from videor4.video import (
+from videor4.rumination.protocol import ToolCall, parse_turn
+from videor4.rumination.tools import RuminationEnv, VisionConfig
+from videor4.rumination.video import (
     FRAME_CACHE,
     FrameCache,
     VideoError,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import TINY_SPEC, file_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,7 +166,7 @@ def test_push_to_s3_then_pull_into_a_fresh_clone_restores_outputs(reproduced, s3
 
     path, env, _ = reproduced
     s3env = s3_server.env(base=env, VIDEOR4_S3_PREFIX="pipeline")
-    done = _run([sys.executable, "stages/remote.py", "configure"], path, s3env)
+    done = _run([str(Path(sys.executable).parent / "video-r4"), "remote", "configure"], path, s3env)
     assert done.returncode == 0, done.stderr
     config = (path / ".dvc/config").read_text()
     assert "url = s3://videor4-tests/pipeline/dvc" in config and f"endpointurl = {s3_server.endpoint}" in config
@@ -181,7 +180,7 @@ def test_push_to_s3_then_pull_into_a_fresh_clone_restores_outputs(reproduced, s3
         "bad secret": ({"AWS_SECRET_ACCESS_KEY": "wrong"}, "S3 credentials were rejected"),
     }
     for case, (override, message) in failures.items():
-        done = _run([sys.executable, "stages/remote.py", "push"], path, {**s3env, **override})
+        done = _run([str(Path(sys.executable).parent / "video-r4"), "remote", "push"], path, {**s3env, **override})
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1, (case, done.stderr)
         assert lines[0].startswith(f"error: push: {message}") and "nothing was transferred" in lines[0], (case, lines)
@@ -193,7 +192,7 @@ def test_push_to_s3_then_pull_into_a_fresh_clone_restores_outputs(reproduced, s3
     s3 = s3_server.client()
     assert s3.list_objects_v2(Bucket=s3_server.bucket, Prefix="pipeline/").get("KeyCount") == 0
 
-    done = _run([sys.executable, "stages/remote.py", "push"], path, s3env)
+    done = _run([str(Path(sys.executable).parent / "video-r4"), "remote", "push"], path, s3env)
     assert done.returncode == 0, done.stderr
     assert s3.list_objects_v2(Bucket=s3_server.bucket, Prefix="pipeline/dvc/files/md5/").get("KeyCount", 0) > 0
 
@@ -202,7 +201,7 @@ def test_push_to_s3_then_pull_into_a_fresh_clone_restores_outputs(reproduced, s3
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(path), str(clone)], env=env, check=True)
     assert not (clone / "models").exists()
-    done = _run([sys.executable, "stages/remote.py", "pull"], clone, s3env)
+    done = _run([str(Path(sys.executable).parent / "video-r4"), "remote", "pull"], clone, s3env)
     assert done.returncode == 0, done.stderr
     assert _cached_outputs(clone) == before
     status = _run(["dvc", "status"], clone, env)
@@ -235,7 +234,7 @@ def test_sigkill_during_build_then_repro_gives_identical_outputs(reproduced):
 
 
 def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced):
-    from videor4.model import load_policy
+    from videor4.policy.model import load_policy
 
     path, env, _ = reproduced
     lock = yaml.safe_load((path / "dvc.lock").read_text())
@@ -505,7 +504,8 @@ def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced
     node under `dvc repro`, the other running the same stage command, both configured only by
     environment), then rl_c as two processes on one node under DeepSpeed ZeRO-2 from params."""
     from conftest import free_port
-    from stages.common import dep_md5
+
+    from videor4.pipeline.lineage import dep_md5
 
     path, env, _ = reproduced
     params = yaml.safe_load((path / "params.yaml").read_text())

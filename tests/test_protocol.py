@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from videor4.protocol import (
+from videor4.rumination.protocol import (
     SYSTEM_PROMPT,
     TOOL_NAMES,
     ToolCall,

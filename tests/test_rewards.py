@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from videor4.rewards import (
+from videor4.train.rewards import (
     REWARDS,
     RewardConfig,
     RewardContext,
@@ -142,7 +142,7 @@ def test_total_is_the_weighted_sum_and_zero_weights_skip_their_reward():
 
 
 def test_vision_features_come_from_the_policy_encoder_and_are_cached(tiny_dir):
-    from videor4.model import load_policy
+    from videor4.policy.model import load_policy
 
     policy = load_policy(tiny_dir)
     feats = VisionFeatures(policy.model, policy.image_processor)

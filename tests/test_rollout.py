@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-
 from conftest import SMALL_PARAMS
-from videor4.encoding import IGNORE_INDEX, PolicyEncoder
-from videor4.model import load_policy
-from videor4.ops import VisionConfig
-from videor4.rollout import RolloutEngine, RolloutSettings, start_group
+
+from videor4.policy.encoding import IGNORE_INDEX, PolicyEncoder
+from videor4.policy.model import load_policy
+from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group
+from videor4.rumination.tools import VisionConfig
 
 FINISH = {"answer", "no_answer", "max_tool_calls", "max_images", "token_budget", "truncated"}
 CROP = 'Zoom in.\n<tool_call>\n{"name": "cropping", "arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'

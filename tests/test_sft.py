@@ -6,17 +6,22 @@ import json
 from pathlib import Path
 
 import pytest
-
-from videor4.config import sft_settings
-from videor4.encoding import PolicyEncoder
-from videor4.model import ModelConfig, load_policy
-from videor4.ops import VisionConfig
-from videor4.rollout import format_valid_rate, is_well_formed
-from videor4.protocol import parse_turn
-from videor4.sft import SFTDataError, SFTSettings, format_check, load_sft_data, train_sft
-from videor4.training import fingerprint, prepare_work_dir
-
 from conftest import SMALL_PARAMS
+
+from videor4.policy.encoding import PolicyEncoder
+from videor4.policy.model import ModelConfig, load_policy
+from videor4.policy.rollout import format_valid_rate, is_well_formed
+from videor4.rumination.protocol import parse_turn
+from videor4.rumination.tools import VisionConfig
+from videor4.train.lifecycle import fingerprint, prepare_work_dir
+from videor4.train.sft import (
+    SFTDataError,
+    SFTSettings,
+    format_check,
+    load_sft_data,
+    sft_settings,
+    train_sft,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import Server, file_bytes, free_port
-from videor4.storage import S3Settings, StorageError, check, s3_settings
-from videor4.tracking import TrackingConfig, start_run
+
+from videor4.pipeline.storage import S3Settings, StorageError, check, s3_settings
+from videor4.pipeline.tracking import TrackingConfig, start_run
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from stages.common import log_checkpoint, tracking_config  # noqa: E402
+from videor4.pipeline.runner import log_checkpoint, tracking_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # inside MLflow
 

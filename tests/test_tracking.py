@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import free_port
-from videor4.tracking import FAST_FAIL_ENV, PARENT_RUN_ENV, TrackingConfig, start_run
+
+from videor4.pipeline.tracking import (
+    FAST_FAIL_ENV,
+    PARENT_RUN_ENV,
+    TrackingConfig,
+    start_run,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `stages` is a folder at the repository root, not an installed package
 
-from stages.common import (  # noqa: E402
-    declared_params,
-    dep_md5,
-    lineage_tags,
-    stage_definition,
-    stage_run,
-    tracking_config,
-    write_metrics,
-)
+from videor4.pipeline.lineage import declared_params, dep_md5, lineage_tags, stage_definition
+from videor4.pipeline.runner import stage_run, tracking_config, write_metrics
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
 
@@ -58,7 +57,7 @@ def client(uri: str):
 
 
 def test_import_does_not_load_mlflow() -> None:
-    code = "import sys, videor4.tracking; assert 'mlflow' not in sys.modules"
+    code = "import sys, videor4.pipeline.tracking; assert 'mlflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -68,7 +67,7 @@ def test_run_logs_params_metrics_tags_artifacts(store, tmp_path, caplog) -> None
     artifact = tmp_path / "notes.txt"
     artifact.write_text("hello")
     params = {"rl": {"lr": 1e-3, "beta": 0.0}, "seed": 7, "prompt": "x" * 7000}
-    with caplog.at_level(logging.WARNING, logger="videor4.tracking"):
+    with caplog.at_level(logging.WARNING, logger="videor4.pipeline.tracking"):
         with start_run("train", config, params=params, tags={"purpose": "test"}) as run:
             assert run.active
             for step in range(3):
@@ -127,7 +126,7 @@ def test_unreachable_server_non_strict_is_a_quick_no_op(tmp_path, caplog) -> Non
     artifact = tmp_path / "a.txt"
     artifact.write_text("a")
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="videor4.tracking"):
+    with caplog.at_level(logging.WARNING, logger="videor4.pipeline.tracking"):
         with start_run("train", TrackingConfig(tracking_uri=uri), params={"a": 1}, tags={"b": "c"}) as run:
             run.log_metrics({"loss": 0.5}, step=1)
             run.log_params({"c": 2})
@@ -136,7 +135,7 @@ def test_unreachable_server_non_strict_is_a_quick_no_op(tmp_path, caplog) -> Non
     assert time.monotonic() - started < 10
     assert not run.active and run.run_id is None
     assert run.metrics == {"loss": 0.5} and run.params == {"a": "1", "c": "2"}
-    warnings = [r for r in caplog.records if r.name == "videor4.tracking" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "videor4.pipeline.tracking" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert uri in warnings[0].getMessage() and "Connection refused" in warnings[0].getMessage()
 
@@ -155,7 +154,7 @@ def test_backend_failure_during_logging_degrades(tmp_path, caplog) -> None:
     """A store that breaks mid-run (here: its database file removed) stops tracking, not the job."""
     db = tmp_path / "mlflow.db"
     config = TrackingConfig(tracking_uri=f"sqlite:///{db}", artifact_location=(tmp_path / "art").as_uri())
-    with caplog.at_level(logging.WARNING, logger="videor4.tracking"):
+    with caplog.at_level(logging.WARNING, logger="videor4.pipeline.tracking"):
         with start_run("train", config) as run:
             assert run.active
             db.unlink()
@@ -208,6 +207,7 @@ def project(tmp_path_factory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     (root / "extra.yaml").write_text(yaml.safe_dump({"opt": {"depth": 2, "unused": 1}}))
     (root / "metrics").mkdir()
+    (root / "requirements.lock").write_text("six==1.16.0\n")
     _sh([sys.executable, "-m", "dvc", "repro", "-q"], root)
     _sh(GIT + ["add", "-A"], root)
     _sh(GIT + ["commit", "-q", "-m", "init"], root)
@@ -269,7 +269,7 @@ def test_stage_run_and_write_metrics(project, store, monkeypatch) -> None:
     params = {**PARAMS, "tracking": {"uri": uri, "experiment": "stages", "artifact_location": artifacts}}
     metrics = {"kept": 10, "dropped": {"no_evidence": 3}, "note": "text", "ok": True}
     with stage_run("train", params) as run:
-        path = write_metrics("train", metrics, run)
+        path = write_metrics(Path("metrics/train.json"), metrics, run)
     assert json.loads(path.read_text()) == metrics
     assert path.read_text() == json.dumps(metrics, indent=2, sort_keys=True) + "\n"
 
@@ -281,6 +281,10 @@ def test_stage_run_and_write_metrics(project, store, monkeypatch) -> None:
     assert "tracking.uri" not in got.data.params
     assert got.data.tags["dep.inputs.md5"] == dep_md5("inputs")
     assert got.data.tags["dvc.stage"] == "train"
+    # the environment is in the lineage: the lock file's md5 and the versions that decide training
+    assert got.data.tags["env.lock.md5"] == hashlib.md5(b"six==1.16.0\n").hexdigest()
+    assert [a.path for a in client(uri).list_artifacts(run.run_id, "environment")] == ["environment/requirements.lock"]
+    assert got.data.tags["env.trl"] == metadata.version("trl") and got.data.tags["env.torch"] == metadata.version("torch")
 
 
 def test_tracking_config_from_params() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from videor4.io import write_jsonl
-from videor4.validation import (
+from videor4.core.io import write_jsonl
+from videor4.data.validation import (
     DATASETS,
     DataValidationError,
     build_tables,

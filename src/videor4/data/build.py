@@ -9,6 +9,7 @@ end, so a killed build leaves the previous output intact.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -18,14 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io import atomic_dir, files_md5, read_jsonl, write_jsonl
-from ..ops import VisionConfig
-from ..video import FRAME_CACHE, VideoError, load_frames, uniform_indices
-from .schema import Evidence, Sample, TextBox, VideoRecord
+from videor4.core.io import atomic_dir, files_md5, read_jsonl, write_jsonl
+from videor4.core.schema import Evidence, Sample, TextBox, VideoRecord
+from videor4.rumination.tools import VisionConfig
+from videor4.rumination.video import (
+    FRAME_CACHE,
+    VideoError,
+    load_frames,
+    uniform_indices,
+)
 
 if TYPE_CHECKING:
-    from .synthetic import SyntheticConfig
-from .synthesis import SampleContext, SynthesisConfig, synthesize
+    from videor4.data.synthetic import SyntheticConfig
+from videor4.core.params import ParamsError, fill, section
+from videor4.data.synthesis import SampleContext, SynthesisConfig, synthesize
+from videor4.rumination.tools import vision_config
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +72,7 @@ class BuildError(RuntimeError):
 def validate_dataset(rows: list[dict[str, Any]], dataset: str, allow_empty: bool = False) -> None:
     """Check one built dataset with its GX suite (both sample splits share `samples`);
     raises validation.DataValidationError.  An empty test split is allowed."""
-    from ..validation import require_valid
+    from videor4.data.validation import require_valid
 
     suite = "samples" if dataset.startswith("samples_") else dataset
     require_valid(rows, suite, allow_empty=allow_empty or dataset == "samples_test")
@@ -79,7 +87,11 @@ def load_synthetic_source(root: Path) -> SourceData:
 
 def load_m4vitevqa_source(section: dict[str, Any]) -> SourceData:
     """M4-ViteVQA train + test annotation files, with the per-video OCR files where present."""
-    from .m4vitevqa import M4ViteVQAConfig, load_m4vitevqa, load_video_ocr
+    from videor4.data.sources.m4vitevqa import (
+        M4ViteVQAConfig,
+        load_m4vitevqa,
+        load_video_ocr,
+    )
 
     if not section.get("root"):
         raise BuildError("data.source is m4vitevqa but data.m4vitevqa.root is not set")
@@ -108,7 +120,7 @@ def load_m4vitevqa_source(section: dict[str, Any]) -> SourceData:
 
 def make_synthetic_source(out_dir: Path, cfg: "SyntheticConfig", progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Generate the procedural videos into `out_dir` (atomically) with manifest.jsonl and samples.jsonl."""
-    from .synthetic import generate_dataset
+    from videor4.data.synthetic import generate_dataset
 
     t0 = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
@@ -178,7 +190,7 @@ def run_ocr(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, list[TextBox]]:
     """OCR every shown frame of the given videos (RapidOCR, cached by video content)."""
-    from .ocr import ocr_to_text_boxes, ocr_video
+    from videor4.data.ocr import ocr_to_text_boxes, ocr_video
 
     out = {}
     for video in videos:
@@ -198,7 +210,7 @@ def evidence_groups(evidence: list[Evidence], rng: random.Random) -> list[list[E
     Sources list a text on every shown frame where it is visible; a reader needs
     it once, from any of them.
     """
-    from ..metrics import normalize_answer
+    from videor4.core.scoring import normalize_answer
 
     groups: dict[str, list[Evidence]] = {}
     for e in evidence:
@@ -225,7 +237,7 @@ def ground_evidence(
     trajectory reads, the ground truth is what QC checks.  Without OCR the
     generator's (or annotation's) evidence is used as is.
     """
-    from .evidence import match_evidence
+    from videor4.data.evidence import match_evidence
 
     groups = evidence_groups(sample.evidence, rng)
     if ocr_boxes is None:
@@ -309,7 +321,7 @@ def build_datasets(
     ocr = dict(source.ocr_boxes)
     ocr.update(run_ocr(to_read, infos, cfg.ocr_cache_dir, progress("OCR", len(to_read)) if progress else None))
 
-    from .evidence import ocr_gt_agreement
+    from videor4.data.evidence import ocr_gt_agreement
 
     agree_hits, agree_n = 0.0, 0
     for video, boxes in ocr.items():
@@ -389,3 +401,92 @@ def build_datasets(
         "frame_cache_hit_rate": round(FRAME_CACHE.hits / max(1, FRAME_CACHE.hits + FRAME_CACHE.misses), 4),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+@dataclass
+class M4ViteVQASourceParams:
+    """`data.m4vitevqa`: where a user's M4-ViteVQA copy lives (see README, "Paper scale")."""
+
+    root: Path | None = None
+    train_file: str | None = "ViteVQA_0.0.2_t1s1train.json"
+    test_file: str | None = "ViteVQA_0.0.2_t1s1test.json"
+    videos_dir: str = "videos"
+    ocr_dir: str | None = "video_ocr"
+
+
+@dataclass
+class OCRParams:
+    max_videos: int = 4  # OCR every shown frame of this many training videos; -1 = all
+    min_anls: float = 0.5  # an OCR token matches an answer at ANLS similarity >= this
+
+
+@dataclass
+class SizesParams:
+    """Caps on each dataset; paper scale: drp 7000, crp 10000, rl_d 15000, rl_c 15000."""
+
+    drp: int = 300
+    crp: int = 300
+    rl_d: int = 200
+    rl_c: int = 200
+
+
+@dataclass
+class QCParams:
+    min_evidence_coverage: float = 0.9  # share of the evidence box the final crop must cover
+    min_answer_similarity: float = 1.0  # ANLS similarity of what was read to the answer
+
+
+@dataclass
+class DataParams:
+    """`data:` in params.yaml, key for key."""
+
+    source: str = "synthetic"  # synthetic | m4vitevqa
+    m4vitevqa: M4ViteVQASourceParams = field(default_factory=M4ViteVQASourceParams)
+    ocr: OCRParams = field(default_factory=OCRParams)
+    sizes: SizesParams = field(default_factory=SizesParams)
+    qc: QCParams = field(default_factory=QCParams)
+    max_bad_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ParamsError(f"params data.source: {self.source!r} is not one of {', '.join(SOURCES)}")
+
+
+SOURCES = ("synthetic", "m4vitevqa")
+
+
+def data_params(params: dict[str, Any]) -> DataParams:
+    return fill(DataParams, section(params, "data"), "data")
+
+
+def build_config(params: dict[str, Any], out_dir: str | Path = "data/built") -> BuildConfig:
+    """The build's settings from `data:`, `vision:`, `rollout.max_tool_calls` and the seed."""
+    data = data_params(params)
+    seed = int(params.get("seed", 0))
+    max_tool_calls = section(params, "rollout").get("max_tool_calls", SynthesisConfig.max_tool_calls)
+    synthesis = SynthesisConfig(
+        n_drp=data.sizes.drp,
+        n_crp=data.sizes.crp,
+        max_tool_calls=int(max_tool_calls),
+        seed=seed,
+        min_evidence_coverage=data.qc.min_evidence_coverage,
+        min_answer_similarity=data.qc.min_answer_similarity,
+    )
+    return BuildConfig(
+        out_dir=Path(out_dir),
+        ocr_max_videos=data.ocr.max_videos,
+        ocr_min_anls=data.ocr.min_anls,
+        n_rl_d=data.sizes.rl_d,
+        n_rl_c=data.sizes.rl_c,
+        max_bad_fraction=data.max_bad_fraction,
+        seed=seed,
+        synthesis=synthesis,
+        vision=vision_config(params),
+    )
+
+
+def load_source(data: DataParams, synthetic_dir: str | Path) -> SourceData:
+    """The source `data.source` names: the procedural videos in `synthetic_dir`, or M4-ViteVQA."""
+    if data.source == "synthetic":
+        return load_synthetic_source(Path(synthetic_dir))
+    return load_m4vitevqa_source(dataclasses.asdict(data.m4vitevqa))

@@ -17,7 +17,7 @@ lower-casing and stripping) with three kinds of *token* of each OCR line:
 A part of a line gets the line's box cut horizontally in proportion to its
 character offsets: OCR gives one box per line, not per character.
 
-Boxes are normalized [x1, y1, x2, y2] (see `videor4.data.schema`).
+Boxes are normalized [x1, y1, x2, y2] (see `videor4.core.schema`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from videor4.data.schema import Evidence, TextBox
-from videor4.metrics import anls_similarity
+from videor4.core.schema import Evidence, TextBox
+from videor4.core.scoring import anls_similarity
 
 # Preference between tokens of equal score: the whole line, then a word run,
 # then a character substring (the least specific evidence).

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from videor4.data.schema import TextBox
-from videor4.io import read_json, write_json
+from videor4.core.io import read_json, write_json
+from videor4.core.schema import TextBox
 
 OcrFrames = dict[int, list[dict[str, Any]]]
 

@@ -26,13 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..metrics import anls_similarity, normalize_answer
-from ..ops import RuminationEnv, VisionConfig
-from ..protocol import ToolCall
-from ..trajectory import Trajectory, TrajectoryRecorder
-from ..video import FrameCache, FRAME_CACHE, load_frames
-from .evidence import box_coverage
-from .schema import OPTION_LETTERS, Evidence, Sample, TextBox
+from videor4.core.schema import OPTION_LETTERS, Evidence, Sample, TextBox
+from videor4.core.scoring import anls_similarity, normalize_answer
+from videor4.data.evidence import box_coverage
+from videor4.rumination.protocol import ToolCall
+from videor4.rumination.tools import RuminationEnv, VisionConfig
+from videor4.rumination.trajectory import Trajectory, TrajectoryRecorder
+from videor4.rumination.video import FRAME_CACHE, FrameCache, load_frames
 
 DRP_KINDS = ("drp_clip", "drp_crop")
 CRP_VARIANTS = ("direct", "recrop", "miss")

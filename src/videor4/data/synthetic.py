@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from videor4.data.schema import OPTION_LETTERS, Evidence, Sample, TextBox, VideoRecord
-from videor4.io import atomic_open
-from videor4.video import uniform_indices
+from videor4.core.io import atomic_open
+from videor4.core.params import fill, section
+from videor4.core.schema import OPTION_LETTERS, Evidence, Sample, TextBox, VideoRecord
+from videor4.rumination.tools import vision_config
+from videor4.rumination.video import uniform_indices
 
 # Digits plus capitals whose shapes differ a lot (no O/0, I/1, S/5, B/8 pairs).
 ALPHABET = "0123456789AEHKMPTX"
@@ -610,3 +613,12 @@ def generate_dataset(
         if progress is not None:
             progress(1)
     return records, samples
+
+
+def synthetic_config(params: dict[str, Any]) -> SyntheticConfig:
+    """`synthetic:`, with the top-level seed and the number of frames the model is shown."""
+    cfg = fill(SyntheticConfig, section(params, "synthetic"), "synthetic")
+    cfg.seed = int(params.get("seed", cfg.seed))
+    # transient text is placed on exactly one of the frames the model will be shown
+    cfg.num_shown_frames = vision_config(params).num_frames
+    return cfg

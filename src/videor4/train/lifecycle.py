@@ -137,8 +137,8 @@ def quiet(trainer) -> None:
 
 def save_final(trainer, policy, out_dir: str | os.PathLike, work_dir: Path, merge_lora: bool) -> None:
     """Rank 0 saves the trained policy as a HF checkpoint (atomically); then the work dir goes."""
-    from .io import atomic_dir
-    from .model import Policy, save_policy
+    from videor4.core.io import atomic_dir
+    from videor4.policy.model import Policy, save_policy
 
     if trainer.is_world_process_zero():
         final = trainer.accelerator.unwrap_model(trainer.model)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .protocol import (
+from videor4.core.params import fill, section
+from videor4.rumination.protocol import (
     ParsedTurn,
     ToolCall,
     check_arguments,
@@ -25,7 +26,7 @@ from .protocol import (
     crop_observation_text,
     error_observation_text,
 )
-from .video import PATCH_FACTOR, VideoFrames, resize_to_budget
+from videor4.rumination.video import PATCH_FACTOR, VideoFrames, resize_to_budget
 
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
 
@@ -204,3 +205,8 @@ class RuminationEnv:
             images=[img],
             regions=[(target.frame_pos, region)],
         )
+
+
+def vision_config(params: dict[str, Any], overrides: dict[str, Any] | None = None) -> VisionConfig:
+    """`vision:`, with `overrides` (e.g. `eval.vision`: the larger crop budget used at evaluation)."""
+    return fill(VisionConfig, {**section(params, "vision"), **(overrides or {})}, "vision")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .model import END_OF_TURN, IMAGE_TOKEN
+from videor4.policy.model import END_OF_TURN, IMAGE_TOKEN
 
 if TYPE_CHECKING:
     import torch

@@ -22,8 +22,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from videor4.data.m4vitevqa import SkipCounter, resolve_split_file
-from videor4.data.schema import OPTION_LETTERS, Sample, SkipItem
+from videor4.core.schema import OPTION_LETTERS, Sample, SkipItem
+from videor4.data.sources.m4vitevqa import SkipCounter, resolve_split_file
 
 log = logging.getLogger(__name__)
 

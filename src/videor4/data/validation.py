@@ -55,7 +55,7 @@ from typing import Any
 
 import pandas as pd
 
-from videor4.io import read_jsonl
+from videor4.core.io import read_jsonl
 
 __all__ = [
     "DATASETS",

@@ -20,7 +20,7 @@ import itertools
 import re
 from collections.abc import Sequence
 
-from videor4.data.schema import OPTION_LETTERS
+from videor4.core.schema import OPTION_LETTERS
 
 # ---------------------------------------------------------------- VQA normalization
 _PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")

@@ -22,10 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .model import ModelConfig, count_parameters, load_policy, prepare_for_training
-from .rewards import REWARDS, RewardConfig, RewardContext, VisionFeatures, score, weights
-from .rollout import RolloutEngine, RolloutSettings, start_group
-from .training import (
+from videor4.core.params import curriculum_settings
+from videor4.policy.model import (
+    ModelConfig,
+    count_parameters,
+    load_policy,
+    prepare_for_training,
+)
+from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group
+from videor4.train.lifecycle import (
     LogFn,
     dir_digest,
     fingerprint,
@@ -35,6 +40,14 @@ from .training import (
     train_resumable,
     trainer_arguments,
     use_bf16,
+)
+from videor4.train.rewards import (
+    REWARDS,
+    RewardConfig,
+    RewardContext,
+    VisionFeatures,
+    score,
+    weights,
 )
 
 
@@ -96,8 +109,8 @@ class RLDataError(ValueError):
 
 
 def load_prompts(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
-    from .data.schema import Sample
-    from .io import read_jsonl
+    from videor4.core.io import read_jsonl
+    from videor4.core.schema import Sample
 
     rows = []
     for i, row in enumerate(read_jsonl(path)):
@@ -381,9 +394,9 @@ def train_grpo(
     are measured before and after with the same seeded rollouts.  Resumes from `work_dir`'s last checkpoint when the
     inputs and settings are unchanged since an interrupted run.
     """
-    from .encoding import PolicyEncoder
-    from .io import files_md5
-    from .launch import is_main_process, local_device, world_size
+    from videor4.core.io import files_md5
+    from videor4.core.launch import is_main_process, local_device, world_size
+    from videor4.policy.encoding import PolicyEncoder
 
     started = time.time()
     bf16 = use_bf16(settings.bf16)
@@ -462,3 +475,11 @@ def _samples_callback(trainer, on_samples: Callable[[int, list[str]], None]):
                 on_samples(state.global_step, trainer.samples)
 
     return SampleLogger()
+
+
+RL_CURRICULUM_KEYS = ("rl_d", "rl_c")
+
+
+def grpo_settings(params: dict[str, Any], which: str) -> GRPOSettings:
+    """`rl:` shared keys overridden by `rl.<which>` (rl_d or rl_c)."""
+    return curriculum_settings(GRPOSettings, params, "rl", which, RL_CURRICULUM_KEYS)

@@ -1,11 +1,6 @@
 """The DVC remote on S3: configure it from params / environment, check it, push and pull.
 
-    python stages/remote.py configure [--local]   # writes the remote into .dvc/config (or config.local)
-    python stages/remote.py check                  # can we reach, read and write the bucket?
-    python stages/remote.py push [TARGETS...]      # check, then `dvc push`
-    python stages/remote.py pull [TARGETS...]      # check, then `dvc pull`
-
-Not a pipeline stage: the DVC-aware side of `videor4.storage`.  The bucket, prefix and
+Run as `video-r4 remote configure|check|push|pull` (app.cli).  The bucket, prefix and
 endpoint come from params.yaml's `storage:` section or $VIDEOR4_S3_BUCKET,
 $VIDEOR4_S3_PREFIX and $AWS_ENDPOINT_URL(_S3); credentials only from the AWS
 environment or profile, which this never writes anywhere.  A storage problem ends with
@@ -15,14 +10,29 @@ nothing in the workspace or the cache.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from videor4.pipeline.runner import fail
+from videor4.pipeline.storage import S3Settings, StorageError, check, s3_settings
 
-from stages.common import fail, load_params  # noqa: E402
+
+def remote_settings(params) -> S3Settings:
+    """The S3 settings from params / environment, or one `error:` line if none is configured."""
+    try:
+        settings = s3_settings(params)
+        settings.require()
+    except (ValueError, StorageError) as exc:
+        fail("remote", exc)
+    return settings
+
+
+def check_remote(settings: S3Settings) -> None:
+    try:
+        check(settings, write=True)
+    except StorageError as exc:
+        fail("remote", exc)
+    print(f"ok: {settings.url()} at {settings.endpoint_name} can be listed and written")
 
 
 def _dvc(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
@@ -54,8 +64,6 @@ def configure(settings, local: bool) -> None:
 
 def transfer(command: str, settings, targets: list[str]) -> None:
     """`dvc push` / `dvc pull` against the configured remote, after checking it can work."""
-    from videor4.storage import StorageError, check
-
     try:
         check(settings, write=command == "push")
     except StorageError as exc:
@@ -65,36 +73,3 @@ def transfer(command: str, settings, targets: list[str]) -> None:
     if done.returncode != 0:
         kept = "the workspace and the local cache are unchanged" if command == "push" else "files already in the workspace are unchanged"
         fail(command, f"dvc {command} to {settings.dvc_url} failed: {_first_error(done.stderr)} ({kept}; run it again to resume)")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    conf = sub.add_parser("configure", help="write the DVC remote from params / environment")
-    conf.add_argument("--local", action="store_true", help="write to .dvc/config.local (not committed)")
-    sub.add_parser("check", help="check the bucket can be reached, read and written")
-    for name in ("push", "pull"):
-        sub.add_parser(name, help=f"check, then dvc {name}").add_argument("targets", nargs="*")
-    args = parser.parse_args()
-
-    from videor4.storage import StorageError, check, s3_settings
-
-    try:
-        settings = s3_settings(load_params())
-        settings.require()
-    except (ValueError, StorageError) as exc:
-        fail("remote", exc)
-    if args.command == "configure":
-        configure(settings, args.local)
-    elif args.command == "check":
-        try:
-            check(settings, write=True)
-        except StorageError as exc:
-            fail("remote", exc)
-        print(f"ok: {settings.url()} at {settings.endpoint_name} can be listed and written")
-    else:
-        transfer(args.command, settings, args.targets)
-
-
-if __name__ == "__main__":
-    main()

@@ -16,14 +16,14 @@ from typing import Any
 
 from PIL import Image
 
-from .ops import Observation, RuminationEnv, VisionConfig
-from .protocol import (
+from videor4.rumination.protocol import (
     SYSTEM_PROMPT,
     ToolCall,
     format_assistant_turn,
     user_prompt_text,
 )
-from .video import FrameCache, FRAME_CACHE, load_frames
+from videor4.rumination.tools import Observation, RuminationEnv, VisionConfig
+from videor4.rumination.video import FRAME_CACHE, FrameCache, load_frames
 
 
 def image_digest(img: Image.Image) -> str:
@@ -236,7 +236,7 @@ def trajectory_messages(traj: Trajectory, frame_images: list[Image.Image] | None
 
 def sample_env(row: dict[str, Any], vision: VisionConfig, max_images: int | None = None) -> RuminationEnv:
     """The environment for a dataset row (a built sample): its shown frames, or `vision.num_frames` uniform ones."""
-    from .data.schema import Sample
+    from videor4.core.schema import Sample
 
     source = Sample.from_dict(row).frame_source()
     indices = row.get("frame_indices")

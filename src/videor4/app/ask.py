@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
-from .ops import FULL_FRAME, RuminationEnv, VisionConfig
+from videor4.rumination.tools import FULL_FRAME, RuminationEnv, VisionConfig
 
 if TYPE_CHECKING:  # heavy (torch): only for annotations
-    from .model import Policy
-    from .rollout import Op, Rollout, RolloutSettings
+    from videor4.policy.model import Policy
+    from videor4.policy.rollout import Op, Rollout, RolloutSettings
 
 BOX_COLOUR = (255, 0, 255)  # crop boxes drawn on their source frames
 BOX_WIDTH = 3
@@ -49,8 +49,8 @@ class AskError(Exception):
 # ---------------------------------------------------------------- inputs
 def open_source(path: str | os.PathLike, question: str) -> dict[str, Any]:
     """The sample dict for a question about a local video file or a folder of page images."""
-    from .data.documents import load_page_folder
-    from .data.schema import Sample
+    from videor4.core.schema import Sample
+    from videor4.data.sources.documents import load_page_folder
 
     question = (question or "").strip()
     if not question:
@@ -100,8 +100,8 @@ def _native_stderr_silenced():
 def open_env(sample: dict[str, Any], vision: VisionConfig, max_images: int | None = None) -> RuminationEnv:
     """The rumination environment over `vision.num_frames` uniformly sampled frames (or pages).
     Raises AskError for a missing, empty or undecodable source."""
-    from .trajectory import sample_env
-    from .video import VideoError
+    from videor4.rumination.trajectory import sample_env
+    from videor4.rumination.video import VideoError
 
     try:
         with _native_stderr_silenced():
@@ -112,7 +112,7 @@ def open_env(sample: dict[str, Any], vision: VisionConfig, max_images: int | Non
 
 def load_model(path: str | os.PathLike, device: str | None = None) -> Policy:
     """A policy from a local checkpoint (or reference) directory; AskError if it is missing or not one."""
-    from .model import REFERENCE_FILE, ModelLoadError, load_policy
+    from videor4.policy.model import REFERENCE_FILE, ModelLoadError, load_policy
 
     path = Path(path)
     if not path.exists():
@@ -146,7 +146,7 @@ class Step:
 
     @property
     def thought(self) -> str:
-        from .protocol import TOOL_CALL_OPEN
+        from videor4.rumination.protocol import TOOL_CALL_OPEN
 
         text = self.text
         if self.op is not None and TOOL_CALL_OPEN in text:
@@ -174,8 +174,8 @@ def ruminate(
     env: RuminationEnv | None = None,
 ) -> Rollout:
     """Run one rumination rollout to its end, calling `on_step` after every turn is acted on."""
-    from .encoding import PolicyEncoder
-    from .rollout import RolloutEngine
+    from videor4.policy.encoding import PolicyEncoder
+    from videor4.policy.rollout import RolloutEngine
 
     env = env or open_env(sample, vision, max_images=settings.max_images)
     engine = RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), settings)
@@ -342,7 +342,7 @@ def render_report(rollout: Rollout, model: str | None = None) -> str:
 
 def write_report(rollout: Rollout, path: str | os.PathLike, model: str | None = None) -> Path:
     """Write the HTML report atomically (a temp file in the same folder, then rename)."""
-    from .io import atomic_write_text
+    from videor4.core.io import atomic_write_text
 
     atomic_write_text(path, render_report(rollout, model))
     return Path(path)

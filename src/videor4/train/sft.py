@@ -21,12 +21,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .encoding import EncodingError, PolicyEncoder
-from .launch import world_size
-from .model import ModelConfig, count_parameters, load_policy, prepare_for_training
-from .protocol import format_assistant_turn, parse_turn
-from .trajectory import Trajectory, trajectory_messages
-from .training import (
+from videor4.core.launch import world_size
+from videor4.core.params import curriculum_settings
+from videor4.policy.encoding import EncodingError, PolicyEncoder
+from videor4.policy.model import (
+    ModelConfig,
+    count_parameters,
+    load_policy,
+    prepare_for_training,
+)
+from videor4.rumination.protocol import format_assistant_turn, parse_turn
+from videor4.rumination.trajectory import Trajectory, trajectory_messages
+from videor4.train.lifecycle import (
     LogFn,
     dir_digest,
     fingerprint,
@@ -37,7 +43,6 @@ from .training import (
     trainer_arguments,
     use_bf16,
 )
-
 
 
 @dataclass
@@ -179,7 +184,7 @@ def train_sft(
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    from .io import files_md5
+    from videor4.core.io import files_md5
 
     bf16 = use_bf16(settings.bf16)
     policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation)
@@ -245,9 +250,14 @@ def format_check(
     """Greedy first turns on held-out prompts: the share that is a well-formed call or `\\boxed{}` answer."""
     import torch
 
-    from .io import read_jsonl
-    from .rollout import RolloutEngine, RolloutSettings, format_valid_rate, is_well_formed
-    from .trajectory import sample_env
+    from videor4.core.io import read_jsonl
+    from videor4.policy.rollout import (
+        RolloutEngine,
+        RolloutSettings,
+        format_valid_rate,
+        is_well_formed,
+    )
+    from videor4.rumination.trajectory import sample_env
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     policy = load_policy(policy_dir, device=device)
@@ -274,3 +284,11 @@ def format_check(
             }
         )
     return format_valid_rate(texts), results
+
+
+SFT_CURRICULUM_KEYS = ("drp", "crp")
+
+
+def sft_settings(params: dict[str, Any], which: str) -> SFTSettings:
+    """`sft:` shared keys overridden by `sft.<which>` (drp or crp)."""
+    return curriculum_settings(SFTSettings, params, "sft", which, SFT_CURRICULUM_KEYS)

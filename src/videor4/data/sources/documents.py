@@ -1,6 +1,6 @@
 """Multi-page documents and slide decks as `Sample`s whose pages are the frames of a "video".
 
-The clip/crop tools then work unchanged: `videor4.video.load_frames(page_paths(sample, root))`
+The clip/crop tools then work unchanged: `videor4.rumination.video.load_frames(page_paths(sample, root))`
 reads the pages in order.  Because a page folder's file names rarely sort correctly
 (`slide_10` before `slide_2`), the ordered page list is kept in `meta["pages"]` (paths
 relative to the dataset root) and `Sample.video` is only the first page; use
@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from videor4.data.m4vitevqa import SkipCounter, resolve_split_file
-from videor4.data.schema import Sample, SkipItem
-from videor4.video import IMAGE_SUFFIXES
+from videor4.core.schema import Sample, SkipItem
+from videor4.data.sources.m4vitevqa import SkipCounter, resolve_split_file
+from videor4.rumination.video import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-logger = logging.getLogger("videor4.tracking")
+logger = logging.getLogger("videor4.pipeline.tracking")
 
 PARENT_RUN_ENV = "VIDEOR4_PARENT_RUN_ID"
 PIPELINE_TAG = "videor4.pipeline"  # on a pipeline's parent run: the key its stages find it by

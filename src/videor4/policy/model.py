@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .io import read_json, write_json
+from videor4.core.io import read_json, write_json
+from videor4.core.params import fill, section
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `video-r4 --help` is instant
     import torch
@@ -144,9 +145,13 @@ class ModelConfig:
 # ---------------------------------------------------------------- tokenizer
 def tokenizer_corpus(trajectory_files: Iterable[str | os.PathLike]) -> Iterator[str]:
     """The project's own text: the system prompt and every turn of the given trajectories."""
-    from .protocol import SYSTEM_PROMPT, format_assistant_turn, user_prompt_text
-    from .trajectory import Trajectory
-    from .io import read_jsonl
+    from videor4.core.io import read_jsonl
+    from videor4.rumination.protocol import (
+        SYSTEM_PROMPT,
+        format_assistant_turn,
+        user_prompt_text,
+    )
+    from videor4.rumination.trajectory import Trajectory
 
     yield SYSTEM_PROMPT
     for path in trajectory_files:
@@ -200,7 +205,9 @@ def make_image_processor(min_pixels: int, max_pixels: int):
     """Qwen2-VL image processor whose budget is wide enough to pass the tools' images through unchanged
     (the tools already smart-resize to multiples of 28)."""
     # the PIL implementation: the default one needs torchvision
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
 
     return Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
 
@@ -316,7 +323,11 @@ def load_policy(
     Offline when HF_HUB_OFFLINE=1 (transformers honours it).  The image processor is
     the PIL one when torchvision is absent.
     """
-    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForImageTextToText,
+        AutoTokenizer,
+    )
 
     source, ref_revision = resolve(name_or_path)
     revision = revision or ref_revision
@@ -416,3 +427,7 @@ def build_tiny_checkpoint(
     policy = Policy(model, tokenizer, make_image_processor(56 * 56, 28 * 28 * 16384), TINY)
     save_policy(policy, out_dir)
     return policy
+
+
+def model_config(params: dict[str, Any]) -> ModelConfig:
+    return fill(ModelConfig, section(params, "model"), "model")

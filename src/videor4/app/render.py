@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .ops import VisionConfig
-from .trajectory import Trajectory, open_env
+from videor4.rumination.tools import VisionConfig
+from videor4.rumination.trajectory import Trajectory, open_env
 
 WIDTH = 1400
 PAD = 12

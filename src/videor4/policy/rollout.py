@@ -11,10 +11,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .encoding import IGNORE_INDEX, IMAGE_TYPE_ID, EncodingError, Encoded, PolicyEncoder
-from .model import END_OF_TURN
-from .ops import RuminationEnv
-from .protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ParsedTurn, count_boxed, parse_turn
+from videor4.core.params import fill, section
+from videor4.policy.encoding import (
+    IGNORE_INDEX,
+    IMAGE_TYPE_ID,
+    Encoded,
+    EncodingError,
+    PolicyEncoder,
+)
+from videor4.policy.model import END_OF_TURN
+from videor4.rumination.protocol import (
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    ParsedTurn,
+    count_boxed,
+    parse_turn,
+)
+from videor4.rumination.tools import RuminationEnv
 
 
 def is_well_formed(turn: ParsedTurn) -> bool:
@@ -180,8 +193,8 @@ class RolloutEngine:
 
     # ------------------------------------------------------------ starting
     def start(self, sample: dict[str, Any], env: RuminationEnv, prompt_id: int) -> Rollout:
-        from .data.schema import Sample
-        from .trajectory import prompt_messages
+        from videor4.core.schema import Sample
+        from videor4.rumination.trajectory import prompt_messages
 
         messages = prompt_messages(Sample.from_dict(sample).prompt_question(), env.initial_images())
         enc = self.encoder.encode_prompt(messages)
@@ -476,6 +489,11 @@ def _split_pixels(pixel_values, grids) -> tuple[list[Any], list[Any]]:
 
 def start_group(engine: RolloutEngine, sample: dict[str, Any], vision, group_size: int, prompt_id: int) -> list[Rollout]:
     """G rollouts of one prompt, each with its own environment over the same (cached) frames."""
-    from .trajectory import sample_env
+    from videor4.rumination.trajectory import sample_env
 
     return [engine.start(sample, sample_env(sample, vision, max_images=engine.settings.max_images), prompt_id) for _ in range(group_size)]
+
+
+def rollout_limits(params: dict[str, Any]) -> RolloutSettings:
+    """`rollout:` limits shared by data synthesis, RL and evaluation."""
+    return fill(RolloutSettings, section(params, "rollout"), "rollout")

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from videor4.core.schema import Sample, SkipItem, TextBox
 from videor4.data.ocr import load_ocr_file, ocr_to_text_boxes
-from videor4.data.schema import Sample, SkipItem, TextBox
-from videor4.video import IMAGE_SUFFIXES
+from videor4.rumination.video import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .metrics import score_answer
+from videor4.core.params import fill, section
+from videor4.core.scoring import score_answer
 
 SINGLE_PASS, RUMINATION = "single_pass", "rumination"
 
@@ -88,10 +89,10 @@ def _rooted_pages(samples: Sequence[Any], root: Path) -> Sequence[Any]:
 
 def load_eval_sets(settings: EvalSettings, synthetic_test: str | Path | None) -> list[EvalSet]:
     """The synthetic test split (always, when given) and every configured set under `eval.sets`."""
-    from .data.documents import load_mpdocvqa, load_slidesvqa
-    from .data.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa
-    from .data.mcvqa import load_mcvqa
-    from .io import read_jsonl
+    from videor4.core.io import read_jsonl
+    from videor4.data.sources.documents import load_mpdocvqa, load_slidesvqa
+    from videor4.data.sources.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa
+    from videor4.data.sources.mcvqa import load_mcvqa
 
     sets: list[EvalSet] = []
     if synthetic_test is not None:
@@ -157,8 +158,8 @@ def _record(r: Any) -> dict[str, Any]:
 def answer_all(model, encoder, rows: Sequence[dict[str, Any]], vision, settings: EvalSettings, budget: int, max_images: int,
                progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Greedy rumination on every row under a budget of `budget` tool calls; one record per row."""
-    from .rollout import RolloutEngine, RolloutSettings
-    from .trajectory import sample_env
+    from videor4.policy.rollout import RolloutEngine, RolloutSettings
+    from videor4.rumination.trajectory import sample_env
 
     engine = RolloutEngine(
         model,
@@ -235,9 +236,9 @@ def evaluate_checkpoint(name: str, path: str | Path, sets: Sequence[EvalSet], vi
                         progress: Callable[[str, int], Callable[[int], None]] | None = None) -> CheckpointResult:
     import torch
 
-    from .encoding import PolicyEncoder
-    from .model import load_policy
-    from .training import use_bf16
+    from videor4.policy.encoding import PolicyEncoder
+    from videor4.policy.model import load_policy
+    from videor4.train.lifecycle import use_bf16
 
     started = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -319,3 +320,10 @@ def paper_table(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], ma
                 f"{_pct(t['questions_using_tools'])}% | {_pct(t['invalid_call_rate'])}% | {_pct(t['answered'])}% |"
             )
     return "\n".join(lines) + "\n"
+
+
+def eval_settings(params: dict[str, Any]) -> EvalSettings:
+    """`eval:` (checkpoints, the budget sweep, the optional eval sets)."""
+    settings = fill(EvalSettings, section(params, "eval"), "eval")
+    settings.validate()
+    return settings

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metrics import score_answer
-from .protocol import count_boxed, parse_turn
+from videor4.core.params import fill, section
+from videor4.core.scoring import score_answer
+from videor4.rumination.protocol import count_boxed, parse_turn
 
 
 @dataclass
@@ -169,7 +170,7 @@ class VisionFeatures:
     """Pooled embeddings from the policy's own vision encoder (no grad), cached per image content."""
 
     def __init__(self, model, image_processor) -> None:
-        from .model import vision_tower
+        from videor4.policy.model import vision_tower
 
         self.tower = vision_tower(model)
         self.image_processor = image_processor
@@ -179,7 +180,7 @@ class VisionFeatures:
     def __call__(self, images: Sequence[Any]):
         import torch
 
-        from .trajectory import image_digest
+        from videor4.rumination.trajectory import image_digest
 
         keys = [image_digest(im) for im in images]
         todo = [(k, im) for k, im in dict(zip(keys, images)).items() if k not in self.cache]
@@ -195,3 +196,7 @@ class VisionFeatures:
             for (k, _), chunk in zip(todo, torch.as_tensor(merged).split(sizes)):
                 self.cache[k] = chunk.float().mean(dim=0).cpu()
         return torch.stack([self.cache[k] for k in keys])
+
+
+def reward_config(params: dict[str, Any]) -> RewardConfig:
+    return fill(RewardConfig, section(params, "reward"), "reward")

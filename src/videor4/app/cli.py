@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
 
 app = typer.Typer(help="Video-R4: text-rich video reasoning with visual rumination.", no_args_is_help=True)
 data_app = typer.Typer(help="Build, inspect and validate datasets.", no_args_is_help=True)
+remote_app = typer.Typer(help="The DVC remote on S3 (params `storage:` or $VIDEOR4_S3_BUCKET): configure, check, push, pull.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(remote_app, name="remote")
 
 BUILT = Path("data/built")
 SFT_SETS = ("sft_drp", "sft_crp")
@@ -23,19 +24,17 @@ def _die(message: str) -> None:
 
 
 def _params(path: Path) -> dict:
-    import yaml
+    from videor4.pipeline.lineage import load_params
 
     if not path.is_file():
         _die(f"params file not found: {path}")
-    with open(path) as fh:
-        return yaml.safe_load(fh) or {}
+    return load_params(path)
 
 
 def _progress(label: str, total: int):
-    from tqdm import tqdm
+    from videor4.pipeline.runner import progress_bar
 
-    bar = tqdm(total=total, desc=label, unit="it", file=sys.stderr, leave=False)
-    return bar.update
+    return progress_bar(label, total)
 
 
 @data_app.command("build")
@@ -46,28 +45,25 @@ def data_build(
     regenerate: bool = typer.Option(False, help="Regenerate the procedural videos even if present."),
 ) -> None:
     """Build the datasets outside DVC (the `build_data` stage does the same with tracking)."""
-    from .config import build_config, section, synthetic_config
-    from .data.build import (
+    from videor4.data.build import (
         BuildError,
+        build_config,
         build_datasets,
-        load_m4vitevqa_source,
-        load_synthetic_source,
+        data_params,
+        load_source,
         make_synthetic_source,
         validate_dataset,
     )
-    from .validation import DataValidationError
+    from videor4.data.synthetic import synthetic_config
+    from videor4.data.validation import DataValidationError
 
     p = _params(params)
-    data = section(p, "data")
     try:
-        if data.get("source", "synthetic") == "synthetic":
-            if regenerate or not (synthetic_dir / "samples.jsonl").is_file():
-                cfg = synthetic_config(p)
-                make_synthetic_source(synthetic_dir, cfg, _progress("videos", cfg.n_videos))
-            source = load_synthetic_source(synthetic_dir)
-        else:
-            source = load_m4vitevqa_source(data.get("m4vitevqa") or {})
-        metrics = build_datasets(source, build_config(p, out), validate=validate_dataset, progress=_progress)
+        data = data_params(p)
+        if data.source == "synthetic" and (regenerate or not (synthetic_dir / "samples.jsonl").is_file()):
+            cfg = synthetic_config(p)
+            make_synthetic_source(synthetic_dir, cfg, _progress("videos", cfg.n_videos))
+        metrics = build_datasets(load_source(data, synthetic_dir), build_config(p, out), validate=validate_dataset, progress=_progress)
     except (BuildError, DataValidationError, ValueError, OSError) as exc:
         _die(str(exc))
     typer.echo(json.dumps(metrics, indent=2))
@@ -80,9 +76,9 @@ def data_show(
     out: Path = typer.Option(None, help="PNG to write (default reports/render/<id>.png)."),
 ) -> None:
     """Render a trajectory: frames, crop boxes, steps and returned images, to a PNG."""
-    from .io import read_jsonl
-    from .render import render_trajectory
-    from .trajectory import Trajectory
+    from videor4.app.render import render_trajectory
+    from videor4.core.io import read_jsonl
+    from videor4.rumination.trajectory import Trajectory
 
     found = None
     for name in SFT_SETS:
@@ -104,7 +100,7 @@ def data_validate(
     dataset: str = typer.Option(..., help="Suite name: videos, samples, sft_drp, sft_crp, rl_d, rl_c."),
 ) -> None:
     """Check a dataset against its Great Expectations suite."""
-    from .validation import validate_jsonl
+    from videor4.data.validation import validate_jsonl
 
     if not path.is_file():
         _die(f"file not found: {path}")
@@ -119,8 +115,8 @@ def data_replay(
     data_dir: Path = typer.Option(BUILT, help="Folder with the trajectory sets."),
 ) -> None:
     """Re-execute a stored trajectory's tool calls and check every observation matches."""
-    from .io import read_jsonl
-    from .trajectory import Trajectory, replay
+    from videor4.core.io import read_jsonl
+    from videor4.rumination.trajectory import Trajectory, replay
 
     for name in SFT_SETS:
         path = data_dir / f"{name}.jsonl"
@@ -146,7 +142,7 @@ def ask(
     """Ruminate over a video: stream each step, print the answer, write an HTML report."""
     import yaml
 
-    from .ask import (
+    from videor4.app.ask import (
         AskError,
         call_text,
         default_report_path,
@@ -157,9 +153,8 @@ def ask(
         ruminate,
         write_report,
     )
-    from .config import rollout_limits, vision_config
-    from .ops import VisionConfig
-    from .rollout import RolloutSettings
+    from videor4.policy.rollout import RolloutSettings, rollout_limits
+    from videor4.rumination.tools import VisionConfig, vision_config
 
     try:
         if params.is_file():
@@ -211,6 +206,51 @@ def ask(
     except OSError as exc:
         _die(f"cannot write the report: {exc}")
     typer.echo(f"report: {path}")
+
+
+@remote_app.command("configure")
+def remote_configure(
+    local: bool = typer.Option(False, "--local", help="Write to .dvc/config.local (not committed)."),
+    params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (`storage:`)."),
+) -> None:
+    """Write the DVC remote (s3://bucket/prefix/dvc) into .dvc/config and make it the default."""
+    from videor4.pipeline.remote import configure, remote_settings
+
+    configure(remote_settings(_params_or_empty(params)), local)
+
+
+@remote_app.command("check")
+def remote_check(params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (`storage:`).")) -> None:
+    """Check the bucket can be reached, listed and written."""
+    from videor4.pipeline.remote import check_remote, remote_settings
+
+    check_remote(remote_settings(_params_or_empty(params)))
+
+
+@remote_app.command("push")
+def remote_push(
+    targets: list[str] = typer.Argument(None, help="DVC targets (default: everything)."),
+    params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (`storage:`)."),
+) -> None:
+    """Check the bucket, then `dvc push`."""
+    from videor4.pipeline.remote import remote_settings, transfer
+
+    transfer("push", remote_settings(_params_or_empty(params)), targets or [])
+
+
+@remote_app.command("pull")
+def remote_pull(
+    targets: list[str] = typer.Argument(None, help="DVC targets (default: everything)."),
+    params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (`storage:`)."),
+) -> None:
+    """Check the bucket, then `dvc pull`."""
+    from videor4.pipeline.remote import remote_settings, transfer
+
+    transfer("pull", remote_settings(_params_or_empty(params)), targets or [])
+
+
+def _params_or_empty(path: Path) -> dict:
+    return _params(path) if path.is_file() else {}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""What users run: the `video-r4` command line (cli), `ask` on any video, and the reports (render)."""

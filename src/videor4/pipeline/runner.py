@@ -1,0 +1,234 @@
+"""The stage runner: what every pipeline stage shares around the library call — its
+MLflow run (a child of the pipeline run, with declared params and lineage tags), its
+metrics file, one-line failures, progress bars and the multi-process relaunch.
+
+Stages run from the repository root (`dvc repro` runs `python stages/<name>.py`), so
+relative paths here are relative to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+from videor4.core.io import os_error_in, write_json
+from videor4.core.launch import is_main_process, world_size
+from videor4.pipeline.lineage import LOCK_FILE, declared_params, dep_md5, environment_tags, git_output, lineage_tags
+from videor4.pipeline.lineage import load_params as load_params  # stages read params through the runner
+from videor4.pipeline.tracking import (
+    Run,
+    TrackingConfig,
+    TrackingError,
+    flatten,
+    start_child_run,
+)
+
+MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any], run: Run | None = None) -> Path:
+    """Write the stage's metrics file (nested as given) and log its numbers to the run (dotted keys)."""
+    path = Path(path)
+    write_json(path, dict(metrics))
+    if run is not None:
+        numbers = {key: value for key, value in flatten(metrics).items() if _is_number(value)}
+        run.log_metrics(numbers)
+    return path
+
+
+def tracking_config(params: Mapping[str, Any]) -> TrackingConfig:
+    """TrackingConfig from the `tracking:` section (uri, experiment, strict, artifact_location).
+
+    With a local store (sqlite) and an S3 bucket in `storage:`, new experiments keep their
+    artifacts in s3://<bucket>/<prefix>/mlflow; MLflow's S3 client is pointed at the
+    storage endpoint.  A tracking server keeps its own `--artifacts-destination`.
+    """
+    from videor4.pipeline.storage import mlflow_environment, s3_settings
+
+    section = dict(params.get("tracking") or {})
+    known = {"uri", "experiment", "strict", "artifact_location"}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValueError(f"unknown params tracking: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    defaults = TrackingConfig()
+    config = TrackingConfig(
+        tracking_uri=section.get("uri") or defaults.tracking_uri,
+        artifact_location=section.get("artifact_location") or defaults.artifact_location,
+        experiment=section.get("experiment") or defaults.experiment,
+        strict=bool(section.get("strict", defaults.strict)),
+    )
+    storage = s3_settings(params)
+    if storage.configured:
+        for key, value in mlflow_environment(storage).items():
+            os.environ.setdefault(key, value)
+        if not config.artifact_location and config.local_store:
+            config.artifact_location = storage.mlflow_url
+    return config
+
+
+def dvc_invocation() -> tuple[str, str] | None:
+    """(key, command line) of the `dvc repro` / `dvc exp run` process this stage runs under.
+
+    DVC starts each stage as a child process; every stage of one invocation shares that
+    ancestor, so (host, pid, start time) identifies the pipeline run.  None outside DVC.
+    """
+    import socket
+
+    import psutil
+
+    try:
+        for proc in psutil.Process().parents():
+            cmd = proc.cmdline()
+            if any(Path(arg).name == "dvc" for arg in cmd[:2]) and {"repro", "exp"} & set(cmd):
+                start = cmd.index(next(a for a in cmd[:2] if Path(a).name == "dvc"))
+                return f"{socket.gethostname()}:{proc.pid}:{proc.create_time():.2f}", " ".join(["dvc", *cmd[start + 1 :]])
+    except psutil.Error:
+        return None
+    return None
+
+
+def pipeline_identity() -> tuple[str | None, str, dict[str, str]]:
+    """(key, readable name, tags) of the pipeline run grouping this invocation's stages."""
+    import time
+
+    invocation = dvc_invocation()
+    if invocation is None:
+        return None, "", {}
+    key, command = invocation
+    exp = os.environ.get("DVC_EXP_NAME")
+    name = f"pipeline {exp or 'workspace'} {time.strftime('%Y-%m-%d %H:%M')}"
+    tags = {"dvc.command": command, "videor4.role": "pipeline", "git.commit": git_output("rev-parse", "HEAD") or "unknown"}
+    if exp:
+        tags["dvc.exp_name"] = exp
+    return key, name, tags
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike = "dvc.yaml") -> Iterator[Run]:
+    """The stage's MLflow run: named after the stage, with its declared params and lineage tags,
+    a child of the pipeline run of the `dvc repro` / `dvc exp run` it belongs to (which logs every param).
+
+    Under a multi-process launch only the main process tracks; the others get an inactive run.
+    """
+    if not is_main_process():
+        with _os_errors_in_one_line(stage):
+            yield Run(stage, tracking_config(params))
+        return
+    key, name, tags = pipeline_identity()
+    root = Path(dvc_yaml).parent
+    environment = environment_tags(root)
+    try:
+        with start_child_run(
+            stage,
+            tracking_config(params),
+            key,
+            name,
+            pipeline_params=params,
+            pipeline_tags={**tags, **environment} if key else tags,
+            params=declared_params(stage, params, dvc_yaml),
+            tags={**lineage_tags(stage, dvc_yaml), **environment, "launch.world_size": str(world_size())},
+        ) as run, _os_errors_in_one_line(stage):
+            lock = root / LOCK_FILE
+            if lock.is_file():
+                run.log_artifact(lock, "environment")
+            yield run
+    except TrackingError as exc:  # tracking.strict and MLflow failed
+        fail(stage, exc)
+
+
+@contextlib.contextmanager
+def _os_errors_in_one_line(stage: str) -> Iterator[None]:
+    """A full disk, a read-only or forbidden folder: one `error:` line (the run is marked FAILED)."""
+    try:
+        yield
+    except Exception as exc:
+        cause = None if isinstance(exc, TrackingError) else os_error_in(exc)
+        if cause is None:
+            raise
+        fail(stage, cause)
+
+
+def stage_args(doc: str, *paths: str, stages: Mapping[str, Any] | None = None) -> argparse.Namespace:
+    """The stage's command line as dvc.yaml writes it: `[<stage>] --<name> PATH ...`.
+
+    Every input and output path is an option given in the stage's `cmd`, so dvc.yaml is the
+    one place that names them (beside its deps and outs).  `stages` lists the stage names a
+    script serves when it serves several (sft.py: drp_sft and crp_sft).
+    """
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    if stages is not None:
+        parser.add_argument("stage", choices=sorted(stages))
+    for name in paths:  # "name+" takes one or more paths
+        many = name.endswith("+")
+        parser.add_argument(f"--{name.rstrip('+')}", required=True, type=Path, metavar="PATH", nargs="+" if many else None)
+    return parser.parse_args()
+
+
+def relaunch_distributed(params: Mapping[str, Any], script: str, args: list[str]) -> None:
+    """With more than one process (params `launch:` or $VIDEOR4_NUM_PROCESSES ...), re-run this
+    stage under `accelerate launch` and exit with its status.
+
+    `dvc repro` then drives a multi-GPU node unchanged, and on a cluster each node runs its
+    share of the same command (see README, "Scale-out").  A process already started by a
+    launcher (RANK set) or a single-process setting returns at once.
+    """
+    from videor4.core.launch import launch_settings
+
+    if "RANK" in os.environ:
+        return
+    try:
+        settings = launch_settings(params)
+    except ValueError as exc:
+        fail("launch", exc)
+    if not settings.distributed:
+        return
+    cmd = settings.command(script, args)
+    print("launching:", " ".join(cmd), file=sys.stderr)
+    raise SystemExit(subprocess.call(cmd))
+
+
+def log_checkpoint(run: Run, path: str | os.PathLike, max_artifact_mb: float) -> dict[str, Any]:
+    """Record a checkpoint directory on the run: its path and md5 (as DVC hashes it) always,
+    the files themselves as an artifact when they are no larger than `max_artifact_mb`."""
+    path = Path(path)
+    size_mb = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    info = {"path": str(path), "md5": dep_md5(path), "size_mb": round(size_mb, 3)}
+    run.set_tags({f"checkpoint.{k}": v for k, v in info.items()})
+    if size_mb <= max_artifact_mb:
+        run.log_artifact(path, artifact_path="checkpoint")
+    return info
+
+
+def progress_bar(label: str, total: int) -> Callable[[int], None]:
+    """A tqdm bar on stderr; returns its `update` (the library's progress callback)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="it", file=sys.stderr, leave=False)
+    return bar.update
+
+
+def describe_failure(exc: BaseException | str) -> str:
+    """One line for the error.  A file-system error names the file and says what survived:
+    every output is written to a temporary sibling and swapped in only when complete."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}; the previous outputs are unchanged"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def fail(stage: str, exc: BaseException | str) -> NoReturn:
+    """End the stage with a one-line error and exit status 1 (its run is marked FAILED)."""
+    print(f"error: {stage}: {describe_failure(exc)}", file=sys.stderr)
+    raise SystemExit(1)
