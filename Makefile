@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 TORCH := torch==2.13.0
 .PHONY: setup lock pipeline test bench push pull clean
 
-# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (docs/DESIGN.md, "Environment").
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (docs/DESIGN.md §7).
 # Then every other package at the exact version of requirements.lock, then the project itself.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)

@@ -2,7 +2,7 @@
 
 Pure Python so that rewards, evaluation and data QC can all import it cheaply.
 
-- `anls_score` follows the ViteVQA / DocVQA definition (DESIGN.md §5).
+- `anls_score` follows the ViteVQA / DocVQA definition (docs/DESIGN.md §5).
 - `normalize_answer` follows the VQA v2 evaluation script (GT-Vision-Lab/VQA,
   `vqaEval.py`): punctuation handling, number words zero..ten (and "none") to
   digits, articles dropped, apostrophe-less contractions restored.  Deliberate

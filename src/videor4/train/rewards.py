@@ -1,4 +1,4 @@
-"""The Video-R4 rewards (DESIGN.md §3), as plain functions with a name → function table.
+"""The Video-R4 rewards (docs/DESIGN.md §3), as plain functions with a name → function table.
 
 Every reward takes the rollouts of one batch and a `RewardContext` and returns one
 float per rollout.  Rollouts are duck-typed: a reward reads `answer`, `sample`
