@@ -15,61 +15,72 @@ from typing import Any
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
-MAX_FRAMES_PER_CLIP = 8
+MAX_FRAMES_PER_CLIP = 8  # the default of VisionConfig.max_frames_per_clip
 
-TOOL_SCHEMAS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "clipping",
-            "description": "Select frames of the video by their number; they are returned at higher resolution.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "target_frames": {
-                        "type": "array",
-                        "items": {"type": "integer"},
-                        "description": "1-indexed numbers of the frames you were shown (at most 8).",
-                    }
+
+def tool_schemas(max_frames_per_clip: int = MAX_FRAMES_PER_CLIP) -> list[dict[str, Any]]:
+    """The tools as the model is told of them; the clip limit is the one the tools enforce."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": "clipping",
+                "description": "Select frames of the video by their number; they are returned at higher resolution.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "target_frames": {
+                            "type": "array",
+                            "items": {"type": "integer"},
+                            "description": f"1-indexed numbers of the frames you were shown (at most {max_frames_per_clip}).",
+                        }
+                    },
+                    "required": ["target_frames"],
                 },
-                "required": ["target_frames"],
             },
         },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "cropping",
-            "description": "Zoom into a region of an image seen so far; the region is returned re-encoded at high resolution.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "target_image": {
-                        "type": "integer",
-                        "description": "1-indexed number of the image (frames first, then every returned image in order).",
+        {
+            "type": "function",
+            "function": {
+                "name": "cropping",
+                "description": "Zoom into a region of an image seen so far; the region is returned re-encoded at high resolution.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "target_image": {
+                            "type": "integer",
+                            "description": "1-indexed number of the image (frames first, then every returned image in order).",
+                        },
+                        "bbox_2d": {
+                            "type": "array",
+                            "items": {"type": "number"},
+                            "description": "[x1, y1, x2, y2], normalized to [0, 1] of the target image.",
+                        },
                     },
-                    "bbox_2d": {
-                        "type": "array",
-                        "items": {"type": "number"},
-                        "description": "[x1, y1, x2, y2], normalized to [0, 1] of the target image.",
-                    },
+                    "required": ["target_image", "bbox_2d"],
                 },
-                "required": ["target_image", "bbox_2d"],
             },
         },
-    },
-]
+    ]
+
+
+def system_prompt(max_frames_per_clip: int = MAX_FRAMES_PER_CLIP) -> str:
+    """The system turn of every conversation: the call syntax and the tool schemas."""
+    return (
+        "You answer questions about videos whose text may be small or brief. "
+        "You are shown a few low-resolution frames. Think step by step. To look closer, call one tool "
+        "per turn and wait for its result:\n"
+        f"{TOOL_CALL_OPEN}{{\"name\": <tool name>, \"arguments\": <arguments>}}{TOOL_CALL_CLOSE}\n"
+        "Tools:\n"
+        + "\n".join(json.dumps(t["function"], separators=(",", ":")) for t in tool_schemas(max_frames_per_clip))
+        + "\nWhen you are sure, give the final answer as \\boxed{answer}."
+    )
+
+
+# the defaults (max_frames_per_clip 8): the text the existing datasets and tokenizers were built with
+TOOL_SCHEMAS = tool_schemas()
 TOOL_NAMES = tuple(t["function"]["name"] for t in TOOL_SCHEMAS)
-
-SYSTEM_PROMPT = (
-    "You answer questions about videos whose text may be small or brief. "
-    "You are shown a few low-resolution frames. Think step by step. To look closer, call one tool "
-    "per turn and wait for its result:\n"
-    f"{TOOL_CALL_OPEN}{{\"name\": <tool name>, \"arguments\": <arguments>}}{TOOL_CALL_CLOSE}\n"
-    "Tools:\n"
-    + "\n".join(json.dumps(t["function"], separators=(",", ":")) for t in TOOL_SCHEMAS)
-    + "\nWhen you are sure, give the final answer as \\boxed{answer}."
-)
+SYSTEM_PROMPT = system_prompt()
 
 
 @dataclass

@@ -19,6 +19,7 @@ from PIL import Image
 
 from videor4.core.params import fill, section
 from videor4.rumination.protocol import (
+    MAX_FRAMES_PER_CLIP,
     ParsedTurn,
     ToolCall,
     check_arguments,
@@ -43,7 +44,7 @@ class VisionConfig:
     clip_max_pixels: int = 400 * 28 * 28  # frames returned by clipping
     crop_min_pixels: int = 4 * 28 * 28  # raise it to upscale small crops
     crop_max_pixels: int = 1000 * 28 * 28  # regions returned by cropping
-    max_frames_per_clip: int = 8
+    max_frames_per_clip: int = MAX_FRAMES_PER_CLIP  # the system prompt states it (protocol.system_prompt)
     crop_margin: float = 0.1  # widen each side of a box by this (normalized), as Pixel-Reasoner
     min_crop_side: int = 28  # source pixels; smaller crops are refused
 
