@@ -30,6 +30,9 @@ from videor4.rumination.protocol import (
 from videor4.rumination.video import PATCH_FACTOR, VideoFrames, resize_to_budget
 
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
+# A box whose coordinates are all <= 1 + this is normalized (and clamped): models often overshoot
+# an edge a little (x2 = 1.02).  Only a coordinate clearly above it marks a box in pixels.
+NORMALIZED_TOLERANCE = 0.05
 
 
 @dataclass
@@ -177,7 +180,7 @@ class RuminationEnv:
             raise ToolError(f"image {target_image} out of range; images are numbered 1 to {len(self.seen)}")
         target = self.seen[target_image - 1]
         x1, y1, x2, y2 = (float(b) for b in bbox)
-        if max(x1, y1, x2, y2) > 1.0:  # read as pixels of the image the model saw
+        if max(x1, y1, x2, y2) > 1.0 + NORMALIZED_TOLERANCE:  # read as pixels of the image the model saw
             w, h = target.image.size
             x1, x2, y1, y2 = x1 / w, x2 / w, y1 / h, y2 / h
         if x2 <= x1 or y2 <= y1:
