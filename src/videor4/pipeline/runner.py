@@ -20,8 +20,17 @@ from typing import Any, NoReturn
 
 from videor4.core.io import os_error_in, write_json
 from videor4.core.launch import is_main_process, world_size
-from videor4.pipeline.lineage import LOCK_FILE, declared_params, dep_md5, environment_tags, git_output, lineage_tags
-from videor4.pipeline.lineage import load_params as load_params  # stages read params through the runner
+from videor4.pipeline.lineage import (
+    LOCK_FILE,
+    declared_params,
+    dep_md5,
+    environment_tags,
+    git_output,
+    lineage_tags,
+)
+from videor4.pipeline.lineage import (
+    load_params as load_params,  # stages read params through the runner
+)
 from videor4.pipeline.tracking import (
     Run,
     TrackingConfig,
@@ -128,6 +137,7 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
     key, name, tags = pipeline_identity()
     root = Path(dvc_yaml).parent
     environment = environment_tags(root)
+    lineage = lineage_tags(stage, dvc_yaml)
     try:
         with start_child_run(
             stage,
@@ -137,8 +147,9 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
             pipeline_params=params,
             pipeline_tags={**tags, **environment} if key else tags,
             params=declared_params(stage, params, dvc_yaml),
-            tags={**lineage_tags(stage, dvc_yaml), **environment, "launch.world_size": str(world_size())},
+            tags={**lineage, **environment, "launch.world_size": str(world_size())},
         ) as run, _os_errors_in_one_line(stage):
+            run.lineage = lineage
             lock = root / LOCK_FILE
             if lock.is_file():
                 run.log_artifact(lock, "environment")
@@ -196,6 +207,16 @@ def relaunch_distributed(params: Mapping[str, Any], script: str, args: list[str]
     cmd = settings.command(script, args)
     print("launching:", " ".join(cmd), file=sys.stderr)
     raise SystemExit(subprocess.call(cmd))
+
+
+def declared_dep_md5(run: Run, path: str | os.PathLike, dvc_yaml: str | os.PathLike = "dvc.yaml") -> str:
+    """The md5 of one of the stage's deps as its lineage tags recorded it when the run started,
+    so a multi-GB checkpoint is read once per stage; hashed here only for a path the stage does
+    not declare (or a run without lineage: a non-main process)."""
+    root = Path(dvc_yaml).parent
+    declared = Path(os.path.relpath(path, root)).as_posix()
+    md5 = run.lineage.get(f"dep.{declared}.md5")
+    return md5 if md5 not in (None, "missing") else dep_md5(path, root)
 
 
 def log_checkpoint(run: Run, path: str | os.PathLike, max_artifact_mb: float) -> dict[str, Any]:
