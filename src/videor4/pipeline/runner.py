@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from videor4.core.io import os_error_in, write_json
+from videor4.core.io import is_number, os_error_in, write_json
 from videor4.core.launch import is_main_process, world_size
 from videor4.pipeline.lineage import (
     LOCK_FILE,
@@ -42,16 +41,12 @@ from videor4.pipeline.tracking import (
 MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any], run: Run | None = None) -> Path:
     """Write the stage's metrics file (nested as given) and log its numbers to the run (dotted keys)."""
     path = Path(path)
     write_json(path, dict(metrics))
     if run is not None:
-        numbers = {key: value for key, value in flatten(metrics).items() if _is_number(value)}
+        numbers = {key: value for key, value in flatten(metrics).items() if is_number(value)}
         run.log_metrics(numbers)
     return path
 

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from videor4.core.io import is_int, is_number
+
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 MAX_FRAMES_PER_CLIP = 8  # the default of VisionConfig.max_frames_per_clip
@@ -133,14 +135,6 @@ def count_boxed(text: str) -> int:
 
 
 # ---------------------------------------------------------------- tool calls
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and v == v  # NaN != NaN
-
-
 def check_arguments(call: ToolCall) -> str | None:
     """Type-check a call against its schema; the reason on failure, else None.
 
@@ -154,12 +148,12 @@ def check_arguments(call: ToolCall) -> str | None:
         frames = args.get("target_frames")
         if frames is None:
             return "clipping needs the argument 'target_frames'"
-        if _is_int(frames):
+        if is_int(frames):
             frames = [frames]
             args["target_frames"] = frames
         if not isinstance(frames, list) or not frames:
             return "'target_frames' must be a non-empty list of integers"
-        if not all(_is_int(f) for f in frames):
+        if not all(is_int(f) for f in frames):
             return "'target_frames' must contain integers only"
         extra = set(args) - {"target_frames"}
     else:
@@ -167,10 +161,10 @@ def check_arguments(call: ToolCall) -> str | None:
             return "cropping needs the argument 'target_image'"
         if "bbox_2d" not in args:
             return "cropping needs the argument 'bbox_2d'"
-        if not _is_int(args["target_image"]):
+        if not is_int(args["target_image"]):
             return "'target_image' must be an integer"
         box = args["bbox_2d"]
-        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+        if not isinstance(box, list) or len(box) != 4 or not all(is_number(v) for v in box):
             return "'bbox_2d' must be a list of 4 numbers [x1, y1, x2, y2]"
         extra = set(args) - {"target_image", "bbox_2d"}
     if extra:
