@@ -17,7 +17,7 @@ import sys
 import time
 
 from videor4.pipeline.runner import (
-    dep_md5,
+    declared_dep_md5,
     fail,
     load_params,
     progress_bar,
@@ -64,7 +64,7 @@ def main() -> None:
     with stage_run(STAGE, params) as run:
         lineage = {}
         for name, path in checkpoints.items():
-            md5 = dep_md5(path)
+            md5 = declared_dep_md5(run, path)  # the models/<name> deps were hashed by the lineage tags
             lineage[f"checkpoint.{name}.md5"] = md5
             producer = run.find_run({"dvc.stage": name, "checkpoint.md5": md5})
             if producer:

@@ -43,3 +43,17 @@ def test_read_jsonl_names_the_bad_line(tmp_path):
     path.write_text('{"a": 1}\n{broken\n')
     with pytest.raises(ValueError, match=r"x.jsonl:2: not valid JSON"):
         read_jsonl(path)
+
+
+def test_json_value_checks_and_line_parsing(tmp_path):
+    from videor4.core.io import is_int, is_number, parse_json_lines
+
+    assert is_int(3) and not is_int(True) and not is_int(3.0)
+    assert is_number(0.5) and is_number(2) and not is_number(False)
+    assert not any(is_number(v) for v in (float("nan"), float("inf"), "1"))
+    text = '{"a": 1}\n\n  not json\n{"b": "x\u2028y"}\n'
+    assert parse_json_lines(text, "f", strict=False) == ([{"a": 1}, {"b": "x\u2028y"}], [3])
+    with pytest.raises(ValueError, match=r"f:3: not valid JSON"):
+        parse_json_lines(text, "f")
+    write_jsonl(tmp_path / "u.jsonl", [{"text": "line\u2028separator"}])  # written raw (ensure_ascii=False)
+    assert read_jsonl(tmp_path / "u.jsonl") == [{"text": "line\u2028separator"}]

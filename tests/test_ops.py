@@ -89,6 +89,18 @@ def test_pixel_boxes_are_read_as_pixels(env):
     assert obs.regions[0][1] == pytest.approx((0, 0, 0.5, 0.5))
 
 
+def test_a_box_overshooting_one_is_normalized_and_a_clearly_larger_one_is_pixels(env):
+    w, h = env.seen[0].image.size
+    # a model's common overshoot: one corner a hair past the edge; clamped, not read as pixels
+    obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": [0.2, 0.3, 1.02, 0.6]}))
+    assert obs.ok, obs.text
+    assert obs.regions[0][1] == pytest.approx((0.2, 0.3, 1.0, 0.6))
+    # pixels: a coordinate clearly above 1 (here small corner values beside it)
+    obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": [1, 1, w / 2, h / 2]}))
+    assert obs.ok, obs.text
+    assert obs.regions[0][1] == pytest.approx((1 / w, 1 / h, 0.5, 0.5))
+
+
 def test_margin_widens_and_clamps(sample_video):
     env = RuminationEnv(load_frames(sample_video, num_frames=2), VisionConfig(crop_margin=0.1))
     obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": [0.05, 0.3, 0.4, 0.5]}))

@@ -103,3 +103,10 @@ def test_malformed_calls_become_errors(body, needle):
 def test_malformed_tags(text, needle):
     turn = parse_turn(text)
     assert turn.tool_call is None and needle in turn.call_error
+
+
+def test_the_default_system_prompt_is_unchanged():
+    # datasets and the tiny tokenizer were built with this exact text (max_frames_per_clip 8)
+    import hashlib
+
+    assert hashlib.md5(SYSTEM_PROMPT.encode()).hexdigest() == "71da8de6adeebc00936d977eee39f1ba"

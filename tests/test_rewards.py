@@ -152,3 +152,47 @@ def test_vision_features_come_from_the_policy_encoder_and_are_cached(tiny_dir):
     assert not torch.allclose(f[0], f[1])
     again = feats([images[1], images[0]])
     assert torch.allclose(again[0], f[1]) and feats.hits == 2 and feats.misses == 3
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tiny_dir):
+    from videor4.policy.model import load_policy
+
+    return load_policy(tiny_dir)
+
+
+def _images(n: int) -> list:
+    return [Image.new("RGB", (56, 56), (i * 40, 20, 200 - i * 40)) for i in range(n)]
+
+
+def test_vision_features_cache_is_a_bounded_lru(tiny_policy):
+    feats = VisionFeatures(tiny_policy.model, tiny_policy.image_processor, max_entries=2)
+    a, b, c = _images(3)
+    f = feats([a, b, c])  # more new images than the cache holds: all are still returned
+    assert f.shape[0] == 3 and len(feats.cache) == 2
+    assert torch.allclose(feats([c])[0], f[2]) and feats.hits == 1  # the most recent stay
+    assert torch.allclose(feats([a])[0], f[0]) and feats.misses == 4  # the oldest was evicted
+    assert len(feats.cache) == 2
+
+
+def test_vision_features_are_recomputed_once_the_vision_tower_changes(tiny_dir):
+    from videor4.policy.model import load_policy, vision_tower
+
+    policy = load_policy(tiny_dir)  # its own copy: the weights are changed below
+    feats = VisionFeatures(policy.model, policy.image_processor)
+    (a,) = _images(1)
+    before = feats([a])
+    with torch.no_grad():  # what an optimizer step does to a trained tower: in place
+        for p in vision_tower(policy.model).parameters():
+            p.mul_(1.5)
+    after = feats([a])
+    assert feats.misses == 2 and not torch.allclose(before, after)
+    assert torch.allclose(after, VisionFeatures(policy.model, policy.image_processor)([a]))
+    # updates the version counters miss (DeepSpeed writes through .data): the trainer's step hook
+    feats.on_optimizer_step()
+    assert not feats.cache  # the tower trains (requires_grad), so its features are dropped
+    for p in vision_tower(policy.model).parameters():
+        p.requires_grad_(False)
+    feats([a])
+    feats.on_optimizer_step()
+    assert len(feats.cache) == 1  # a frozen tower keeps its features across steps

@@ -156,3 +156,11 @@ def test_an_external_decoder_drives_the_same_tools_and_bookkeeping(policy, sampl
     assert len(seen) == 2 and seen[1][0] > seen[0][0] and seen[1][1] == seen[0][1] + 2
     generated = [lp for lp, m in zip(r.logprobs, r.completion_mask) if m]
     assert generated and set(generated) == {-0.5}  # the server's logprobs are kept for the trainer
+
+
+def test_a_rollout_is_told_the_clip_limit_its_tools_enforce(policy, samples):
+    import dataclasses
+
+    vision = dataclasses.replace(VISION, max_frames_per_clip=2)
+    r = start_group(engine(policy), samples[0], vision, 1, 0)[0]
+    assert "(at most 2)" in r.messages[0]["content"][0]["text"]

@@ -61,6 +61,29 @@ def test_bad_trajectories_are_skipped_with_counted_reasons(tmp_path, small_built
         load_sft_data(small_built / "sft_drp.jsonl", tight, max_bad_fraction=0.5)
 
 
+def test_unreadable_videos_are_counted_and_other_errors_propagate(tmp_path, small_built, encoder, monkeypatch):
+    good = _rows(small_built / "sft_crp.jsonl")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"not an mp4 at all" * 64)
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    (pages / "p1.png").write_bytes(b"not a png")
+    bad_video, bad_pages = json.loads(json.dumps(good[0])), json.loads(json.dumps(good[1]))
+    bad_video["video"], bad_pages["video"] = str(corrupt), str(pages)
+    path = tmp_path / "sft.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [*good[2:], bad_video, bad_pages]) + "\n")
+    data = load_sft_data(path, encoder, max_bad_fraction=0.9)
+    assert dict(data.skipped) == {"unreadable_video": 2}
+    assert len(data.trajectories) == len(good) - 2
+
+    def broken(images):  # a bug in encoding is not a bad video: it must not hide under max_bad_fraction
+        raise TypeError("process_images() got an unexpected keyword")
+
+    monkeypatch.setattr(encoder, "process_images", broken)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        load_sft_data(path, encoder, max_bad_fraction=0.9)
+
+
 def test_settings_merge_shared_and_stage_keys_strictly():
     params = {"seed": 3, "sft": {"batch_size": 4, "max_length": 999, "drp": {"learning_rate": 0.01}, "crp": {"epochs": 2}}}
     drp = sft_settings(params, "drp")

@@ -25,7 +25,12 @@ from videor4.pipeline.tracking import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from videor4.pipeline.lineage import declared_params, dep_md5, lineage_tags, stage_definition
+from videor4.pipeline.lineage import (
+    declared_params,
+    dep_md5,
+    lineage_tags,
+    stage_definition,
+)
 from videor4.pipeline.runner import stage_run, tracking_config, write_metrics
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
@@ -295,3 +300,71 @@ def test_tracking_config_from_params() -> None:
     )
     with pytest.raises(ValueError, match="urI"):
         tracking_config({"tracking": {"urI": "typo"}})
+
+
+def test_eval_stage_tags_each_checkpoint_with_its_lineage_md5_hashed_once(store, tmp_path, monkeypatch) -> None:
+    """A checkpoint (multi-GB at paper scale) is hashed once per eval: by the lineage tags."""
+    import contextlib
+    import importlib.util
+    from collections import Counter
+
+    from videor4.pipeline import lineage
+
+    uri, artifacts = store
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no enclosing repo
+    names = ["base", "rl_c"]
+    for name in names:
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "model.safetensors").write_bytes(name.encode() * 1000)
+    (tmp_path / "held_out.jsonl").write_text(json.dumps({"sample_id": "s1"}) + "\n")
+    deps = ["held_out.jsonl", *(f"models/{name}" for name in names)]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"eval": {"cmd": "python stages/eval.py", "deps": deps}}}))
+    tracking = {"uri": uri, "experiment": "eval-lineage", "artifact_location": artifacts}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval": {"checkpoints": names}, "tracking": tracking}))
+
+    hashed: Counter = Counter()
+    real_builder = lineage._md5_builder
+
+    def counting_builder(root):
+        md5 = real_builder(root)
+
+        def counted(path):
+            hashed[Path(path).resolve()] += 1
+            return md5(path)
+
+        return counted
+
+    monkeypatch.setattr(lineage, "_md5_builder", counting_builder)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):  # the lineage is written before the first checkpoint is evaluated
+        raise Stop
+
+    monkeypatch.setattr("videor4.evaluation.evaluate.evaluate_checkpoint", stop)
+    spec = importlib.util.spec_from_file_location("eval_stage", ROOT / "stages" / "eval.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    runs = []
+    real_stage_run = stage.stage_run
+
+    @contextlib.contextmanager
+    def keep_run(*args, **kwargs):
+        with real_stage_run(*args, **kwargs) as run:
+            runs.append(run)
+            yield run
+
+    monkeypatch.setattr(stage, "stage_run", keep_run)
+    outputs = ["--predictions", "p", "--table", "t.md", "--metrics", "m.json", "--scaling", "s.json", "--accuracy", "a.json"]
+    monkeypatch.setattr(sys, "argv", ["eval.py", "--models", "models", "--held-out", "held_out.jsonl", *outputs])
+    with pytest.raises(Stop):
+        stage.main()
+
+    tags = runs[0].tags
+    for name in names:
+        assert hashed[(tmp_path / "models" / name).resolve()] == 1
+        assert tags[f"checkpoint.{name}.md5"] == tags[f"dep.models/{name}.md5"]
+        assert tags[f"checkpoint.{name}.md5"].endswith(".dir")
+    assert client(uri).get_run(runs[0].run_id).data.tags["checkpoint.base.md5"] == tags["dep.models/base.md5"]

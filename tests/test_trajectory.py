@@ -71,3 +71,22 @@ def test_messages_follow_the_protocol(tmp_path, sample_video):
     calls = [parse_turn(m["content"][0]["text"]) for m in msgs if m["role"] == "assistant"]
     assert [c.tool_call.name for c in calls[:-1]] == ["clipping", "cropping", "cropping"]
     assert calls[-1].answer == "white"
+
+
+def test_the_system_prompt_states_the_configured_clip_limit(tmp_path, sample_video):
+    import dataclasses
+
+    from videor4.policy.model import tokenizer_corpus
+    from videor4.rumination.protocol import SYSTEM_PROMPT
+
+    traj = make_traj(sample_video, tmp_path / "images")
+    frames = [Image.new("RGB", (56, 56)) for _ in traj.frame_indices]
+    assert trajectory_messages(traj, frames)[0]["content"][0]["text"] == SYSTEM_PROMPT  # the default: 8
+    assert "(at most 8)" in SYSTEM_PROMPT
+
+    traj.vision = dataclasses.replace(VISION, max_frames_per_clip=3).to_dict()
+    prompt = trajectory_messages(traj, frames)[0]["content"][0]["text"]
+    assert "(at most 3)" in prompt and "at most 8" not in prompt
+    # the tiny model's tokenizer is trained on the prompt the trajectories are encoded with
+    write_jsonl(tmp_path / "t.jsonl", [traj.to_dict()])
+    assert prompt in list(tokenizer_corpus([tmp_path / "t.jsonl"]))

@@ -195,7 +195,23 @@ def test_inverted_boxes(base: Path) -> None:
 def test_malformed_box(base: Path) -> None:
     rows = drp_rows()
     rows[1]["steps"][0]["tool_call"]["arguments"]["bbox_2d"] = [0.1, 0.5, 0.4]
-    assert_fails(rows, "sft_drp", base, "expect_column_values_to_be_null(args_error)", "not [x1, y1, x2, y2]")
+    assert_fails(rows, "sft_drp", base, "expect_column_values_to_be_null(args_error)", "must be a list of 4 numbers")
+
+
+def test_tool_arguments_follow_the_protocols_rule(base: Path) -> None:
+    # the tools' own check (protocol.check_arguments), not a second rule set
+    rows = drp_rows()
+    rows[0]["steps"][0]["tool_call"]["arguments"]["zoom"] = 2
+    rows[1]["steps"][0]["tool_call"]["arguments"]["target_image"] = True
+    assert_fails(rows, "sft_drp", base, "unexpected argument(s) for clipping: zoom", "'target_image' must be an integer")
+    rows = drp_rows()
+    rows[0]["steps"][0]["tool_call"]["arguments"]["target_frames"] = []
+    assert_fails(rows, "sft_drp", base, "'target_frames' must be a non-empty list of integers")
+    rows = drp_rows()
+    rows[0]["steps"][0]["tool_call"]["arguments"]["target_frames"] = 4  # the tools read a bare frame number
+    tables = build_tables(rows, "sft_drp", base)
+    assert tables["steps"]["args_error"].isna().all() and tables["clip_targets"]["target"].tolist() == [4.0]
+    assert rows[0]["steps"][0]["tool_call"]["arguments"]["target_frames"] == 4  # the row is left as it is
 
 
 def test_frame_indices_out_of_range(base: Path) -> None:

@@ -1,4 +1,4 @@
-"""Atomic file output and JSON-lines helpers.
+"""Atomic file output, JSON / JSON-lines readers and the checks of JSON values.
 
 Every output the pipeline writes goes through here so that a kill (or a full
 disk) at any moment leaves either the previous file or the complete new one,
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -72,6 +73,53 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(fh)
 
 
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A UTF-8 file's text; an unreadable file is a ValueError naming it (`what` says what it is)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read {what} ({exc})") from exc
+
+
+def load_json_file(path: str | os.PathLike, what: str = "file") -> Any:
+    """A JSON document from an input file; a read or parse error is one ValueError naming the file."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+class JSONLineError(ValueError):
+    """A line of a JSON-lines text that is not JSON (`lineno` counts from 1, `msg` is the parser's)."""
+
+    def __init__(self, where: str, lineno: int, msg: str) -> None:
+        super().__init__(f"{where}:{lineno}: not valid JSON ({msg})")
+        self.lineno, self.msg = lineno, msg
+
+
+def parse_json_lines(text: str, where: str, strict: bool = True) -> tuple[list[Any], list[int]]:
+    """The JSON value of each non-blank line and the numbers of the lines that are not JSON.
+
+    strict: the first such line raises JSONLineError "<where>:<line>: not valid JSON (...)".
+    """
+    rows: list[Any] = []
+    bad: list[int] = []
+    # split on "\n" only: splitlines() would also cut at U+2028 and friends, which
+    # write_jsonl (ensure_ascii=False) leaves raw inside strings
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if strict:
+                raise JSONLineError(where, lineno, exc.msg) from exc
+            bad.append(lineno)
+    return rows, bad
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows atomically; returns the number written."""
     n = 0
@@ -84,17 +132,27 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSON-lines file; a malformed line raises ValueError naming file and line."""
-    rows = []
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-    return rows
+        return parse_json_lines(fh.read(), str(path))[0]
+
+
+# ---------------------------------------------------------------- JSON values
+def is_int(v: Any) -> bool:
+    """An integer, and not a bool (json and Python both let True pass as 1)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    """A finite real number, not a bool (Python's json reads NaN and Infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def relative_posix(path: Path, root: Path) -> str:
+    """`path` relative to `root` with forward slashes; as given when it lies outside `root`."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # e.g. a videos_dir given as an absolute path elsewhere
+        return path.as_posix()
 
 
 @contextlib.contextmanager

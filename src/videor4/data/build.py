@@ -24,7 +24,7 @@ from videor4.core.schema import Evidence, Sample, TextBox, VideoRecord
 from videor4.rumination.tools import VisionConfig
 from videor4.rumination.video import (
     FRAME_CACHE,
-    VideoError,
+    READ_ERRORS,
     load_frames,
     uniform_indices,
 )
@@ -170,7 +170,7 @@ def check_videos(samples: list[Sample], num_frames: int, skipped: Counter) -> tu
             idx = uniform_indices(src.num_frames, num_frames)
             FRAME_CACHE.get(src, idx[:1] + idx[-1:])  # decode the ends: catches truncated files
             infos[video] = _VideoInfo(sources[video], idx, src.num_frames, src.width, src.height)
-        except (VideoError, IndexError, OSError) as exc:
+        except READ_ERRORS as exc:  # a frame out of range is a FrameRangeError
             reason = getattr(exc, "reason", "unreadable")
             bad[video] = reason
             log.warning("skipping video: %s", exc)

@@ -19,7 +19,6 @@ Note: RapidOCR's bundled PP-OCR models drop the spaces between Latin words
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from videor4.core.io import read_json, write_json
+from videor4.core.io import is_number, read_json, write_json
 from videor4.core.schema import TextBox
 
 OcrFrames = dict[int, list[dict[str, Any]]]
@@ -109,7 +108,7 @@ def _parse_item(item: Any, where: str) -> dict[str, Any]:
     if (
         not isinstance(points, list)
         or len(points) != 8
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in points)
+        or not all(is_number(v) for v in points)
     ):
         raise ValueError(f"{where}: 'points' must be 8 finite numbers, got {item['points']!r:.80}")
     parsed: dict[str, Any] = {"ocr": str(text), "points": [float(v) for v in points]}

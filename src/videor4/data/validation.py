@@ -24,7 +24,7 @@ Derived columns carry what GX cannot compute itself, e.g. ``missing_video`` /
 ``missing_path`` (the path when the file does not exist, else null; for a video given
 as a list of page images, the first missing page), ``n_answers``
 (non-blank answer strings), ``bbox_error`` / ``args_error`` (why a box or tool call
-is malformed, else null), ``x1..y2`` (a box's corners), ``images_before`` (images the
+is malformed, else null; a tool call by ``protocol.check_arguments``, the tools' own rule), ``x1..y2`` (a box's corners), ``images_before`` (images the
 model had seen before a step: the shown frames, then every earlier observation image),
 ``tools_used`` ("clipping", "cropping", "clipping+cropping" or "").  Non-numeric values
 in top-level numeric fields become null, and ``numeric_errors`` keeps the originals.  Evidence frames of
@@ -44,7 +44,6 @@ All validations in a process share one ephemeral GX context (created on first us
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -55,7 +54,8 @@ from typing import Any
 
 import pandas as pd
 
-from videor4.core.io import read_jsonl
+from videor4.core.io import is_number, read_json, read_jsonl
+from videor4.rumination.protocol import TOOL_NAMES, ToolCall, check_arguments
 
 __all__ = [
     "DATASETS",
@@ -69,8 +69,6 @@ __all__ = [
 ]
 
 DEFAULT_EXPECTATIONS_DIR = Path("expectations")
-TOOL_NAMES = ("clipping", "cropping")
-MAX_CLIP_FRAMES = 8
 MAX_EXAMPLES = 3  # offending rows shown per failed expectation
 
 
@@ -130,16 +128,8 @@ class ValidationReport:
 
 
 # ------------------------------------------------------------------ value helpers
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _num(v: Any) -> float | None:
-    return float(v) if _is_num(v) else None
+    return float(v) if is_number(v) else None
 
 
 def _n_nonblank(values: Any) -> int:
@@ -159,7 +149,7 @@ def _short(v: Any, limit: int = 80) -> str:
 
 def _box(v: Any) -> tuple[dict[str, float | None], str | None]:
     """Corner columns and an error (None when ``v`` is a list of 4 numbers)."""
-    if isinstance(v, (list, tuple)) and len(v) == 4 and all(_is_num(x) for x in v):
+    if isinstance(v, (list, tuple)) and len(v) == 4 and all(is_number(x) for x in v):
         x1, y1, x2, y2 = (float(x) for x in v)
         return {"x1": x1, "y1": y1, "x2": x2, "y2": y2}, None
     return {"x1": None, "y1": None, "x2": None, "y2": None}, f"not [x1, y1, x2, y2] numbers: {_short(v)}"
@@ -277,7 +267,7 @@ def _raw(row: dict[str, Any], i: int) -> dict[str, Any]:
 
 def _numeric_errors(row: dict[str, Any], fields: Sequence[str]) -> str | None:
     """Fields present but not numbers, with their values (coercion below turns them into null)."""
-    bad = [f"{f}={_short(row[f], 40)}" for f in fields if row.get(f) is not None and not _is_num(row[f])]
+    bad = [f"{f}={_short(row[f], 40)}" for f in fields if row.get(f) is not None and not is_number(row[f])]
     return "; ".join(bad) or None
 
 
@@ -366,20 +356,17 @@ def _rl_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.DataFr
             "frames": _frame(frames, ["row", "sample_id", *FRAME_COLS])}
 
 
-def _args_error(name: Any, args: Any) -> str | None:
-    """Why a tool call's arguments are malformed (unknown tools are reported by name)."""
+def _checked_arguments(name: Any, args: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """(the arguments as the tools read them, None) or (None, why they are malformed), by the
+    protocol's own check, so a stored call passes exactly when the tools would accept it.
+    Unknown tools are reported once, by name (the tool_name check)."""
     if name not in TOOL_NAMES:
-        return None
+        return None, None
     if not isinstance(args, dict):
-        return f"arguments is not an object: {_short(args)}"
-    if name == "clipping":
-        tf = args.get("target_frames")
-        if not isinstance(tf, list) or not all(_is_int(t) for t in tf):
-            return f"target_frames is not a list of ints: {_short(tf)}"
-        return None
-    if not _is_int(args.get("target_image")):
-        return f"target_image is not an int: {_short(args.get('target_image'))}"
-    return _box(args.get("bbox_2d"))[1]
+        return None, f"tool call 'arguments' must be a JSON object, got {_short(args)}"
+    call = ToolCall(name, dict(args))  # a copy: the check turns a bare frame number into a list
+    err = check_arguments(call)
+    return (None, err) if err else (call.arguments, None)
 
 
 def _trajectory_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.DataFrame]:
@@ -397,7 +384,7 @@ def _trajectory_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, p
             call = step.get("tool_call") if isinstance(step.get("tool_call"), dict) else {}
             obs = step.get("observation") if isinstance(step.get("observation"), dict) else {}
             name, args = call.get("name"), call.get("arguments")
-            err = _args_error(name, args)
+            args, err = _checked_arguments(name, args)
             if name in TOOL_NAMES:  # unknown names are reported once, by the tool_name check
                 tools.add(name)
             rec: dict[str, Any] = {
@@ -508,8 +495,7 @@ def _load_suites(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no expectation suite file {path}")
     key = (str(path.resolve()), path.stat().st_mtime_ns)
     if key not in _SUITES:
-        with open(path, encoding="utf-8") as fh:
-            spec = json.load(fh)
+        spec = read_json(path)
         if not isinstance(spec, dict) or not spec:
             raise ValueError(f"{path}: expected an object mapping table names to GX suites")
         _SUITES[key] = {table: gx.ExpectationSuite(**suite) for table, suite in spec.items()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import subprocess
 import sys
@@ -18,10 +17,19 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from videor4.core.io import os_error_in, write_json
+from videor4.core.io import is_number, os_error_in, write_json
 from videor4.core.launch import is_main_process, world_size
-from videor4.pipeline.lineage import LOCK_FILE, declared_params, dep_md5, environment_tags, git_output, lineage_tags
-from videor4.pipeline.lineage import load_params as load_params  # stages read params through the runner
+from videor4.pipeline.lineage import (
+    LOCK_FILE,
+    declared_params,
+    dep_md5,
+    environment_tags,
+    git_output,
+    lineage_tags,
+)
+from videor4.pipeline.lineage import (
+    load_params as load_params,  # stages read params through the runner
+)
 from videor4.pipeline.tracking import (
     Run,
     TrackingConfig,
@@ -33,16 +41,12 @@ from videor4.pipeline.tracking import (
 MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any], run: Run | None = None) -> Path:
     """Write the stage's metrics file (nested as given) and log its numbers to the run (dotted keys)."""
     path = Path(path)
     write_json(path, dict(metrics))
     if run is not None:
-        numbers = {key: value for key, value in flatten(metrics).items() if _is_number(value)}
+        numbers = {key: value for key, value in flatten(metrics).items() if is_number(value)}
         run.log_metrics(numbers)
     return path
 
@@ -128,6 +132,7 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
     key, name, tags = pipeline_identity()
     root = Path(dvc_yaml).parent
     environment = environment_tags(root)
+    lineage = lineage_tags(stage, dvc_yaml)
     try:
         with start_child_run(
             stage,
@@ -137,8 +142,9 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
             pipeline_params=params,
             pipeline_tags={**tags, **environment} if key else tags,
             params=declared_params(stage, params, dvc_yaml),
-            tags={**lineage_tags(stage, dvc_yaml), **environment, "launch.world_size": str(world_size())},
+            tags={**lineage, **environment, "launch.world_size": str(world_size())},
         ) as run, _os_errors_in_one_line(stage):
+            run.lineage = lineage
             lock = root / LOCK_FILE
             if lock.is_file():
                 run.log_artifact(lock, "environment")
@@ -196,6 +202,16 @@ def relaunch_distributed(params: Mapping[str, Any], script: str, args: list[str]
     cmd = settings.command(script, args)
     print("launching:", " ".join(cmd), file=sys.stderr)
     raise SystemExit(subprocess.call(cmd))
+
+
+def declared_dep_md5(run: Run, path: str | os.PathLike, dvc_yaml: str | os.PathLike = "dvc.yaml") -> str:
+    """The md5 of one of the stage's deps as its lineage tags recorded it when the run started,
+    so a multi-GB checkpoint is read once per stage; hashed here only for a path the stage does
+    not declare (or a run without lineage: a non-main process)."""
+    root = Path(dvc_yaml).parent
+    declared = Path(os.path.relpath(path, root)).as_posix()
+    md5 = run.lineage.get(f"dep.{declared}.md5")
+    return md5 if md5 not in (None, "missing") else dep_md5(path, root)
 
 
 def log_checkpoint(run: Run, path: str | os.PathLike, max_artifact_mb: float) -> dict[str, Any]:

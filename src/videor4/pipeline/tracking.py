@@ -145,6 +145,9 @@ class Run:
         self.tracking_uri = config.resolved_uri()
         self.params: dict[str, str] = {}
         self.tags: dict[str, str] = {}
+        # the stage's lineage tags as stage_run computed them (keys as declared, not cleaned), so
+        # a stage can reuse a dependency's md5 instead of hashing it again
+        self.lineage: dict[str, str] = {}
         self.metrics: dict[str, float] = {}  # the latest value of each metric
         self.history: list[tuple[str, float, int]] = []  # (key, value, step)
         self._client: MlflowClient | None = None

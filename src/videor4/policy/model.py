@@ -149,14 +149,22 @@ def tokenizer_corpus(trajectory_files: Iterable[str | os.PathLike]) -> Iterator[
     from videor4.rumination.protocol import (
         SYSTEM_PROMPT,
         format_assistant_turn,
+        system_prompt,
         user_prompt_text,
     )
+    from videor4.rumination.tools import VisionConfig
     from videor4.rumination.trajectory import Trajectory
 
     yield SYSTEM_PROMPT
+    prompts = {SYSTEM_PROMPT}
     for path in trajectory_files:
         for row in read_jsonl(path):
             traj = Trajectory.from_dict(row)
+            # a non-default clip limit changes the prompt; the default corpus stays as it was
+            prompt = system_prompt(VisionConfig.from_dict(traj.vision).max_frames_per_clip)
+            if prompt not in prompts:
+                prompts.add(prompt)
+                yield prompt
             yield user_prompt_text(traj.question, len(traj.frame_indices))
             for option in traj.options or []:
                 yield option

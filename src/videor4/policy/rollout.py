@@ -196,7 +196,7 @@ class RolloutEngine:
         from videor4.core.schema import Sample
         from videor4.rumination.trajectory import prompt_messages
 
-        messages = prompt_messages(Sample.from_dict(sample).prompt_question(), env.initial_images())
+        messages = prompt_messages(Sample.from_dict(sample).prompt_question(), env.initial_images(), env.vision.max_frames_per_clip)
         enc = self.encoder.encode_prompt(messages)
         pixels, grids = _split_pixels(enc.pixel_values, enc.image_grid_thw)
         n = len(enc.input_ids)

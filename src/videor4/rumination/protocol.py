@@ -13,63 +13,76 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from videor4.core.io import is_int, is_number
+
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
-MAX_FRAMES_PER_CLIP = 8
+MAX_FRAMES_PER_CLIP = 8  # the default of VisionConfig.max_frames_per_clip
 
-TOOL_SCHEMAS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "clipping",
-            "description": "Select frames of the video by their number; they are returned at higher resolution.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "target_frames": {
-                        "type": "array",
-                        "items": {"type": "integer"},
-                        "description": "1-indexed numbers of the frames you were shown (at most 8).",
-                    }
+
+def tool_schemas(max_frames_per_clip: int = MAX_FRAMES_PER_CLIP) -> list[dict[str, Any]]:
+    """The tools as the model is told of them; the clip limit is the one the tools enforce."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": "clipping",
+                "description": "Select frames of the video by their number; they are returned at higher resolution.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "target_frames": {
+                            "type": "array",
+                            "items": {"type": "integer"},
+                            "description": f"1-indexed numbers of the frames you were shown (at most {max_frames_per_clip}).",
+                        }
+                    },
+                    "required": ["target_frames"],
                 },
-                "required": ["target_frames"],
             },
         },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "cropping",
-            "description": "Zoom into a region of an image seen so far; the region is returned re-encoded at high resolution.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "target_image": {
-                        "type": "integer",
-                        "description": "1-indexed number of the image (frames first, then every returned image in order).",
+        {
+            "type": "function",
+            "function": {
+                "name": "cropping",
+                "description": "Zoom into a region of an image seen so far; the region is returned re-encoded at high resolution.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "target_image": {
+                            "type": "integer",
+                            "description": "1-indexed number of the image (frames first, then every returned image in order).",
+                        },
+                        "bbox_2d": {
+                            "type": "array",
+                            "items": {"type": "number"},
+                            "description": "[x1, y1, x2, y2], normalized to [0, 1] of the target image.",
+                        },
                     },
-                    "bbox_2d": {
-                        "type": "array",
-                        "items": {"type": "number"},
-                        "description": "[x1, y1, x2, y2], normalized to [0, 1] of the target image.",
-                    },
+                    "required": ["target_image", "bbox_2d"],
                 },
-                "required": ["target_image", "bbox_2d"],
             },
         },
-    },
-]
+    ]
+
+
+def system_prompt(max_frames_per_clip: int = MAX_FRAMES_PER_CLIP) -> str:
+    """The system turn of every conversation: the call syntax and the tool schemas."""
+    return (
+        "You answer questions about videos whose text may be small or brief. "
+        "You are shown a few low-resolution frames. Think step by step. To look closer, call one tool "
+        "per turn and wait for its result:\n"
+        f"{TOOL_CALL_OPEN}{{\"name\": <tool name>, \"arguments\": <arguments>}}{TOOL_CALL_CLOSE}\n"
+        "Tools:\n"
+        + "\n".join(json.dumps(t["function"], separators=(",", ":")) for t in tool_schemas(max_frames_per_clip))
+        + "\nWhen you are sure, give the final answer as \\boxed{answer}."
+    )
+
+
+# the defaults (max_frames_per_clip 8): the text the existing datasets and tokenizers were built with
+TOOL_SCHEMAS = tool_schemas()
 TOOL_NAMES = tuple(t["function"]["name"] for t in TOOL_SCHEMAS)
-
-SYSTEM_PROMPT = (
-    "You answer questions about videos whose text may be small or brief. "
-    "You are shown a few low-resolution frames. Think step by step. To look closer, call one tool "
-    "per turn and wait for its result:\n"
-    f"{TOOL_CALL_OPEN}{{\"name\": <tool name>, \"arguments\": <arguments>}}{TOOL_CALL_CLOSE}\n"
-    "Tools:\n"
-    + "\n".join(json.dumps(t["function"], separators=(",", ":")) for t in TOOL_SCHEMAS)
-    + "\nWhen you are sure, give the final answer as \\boxed{answer}."
-)
+SYSTEM_PROMPT = system_prompt()
 
 
 @dataclass
@@ -122,14 +135,6 @@ def count_boxed(text: str) -> int:
 
 
 # ---------------------------------------------------------------- tool calls
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and v == v  # NaN != NaN
-
-
 def check_arguments(call: ToolCall) -> str | None:
     """Type-check a call against its schema; the reason on failure, else None.
 
@@ -143,12 +148,12 @@ def check_arguments(call: ToolCall) -> str | None:
         frames = args.get("target_frames")
         if frames is None:
             return "clipping needs the argument 'target_frames'"
-        if _is_int(frames):
+        if is_int(frames):
             frames = [frames]
             args["target_frames"] = frames
         if not isinstance(frames, list) or not frames:
             return "'target_frames' must be a non-empty list of integers"
-        if not all(_is_int(f) for f in frames):
+        if not all(is_int(f) for f in frames):
             return "'target_frames' must contain integers only"
         extra = set(args) - {"target_frames"}
     else:
@@ -156,10 +161,10 @@ def check_arguments(call: ToolCall) -> str | None:
             return "cropping needs the argument 'target_image'"
         if "bbox_2d" not in args:
             return "cropping needs the argument 'bbox_2d'"
-        if not _is_int(args["target_image"]):
+        if not is_int(args["target_image"]):
             return "'target_image' must be an integer"
         box = args["bbox_2d"]
-        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+        if not isinstance(box, list) or len(box) != 4 or not all(is_number(v) for v in box):
             return "'bbox_2d' must be a list of 4 numbers [x1, y1, x2, y2]"
         extra = set(args) - {"target_image", "bbox_2d"}
     if extra:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from videor4.core.params import fill, section
 from videor4.rumination.protocol import (
+    MAX_FRAMES_PER_CLIP,
     ParsedTurn,
     ToolCall,
     check_arguments,
@@ -29,6 +30,9 @@ from videor4.rumination.protocol import (
 from videor4.rumination.video import PATCH_FACTOR, VideoFrames, resize_to_budget
 
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
+# A box whose coordinates are all <= 1 + this is normalized (and clamped): models often overshoot
+# an edge a little (x2 = 1.02).  Only a coordinate clearly above it marks a box in pixels.
+NORMALIZED_TOLERANCE = 0.05
 
 
 @dataclass
@@ -43,7 +47,7 @@ class VisionConfig:
     clip_max_pixels: int = 400 * 28 * 28  # frames returned by clipping
     crop_min_pixels: int = 4 * 28 * 28  # raise it to upscale small crops
     crop_max_pixels: int = 1000 * 28 * 28  # regions returned by cropping
-    max_frames_per_clip: int = 8
+    max_frames_per_clip: int = MAX_FRAMES_PER_CLIP  # the system prompt states it (protocol.system_prompt)
     crop_margin: float = 0.1  # widen each side of a box by this (normalized), as Pixel-Reasoner
     min_crop_side: int = 28  # source pixels; smaller crops are refused
 
@@ -176,7 +180,7 @@ class RuminationEnv:
             raise ToolError(f"image {target_image} out of range; images are numbered 1 to {len(self.seen)}")
         target = self.seen[target_image - 1]
         x1, y1, x2, y2 = (float(b) for b in bbox)
-        if max(x1, y1, x2, y2) > 1.0:  # read as pixels of the image the model saw
+        if max(x1, y1, x2, y2) > 1.0 + NORMALIZED_TOLERANCE:  # read as pixels of the image the model saw
             w, h = target.image.size
             x1, x2, y1, y2 = x1 / w, x2 / w, y1 / h, y2 / h
         if x2 <= x1 or y2 <= y1:

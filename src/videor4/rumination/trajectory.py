@@ -17,9 +17,10 @@ from typing import Any
 from PIL import Image
 
 from videor4.rumination.protocol import (
-    SYSTEM_PROMPT,
+    MAX_FRAMES_PER_CLIP,
     ToolCall,
     format_assistant_turn,
+    system_prompt,
     user_prompt_text,
 )
 from videor4.rumination.tools import Observation, RuminationEnv, VisionConfig
@@ -194,15 +195,18 @@ def replay(traj: Trajectory, cache: FrameCache | None = FRAME_CACHE, check_files
     return ReplayResult(ok=not problems, problems=problems)
 
 
-def prompt_messages(question: str, frame_images: list[Any]) -> list[dict[str, Any]]:
+def prompt_messages(
+    question: str, frame_images: list[Any], max_frames_per_clip: int = MAX_FRAMES_PER_CLIP
+) -> list[dict[str, Any]]:
     """The opening of every conversation: system (tools) → user (frames, then the question).
 
-    `question` is the full question text (options included), as `Sample.prompt_question()` gives it.
+    `question` is the full question text (options included), as `Sample.prompt_question()` gives it;
+    `max_frames_per_clip` is the limit of the env the calls run in (`VisionConfig`), as the model is told it.
     """
     user: list[dict[str, Any]] = [{"type": "image", "image": img} for img in frame_images]
     user.append({"type": "text", "text": user_prompt_text(question, len(frame_images))})
     return [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "system", "content": [{"type": "text", "text": system_prompt(max_frames_per_clip)}]},
         {"role": "user", "content": user},
     ]
 
@@ -214,10 +218,10 @@ def trajectory_messages(traj: Trajectory, frame_images: list[Image.Image] | None
     order the model sees them; `frame_images` are the shown (downscaled) frames
     (loaded from the video when omitted).
     """
+    vision = VisionConfig.from_dict(traj.vision)
     if frame_images is None:
-        env = open_env(traj.video, traj.frame_indices, VisionConfig.from_dict(traj.vision))
-        frame_images = env.initial_images()
-    messages = prompt_messages(traj.question, frame_images)
+        frame_images = open_env(traj.video, traj.frame_indices, vision).initial_images()
+    messages = prompt_messages(traj.question, frame_images, vision.max_frames_per_clip)
     for step in traj.steps:
         messages.append(
             {"role": "assistant", "content": [{"type": "text", "text": format_assistant_turn(step.thought, step.tool_call)}]}

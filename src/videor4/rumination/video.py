@@ -30,6 +30,19 @@ class VideoError(Exception):
         self.reason = reason
 
 
+class FrameRangeError(VideoError, IndexError):
+    """Frames asked for that the source does not have (a video shorter than its record says)."""
+
+    def __init__(self, message: str):
+        super().__init__("frame_range", message)
+
+
+# What reading a video or a page image raises when the file, not the code, is at fault: a missing,
+# empty or undecodable source (VideoError) or what PIL and the file system raise (OSError, which
+# PIL's UnidentifiedImageError is).  Callers that skip bad inputs catch these and nothing broader.
+READ_ERRORS = (VideoError, OSError)
+
+
 # ---------------------------------------------------------------- pixel budgets
 def smart_resize(
     height: int,
@@ -113,8 +126,11 @@ class FrameSource:
                 raise VideoError("missing", f"page image not found: {missing[0]}")
             self.num_frames = len(self.pages)
             self.fps = 1.0
-            with Image.open(self.pages[0]) as im:
-                self.width, self.height = im.size
+            try:
+                with Image.open(self.pages[0]) as im:
+                    self.width, self.height = im.size
+            except OSError as exc:
+                raise VideoError("corrupt", f"cannot read page image {self.pages[0]}: {exc}") from exc
             return
         if not self.path.exists():
             raise VideoError("missing", f"video not found: {self.path}")
@@ -137,7 +153,7 @@ class FrameSource:
         """RGB uint8 arrays (H, W, 3) at full resolution."""
         bad = [i for i in indices if not 0 <= i < self.num_frames]
         if bad:
-            raise IndexError(f"frame {bad[0]} out of range 0..{self.num_frames - 1} in {self.path}")
+            raise FrameRangeError(f"frame {bad[0]} out of range 0..{self.num_frames - 1} in {self.path}")
         if self.pages is not None:
             out = []
             for i in indices:

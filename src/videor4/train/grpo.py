@@ -217,7 +217,9 @@ def _trainer_class():
 
         def setup_rumination(self, encoder, vision, rollout: RolloutSettings, rewards: RewardConfig, sample_count: int):
             self.encoder, self.vision, self.rollout_settings = encoder, vision, rollout
-            self.reward_context = RewardContext(rewards, VisionFeatures(self.accelerator.unwrap_model(self.model), encoder.image_processor))
+            features = VisionFeatures(self.accelerator.unwrap_model(self.model), encoder.image_processor)
+            self.reward_context = RewardContext(rewards, features)
+            self.add_callback(_features_callback(features))  # a trained tower's cached features go stale
             self.sample_count, self.samples = sample_count, []
 
         def rollouts_for(self, rows: Sequence[dict[str, Any]]):
@@ -462,6 +464,18 @@ def train_grpo(
         "processes": world_size(),
     }
     return metrics, curve, {"before": before_samples, "after": after_samples}
+
+
+def _features_callback(features: VisionFeatures):
+    from transformers import TrainerCallback
+
+    class FreshFeatures(TrainerCallback):
+        """After each optimizer step, drops the reward features of a vision tower that trains."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            features.on_optimizer_step()
+
+    return FreshFeatures()
 
 
 def _samples_callback(trainer, on_samples: Callable[[int, list[str]], None]):

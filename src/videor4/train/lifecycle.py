@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from videor4.core.io import read_json
+
 LogFn = Callable[[Mapping[str, float], int], None]
 FINGERPRINT_FILE = "fingerprint.json"
 
@@ -40,7 +42,7 @@ def prepare_work_dir(work_dir: Path, key: str, accelerator=None) -> str | None:
         if main:
             stamp = work_dir / FINGERPRINT_FILE
             if work_dir.exists():
-                same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == key
+                same = stamp.is_file() and read_json(stamp).get("fingerprint") == key
                 if not same:
                     shutil.rmtree(work_dir)
             work_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ float per rollout.  Rollouts are duck-typed: a reward reads `answer`, `sample`
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,23 +167,49 @@ def _features(ctx: RewardContext, images: Sequence[Any]):
 
 
 class VisionFeatures:
-    """Pooled embeddings from the policy's own vision encoder (no grad), cached per image content."""
+    """Pooled embeddings from the policy's own vision encoder (no grad), cached per image content.
 
-    def __init__(self, model, image_processor) -> None:
+    The cache is an LRU of at most `max_entries` features, all from one state of the tower's
+    weights: an in-place change of a tower parameter (an optimizer step, load_state_dict) bumps
+    its version counter, which empties the cache.  Updates that bypass the counters (DeepSpeed
+    writes through `.data`) are covered by `on_optimizer_step`, which the GRPO trainer calls.
+    """
+
+    def __init__(self, model, image_processor, max_entries: int = 4096) -> None:
         from videor4.policy.model import vision_tower
 
         self.tower = vision_tower(model)
         self.image_processor = image_processor
-        self.cache: dict[str, Any] = {}
+        self.max_entries = max_entries
+        self.cache: OrderedDict[str, Any] = OrderedDict()
         self.hits = self.misses = 0
+        self._weights = self._weights_version()
+
+    def _weights_version(self) -> tuple[tuple[int, int], ...]:
+        # a swapped parameter changes its id; an in-place update, its version counter
+        return tuple((id(p), p._version) for p in self.tower.parameters())
+
+    def on_optimizer_step(self) -> None:
+        """The weights may have moved: drop the features of a tower that trains (a frozen one keeps them)."""
+        if any(p.requires_grad for p in self.tower.parameters()):
+            self.cache.clear()
 
     def __call__(self, images: Sequence[Any]):
         import torch
 
         from videor4.rumination.trajectory import image_digest
 
+        version = self._weights_version()
+        if version != self._weights:
+            self.cache.clear()
+            self._weights = version
         keys = [image_digest(im) for im in images]
-        todo = [(k, im) for k, im in dict(zip(keys, images)).items() if k not in self.cache]
+        found: dict[str, Any] = {}
+        for k in dict.fromkeys(keys):
+            if k in self.cache:
+                self.cache.move_to_end(k)
+                found[k] = self.cache[k]
+        todo = [(k, im) for k, im in dict(zip(keys, images)).items() if k not in found]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if todo:
@@ -194,8 +220,10 @@ class VisionFeatures:
             merged = getattr(merged, "pooler_output", merged)  # transformers returns merged patch features
             sizes = [int(g.prod()) // self.image_processor.merge_size**2 for g in out["image_grid_thw"]]
             for (k, _), chunk in zip(todo, torch.as_tensor(merged).split(sizes)):
-                self.cache[k] = chunk.float().mean(dim=0).cpu()
-        return torch.stack([self.cache[k] for k in keys])
+                found[k] = self.cache[k] = chunk.float().mean(dim=0).cpu()
+            while len(self.cache) > self.max_entries:
+                self.cache.popitem(last=False)
+        return torch.stack([found[k] for k in keys])
 
 
 def reward_config(params: dict[str, Any]) -> RewardConfig:

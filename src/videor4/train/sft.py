@@ -32,6 +32,7 @@ from videor4.policy.model import (
 )
 from videor4.rumination.protocol import format_assistant_turn, parse_turn
 from videor4.rumination.trajectory import Trajectory, trajectory_messages
+from videor4.rumination.video import READ_ERRORS
 from videor4.train.lifecycle import (
     LogFn,
     dir_digest,
@@ -130,7 +131,8 @@ def load_sft_data(
                 data.tokens += len(encoder.encode(trajectory_messages(traj)))
             except EncodingError as exc:
                 problem = (exc.reason, f"{traj.traj_id}: {exc}")
-            except Exception as exc:  # a corrupt video surfaces here, while decoding the shown frames
+            except READ_ERRORS as exc:  # a corrupt video surfaces here, while decoding the shown frames
+                # only read errors: anything else is a bug, which must not hide under max_bad_fraction
                 problem = ("unreadable_video", f"{traj.traj_id}: {exc}")
         if problem is None:
             data.trajectories.append(traj)

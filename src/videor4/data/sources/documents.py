@@ -25,6 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from videor4.core.io import (
+    is_int,
+    load_json_file,
+    parse_json_lines,
+    read_text,
+    relative_posix,
+)
 from videor4.core.schema import Sample, SkipItem
 from videor4.data.sources.m4vitevqa import SkipCounter, resolve_split_file
 from videor4.rumination.video import IMAGE_SUFFIXES
@@ -62,16 +69,6 @@ def _split_from(path: Path, declared: Any, override: str | None) -> str:
     return "test"
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read file ({exc})") from exc
-
-
 def _int_id(item: dict[str, Any], key: str) -> int:
     value = item.get(key)
     if isinstance(value, str) and value.strip().isdigit():
@@ -95,13 +92,6 @@ def _answer_text(value: Any) -> str | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return None
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 # ---------------------------------------------------------------- MP-DocVQA
@@ -167,7 +157,7 @@ def _parse_mpdocvqa_item(
     missing = [p for p in page_ids if p not in pages_index]
     if missing:
         raise SkipItem("missing_page", f"page image {missing[0]} not found ({len(missing)} of {len(page_ids)} missing)")
-    pages = [_relative(pages_index[p], root) for p in page_ids]
+    pages = [relative_posix(pages_index[p], root) for p in page_ids]
     return Sample(
         sample_id=f"mpdocvqa-{qid}",
         video=pages[0],
@@ -202,7 +192,7 @@ def load_mpdocvqa(
     """
     root = Path(root)
     path = resolve_split_file(root, split_file)
-    doc = _read_json(path)
+    doc = load_json_file(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         got = type(doc).__name__ if not isinstance(doc, dict) else f"keys {sorted(doc)[:10]}"
         raise ValueError(f"{path}: expected a JSON object with a 'data' list, got {got}")
@@ -237,10 +227,7 @@ def _read_jsonl_items(path: Path) -> tuple[list[Any], list[int]]:
     A whole-file JSON list (or {"data": [...]}) is accepted too, since some copies of
     SlidesVQA are re-saved that way.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read file ({exc})") from exc
+    text = read_text(path)
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:
@@ -249,15 +236,7 @@ def _read_jsonl_items(path: Path) -> tuple[list[Any], list[int]]:
         return whole, []
     if isinstance(whole, dict):
         return (whole["data"], []) if isinstance(whole.get("data"), list) else ([whole], [])
-    items: list[Any] = []
-    bad_lines: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad_lines.append(lineno)
+    items, bad_lines = parse_json_lines(text, str(path), strict=False)
     if not items and bad_lines:
         raise ValueError(f"{path}: no line is valid JSON (expected JSON lines of SlidesVQA questions)")
     return items, bad_lines
@@ -287,7 +266,7 @@ def _parse_slidesvqa_item(
 
     evidence_pages = item.get("evidence_pages") or []
     if not isinstance(evidence_pages, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in evidence_pages
+        is_int(n) and n >= 1 for n in evidence_pages
     ):
         raise SkipItem("malformed_item:evidence_pages", f"evidence_pages must be 1-based ints, got {evidence_pages!r:.80}")
 
@@ -302,7 +281,7 @@ def _parse_slidesvqa_item(
         raise SkipItem("missing_page", f"evidence slide {absent[0]} of deck {deck} not found")
     return Sample(
         sample_id=f"slidesvqa-{qa_id}",
-        video=_relative(slides[numbers[0]], root),
+        video=relative_posix(slides[numbers[0]], root),
         question=question,
         answers=answers,
         problem_type="open",
@@ -313,7 +292,7 @@ def _parse_slidesvqa_item(
             "dataset": "slidesvqa",
             "qa_id": qa_id,
             "deck_name": deck,
-            "pages": [_relative(slides[n], root) for n in numbers],
+            "pages": [relative_posix(slides[n], root) for n in numbers],
             "slide_numbers": numbers,
             "evidence_pages": list(evidence_pages),  # slide numbers, 1-based
             "evidence_page_idx": [numbers.index(n) for n in evidence_pages],  # 0-based into pages

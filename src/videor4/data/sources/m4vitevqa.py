@@ -17,7 +17,6 @@ skipped and counted so that one bad row never loses a whole split.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from videor4.core.io import load_json_file, relative_posix
 from videor4.core.schema import Sample, SkipItem, TextBox
 from videor4.data.ocr import load_ocr_file, ocr_to_text_boxes
 from videor4.rumination.video import IMAGE_SUFFIXES
@@ -134,13 +134,7 @@ def task_and_split(path: Path, task: str | None = None, split: str | None = None
 
 
 def _read_annotations(path: Path) -> list[Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read annotation file ({exc})") from exc
+    doc = load_json_file(path, "annotation file")
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: top level must be a JSON object with a 'data' list, got {type(doc).__name__}")
     if "data" not in doc:
@@ -188,13 +182,6 @@ def index_videos(videos_dir: Path, video_ext: str = ".mp4") -> dict[str, Path]:
 
     scan(videos_dir, 0)
     return index
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:  # videos_dir given as an absolute path elsewhere
-        return path.as_posix()
 
 
 # ---------------------------------------------------------------- items
@@ -316,7 +303,7 @@ def load_m4vitevqa(
             if check_videos:
                 raise SkipItem("missing_video", f"no video {video_id} under {videos_dir}")
             video = videos_dir / f"{video_id}{cfg.video_ext}"
-        sample.video = _relative(video, root)
+        sample.video = relative_posix(video, root)
 
     samples = skips.collect(
         items, lambda item: parse_item(item, tag, split, allow_missing_answers)[0], "question_id", resolve_video

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from videor4.core.io import JSONLineError, parse_json_lines
 from videor4.core.schema import OPTION_LETTERS, Sample, SkipItem
 from videor4.data.sources.m4vitevqa import SkipCounter, resolve_split_file
 
@@ -40,16 +41,11 @@ def _read_items(path: Path) -> list[Any]:
     text = path.read_text(encoding="utf-8")
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:
-        items = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {lineno} is neither a JSON document nor JSON lines ({exc.msg})") from exc
-        return items
+    except json.JSONDecodeError:  # not one document: JSON lines
+        try:
+            return parse_json_lines(text, str(path))[0]
+        except JSONLineError as exc:
+            raise ValueError(f"{path}: line {exc.lineno} is neither a JSON document nor JSON lines ({exc.msg})") from exc
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
         return doc["data"]
     if isinstance(doc, list):
