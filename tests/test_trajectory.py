@@ -71,3 +71,14 @@ def test_messages_follow_the_protocol(tmp_path, sample_video):
     calls = [parse_turn(m["content"][0]["text"]) for m in msgs if m["role"] == "assistant"]
     assert [c.tool_call.name for c in calls[:-1]] == ["clipping", "cropping", "cropping"]
     assert calls[-1].answer == "white"
+
+
+def test_synthesized_rows_keep_their_fields(tmp_path, sample_video):
+    """The fields a model's rollout adds stay out of synthesized rows, so SFT sets keep their bytes."""
+    row = make_traj(sample_video, tmp_path / "images").to_dict()
+    assert sorted(row) == sorted([
+        "traj_id", "sample_id", "kind", "video", "frame_indices", "num_source_frames", "question", "answers",
+        "problem_type", "options", "vision", "steps", "final_thought", "final_answer",
+    ])
+    assert all(sorted(s) == ["observation", "thought", "tool_call"] for s in row["steps"])
+    assert Trajectory.from_dict(row).turn_texts()[-1] == "It is white.\n\\boxed{white}"
