@@ -147,7 +147,6 @@ def ask(
         call_text,
         default_report_path,
         load_model,
-        op_text,
         open_env,
         open_source,
         ruminate,
@@ -175,15 +174,15 @@ def ask(
         force_answer=True,
     )
 
-    def on_step(step) -> None:
-        typer.secho(f"[step {step.number}]", bold=True)
-        thought = step.thought if step.op is not None else step.text.strip()
+    def on_step(traj) -> None:  # the trajectory so far: print its newest turn
+        typer.secho(f"[step {len(traj.turn_texts())}]", bold=True)
+        step = traj.steps[-1] if traj.final_text is None else None  # None: the turn made no executed call
+        thought = step.thought if step is not None else traj.final_text.strip()
         for line in (thought or "(no text)").splitlines():
             typer.echo(f"  {line}")
-        if step.op is not None:
-            typer.echo(f"  -> {call_text(step.op)}")
-            failed = step.op.error is not None
-            typer.secho(f"  <- {op_text(step.rollout, step.op)}", fg=typer.colors.RED if failed else None)
+        if step is not None:
+            typer.echo(f"  -> {call_text(step)}")
+            typer.secho(f"  <- {step.observation_text}", fg=typer.colors.RED if step.error is not None else None)
 
     try:
         sample = open_source(video, question)
@@ -199,10 +198,11 @@ def ask(
         _die(str(exc))
     except Exception as exc:  # noqa: BLE001  (e.g. an EncodingError: report it on one line)
         _die(f"rumination failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    typer.secho(f"answer: {rollout.answer if rollout.answer is not None else '(none)'}", bold=True)
-    typer.echo(f"finish: {rollout.finish_reason} ({len(rollout.turns)} turns, {len(rollout.ops)} tool calls)")
+    traj = rollout.to_trajectory()
+    typer.secho(f"answer: {traj.final_answer if traj.final_answer is not None else '(none)'}", bold=True)
+    typer.echo(f"finish: {traj.finish_reason} ({len(traj.turn_texts())} turns, {len(traj.steps)} tool calls)")
     try:
-        path = write_report(rollout, report or default_report_path(video), model=str(model))
+        path = write_report(traj, report or default_report_path(video), model=str(model))
     except OSError as exc:
         _die(f"cannot write the report: {exc}")
     typer.echo(f"report: {path}")
