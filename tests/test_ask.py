@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 import subprocess
 import sys
@@ -23,18 +24,19 @@ from videor4.app.ask import (
     load_model,
     open_env,
     open_source,
-    steps,
     write_report,
 )
 from videor4.policy.encoding import PolicyEncoder
 from videor4.policy.rollout import RolloutEngine, RolloutSettings
 from videor4.rumination.tools import VisionConfig
+from videor4.rumination.trajectory import Trajectory, image_digest
 
 BIN = Path(sys.executable).parent / "video-r4"
 VISION = VisionConfig.from_dict(SMALL_PARAMS["vision"])  # 6 frames shown
 CLIP = 'Look <script>alert(1)</script> closer.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [1, 3]}}\n</tool_call>'
 CROP = 'Zoom in.\n<tool_call>\n{"name": "cropping", "arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
 BAD = 'Again.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [99]}}\n</tool_call>'
+GARBLED = "Once more.\n<tool_call>{oops</tool_call>"
 IMG = re.compile(r'<figure class="([\w-]*)"><img src="data:image/png;base64,([A-Za-z0-9+/=]+)"[^>]*?(?: data-region="([\d.,]+)")?>')
 
 
@@ -156,15 +158,19 @@ def test_report_shows_clipped_frames_crop_boxes_and_errors(tiny_dir, sample_vide
     sample = open_source(sample_video, "What is in the box?")
     env = open_env(sample, VISION, max_images=settings.max_images)
     r = engine.start(sample, env, 0)
-    for text in (CLIP, CROP, BAD, "It says \\boxed{42 <i>}"):
+    for text in (CLIP, CROP, BAD, GARBLED, "It says \\boxed{42 <i>}"):
         engine.force_turn(r, text)
     assert r.answer == "42 <i>" and r.finish_reason == "answer"
-    got = steps(r)
-    assert [s.op.tool if s.op else None for s in got] == ["clipping", "cropping", "clipping", None]
-    assert got[0].thought == "Look <script>alert(1)</script> closer."
+    # the report is built from the trajectory as an eval row stores it (sha256s, no images)
+    traj = Trajectory.from_dict(json.loads(json.dumps(r.to_trajectory().to_dict())))
+    assert traj.tools_used() == ["clipping", "cropping", "clipping", None]
+    assert traj.steps[0].thought == "Look <script>alert(1)</script> closer."
+    assert traj.turn_texts() == r.turns and traj.final_text == r.turns[-1]
 
-    out = write_report(r, tmp_path / "report.html", model="tiny")
+    out = write_report(traj, tmp_path / "report.html", model="tiny")
     page = out.read_text()
+    assert page.count('<div class="step">') == 5
+    assert "tool call: <code>invalid tool call</code>" in page and "Execution error: tool call is not valid JSON" in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert '<p class="answer">42 &lt;i&gt;</p>' in page and "finish reason: <code>answer</code>" in page
     assert "Execution error: frame 99 out of range; frames are numbered 1 to 6" in page
@@ -188,6 +194,7 @@ def test_report_shows_clipped_frames_crop_boxes_and_errors(tiny_dir, sample_vide
     # the crop the model saw is the returned image (upscaled to the crop pixel budget)
     crop = found[9][1]
     assert crop.size == r.ops[1].images[0].size and crop.width * crop.height >= VISION.crop_min_pixels
+    assert image_digest(crop) == traj.steps[1].image_sha256[0]  # exactly the pixels the model was given
 
 
 def test_inputs_are_checked_before_any_model_is_loaded(tmp_path, sample_video):

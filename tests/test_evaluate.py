@@ -202,5 +202,5 @@ def test_the_budget_sweep_reuses_exactly_the_rollouts_a_smaller_budget_would_giv
     finally:
         policy.model.lm_head = original
     assert all(r["calls"] == 1 for r in runs[1])
-    assert [(r["prediction"], r["turns"]) for r in runs[0]] == [(r["prediction"], r["turns"]) for r in direct]
+    assert [(r["prediction"], r["trajectory"]) for r in runs[0]] == [(r["prediction"], r["trajectory"]) for r in direct]
     assert summarize(runs)["tools"]["questions_using_tools"] == 1.0

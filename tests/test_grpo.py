@@ -117,6 +117,27 @@ def test_the_loss_has_gradient_from_differing_rewards_and_none_from_an_equal_rew
     assert all(g is None or g.abs().sum() == 0 for g in equal.values())
 
 
+def test_a_transcript_is_the_rollouts_trajectory_as_markdown(tiny_dir, rows):
+    """RL transcripts read the trajectory (as eval rows store it), not the rollout's own bookkeeping."""
+    from videor4.rumination.trajectory import Trajectory
+    from videor4.train.grpo import transcript
+
+    policy = load_policy(tiny_dir)
+    engine = RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), RolloutSettings(max_tool_calls=3))
+    r = start_group(engine, rows[0], VISION, 1, 0)[0]
+    for text in (CLIP, "<tool_call>{oops</tool_call>", "It reads \\boxed{ABC}"):
+        engine.force_turn(r, text)
+    traj = Trajectory.from_dict(json.loads(json.dumps(r.to_trajectory().to_dict())))
+    text = transcript(traj, 0.5)
+    assert text == transcript(r.to_trajectory(), 0.5)
+    lines = text.splitlines()
+    assert lines[0] == f"### {rows[0]['sample_id']}  (reward 0.500)" and lines[1].startswith(f"**Q:** {traj.question}")
+    assert [line for line in lines if line.startswith("**turn ")] == ["**turn 1**", "**turn 2**", "**turn 3**"]
+    assert "→ clipping: Here are the selected frames 1, 3 at higher resolution (images 7 to 8):" in lines
+    assert "→ invalid call: Execution error: tool call is not valid JSON (Expecting property name enclosed in double quotes at char 1)" in lines
+    assert "It reads \\boxed{ABC}" in lines and lines[-1] == "**answer:** 'ABC' (answer)"
+
+
 def test_train_grpo_reports_held_out_rewards_and_equal_reward_groups_give_no_gradient(tiny_dir, small_built, tmp_path):
     """The untrained policy never ends a turn within 8 tokens: every rollout scores the same, so
     every group has zero variance, is counted, and leaves the weights exactly as they were.

@@ -303,7 +303,7 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
         rumination = [json.loads(x) for x in (path / f"reports/eval/{name}.synthetic.rumination.jsonl").read_text().splitlines()]
         assert len(single) == len(rumination) == n
         assert all(r["calls"] == 0 for r in single)  # single pass: no tool was ever called
-        assert all(r["calls"] <= 2 and r["turns"] for r in rumination)
+        assert all(r["calls"] <= 2 and len(r["trajectory"]["steps"]) == r["calls"] for r in rumination)
         # the reported numbers are the means of the per-question scores
         assert m["synthetic"][name]["rumination"]["anls"] == pytest.approx(sum(r["anls"] for r in rumination) / n)
     scaling = json.loads((path / "metrics/eval_scaling.json").read_text())

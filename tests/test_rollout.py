@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,6 +13,8 @@ from videor4.policy.encoding import IGNORE_INDEX, PolicyEncoder
 from videor4.policy.model import load_policy
 from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group
 from videor4.rumination.tools import VisionConfig
+from videor4.rumination.trajectory import Trajectory, image_digest, replay
+from videor4.rumination.video import FrameCache
 
 FINISH = {"answer", "no_answer", "max_tool_calls", "max_images", "token_budget", "truncated"}
 CROP = 'Zoom in.\n<tool_call>\n{"name": "cropping", "arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
@@ -109,8 +112,6 @@ def test_trainer_logprobs_equal_the_sampling_time_logprobs(policy, samples):
 def test_cached_turns_equal_a_full_recompute(policy, samples):
     """Turns decoded from the KV cache kept between turns (with a left-padded batch of rollouts
     at different lengths and new observation images) equal those of a from-scratch recompute."""
-    import dataclasses
-
     eng = engine(policy, temperature=0.0, max_new_tokens=6)
     fresh = engine(policy, temperature=0.0, max_new_tokens=6, reuse_cache=False)
     a, b = start_group(eng, samples[0], VISION, 2, 0)
@@ -164,3 +165,42 @@ def test_a_rollout_is_told_the_clip_limit_its_tools_enforce(policy, samples):
     vision = dataclasses.replace(VISION, max_frames_per_clip=2)
     r = start_group(engine(policy), samples[0], vision, 1, 0)[0]
     assert "(at most 2)" in r.messages[0]["content"][0]["text"]
+
+
+def test_a_rollout_is_a_trajectory_that_round_trips_and_replays(policy, samples):
+    """A model's rollout in the format synthesis writes: its turns as written (a malformed call and
+    a refused one included), observation sha256s instead of PNG files; loaded back from JSON, replay
+    against the video reproduces every observation, the image-budget refusal too."""
+    eng = engine(policy, max_tool_calls=5, max_images=VISION.num_frames + 3)
+    forced = start_group(eng, samples[0], VISION, 1, 0)[0]
+    for text in (CLIP, CLIP, "<tool_call>{not json</tool_call>", CROP):  # the second clip is over the image budget
+        eng.force_turn(forced, text)
+    assert forced.finish_reason == "max_images"
+    sampled = start_group(eng, samples[1], VISION, 1, 1)[0]
+    eng.force_turn(sampled, CROP)
+    eng.run([sampled])  # the policy's own turns to the end
+
+    for r in (forced, sampled):
+        traj = r.to_trajectory()
+        row = json.loads(json.dumps(traj.to_dict()))
+        loaded = Trajectory.from_dict(row)
+        assert loaded == traj and loaded.to_dict() == row
+        assert traj.kind == "rollout" and traj.sample_id == r.sample["sample_id"] and traj.finish_reason == r.finish_reason
+        assert traj.final_answer == r.answer and traj.turn_texts() == r.turns
+        assert [s.text for s in traj.steps] == r.turns[: len(r.ops)]
+        assert all(not s.images for s in traj.steps)  # no PNG files: sha256s only
+        assert [s.image_sha256 for s in traj.steps] == [[image_digest(im) for im in op.images] for op in r.ops]
+        result = replay(loaded, cache=FrameCache())
+        assert result.ok, result.problems
+
+    traj = Trajectory.from_dict(json.loads(json.dumps(forced.to_trajectory().to_dict())))
+    assert traj.tools_used() == ["clipping", "clipping", None, "cropping"]
+    assert [len(s.image_sha256) for s in traj.steps] == [2, 0, 0, 1]
+    assert traj.steps[1].error.startswith("image budget exhausted")
+    assert traj.steps[2].tool_call is None and "not valid JSON" in traj.steps[2].error and "{not json" in traj.steps[2].text
+    assert traj.steps[2].observation_text == f"Execution error: {traj.steps[2].error}"
+    assert traj.final_text is None and traj.final_answer is None and traj.max_images == VISION.num_frames + 3
+    # replay checks what it re-executes: without the budget the refused clip would succeed
+    assert any("step 1:" in p for p in replay(dataclasses.replace(traj, max_images=None)).problems)
+    traj.steps[3].image_sha256 = ["0" * 64]
+    assert replay(traj).problems == ["step 3: observation images differ (1 vs 1 stored)"]

@@ -90,3 +90,14 @@ def test_the_system_prompt_states_the_configured_clip_limit(tmp_path, sample_vid
     # the tiny model's tokenizer is trained on the prompt the trajectories are encoded with
     write_jsonl(tmp_path / "t.jsonl", [traj.to_dict()])
     assert prompt in list(tokenizer_corpus([tmp_path / "t.jsonl"]))
+
+
+def test_synthesized_rows_keep_their_fields(tmp_path, sample_video):
+    """The fields a model's rollout adds stay out of synthesized rows, so SFT sets keep their bytes."""
+    row = make_traj(sample_video, tmp_path / "images").to_dict()
+    assert sorted(row) == sorted([
+        "traj_id", "sample_id", "kind", "video", "frame_indices", "num_source_frames", "question", "answers",
+        "problem_type", "options", "vision", "steps", "final_thought", "final_answer",
+    ])
+    assert all(sorted(s) == ["observation", "thought", "tool_call"] for s in row["steps"])
+    assert Trajectory.from_dict(row).turn_texts()[-1] == "It is white.\n\\boxed{white}"

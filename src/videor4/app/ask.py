@@ -7,11 +7,13 @@ local file, streamed step by step, and a self-contained HTML report of what it l
     env = open_env(sample, vision, max_images=16)
     policy = load_model("models/rl_c")
     r = ruminate(policy, sample, vision, settings, on_step=print_step, env=env)
-    write_report(r, "reports/ask/talk.html")
+    write_report(r.to_trajectory(), "reports/ask/talk.html")
 
-Each step is one assistant turn: its text, and the tool call it made (if any) as
-executed by the shared ops (`RuminationEnv`), so the frames and regions reported are
-exactly the pixels the model was given.
+Steps are read from the rollout's `Trajectory` (the format synthesis and eval write):
+each assistant turn, and the tool call it made (if any) with its observation.  The
+report re-executes the calls with the shared ops (`RuminationEnv`), so the frames and
+regions it shows are exactly the pixels the model was given (their sha256s are in the
+trajectory).
 """
 
 from __future__ import annotations
@@ -24,17 +26,23 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
-from videor4.rumination.tools import FULL_FRAME, RuminationEnv, VisionConfig
+from videor4.rumination.tools import (
+    FULL_FRAME,
+    Observation,
+    RuminationEnv,
+    VisionConfig,
+)
+from videor4.rumination.trajectory import Step, Trajectory, reexecute
+from videor4.rumination.video import VideoFrames
 
 if TYPE_CHECKING:  # heavy (torch): only for annotations
     from videor4.policy.model import Policy
-    from videor4.policy.rollout import Op, Rollout, RolloutSettings
+    from videor4.policy.rollout import Rollout, RolloutSettings
 
 BOX_COLOUR = (255, 0, 255)  # crop boxes drawn on their source frames
 BOX_WIDTH = 3
@@ -135,45 +143,16 @@ def load_model(path: str | os.PathLike, device: str | None = None) -> Policy:
 
 
 # ---------------------------------------------------------------- running
-@dataclass
-class Step:
-    """One assistant turn of a rollout, as acted on."""
-
-    number: int  # 1-based
-    text: str  # the whole turn as the model wrote it
-    op: Op | None  # the tool call it made, executed (None: the turn made no executed call)
-    rollout: Rollout
-
-    @property
-    def thought(self) -> str:
-        from videor4.rumination.protocol import TOOL_CALL_OPEN
-
-        text = self.text
-        if self.op is not None and TOOL_CALL_OPEN in text:
-            text = text[: text.index(TOOL_CALL_OPEN)]
-        return text.strip()
-
-
-def turn_op(rollout: Rollout, i: int) -> Op | None:
-    """The executed call of turn i (0-based).  Every turn but the last executed one call (a turn
-    that made none ended the rollout), so turn i made ops[i], and the last turn made one only
-    when there are as many ops as turns."""
-    return rollout.ops[i] if i < len(rollout.ops) else None
-
-
-def steps(rollout: Rollout) -> list[Step]:
-    return [Step(i + 1, t, turn_op(rollout, i), rollout) for i, t in enumerate(rollout.turns)]
-
-
 def ruminate(
     policy: Policy,
     sample: dict[str, Any],
     vision: VisionConfig,
     settings: RolloutSettings,
-    on_step: Callable[[Step], None] | None = None,
+    on_step: Callable[[Trajectory], None] | None = None,
     env: RuminationEnv | None = None,
 ) -> Rollout:
-    """Run one rumination rollout to its end, calling `on_step` after every turn is acted on."""
+    """Run one rumination rollout to its end, calling `on_step` with its trajectory so far after
+    every turn is acted on (the newest turn is `turn_texts()[-1]`)."""
     from videor4.policy.encoding import PolicyEncoder
     from videor4.policy.rollout import RolloutEngine
 
@@ -181,27 +160,15 @@ def ruminate(
     engine = RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), settings)
     rollout = engine.start(sample, env, 0)
 
-    def on_turn(r: Rollout) -> None:
-        if on_step is not None:
-            i = len(r.turns) - 1
-            on_step(Step(i + 1, r.turns[-1], turn_op(r, i), r))
-
-    engine.run([rollout], on_turn=on_turn)
+    engine.run([rollout], on_turn=(lambda r: on_step(r.to_trajectory())) if on_step else None)
     return rollout
 
 
 # ---------------------------------------------------------------- describing
-def _pages(rollout: Rollout) -> list[str] | None:
-    pages = (rollout.sample.get("meta") or {}).get("pages")
-    return [str(p) for p in pages] if pages else None
-
-
-def frame_label(rollout: Rollout, pos: int) -> str:
+def frame_label(traj: Trajectory, video: VideoFrames, pos: int) -> str:
     """`frame 3 (#12, 1.50 s)` for video frames, `page 3 (p3.png)` for pages; pos is 0-based."""
-    pages = _pages(rollout)
-    video = rollout.env.video
-    if pages:
-        return f"page {pos + 1} ({Path(pages[video.indices[pos]]).name})"
+    if isinstance(traj.video, list):
+        return f"page {pos + 1} ({Path(traj.video[video.indices[pos]]).name})"
     return f"frame {pos + 1} (#{video.indices[pos]}, {video.timestamps()[pos]:.2f} s)"
 
 
@@ -209,23 +176,23 @@ def _box(region: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in region) + ")"
 
 
-def call_text(op: Op) -> str:
+def call_text(step: Step) -> str:
     """The call as the model wrote it (compact JSON), or a note that it did not parse."""
-    if op.tool is None:
+    if step.tool_call is None:
         return "invalid tool call"
-    return f"{op.tool} {json.dumps(op.arguments, separators=(', ', ': '))}"
+    return f"{step.tool_call.name} {json.dumps(step.tool_call.arguments, separators=(', ', ': '))}"
 
 
-def op_text(rollout: Rollout, op: Op) -> str:
-    """What a call did, in one line: which frames or which region it looked at, or its error."""
-    if op.error is not None:
-        return f"execution error: {op.error}"
-    if op.tool == "cropping":
+def obs_text(traj: Trajectory, video: VideoFrames, step: Step, obs: Observation) -> str:
+    """What a re-executed call did, in one line: which frames or which region it looked at, or its error."""
+    if obs.error is not None:
+        return f"execution error: {obs.error}"
+    if step.tool_call.name == "cropping":
         parts = []
-        for (pos, region), img in zip(op.regions, op.images):
-            parts.append(f"region {_box(region)} of {frame_label(rollout, pos)} -> {img.width}x{img.height} px")
+        for (pos, region), img in zip(obs.regions, obs.images):
+            parts.append(f"region {_box(region)} of {frame_label(traj, video, pos)} -> {img.width}x{img.height} px")
         return "; ".join(parts)
-    return "looked at " + ", ".join(frame_label(rollout, pos) for pos, _ in op.regions)
+    return "looked at " + ", ".join(frame_label(traj, video, pos) for pos, _ in obs.regions)
 
 
 # ---------------------------------------------------------------- the report
@@ -278,18 +245,19 @@ pre { white-space: pre-wrap; background: #fafafa; border: 1px solid #eee; paddin
 """
 
 
-def render_report(rollout: Rollout, model: str | None = None) -> str:
-    """The report as one HTML string (images embedded as base64 PNG; all model text escaped)."""
+def render_report(traj: Trajectory, model: str | None = None) -> str:
+    """The report of a trajectory as one HTML string (images embedded as base64 PNG; all model
+    text escaped).  The calls are re-executed for their pixels: the trajectory keeps sha256s."""
     e = html.escape
-    env, sample = rollout.env, rollout.sample
+    env, observations = reexecute(traj)
     video = env.video
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Video-R4 ask: {e(sample.get('question', ''))}</title>",
+        f"<title>Video-R4 ask: {e(traj.question)}</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>Video-R4 ask</h1>",
-        f'<p class="question">Q: {e(sample.get("question", ""))}</p>',
+        f'<p class="question">Q: {e(traj.question)}</p>',
         '<p class="meta">source: <code>'
         + e(str(video.path))
         + "</code>"
@@ -300,39 +268,41 @@ def render_report(rollout: Rollout, model: str | None = None) -> str:
     ]
     for pos, frame in enumerate(video.frames):
         seen = env.seen[pos].image
-        caption = f"{frame_label(rollout, pos)}; model saw {seen.width}x{seen.height}"
+        caption = f"{frame_label(traj, video, pos)}; model saw {seen.width}x{seen.height}"
         out.append(_figure(_thumb(frame, THUMB_SIDE // 2), caption, "frame"))
     out.append("</div>")
 
-    for step in steps(rollout):
-        out.append(f'<div class="step"><h2>Step {step.number}</h2>')
-        out.append(f"<pre>{e(step.text)}</pre>")
-        op = step.op
-        if op is not None:
-            out.append(f'<p class="call">tool call: <code>{e(call_text(op))}</code></p>')
-            if op.error is not None:
-                out.append(f'<p class="error">Execution error: {e(op.error)}</p>')
+    turns = traj.turn_texts()
+    for i, text in enumerate(turns):
+        out.append(f'<div class="step"><h2>Step {i + 1}</h2>')
+        out.append(f"<pre>{e(text)}</pre>")
+        if i < len(traj.steps):
+            step, obs = traj.steps[i], observations[i]
+            out.append(f'<p class="call">tool call: <code>{e(call_text(step))}</code></p>')
+            if step.error is not None:
+                out.append(f'<p class="error">Execution error: {e(step.error)}</p>')
             else:
-                out.append(f'<p class="obs">{e(op_text(rollout, op))}</p>')
+                out.append(f'<p class="obs">{e(obs_text(traj, video, step, obs))}</p>')
                 out.append('<div class="row">')
-                for (pos, region), img in zip(op.regions, op.images):
-                    if op.tool == "cropping" and tuple(region) != FULL_FRAME:
+                for (pos, region), img in zip(obs.regions, obs.images):
+                    if step.tool_call.name == "cropping" and tuple(region) != FULL_FRAME:
                         source = draw_box(_thumb(video.frames[pos], THUMB_SIDE), region)
                         attrs = f' data-region="{",".join(f"{v:.6f}" for v in region)}"'
-                        out.append(_figure(source, f"{frame_label(rollout, pos)}, box {_box(region)}", "crop-source", attrs))
+                        out.append(_figure(source, f"{frame_label(traj, video, pos)}, box {_box(region)}", "crop-source", attrs))
                         out.append(_figure(_thumb(img, IMAGE_SIDE), f"cropped region ({img.width}x{img.height})", "returned"))
                     else:
-                        out.append(_figure(_thumb(img, IMAGE_SIDE), f"{frame_label(rollout, pos)} ({img.width}x{img.height})", "returned"))
+                        out.append(_figure(_thumb(img, IMAGE_SIDE), f"{frame_label(traj, video, pos)} ({img.width}x{img.height})", "returned"))
                 out.append("</div>")
         out.append("</div>")
 
-    answer = rollout.answer if rollout.answer is not None else "(no answer)"
+    answer = traj.final_answer if traj.final_answer is not None else "(no answer)"
+    failed = sum(step.error is not None for step in traj.steps)
     out += [
         "<h2>Answer</h2>",
         f'<p class="answer">{e(answer)}</p>',
         (
-            f'<p class="meta">finish reason: <code>{e(str(rollout.finish_reason))}</code> &middot; '
-            f"{len(rollout.turns)} turns, {len(rollout.ops)} tool calls ({rollout.invalid_calls} failed), "
+            f'<p class="meta">finish reason: <code>{e(str(traj.finish_reason))}</code> &middot; '
+            f"{len(turns)} turns, {len(traj.steps)} tool calls ({failed} failed), "
             f"{len(env.seen)} images seen</p>"
         ),
         "</body></html>",
@@ -340,11 +310,11 @@ def render_report(rollout: Rollout, model: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(rollout: Rollout, path: str | os.PathLike, model: str | None = None) -> Path:
+def write_report(traj: Trajectory, path: str | os.PathLike, model: str | None = None) -> Path:
     """Write the HTML report atomically (a temp file in the same folder, then rename)."""
     from videor4.core.io import atomic_write_text
 
-    atomic_write_text(path, render_report(rollout, model))
+    atomic_write_text(path, render_report(traj, model))
     return Path(path)
 
 

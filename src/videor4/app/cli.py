@@ -69,28 +69,53 @@ def data_build(
     typer.echo(json.dumps(metrics, indent=2))
 
 
+def _find_trajectory(traj_id: str, data_dir: Path, file: Path | None):
+    """The trajectory `traj_id` from `file` (a trajectory set, or eval predictions whose rows carry
+    one under "trajectory", its id the question's sample id) or else from data_dir's SFT sets."""
+    from videor4.core.io import read_jsonl
+    from videor4.rumination.trajectory import Trajectory
+
+    if file is not None:
+        if not file.is_file():
+            _die(f"file not found: {file}")
+        paths = [file]
+    else:
+        paths = [p for p in (data_dir / f"{name}.jsonl" for name in SFT_SETS) if p.is_file()]
+    for path in paths:
+        try:
+            rows = read_jsonl(path)
+        except ValueError as exc:
+            _die(str(exc))
+        for row in rows:
+            d = row.get("trajectory", row) if isinstance(row, dict) else None
+            if isinstance(d, dict) and d.get("traj_id") == traj_id:
+                try:
+                    return Trajectory.from_dict(d)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    _die(f"malformed trajectory '{traj_id}' in {path}: {type(exc).__name__}: {exc}")
+    where = str(file) if file is not None else f"{data_dir}/{{{','.join(SFT_SETS)}}}.jsonl (run `video-r4 data build` first?)"
+    _die(f"no trajectory '{traj_id}' in {where}")
+
+
+FILE_HELP = "A JSONL of trajectories or of eval predictions (reports/eval/<ckpt>.<set>.<mode>.jsonl) to read instead of --data-dir."
+
+
 @data_app.command("show")
 def data_show(
-    traj_id: str = typer.Argument(..., help="A trajectory id, e.g. drp-000003."),
+    traj_id: str = typer.Argument(..., help="A trajectory id, e.g. drp-000003, or an eval prediction's sample id."),
     data_dir: Path = typer.Option(BUILT, help="Folder with sft_drp.jsonl / sft_crp.jsonl."),
+    file: Path = typer.Option(None, help=FILE_HELP),
     out: Path = typer.Option(None, help="PNG to write (default reports/render/<id>.png)."),
 ) -> None:
     """Render a trajectory: frames, crop boxes, steps and returned images, to a PNG."""
     from videor4.app.render import render_trajectory
-    from videor4.core.io import read_jsonl
-    from videor4.rumination.trajectory import Trajectory
+    from videor4.rumination.video import VideoError
 
-    found = None
-    for name in SFT_SETS:
-        path = data_dir / f"{name}.jsonl"
-        if path.is_file():
-            found = next((r for r in read_jsonl(path) if r.get("traj_id") == traj_id), None)
-            if found:
-                break
-    if found is None:
-        _die(f"no trajectory '{traj_id}' in {data_dir}/{{{','.join(SFT_SETS)}}}.jsonl (run `video-r4 data build` first?)")
-    out = out or Path("reports/render") / f"{traj_id}.png"
-    path = render_trajectory(Trajectory.from_dict(found), out)
+    traj = _find_trajectory(traj_id, data_dir, file)
+    try:
+        path = render_trajectory(traj, out or Path("reports/render") / f"{traj_id}.png")
+    except (VideoError, ValueError, OSError) as exc:
+        _die(f"cannot render '{traj_id}': {' '.join(str(exc).split())}")
     typer.echo(f"wrote {path}")
 
 
@@ -111,21 +136,21 @@ def data_validate(
 
 @data_app.command("replay")
 def data_replay(
-    traj_id: str = typer.Argument(..., help="A trajectory id."),
+    traj_id: str = typer.Argument(..., help="A trajectory id, or an eval prediction's sample id."),
     data_dir: Path = typer.Option(BUILT, help="Folder with the trajectory sets."),
+    file: Path = typer.Option(None, help=FILE_HELP),
 ) -> None:
     """Re-execute a stored trajectory's tool calls and check every observation matches."""
-    from videor4.core.io import read_jsonl
-    from videor4.rumination.trajectory import Trajectory, replay
+    from videor4.rumination.trajectory import replay
+    from videor4.rumination.video import VideoError
 
-    for name in SFT_SETS:
-        path = data_dir / f"{name}.jsonl"
-        row = next((r for r in read_jsonl(path) if r.get("traj_id") == traj_id), None) if path.is_file() else None
-        if row:
-            result = replay(Trajectory.from_dict(row))
-            typer.echo("replay ok: every observation matches" if result.ok else "\n".join(result.problems))
-            raise typer.Exit(0 if result.ok else 1)
-    _die(f"no trajectory '{traj_id}' in {data_dir}")
+    traj = _find_trajectory(traj_id, data_dir, file)
+    try:
+        result = replay(traj)
+    except (VideoError, ValueError, OSError) as exc:
+        _die(f"cannot replay '{traj_id}': {' '.join(str(exc).split())}")
+    typer.echo("replay ok: every observation matches" if result.ok else "\n".join(result.problems))
+    raise typer.Exit(0 if result.ok else 1)
 
 
 @app.command("ask")
@@ -147,7 +172,6 @@ def ask(
         call_text,
         default_report_path,
         load_model,
-        op_text,
         open_env,
         open_source,
         ruminate,
@@ -175,15 +199,15 @@ def ask(
         force_answer=True,
     )
 
-    def on_step(step) -> None:
-        typer.secho(f"[step {step.number}]", bold=True)
-        thought = step.thought if step.op is not None else step.text.strip()
+    def on_step(traj) -> None:  # the trajectory so far: print its newest turn
+        typer.secho(f"[step {len(traj.turn_texts())}]", bold=True)
+        step = traj.steps[-1] if traj.final_text is None else None  # None: the turn made no executed call
+        thought = step.thought if step is not None else traj.final_text.strip()
         for line in (thought or "(no text)").splitlines():
             typer.echo(f"  {line}")
-        if step.op is not None:
-            typer.echo(f"  -> {call_text(step.op)}")
-            failed = step.op.error is not None
-            typer.secho(f"  <- {op_text(step.rollout, step.op)}", fg=typer.colors.RED if failed else None)
+        if step is not None:
+            typer.echo(f"  -> {call_text(step)}")
+            typer.secho(f"  <- {step.observation_text}", fg=typer.colors.RED if step.error is not None else None)
 
     try:
         sample = open_source(video, question)
@@ -199,10 +223,11 @@ def ask(
         _die(str(exc))
     except Exception as exc:  # noqa: BLE001  (e.g. an EncodingError: report it on one line)
         _die(f"rumination failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    typer.secho(f"answer: {rollout.answer if rollout.answer is not None else '(none)'}", bold=True)
-    typer.echo(f"finish: {rollout.finish_reason} ({len(rollout.turns)} turns, {len(rollout.ops)} tool calls)")
+    traj = rollout.to_trajectory()
+    typer.secho(f"answer: {traj.final_answer if traj.final_answer is not None else '(none)'}", bold=True)
+    typer.echo(f"finish: {traj.finish_reason} ({len(traj.turn_texts())} turns, {len(traj.steps)} tool calls)")
     try:
-        path = write_report(rollout, report or default_report_path(video), model=str(model))
+        path = write_report(traj, report or default_report_path(video), model=str(model))
     except OSError as exc:
         _die(f"cannot write the report: {exc}")
     typer.echo(f"report: {path}")

@@ -1,6 +1,7 @@
 """Render a trajectory to one PNG: the frames shown (with every crop region
 outlined on the frame it came from), then each step's reasoning, tool call and
-returned images, then the answer."""
+returned images, then the answer.  Synthesized and model trajectories alike: the
+calls are re-executed for the regions and returned images, so a row needs no PNG files."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from videor4.rumination.tools import VisionConfig
-from videor4.rumination.trajectory import Trajectory, open_env
+from videor4.rumination.trajectory import Trajectory, reexecute
 
 WIDTH = 1400
 PAD = 12
@@ -31,15 +31,14 @@ def _thumb(img: Image.Image, height: int) -> Image.Image:
 
 
 def render_trajectory(traj: Trajectory, out_path: str | Path) -> Path:
-    # re-executing the calls gives each crop's region in its source frame
-    env = open_env(traj.video, traj.frame_indices, VisionConfig.from_dict(traj.vision))
+    # re-executing the calls gives each crop's region in its source frame and the returned images
+    env, observations = reexecute(traj)
     font, bold = _font(14), _font(16)
     blocks: list[tuple[str, object]] = [("text", f"{traj.traj_id} ({traj.kind})  Q: {traj.question}")]
 
     # shown frames with crop regions outlined, coloured by step
     thumbs = [_thumb(Image.fromarray(frame), 80) for frame in env.video.frames]
-    for k, step in enumerate(traj.steps):
-        obs = env.execute(step.tool_call)
+    for k, obs in enumerate(observations):
         for frame_pos, region in obs.regions:
             if region == (0.0, 0.0, 1.0, 1.0):
                 continue
@@ -49,16 +48,13 @@ def render_trajectory(traj: Trajectory, out_path: str | Path) -> Path:
                 outline=COLOURS[k % len(COLOURS)], width=2,
             )
     blocks.append(("images", [(f"{i + 1}", t) for i, t in enumerate(thumbs)]))
-    for k, step in enumerate(traj.steps):
-        call = json.dumps(step.tool_call.to_dict())
+    for k, (step, obs) in enumerate(zip(traj.steps, observations)):
+        call = json.dumps(step.tool_call.to_dict()) if step.tool_call is not None else f"invalid tool call: {step.text or ''}"
         blocks.append(("step", (k, step.thought, call, step.observation_text)))
-        imgs = []
-        for path in step.images:
-            with Image.open(path) as im:
-                imgs.append(("", _thumb(im, 140)))
-        if imgs:
-            blocks.append(("images", imgs))
-    blocks.append(("text", f"{traj.final_thought}  ->  \\boxed{{{traj.final_answer}}}   (reference: {', '.join(traj.answers)})"))
+        if obs.images:
+            blocks.append(("images", [("", _thumb(im, 140)) for im in obs.images]))
+    answer = f"\\boxed{{{traj.final_answer}}}" if traj.final_answer is not None else f"no answer ({traj.finish_reason})"
+    blocks.append(("text", f"{traj.final_thought}  ->  {answer}   (reference: {', '.join(traj.answers)})"))
 
     # lay out
     rows: list[tuple[str, object, int]] = []

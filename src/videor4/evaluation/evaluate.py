@@ -136,7 +136,8 @@ def load_eval_sets(settings: EvalSettings, synthetic_test: str | Path | None) ->
 
 # ---------------------------------------------------------------- answering
 def _record(r: Any) -> dict[str, Any]:
-    """A rollout as a per-question prediction: answer, score and its trajectory (no tensors)."""
+    """A rollout as a per-question prediction: answer, score, tool use, and its trajectory in the
+    format synthesis writes (`video-r4 data show/replay ID --file` read it)."""
     s = r.sample
     n_options = len(s.get("options") or []) or 4
     scores = score_answer(r.answer, s["answers"], s.get("problem_type", "open"), n_options)
@@ -151,7 +152,7 @@ def _record(r: Any) -> dict[str, Any]:
         "clip_calls": r.calls("clipping"),
         "crop_calls": r.calls("cropping"),
         "invalid_calls": r.invalid_calls,
-        **{k: v for k, v in r.summary().items() if k in ("turns", "ops")},
+        "trajectory": r.to_trajectory().to_dict(),
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from videor4.core.params import fill, section
 from videor4.policy.encoding import (
@@ -28,6 +28,9 @@ from videor4.rumination.protocol import (
     parse_turn,
 )
 from videor4.rumination.tools import RuminationEnv
+
+if TYPE_CHECKING:
+    from videor4.rumination.trajectory import Step, Trajectory
 
 
 def is_well_formed(turn: ParsedTurn) -> bool:
@@ -62,10 +65,12 @@ class RolloutSettings:
 
 @dataclass
 class Op:
-    """One tool call of a rollout, as executed."""
+    """One tool call of a rollout, as executed, with the pixels that rewards read (its lasting
+    form is a trajectory `Step`: `Rollout.to_trajectory`)."""
 
     tool: str | None  # None: the turn tried to call a tool and the call did not parse
     arguments: dict[str, Any] | None
+    text: str  # the observation text
     error: str | None
     regions: list[tuple[int, tuple[float, float, float, float]]]  # (shown-frame position, normalized region)
     images: list[Any]  # the images the call returned
@@ -141,17 +146,44 @@ class Rollout:
         grids = torch.stack(self.image_grid_thw) if self.image_grid_thw else None
         return Encoded(self.input_ids, labels, pixels, grids, len(self.pixel_values))
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "prompt_id": self.prompt_id,
-            "sample_id": self.sample.get("sample_id"),
-            "answer": self.answer,
-            "finish_reason": self.finish_reason,
-            "turns": list(self.turns),
-            "ops": [{"tool": o.tool, "arguments": o.arguments, "error": o.error, "regions": o.regions} for o in self.ops],
-            "generated_tokens": self.num_generated,
-            "total_tokens": len(self.input_ids),
-        }
+    def step(self, i: int) -> Step:
+        """Turn i (0-based) and the call it made, ops[i], as a trajectory step (turn i made
+        ops[i]: a turn that made no executed call ended the rollout)."""
+        from videor4.rumination.protocol import ToolCall
+        from videor4.rumination.trajectory import Step, image_digest
+
+        op, text = self.ops[i], self.turns[i]
+        call = ToolCall(op.tool, dict(op.arguments or {})) if op.tool is not None else None
+        digests = [image_digest(im) for im in op.images]
+        return Step(parse_turn(text).thought, call, op.text, [], digests, op.error, text=text)
+
+    def to_trajectory(self, traj_id: str | None = None) -> Trajectory:
+        """The rollout in the format synthesis writes: replayable against its video (observation
+        images as sha256s only), with the turns as written and how it finished (no tensors)."""
+        from videor4.core.schema import Sample
+        from videor4.rumination.trajectory import ROLLOUT_KIND, Trajectory
+
+        sample = Sample.from_dict(self.sample)
+        final = self.turns[-1] if len(self.turns) > len(self.ops) else None  # the turn that made no call
+        return Trajectory(
+            traj_id=traj_id or sample.sample_id,
+            sample_id=sample.sample_id,
+            kind=ROLLOUT_KIND,
+            video=sample.frame_source(),
+            frame_indices=list(self.env.video.indices),
+            num_source_frames=self.env.video.num_source_frames,
+            question=sample.prompt_question(),
+            answers=list(sample.answers),
+            problem_type=sample.problem_type,
+            options=sample.options,
+            vision=self.env.vision.to_dict(),
+            steps=[self.step(i) for i in range(len(self.ops))],
+            final_thought=parse_turn(final).thought if final is not None else "",
+            final_answer=self.answer,
+            final_text=final,
+            finish_reason=self.finish_reason,
+            max_images=self.env.max_images,
+        )
 
 
 class RolloutEngine:
@@ -378,7 +410,7 @@ class RolloutEngine:
             return
         obs = r.env.step(turn)
         call = turn.tool_call
-        r.ops.append(Op(call.name if call else None, call.arguments if call else None, obs.error, list(obs.regions), list(obs.images)))
+        r.ops.append(Op(call.name if call else None, call.arguments if call else None, obs.text, obs.error, list(obs.regions), list(obs.images)))
         assistant = {"role": "assistant", "content": [{"type": "text", "text": text}]}
         tool = {"role": "tool", "content": [{"type": "text", "text": obs.text}] + [{"type": "image", "image": im} for im in obs.images]}
         base = enc.render(r.messages + [assistant])

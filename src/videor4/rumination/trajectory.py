@@ -5,6 +5,11 @@ step's reasoning and tool call, and the observation it got back, with a
 sha256 of every observation image's pixels.  Because the calls are executed by
 `ops.RuminationEnv`, replaying a stored trajectory against its video reproduces
 every observation exactly; `replay` checks that.
+
+Synthesis writes them (with the observation images as PNG files) and a policy's
+rollouts convert to them (`Rollout.to_trajectory`: sha256s only, the turns as the
+model wrote them, malformed calls included), so eval predictions, transcripts,
+reports and `video-r4 data show/replay` all read one format.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from PIL import Image
 
 from videor4.rumination.protocol import (
     MAX_FRAMES_PER_CLIP,
+    ParsedTurn,
     ToolCall,
     format_assistant_turn,
+    parse_turn,
     system_prompt,
     user_prompt_text,
 )
@@ -38,16 +45,22 @@ def image_digest(img: Image.Image) -> str:
 @dataclass
 class Step:
     thought: str
-    tool_call: ToolCall
+    tool_call: ToolCall | None  # None: the model's call did not parse (`error` says why, `text` has it)
     observation_text: str
-    images: list[str] = field(default_factory=list)  # PNG paths
+    images: list[str] = field(default_factory=list)  # PNG paths (none for a model's rollout)
     image_sha256: list[str] = field(default_factory=list)
     error: str | None = None
+    text: str | None = None  # the turn as the model wrote it; synthesized steps are `turn_text`'s rendering
+
+    @property
+    def turn_text(self) -> str:
+        """The assistant turn as it was (or, synthesized, will be) shown to the model."""
+        return self.text if self.text is not None else format_assistant_turn(self.thought, self.tool_call)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "thought": self.thought,
-            "tool_call": self.tool_call.to_dict(),
+            "tool_call": self.tool_call.to_dict() if self.tool_call is not None else None,
             "observation": {
                 "text": self.observation_text,
                 "images": self.images,
@@ -55,25 +68,35 @@ class Step:
                 "error": self.error,
             },
         }
+        if self.text is not None:  # only model turns: synthesized rows keep their bytes
+            d["text"] = self.text
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Step":
         obs = d.get("observation") or {}
+        call = d["tool_call"]
         return cls(
             thought=str(d.get("thought", "")),
-            tool_call=ToolCall.from_dict(d["tool_call"]),
+            tool_call=ToolCall.from_dict(call) if call is not None else None,
             observation_text=str(obs.get("text", "")),
             images=[str(p) for p in obs.get("images") or []],
             image_sha256=[str(h) for h in obs.get("image_sha256") or []],
             error=obs.get("error"),
+            text=None if d.get("text") is None else str(d["text"]),
         )
+
+
+ROLLOUT_KIND = "rollout"  # the kind of a policy's trajectory (`Rollout.to_trajectory`)
+# fields only a model's rollout sets; left out of a row while unset, so synthesized rows keep their bytes
+MODEL_FIELDS = ("final_text", "finish_reason", "max_images")
 
 
 @dataclass
 class Trajectory:
     traj_id: str
     sample_id: str
-    kind: str  # drp_clip | drp_crop | crp
+    kind: str  # drp_clip | drp_crop | crp (synthesized) | rollout (a policy's)
     video: str | list[str]  # mp4 path, page folder, or list of page images
     frame_indices: list[int]
     num_source_frames: int
@@ -84,10 +107,17 @@ class Trajectory:
     vision: dict[str, Any]
     steps: list[Step]
     final_thought: str
-    final_answer: str
+    final_answer: str | None  # None: a rollout that ended unanswered
+    final_text: str | None = None  # the last turn as the model wrote it, when it made no executed call
+    finish_reason: str | None = None  # a rollout's (answer | no_answer | max_tool_calls | ...)
+    max_images: int | None = None  # the rollout's image budget: replay needs it to refuse the same calls
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "steps"}
+        d = {
+            k: getattr(self, k)
+            for k in self.__dataclass_fields__
+            if k != "steps" and not (k in MODEL_FIELDS and getattr(self, k) is None)
+        }
         d["steps"] = [s.to_dict() for s in self.steps]
         return d
 
@@ -107,11 +137,23 @@ class Trajectory:
             vision=dict(d.get("vision") or {}),
             steps=[Step.from_dict(s) for s in d.get("steps") or []],
             final_thought=str(d.get("final_thought", "")),
-            final_answer=str(d["final_answer"]),
+            final_answer=None if d["final_answer"] is None else str(d["final_answer"]),
+            final_text=None if d.get("final_text") is None else str(d["final_text"]),
+            finish_reason=d.get("finish_reason"),
+            max_images=None if d.get("max_images") is None else int(d["max_images"]),
         )
 
-    def tools_used(self) -> list[str]:
-        return [s.tool_call.name for s in self.steps]
+    def tools_used(self) -> list[str | None]:
+        return [s.tool_call.name if s.tool_call is not None else None for s in self.steps]
+
+    def turn_texts(self) -> list[str]:
+        """Every assistant turn: one per step, then the final one (a rollout may end on a step)."""
+        texts = [s.turn_text for s in self.steps]
+        if self.final_text is not None:
+            texts.append(self.final_text)
+        elif self.kind != ROLLOUT_KIND:  # synthesized: the answer turn is rendered
+            texts.append(format_assistant_turn(self.final_thought, answer=self.final_answer))
+        return texts
 
 
 def open_env(
@@ -173,12 +215,28 @@ class ReplayResult:
     problems: list[str]
 
 
+def execute_step(env: RuminationEnv, step: Step) -> Observation:
+    """Run a stored step's call again; a malformed one is re-parsed from the turn the model wrote."""
+    if step.tool_call is None:
+        turn = parse_turn(step.text or "")
+        if not turn.wants_tool:  # no text to re-parse: the stored reason
+            turn = ParsedTurn(step.text or "", step.thought, call_error=step.error or "no tool call")
+        return env.step(turn)
+    return env.execute(ToolCall(step.tool_call.name, dict(step.tool_call.arguments)))
+
+
+def reexecute(traj: Trajectory, cache: FrameCache | None = FRAME_CACHE) -> tuple[RuminationEnv, list[Observation]]:
+    """Run a trajectory's calls again against its video: the env and every observation's pixels
+    and regions, which a row keeps only as sha256s (and, synthesized, PNG files)."""
+    env = open_env(traj.video, traj.frame_indices, VisionConfig.from_dict(traj.vision), cache=cache, max_images=traj.max_images)
+    return env, [execute_step(env, step) for step in traj.steps]
+
+
 def replay(traj: Trajectory, cache: FrameCache | None = FRAME_CACHE, check_files: bool = True) -> ReplayResult:
-    """Re-execute the stored calls against the video and compare every observation."""
-    env = open_env(traj.video, traj.frame_indices, VisionConfig.from_dict(traj.vision), cache=cache)
+    """Re-execute the stored calls against the video and compare every observation (and the PNG
+    files, where a row has them: a model's rollout stores sha256s only)."""
     problems = []
-    for k, step in enumerate(traj.steps):
-        obs = env.execute(ToolCall(step.tool_call.name, dict(step.tool_call.arguments)))
+    for k, (step, obs) in enumerate(zip(traj.steps, reexecute(traj, cache)[1])):
         if obs.text != step.observation_text:
             problems.append(f"step {k}: observation text differs: {obs.text!r} != {step.observation_text!r}")
         got = [image_digest(img) for img in obs.images]

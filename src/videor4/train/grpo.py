@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from videor4.core.params import curriculum_settings
 from videor4.policy.model import (
@@ -49,6 +49,9 @@ from videor4.train.rewards import (
     score,
     weights,
 )
+
+if TYPE_CHECKING:
+    from videor4.rumination.trajectory import Trajectory
 
 
 @dataclass
@@ -147,18 +150,16 @@ def rollout_stats(rollouts: Sequence[Any], scores: dict[str, list[float]]) -> di
     return stats
 
 
-def transcript(r: Any, reward: float | None = None) -> str:
-    """A rollout as readable Markdown: question, each turn, each tool call's outcome, the answer."""
-    s = r.sample
-    lines = [f"### {s.get('sample_id')}  (reward {reward:.3f})" if reward is not None else f"### {s.get('sample_id')}"]
-    lines.append(f"**Q:** {s.get('question')}  **gold:** {s.get('answers')}")
-    for i, turn in enumerate(r.turns):
-        lines.append(f"\n**turn {i + 1}**\n\n```\n{turn.strip()}\n```")
-        if i < len(r.ops):
-            op = r.ops[i]
-            seen = ", ".join(f"frame {p + 1} {tuple(round(v, 2) for v in box)}" for p, box in op.regions)
-            lines.append(f"→ {op.tool}: " + (f"error: {op.error}" if op.error else f"{len(op.images)} image(s); {seen}"))
-    lines.append(f"\n**answer:** {r.answer!r} ({r.finish_reason})")
+def transcript(traj: Trajectory, reward: float | None = None) -> str:
+    """A rollout's trajectory as readable Markdown: question, each turn, each call's observation, the answer."""
+    head = f"### {traj.sample_id}" + (f"  (reward {reward:.3f})" if reward is not None else "")
+    lines = [head, f"**Q:** {traj.question}  **gold:** {traj.answers}"]
+    for i, text in enumerate(traj.turn_texts()):
+        lines.append(f"\n**turn {i + 1}**\n\n```\n{text.strip()}\n```")
+        if i < len(traj.steps):
+            step = traj.steps[i]
+            lines.append(f"→ {step.tool_call.name if step.tool_call else 'invalid call'}: {step.observation_text}")
+    lines.append(f"\n**answer:** {traj.final_answer!r} ({traj.finish_reason})")
     return "\n".join(lines)
 
 
@@ -246,7 +247,7 @@ def _trainer_class():
             self._metrics[mode]["reward_std"].append(float(rewards.view(-1, G).std(1).mean()))
             self._metrics[mode]["frac_reward_zero_std"].append(float(self.accelerator.gather(zero_std.float()).mean()))
             self._metrics[mode]["zero_variance_groups"].append(float(self.accelerator.gather(zero_std.float()).sum()))
-            self.samples = [transcript(r, t) for r, t in list(zip(rollouts, scores["total"]))[: self.sample_count]]
+            self.samples = [transcript(r.to_trajectory(), t) for r, t in list(zip(rollouts, scores["total"]))[: self.sample_count]]
             batch = pack_rollouts(rollouts, self.encoder, device)
             batch["advantages"] = advantages
             batch["num_items_in_batch"] = self.accelerator.gather(batch["tool_mask"].sum()).sum()
@@ -424,7 +425,7 @@ def train_grpo(
     def held_out_eval(path) -> tuple[dict[str, float], list[str]]:
         model = load_policy(path, dtype=dtype, device=device).model
         stats, rollouts, scores = evaluate_policy(model, encoder, held_out, vision, rollout, rewards, settings.eval_group_size, settings.seed)
-        return stats, [transcript(r, t) for r, t in list(zip(rollouts, scores["total"]))[: settings.sample_trajectories]]
+        return stats, [transcript(r.to_trajectory(), t) for r, t in list(zip(rollouts, scores["total"]))[: settings.sample_trajectories]]
 
     if main:
         before, before_samples = held_out_eval(init)
