@@ -13,6 +13,7 @@ from videor4.evaluation.statistics import (
     bootstrap_ci,
     format_estimate,
     format_p,
+    mean_ci,
     paired_difference,
     proportion_ci,
     wilson,
@@ -51,6 +52,8 @@ def test_proportion_refuses_graded_scores_and_wilson_bad_counts():
     with pytest.raises(ValueError):
         wilson(11, 10)
     assert wilson(0, 0).ci == [0.0, 1.0]
+    for n in (3, 7, 18, 263):  # the bounds at 0/n and n/n are exact, not a rounding error away
+        assert wilson(0, n).low == 0.0 and wilson(n, n).high == 1.0
 
 
 def test_bootstrap_interval_contains_the_mean_shrinks_with_n_and_is_seeded():
@@ -64,6 +67,11 @@ def test_bootstrap_interval_contains_the_mean_shrinks_with_n_and_is_seeded():
     assert bootstrap_ci(small) == a  # fixed seed: the same numbers on every run
     assert bootstrap_ci(small, resamples=500, seed=3) != a
     assert bootstrap_ci([0.7] * 20).ci == [pytest.approx(0.7), pytest.approx(0.7)]  # no spread, no interval
+
+
+def test_mean_ci_treats_0_1_scores_as_a_proportion():
+    assert mean_ci([0.0] * 18) == wilson(0, 18) and mean_ci([1, 0, 1, 1]) == wilson(3, 4)
+    assert mean_ci([0.5, 0.25, 1.0]) == bootstrap_ci([0.5, 0.25, 1.0])
 
 
 def test_paired_difference_of_identical_runs_is_zero_with_p_one():

@@ -4,7 +4,8 @@ hundred questions) and a few points of accuracy are often noise.
 
 - accuracy (0/1 per question): the Wilson score interval, which stays inside [0, 1] and is
   sensible at 0/n and n/n, unlike the normal approximation;
-- ANLS (a score in [0, 1]): a percentile bootstrap of the mean;
+- ANLS (a score in [0, 1]): a percentile bootstrap of the mean (Wilson when every score
+  is 0/1, see `mean_ci`);
 - A vs B on the same questions: a paired bootstrap of the difference of means for the
   interval, and a sign-flip permutation test for the p-value (see `paired_difference`).
 
@@ -77,8 +78,10 @@ def wilson(successes: float, n: int, z: float = Z95) -> Estimate:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # clipped: rounding must not put the bound of 0/n or n/n a hair outside [0, 1]
-    return Estimate(p, float(max(0.0, centre - half)), float(min(1.0, centre + half)), n)
+    # exactly 0 at 0/n and 1 at n/n, as in closed form: rounding must not leave the bound a hair off
+    low = 0.0 if successes == 0 else float(max(0.0, centre - half))
+    high = 1.0 if successes == n else float(min(1.0, centre + half))
+    return Estimate(p, low, high, n)
 
 
 def proportion_ci(scores: Sequence[float]) -> Estimate:
@@ -110,6 +113,16 @@ def bootstrap_ci(scores: Sequence[float], resamples: int = RESAMPLES, seed: int 
     means = _resampled_means(s, resamples, np.random.default_rng(seed))
     low, high = np.quantile(means, [ALPHA / 2, 1 - ALPHA / 2])
     return Estimate(float(s.mean()), float(low), float(high), len(s))
+
+
+def mean_ci(scores: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED) -> Estimate:
+    """Wilson when every score is 0 or 1 (ANLS of multiple choice, or of all-wrong answers: a
+    proportion), else the bootstrap.  A bootstrap of identical scores has zero width, which
+    would claim 0/18 is exactly 0; and an ANLS equal to the accuracy gets the same interval."""
+    s = _scores(scores)
+    if np.all((s == 0) | (s == 1)):
+        return wilson(float(s.sum()), len(s))
+    return bootstrap_ci(s, resamples, seed)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], ids_a: Sequence[str] | None = None,
