@@ -6,8 +6,11 @@
 
 Single pass vs rumination per checkpoint (`eval.checkpoints`, folders under `--models`),
 the test-time scaling curve (accuracy as the allowed rumination steps grow from 0 to
-`eval.max_steps`) and tool use, with `videor4.evaluation`.  Writes the metrics, the two
-plots, the paper-style table and the per-question predictions with their trajectories.
+`eval.max_steps`) and tool use, with `videor4.evaluation`; every number with its n and
+95 % interval, and paired comparisons: rumination vs single pass per checkpoint, and each
+stage vs the checkpoint it was trained from (`curriculum.crp_sft_init` for CRP-SFT).
+Writes the metrics, the two plots, the paper-style table and the per-question predictions
+with their trajectories.
 The MLflow run carries each checkpoint's md5 and the run that trained it.
 """
 
@@ -35,12 +38,15 @@ def main() -> None:
     from videor4.evaluation.evaluate import (
         EvalDataError,
         accuracy_rows,
+        curriculum_inits,
         eval_metrics,
         eval_settings,
         evaluate_checkpoint,
         load_eval_sets,
+        paired_comparisons,
         paper_table,
         scaling_rows,
+        tracked_numbers,
     )
     from videor4.policy.model import ModelLoadError
     from videor4.policy.rollout import rollout_limits
@@ -51,6 +57,7 @@ def main() -> None:
     started = time.time()
     try:
         settings = eval_settings(params)
+        inits = curriculum_inits(params)
         vision = vision_config(params, settings.vision)
         max_images = rollout_limits(params).max_images
         sets = load_eval_sets(settings, args.held_out)
@@ -78,13 +85,20 @@ def main() -> None:
                 results.append(result)
                 for s in sets:
                     for point in result.summaries[s.name]["scaling"]:
-                        run.log_metrics({f"scaling/{s.name}/{name}/acc": point["acc"], f"scaling/{s.name}/{name}/anls": point["anls"]}, step=point["steps"])
+                        prefix, scores = f"scaling/{s.name}/{name}", ("acc", "anls")
+                        band = {f"{prefix}/{m}": point[m] for m in scores}
+                        band |= {f"{prefix}/{m}_{end}": point[f"{m}_ci"][i] for m in scores for i, end in enumerate(("low", "high"))}
+                        run.log_metrics(band, step=point["steps"])
                 print(f"eval: {name} done in {result.seconds:.0f} s", file=sys.stderr)
         except (ModelLoadError, VideoError, ValueError) as exc:
             fail(STAGE, exc)
 
+        try:
+            comparisons = paired_comparisons(results, sets, inits, settings.bootstrap_resamples)
+        except ValueError as exc:  # two runs not aligned by sample id
+            fail(STAGE, exc)
         notes = ["checkpoints: " + ", ".join(f"{n} ({lineage[f'checkpoint.{n}.md5'][:8]})" for n in checkpoints)]
-        table = paper_table(results, sets, settings.max_steps, notes=notes)
+        table = paper_table(results, sets, settings.max_steps, notes=notes, comparisons=comparisons)
         with atomic_dir(args.predictions) as out:
             for r in results:
                 for set_name, modes in r.predictions.items():
@@ -96,11 +110,14 @@ def main() -> None:
         write_json(args.accuracy, accuracy_rows(results, primary))
         run.log_text(table, "eval_table.md")
         run.log_artifact(args.predictions, "predictions")
-        metrics = eval_metrics(results, sets, settings.max_steps)
+        metrics = eval_metrics(results, sets, settings.max_steps, comparisons)
         metrics["seconds"] = time.time() - started
-        write_metrics(args.metrics, metrics, run)
+        write_metrics(args.metrics, metrics)
+        numbers = tracked_numbers(metrics)  # the intervals as *_low / *_high: write_metrics would drop the lists
+        run.log_metrics(numbers)
         if run.parent is not None:  # the pipeline's run: its headline numbers, comparable across pipelines
-            run.parent.log_metrics({k: v for k, v in metrics.items() if k in {s.name for s in sets}})
+            headline = {s.name for s in sets} | {"comparisons"}
+            run.parent.log_metrics({k: v for k, v in numbers.items() if k.split(".", 1)[0] in headline})
             run.parent.log_text(table, "eval_table.md")
         print(table)
 

@@ -312,7 +312,10 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
         assert scaling[0][name] == m["synthetic"][name]["single_pass"]["acc"]
         assert scaling[-1][name] == m["synthetic"][name]["rumination"]["acc"]
     table = (path / "reports/eval_table.md").read_text()
-    assert "| Checkpoint | Mode | Synthetic Acc | Synthetic ANLS |" in table
+    assert f"| Checkpoint | Mode | Synthetic Acc (n={n}) | Synthetic ANLS (n={n}) |" in table and "## Paired comparisons" in table
+    pairs = m["comparisons"]["synthetic"]  # the curriculum's pairs, CRP-SFT against curriculum.crp_sft_init (models/rl_d)
+    assert set(pairs["stage_vs_init"]) == {"drp_sft_vs_base", "rl_d_vs_drp_sft", "crp_sft_vs_rl_d", "rl_c_vs_crp_sft"}
+    assert set(pairs["rumination_vs_single_pass"]) == set(CHECKPOINTS)
     assert sum(line.startswith(("| rl_c | single-pass", "| rl_c | rumination")) for line in table.splitlines()) == 2
     # lineage: each checkpoint's md5 as DVC locked it, and the run that trained it
     client, runs = _mlflow_runs(path)

@@ -9,18 +9,31 @@ budget 0 is the single pass (the low-resolution frames only), budget K is rumina
 Greedy decoding makes the budgets cheap to sweep: a rollout that made at most k calls
 under budget k + 1 never met its limit, so under budget k it is the same rollout.  Only
 the questions that used more than k calls are decoded again at budget k.
+
+Every Acc / ANLS is reported with its n and a 95 % interval, and every "this beats that"
+(rumination vs single pass, a stage vs the checkpoint it was trained from) as a paired
+difference with its interval and p-value (`videor4.evaluation.statistics`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from videor4.core.params import fill, section
 from videor4.core.scoring import score_answer
+from videor4.evaluation.statistics import (
+    RESAMPLES,
+    Estimate,
+    format_estimate,
+    format_p,
+    mean_ci,
+    paired_difference,
+    proportion_ci,
+)
 
 SINGLE_PASS, RUMINATION = "single_pass", "rumination"
 
@@ -36,6 +49,7 @@ class EvalSettings:
     batch_size: int = 32  # rollouts decoded together
     max_questions: int = -1  # per set; -1 = all
     bf16: str = "auto"
+    bootstrap_resamples: int = RESAMPLES  # for the ANLS intervals and the paired comparisons
     vision: dict[str, Any] = field(default_factory=dict)  # overrides of `vision:` at evaluation (e.g. larger crops)
     sets: dict[str, Any] = field(default_factory=dict)
 
@@ -44,6 +58,8 @@ class EvalSettings:
             raise ValueError("eval.max_steps must be >= 0")
         if not self.checkpoints:
             raise ValueError("eval.checkpoints is empty")
+        if self.bootstrap_resamples < 1:
+            raise ValueError("eval.bootstrap_resamples must be >= 1")
 
 
 @dataclass
@@ -201,19 +217,42 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def summarize(runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Acc / ANLS of single pass (budget 0) and rumination (budget K), the curve, and tool use under K."""
+def scores(records: Sequence[dict[str, Any]], resamples: int = RESAMPLES) -> dict[str, Any]:
+    """One Acc / ANLS cell: the means (keys `acc`, `anls` as before), n, and their 95 % intervals
+    (Wilson for the 0/1 accuracy, a bootstrap for the graded ANLS, see `mean_ci`)."""
+    acc = proportion_ci([r["acc"] for r in records])
+    anls = mean_ci([r["anls"] for r in records], resamples)
+    return {"acc": acc.value, "acc_ci": acc.ci, "anls": anls.value, "anls_ci": anls.ci, "n": acc.n}
+
+
+def question_kinds(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """{sample_id: question_kind} for the rows that carry a kind."""
+    return {row["sample_id"]: str(row["question_kind"]) for row in rows if row.get("question_kind")}
+
+
+def by_kind(runs: dict[int, list[dict[str, Any]]], kinds: Mapping[str, str], resamples: int = RESAMPLES) -> dict[str, Any]:
+    """{kind: {single_pass: cell, rumination: cell}}: a mean over mixed kinds can hide that one kind carries it."""
+    out: dict[str, Any] = {}
+    for kind in sorted(set(kinds.values())):
+        out[kind] = {
+            mode: scores([r for r in runs[k] if kinds.get(r["sample_id"]) == kind], resamples)
+            for mode, k in ((SINGLE_PASS, 0), (RUMINATION, max(runs)))
+        }
+    return out
+
+
+def summarize(runs: dict[int, list[dict[str, Any]]], rows: Sequence[dict[str, Any]] = (), resamples: int = RESAMPLES) -> dict[str, Any]:
+    """Acc / ANLS (with n and 95 % intervals) of single pass (budget 0) and rumination (budget K),
+    the curve with its band, tool use under K, and the same by question kind when `rows` carry one."""
     k_max = max(runs)
     top = runs[k_max]
     calls = sum(r["calls"] for r in top)
+    kinds = question_kinds(rows)
 
-    def scores(records):
-        return {"acc": _mean([r["acc"] for r in records]), "anls": _mean([r["anls"] for r in records])}
-
-    return {
-        SINGLE_PASS: scores(runs[0]),
-        RUMINATION: scores(top),
-        "scaling": [{"steps": k, **scores(runs[k])} for k in sorted(runs)],
+    summary = {
+        SINGLE_PASS: scores(runs[0], resamples),
+        RUMINATION: scores(top, resamples),
+        "scaling": [{"steps": k, **scores(runs[k], resamples)} for k in sorted(runs)],
         "tools": {
             "clip_per_question": _mean([r["clip_calls"] for r in top]),
             "crop_per_question": _mean([r["crop_calls"] for r in top]),
@@ -223,6 +262,9 @@ def summarize(runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
         },
         "questions": len(top),
     }
+    if kinds:
+        summary["by_kind"] = by_kind(runs, kinds, resamples)
+    return summary
 
 
 @dataclass
@@ -249,24 +291,92 @@ def evaluate_checkpoint(name: str, path: str | Path, sets: Sequence[EvalSet], vi
     for s in sets:
         bar = progress(f"eval {name} · {s.name}", len(s.rows)) if progress else None
         runs = sweep_budgets(policy.model, encoder, s.rows, vision, settings, max_images, bar)
-        summaries[s.name] = summarize(runs)
+        summaries[s.name] = summarize(runs, s.rows, settings.bootstrap_resamples)
         predictions[s.name] = {SINGLE_PASS: runs[0], RUMINATION: runs[settings.max_steps]}
     return CheckpointResult(name, summaries, predictions, time.time() - started)
 
 
-# ---------------------------------------------------------------- reports
-def eval_metrics(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], max_steps: int) -> dict[str, Any]:
-    """metrics/eval.json: per set and checkpoint, both modes' Acc/ANLS and tool use."""
-    metrics: dict[str, Any] = {}
+# ---------------------------------------------------------------- paired comparisons
+def curriculum_inits(params: Mapping[str, Any]) -> dict[str, str]:
+    """{checkpoint: the checkpoint it was trained from}, as the `--init` flags in dvc.yaml.
+
+    CRP-SFT starts from `curriculum.crp_sft_init` (models/rl_d, or models/drp_sft / models/base in
+    the schedule ablations), so each stage is compared against the start it really had.
+    """
+    crp_init = (params.get("curriculum") or {}).get("crp_sft_init") or "models/rl_d"
+    return {"drp_sft": "base", "rl_d": "drp_sft", "crp_sft": Path(str(crp_init)).name, "rl_c": "crp_sft"}
+
+
+def _paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
+    """a - b on Acc and ANLS, question by question (alignment checked by sample id)."""
+    ids_a, ids_b = [r["sample_id"] for r in a], [r["sample_id"] for r in b]
+    return {
+        metric: paired_difference([r[metric] for r in a], [r[metric] for r in b], ids_a, ids_b, resamples).to_dict()
+        for metric in ("acc", "anls")
+    }
+
+
+def paired_comparisons(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], inits: Mapping[str, str],
+                       resamples: int = RESAMPLES) -> dict[str, Any]:
+    """Per eval set: rumination - single pass for every checkpoint, and every stage - its init
+    (`inits`, e.g. `curriculum_inits`) in both modes, each paired on the same questions.
+
+    {set: {"rumination_vs_single_pass": {ckpt: {acc, anls}},
+           "stage_vs_init": {"<stage>_vs_<init>": {single_pass: {acc, anls}, rumination: {acc, anls}}}}},
+    each leaf {diff, ci, p, n, significant}.  A pair whose stage or init was not evaluated is skipped.
+    """
+    by_name = {r.name: r for r in results}
+    out: dict[str, Any] = {}
     for s in sets:
-        metrics[s.name] = {
-            r.name: {mode: r.summaries[s.name][mode] for mode in (SINGLE_PASS, RUMINATION)} | {"tools": r.summaries[s.name]["tools"]}
-            for r in results
+        modes = {r.name: r.predictions[s.name] for r in results}
+        out[s.name] = {
+            "rumination_vs_single_pass": {
+                name: _paired(m[RUMINATION], m[SINGLE_PASS], resamples) for name, m in modes.items()
+            },
+            "stage_vs_init": {
+                f"{r.name}_vs_{inits[r.name]}": {
+                    mode: _paired(modes[r.name][mode], modes[inits[r.name]][mode], resamples) for mode in (SINGLE_PASS, RUMINATION)
+                }
+                for r in results
+                if r.name in inits and inits[r.name] in by_name
+            },
         }
+    return out
+
+
+# ---------------------------------------------------------------- reports
+def eval_metrics(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], max_steps: int,
+                 comparisons: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """metrics/eval.json: per set and checkpoint, both modes' Acc/ANLS (n, 95 % intervals), the
+    scaling curve with its band, the per-kind breakdown and tool use; the paired comparisons."""
+    metrics: dict[str, Any] = {}
+    keys = (SINGLE_PASS, RUMINATION, "scaling", "by_kind", "tools")
+    for s in sets:
+        metrics[s.name] = {r.name: {k: r.summaries[s.name][k] for k in keys if k in r.summaries[s.name]} for r in results}
     metrics["questions"] = {s.name: len(s.rows) for s in sets}
     metrics["skipped"] = {s.name: sum(s.skipped.values()) for s in sets}
     metrics["max_steps"] = max_steps
+    if comparisons is not None:
+        metrics["comparisons"] = dict(comparisons)
     return metrics
+
+
+def tracked_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """A metrics tree's numbers as dotted keys for MLflow, each interval `[lo, hi]` (a key `ci` or
+    `*_ci`) as `<key>_low` / `<key>_high`: MLflow takes scalars only and would drop the lists.
+    Other lists (the scaling curve, logged per step instead) and flags are left out."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(tracked_numbers(value, name))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, (int, float)):
+            out[name] = float(value)
+        elif (key == "ci" or str(key).endswith("_ci")) and isinstance(value, (list, tuple)) and len(value) == 2:
+            out[f"{name}_low"], out[f"{name}_high"] = float(value[0]), float(value[1])
+    return out
 
 
 def scaling_rows(results: Sequence[CheckpointResult], set_name: str, key: str = "acc") -> list[dict[str, Any]]:
@@ -279,38 +389,98 @@ def scaling_rows(results: Sequence[CheckpointResult], set_name: str, key: str = 
 
 
 def accuracy_rows(results: Sequence[CheckpointResult], set_name: str) -> list[dict[str, Any]]:
-    """One bar per checkpoint and mode: [{run: "rl_c · rumination", acc, anls}, ...]."""
-    return [
-        {"run": f"{r.name} · {mode.replace('_', '-')}", **r.summaries[set_name][mode]}
-        for r in results
-        for mode in (SINGLE_PASS, RUMINATION)
-    ]
+    """One bar per checkpoint and mode: [{run: "rl_c · rumination", acc, anls, n, acc_low, ...}, ...]
+    (scalars only: the plot's rows)."""
+    rows = []
+    for r in results:
+        for mode in (SINGLE_PASS, RUMINATION):
+            c = r.summaries[set_name][mode]
+            rows.append({"run": f"{r.name} · {mode.replace('_', '-')}", "acc": c["acc"], "anls": c["anls"], "n": c["n"],
+                         "acc_low": c["acc_ci"][0], "acc_high": c["acc_ci"][1], "anls_low": c["anls_ci"][0], "anls_high": c["anls_ci"][1]})
+    return rows
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def _cell(cell: Mapping[str, Any], metric: str = "acc") -> str:
+    """"57.3 [48.1, 66.0]": the mean and its 95 % interval in %, n is in the column header."""
+    return format_estimate(Estimate(cell[metric], *cell[f"{metric}_ci"], cell["n"]), with_n=False)
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+MODE_LABELS = {SINGLE_PASS: "single-pass", RUMINATION: "rumination"}
+
+
+def comparison_table(comparisons: Mapping[str, Any], sets: Sequence[EvalSet]) -> list[str]:
+    """The "Paired comparisons" section: one row per pair, mode and metric."""
+    lines = ["## Paired comparisons (same questions; A - B in points)", "",
+             "| Set | Pair | Mode | Metric | Difference | 95 % CI | p | significant |", "|---|---|---|---|---:|---|---:|---|"]
+
+    def row(title, pair, mode, stats):
+        for metric, label in (("acc", "Acc"), ("anls", "ANLS")):
+            d = stats[metric]
+            lines.append(f"| {title} | {pair} | {mode} | {label} | {_points(d['diff'])} | [{_points(d['ci'][0])}, {_points(d['ci'][1])}] | "
+                         f"{format_p(d['p'])} | {'yes' if d['significant'] else 'no'} |")
+
+    for s in sets:
+        c = comparisons.get(s.name) or {}
+        for name, stats in (c.get("rumination_vs_single_pass") or {}).items():
+            row(s.title, name, "rumination - single-pass", stats)
+        for pair, by_mode in (c.get("stage_vs_init") or {}).items():
+            for mode in (SINGLE_PASS, RUMINATION):
+                row(s.title, pair.replace("_vs_", " - "), MODE_LABELS[mode], by_mode[mode])
+    return lines + [""]
+
+
+def kind_table(results: Sequence[CheckpointResult], s: EvalSet) -> list[str]:
+    """Accuracy by question kind for one set (nothing when its rows carry fewer than two kinds:
+    the breakdown would repeat the main table)."""
+    kinds = results[0].summaries[s.name].get("by_kind") or {} if results else {}
+    if len(kinds) < 2:
+        return []
+    lines = [f"**{s.title}**", "", "| Checkpoint | Mode | " + " | ".join(f"{k} (n={v[SINGLE_PASS]['n']})" for k, v in kinds.items()) + " |",
+             "|---|---|" + "---:|" * len(kinds)]
+    for r in results:
+        for mode, label in MODE_LABELS.items():
+            cells = " | ".join(_cell(r.summaries[s.name]["by_kind"][k][mode]) for k in kinds)
+            lines.append(f"| {r.name} | {label} | {cells} |")
+    return lines + [""]
+
+
 def paper_table(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], max_steps: int, title: str = "Video-R4 evaluation",
-                notes: Sequence[str] = ()) -> str:
-    """Markdown laid out like the paper's tables: rows are checkpoints × modes, columns sets × Acc/ANLS (in %)."""
+                notes: Sequence[str] = (), comparisons: Mapping[str, Any] | None = None) -> str:
+    """Markdown laid out like the paper's tables: rows are checkpoints × modes, columns sets × Acc/ANLS,
+    each cell the mean [95 % CI] in %; then the scaling curve, accuracy by question kind, the paired
+    comparisons (when given) and tool use."""
     lines = [f"# {title}", ""]
     lines += [f"- {n}" for n in notes]
     lines += [f"- {s.title}: {len(s.rows)} questions" + (f" ({sum(s.skipped.values())} skipped)" if s.skipped else "") for s in sets]
-    lines += [f"- single-pass: no tools, answers from the low-resolution frames; rumination: up to {max_steps} clip/crop calls, greedy", ""]
-    header = "| Checkpoint | Mode | " + " | ".join(f"{s.title} Acc | {s.title} ANLS" for s in sets) + " |"
+    lines += [f"- single-pass: no tools, answers from the low-resolution frames; rumination: up to {max_steps} clip/crop calls, greedy"]
+    lines += ["- cells: mean [95 % CI] in %; Acc: Wilson interval, ANLS: percentile bootstrap (Wilson when all 0/1); paired comparisons: "
+              "bootstrap CI of the per-question difference, sign-flip permutation p, significant at p < 0.05", ""]
+    header = "| Checkpoint | Mode | " + " | ".join(f"{s.title} Acc (n={len(s.rows)}) | {s.title} ANLS (n={len(s.rows)})" for s in sets) + " |"
     lines += [header, "|---|---|" + "---:|" * (2 * len(sets))]
     for r in results:
-        for mode, label in ((SINGLE_PASS, "single-pass"), (RUMINATION, "rumination")):
-            cells = " | ".join(f"{_pct(r.summaries[s.name][mode]['acc'])} | {_pct(r.summaries[s.name][mode]['anls'])}" for s in sets)
+        for mode, label in MODE_LABELS.items():
+            cells = " | ".join(f"{_cell(r.summaries[s.name][mode], 'acc')} | {_cell(r.summaries[s.name][mode], 'anls')}" for s in sets)
             lines.append(f"| {r.name} | {label} | {cells} |")
-    lines += ["", "## Test-time scaling: accuracy (%) by allowed rumination steps", ""]
+    lines += ["", "## Test-time scaling: accuracy (%) [95 % CI] by allowed rumination steps", ""]
     for s in sets:
-        lines += [f"**{s.title}**", "", "| Checkpoint | " + " | ".join(str(k) for k in range(max_steps + 1)) + " |",
+        lines += [f"**{s.title}** (n={len(s.rows)})", "", "| Checkpoint | " + " | ".join(str(k) for k in range(max_steps + 1)) + " |",
                   "|---|" + "---:|" * (max_steps + 1)]
         for r in results:
-            lines.append(f"| {r.name} | " + " | ".join(_pct(p["acc"]) for p in r.summaries[s.name]["scaling"]) + " |")
+            lines.append(f"| {r.name} | " + " | ".join(_cell(p) for p in r.summaries[s.name]["scaling"]) + " |")
         lines.append("")
+    by_kind = [line for s in sets for line in kind_table(results, s)]
+    if by_kind:
+        lines += ["## Accuracy (%) [95 % CI] by question kind", "", *by_kind]
+    if comparisons:
+        lines += comparison_table(comparisons, sets)
     lines += ["## Tool use under rumination (per question)", ""]
     lines += ["| Checkpoint | Set | clipping | cropping | used a tool | invalid calls | answered |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in results:
