@@ -31,12 +31,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from videor4.data.build import (
-        build_config,
-        build_datasets,
-        load_synthetic_source,
-        make_synthetic_source,
-    )
+    from videor4.data.build import build_config, build_datasets, load_synthetic_source, make_synthetic_source
     from videor4.data.synthetic import synthetic_config
     from videor4.rumination.video import FRAME_CACHE, FrameCache, load_frames
 

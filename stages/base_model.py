@@ -10,46 +10,26 @@ recorded as a reference, so lineage names the exact base without copying its wei
 
 from __future__ import annotations
 
-from videor4.pipeline.runner import (
-    fail,
-    load_params,
-    stage_args,
-    stage_run,
-    write_metrics,
-)
+from videor4.pipeline.runner import one_line_errors, stage_inputs, stage_run, write_metrics
 
 STAGE = "base_model"
 
 
 def main() -> None:
-    args = stage_args(__doc__, "corpus+", "out", "metrics")
+    args, params = stage_inputs(__doc__, "corpus+", "out", "metrics")
     from videor4.core.io import atomic_dir
-    from videor4.policy.model import (
-        TINY,
-        ModelLoadError,
-        build_tiny_checkpoint,
-        describe,
-        load_policy,
-        model_config,
-        write_reference,
-    )
+    from videor4.policy.model import TINY, ModelLoadError, build_tiny_checkpoint, describe, load_policy, model_config, write_reference
 
-    params = load_params()
-    try:
+    with one_line_errors(STAGE):
         cfg = model_config(params)
-    except ValueError as exc:
-        fail(STAGE, exc)
     with stage_run(STAGE, params) as run:
-        try:
-            with atomic_dir(args.out) as tmp:
-                if cfg.name_or_path == TINY:
-                    policy = build_tiny_checkpoint(cfg.tiny, args.corpus, tmp, seed=int(params.get("seed", 0)))
-                else:
-                    # load once so a wrong id or path fails here, not three stages later
-                    policy = load_policy(cfg.name_or_path, dtype="bfloat16", revision=cfg.revision)
-                    write_reference(tmp, cfg.name_or_path, cfg.revision)
-        except (ModelLoadError, ValueError, OSError) as exc:
-            fail(STAGE, exc)
+        with one_line_errors(STAGE, ModelLoadError, ValueError, OSError), atomic_dir(args.out) as tmp:
+            if cfg.name_or_path == TINY:
+                policy = build_tiny_checkpoint(cfg.tiny, args.corpus, tmp, seed=int(params.get("seed", 0)))
+            else:
+                # load once so a wrong id or path fails here, not three stages later
+                policy = load_policy(cfg.name_or_path, dtype="bfloat16", revision=cfg.revision)
+                write_reference(tmp, cfg.name_or_path, cfg.revision)
         metrics = {**describe(policy.model), "tokenizer_size": len(policy.tokenizer), "source": cfg.name_or_path}
         write_metrics(args.metrics, metrics, run)
 

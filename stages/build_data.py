@@ -9,42 +9,21 @@ videos come from `data.m4vitevqa.root` instead.
 
 from __future__ import annotations
 
-from videor4.pipeline.runner import (
-    fail,
-    load_params,
-    progress_bar,
-    stage_args,
-    stage_run,
-    write_metrics,
-)
+from videor4.pipeline.runner import one_line_errors, progress_bar, stage_inputs, stage_run, write_metrics
 
 STAGE = "build_data"
 
 
 def main() -> None:
-    args = stage_args(__doc__, "videos", "out", "metrics")
-    from videor4.data.build import (
-        BuildError,
-        build_config,
-        build_datasets,
-        data_params,
-        load_source,
-        validate_dataset,
-    )
+    args, params = stage_inputs(__doc__, "videos", "out", "metrics")
+    from videor4.data.build import BuildError, build_config, build_datasets, data_params, load_source, validate_dataset
     from videor4.data.validation import DataValidationError
 
-    params = load_params()
-    try:
+    with one_line_errors(STAGE):
         cfg, data = build_config(params, args.out), data_params(params)
-    except ValueError as exc:
-        fail(STAGE, exc)
-
     with stage_run(STAGE, params) as run:
-        try:
-            source = load_source(data, args.videos)
-            metrics = build_datasets(source, cfg, validate=validate_dataset, progress=progress_bar)
-        except (BuildError, DataValidationError, ValueError) as exc:
-            fail(STAGE, exc)
+        with one_line_errors(STAGE, BuildError, DataValidationError, ValueError):
+            metrics = build_datasets(load_source(data, args.videos), cfg, validate=validate_dataset, progress=progress_bar)
         write_metrics(args.metrics, metrics, run)
 
 

@@ -19,21 +19,13 @@ from __future__ import annotations
 import sys
 import time
 
-from videor4.pipeline.runner import (
-    declared_dep_md5,
-    fail,
-    load_params,
-    progress_bar,
-    stage_args,
-    stage_run,
-    write_metrics,
-)
+from videor4.pipeline.runner import declared_dep_md5, fail, one_line_errors, progress_bar, stage_inputs, stage_run, write_metrics
 
 STAGE = "eval"
 
 
 def main() -> None:
-    args = stage_args(__doc__, "models", "held-out", "predictions", "table", "metrics", "scaling", "accuracy")
+    args, params = stage_inputs(__doc__, "models", "held-out", "predictions", "table", "metrics", "scaling", "accuracy")
     from videor4.core.io import atomic_dir, atomic_write_text, write_json, write_jsonl
     from videor4.evaluation.evaluate import (
         EvalDataError,
@@ -53,16 +45,13 @@ def main() -> None:
     from videor4.rumination.tools import vision_config
     from videor4.rumination.video import VideoError
 
-    params = load_params()
     started = time.time()
-    try:
+    with one_line_errors(STAGE, EvalDataError, ValueError, OSError):
         settings = eval_settings(params)
         inits = curriculum_inits(params)
         vision = vision_config(params, settings.vision)
         max_images = rollout_limits(params).max_images
         sets = load_eval_sets(settings, args.held_out)
-    except (EvalDataError, ValueError, OSError) as exc:
-        fail(STAGE, exc)
     checkpoints = {name: args.models / name for name in settings.checkpoints}
     missing = [str(p) for p in checkpoints.values() if not p.is_dir()]
     if missing:
@@ -79,7 +68,7 @@ def main() -> None:
         run.set_tags(lineage | {"eval.sets": ",".join(s.name for s in sets)})
 
         results = []
-        try:
+        with one_line_errors(STAGE, ModelLoadError, VideoError, ValueError):
             for name, path in checkpoints.items():
                 result = evaluate_checkpoint(name, path, sets, vision, settings, max_images, progress_bar)
                 results.append(result)
@@ -90,13 +79,8 @@ def main() -> None:
                         band |= {f"{prefix}/{m}_{end}": point[f"{m}_ci"][i] for m in scores for i, end in enumerate(("low", "high"))}
                         run.log_metrics(band, step=point["steps"])
                 print(f"eval: {name} done in {result.seconds:.0f} s", file=sys.stderr)
-        except (ModelLoadError, VideoError, ValueError) as exc:
-            fail(STAGE, exc)
-
-        try:
+        with one_line_errors(STAGE):  # two runs not aligned by sample id
             comparisons = paired_comparisons(results, sets, inits, settings.bootstrap_resamples)
-        except ValueError as exc:  # two runs not aligned by sample id
-            fail(STAGE, exc)
         notes = ["checkpoints: " + ", ".join(f"{n} ({lineage[f'checkpoint.{n}.md5'][:8]})" for n in checkpoints)]
         table = paper_table(results, sets, settings.max_steps, notes=notes, comparisons=comparisons)
         with atomic_dir(args.predictions) as out:

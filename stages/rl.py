@@ -13,30 +13,14 @@ checkpoint under .cache/<stage>/.
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
-
-from videor4.pipeline.runner import (
-    MAX_ARTIFACT_MB,
-    fail,
-    is_main_process,
-    load_params,
-    log_checkpoint,
-    progress_bar,
-    relaunch_distributed,
-    stage_args,
-    stage_run,
-    write_metrics,
-)
+from videor4.pipeline import runner
 
 STAGES = ("rl_d", "rl_c")
 CURVE_KEYS = ("step", "reward", "reward_std", "accuracy", "kl", "loss", "rumination_steps", "tools/invalid_call_rate")
 
 
 def main() -> None:
-    args = stage_args(__doc__, "init", "data", "held-out", "out", "metrics", "curve", stages=STAGES)
-    from videor4.core.io import write_json
+    args, params, started = runner.training_stage(__doc__, __file__, *runner.TRAINING_PATHS, stages=STAGES)
     from videor4.policy.encoding import EncodingError
     from videor4.policy.model import ModelLoadError, model_config
     from videor4.policy.rollout import rollout_limits
@@ -44,37 +28,25 @@ def main() -> None:
     from videor4.train.grpo import RLDataError, grpo_settings, train_grpo
     from videor4.train.rewards import reward_config
 
-    params = load_params()
-    relaunch_distributed(params, __file__, sys.argv[1:])
-    started = time.time()
-    try:
+    with runner.one_line_errors(args.stage):
         settings = grpo_settings(params, args.stage)
         settings.validate()
         configs = (model_config(params), settings, rollout_limits(params), reward_config(params), vision_config(params))
-    except ValueError as exc:
-        fail(args.stage, exc)
-
-    with stage_run(args.stage, params) as run:
-        run.set_tags({"init": str(args.init), "prompts": str(args.data), "held_out": str(args.held_out)})
+    with runner.training_run(args, params, {"prompts": str(args.data), "held_out": str(args.held_out)}) as run:
 
         def log_samples(step: int, texts: list[str]) -> None:
             run.log_text("\n\n---\n\n".join(texts), f"rollouts/step_{step:05d}.md")
 
-        try:
+        with runner.one_line_errors(args.stage, RLDataError, EncodingError, ModelLoadError, ValueError):
             metrics, curve, samples = train_grpo(
-                args.data, args.held_out, args.init, args.out, Path(".cache") / args.stage, *configs,
-                log_fn=run.log_metrics, progress=progress_bar, on_samples=log_samples,
+                args.data, args.held_out, args.init, args.out, args.work, *configs,
+                log_fn=run.log_metrics, progress=runner.progress_bar, on_samples=log_samples,
             )
-        except (RLDataError, EncodingError, ModelLoadError, ValueError) as exc:
-            fail(args.stage, exc)
-        if not is_main_process():
+        if not runner.is_main_process():
             return
         for when, texts in samples.items():
             run.log_text("\n\n---\n\n".join(texts), f"rollouts/held_out_{when}.md")
-        metrics["seconds"] = time.time() - started
-        write_json(args.curve, [{k: p[k] for k in CURVE_KEYS if k in p} for p in curve])
-        metrics["checkpoint"] = log_checkpoint(run, args.out, MAX_ARTIFACT_MB)
-        write_metrics(args.metrics, metrics, run)
+        runner.finish_training(run, args, metrics, [{k: p[k] for k in CURVE_KEYS if k in p} for p in curve], started)
 
 
 if __name__ == "__main__":

@@ -74,13 +74,7 @@ SMALL_PARAMS = {
 @pytest.fixture(scope="session")
 def small_built(tmp_path_factory) -> Path:
     """videos → data build (no OCR, for speed): the datasets SFT and RL read."""
-    from videor4.data.build import (
-        build_config,
-        build_datasets,
-        load_synthetic_source,
-        make_synthetic_source,
-        validate_dataset,
-    )
+    from videor4.data.build import build_config, build_datasets, load_synthetic_source, make_synthetic_source, validate_dataset
     from videor4.data.synthetic import synthetic_config
 
     root = tmp_path_factory.mktemp("small")

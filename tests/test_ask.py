@@ -15,17 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import SMALL_PARAMS
 from PIL import Image
 
-from videor4.app.ask import (
-    BOX_COLOUR,
-    AskError,
-    load_model,
-    open_env,
-    open_source,
-    write_report,
-)
+from conftest import SMALL_PARAMS
+from videor4.app.ask import BOX_COLOUR, AskError, load_model, open_env, open_source, write_report
 from videor4.policy.encoding import PolicyEncoder
 from videor4.policy.rollout import RolloutEngine, RolloutSettings
 from videor4.rumination.tools import VisionConfig

@@ -8,16 +8,8 @@ from pathlib import Path
 import pytest
 
 from videor4.core.io import read_jsonl
-from videor4.data.build import (
-    BuildError,
-    build_config,
-    build_datasets,
-    load_synthetic_source,
-    make_synthetic_source,
-)
-from videor4.data.build import (
-    validate_dataset as validate,
-)
+from videor4.data.build import BuildError, build_config, build_datasets, load_synthetic_source, make_synthetic_source
+from videor4.data.build import validate_dataset as validate
 from videor4.data.synthetic import synthetic_config
 from videor4.data.validation import DataValidationError
 from videor4.rumination.trajectory import Trajectory, replay

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from test_build import PARAMS  # noqa: F401  (reuses the tiny build)
 
 BIN = Path(sys.executable).parent / "video-r4"
@@ -82,8 +83,8 @@ def predictions(tiny_dir, small_built, tmp_path_factory) -> tuple[Path, list[dic
     """An eval prediction file as stages/eval.py writes it, from the tiny policy: greedy answers
     (`answer_all`) and one rollout with forced clip, crop and malformed calls."""
     import torch
-    from conftest import SMALL_PARAMS
 
+    from conftest import SMALL_PARAMS
     from videor4.core.io import read_jsonl, write_jsonl
     from videor4.evaluation.evaluate import EvalSettings, _record, answer_all
     from videor4.policy.encoding import PolicyEncoder

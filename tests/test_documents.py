@@ -9,12 +9,7 @@ import pytest
 from PIL import Image
 
 from videor4.core.schema import Sample
-from videor4.data.sources.documents import (
-    load_mpdocvqa,
-    load_page_folder,
-    load_slidesvqa,
-    page_paths,
-)
+from videor4.data.sources.documents import load_mpdocvqa, load_page_folder, load_slidesvqa, page_paths
 from videor4.rumination.video import load_frames
 
 

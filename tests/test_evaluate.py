@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL_PARAMS
 from PIL import Image
 
+from conftest import SMALL_PARAMS
 from videor4.core.scoring import score_answer
 from videor4.data.sources.mcvqa import load_mcvqa
 from videor4.evaluation.evaluate import (

@@ -6,19 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import SMALL_PARAMS
 
+from conftest import SMALL_PARAMS
 from videor4.policy.encoding import PolicyEncoder
 from videor4.policy.model import load_policy, model_config
 from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group
 from videor4.rumination.tools import VisionConfig
-from videor4.train.grpo import (
-    GRPOSettings,
-    group_advantages,
-    make_trainer,
-    pack_rollouts,
-    train_grpo,
-)
+from videor4.train.grpo import GRPOSettings, group_advantages, make_trainer, pack_rollouts, train_grpo
 from videor4.train.rewards import RewardConfig
 
 VISION = VisionConfig.from_dict(SMALL_PARAMS["vision"])

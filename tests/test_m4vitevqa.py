@@ -11,12 +11,7 @@ import pytest
 from PIL import Image
 
 from videor4.core.schema import Sample, TextBox
-from videor4.data.sources.m4vitevqa import (
-    M4ViteVQAConfig,
-    load_m4vitevqa,
-    load_video_ocr,
-    task_and_split,
-)
+from videor4.data.sources.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa, load_video_ocr, task_and_split
 from videor4.rumination.video import load_frames
 
 SPLIT_FILE = "ViteVQA_0.0.2_t1s1train.json"

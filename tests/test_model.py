@@ -25,11 +25,7 @@ from videor4.rumination.protocol import ToolCall, format_assistant_turn
 
 
 def test_tiny_checkpoint_loads_with_the_standard_auto_classes(tiny_dir):
-    from transformers import (
-        AutoImageProcessor,
-        AutoModelForImageTextToText,
-        AutoTokenizer,
-    )
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "preprocessor_config.json"):
         assert (tiny_dir / name).is_file(), name

@@ -10,20 +10,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from videor4.core.schema import TextBox
-from videor4.data.evidence import (
-    box_coverage,
-    box_iou,
-    match_evidence,
-    match_token,
-    ocr_gt_agreement,
-)
-from videor4.data.ocr import (
-    OcrEngine,
-    get_engine,
-    load_ocr_file,
-    ocr_to_text_boxes,
-    ocr_video,
-)
+from videor4.data.evidence import box_coverage, box_iou, match_evidence, match_token, ocr_gt_agreement
+from videor4.data.ocr import OcrEngine, get_engine, load_ocr_file, ocr_to_text_boxes, ocr_video
 
 W, H = 448, 252
 FONT_PATH = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")

@@ -3,14 +3,7 @@ import pytest
 
 from videor4.rumination.protocol import ToolCall, parse_turn
 from videor4.rumination.tools import RuminationEnv, VisionConfig
-from videor4.rumination.video import (
-    FRAME_CACHE,
-    FrameCache,
-    VideoError,
-    load_frames,
-    smart_resize,
-    uniform_indices,
-)
+from videor4.rumination.video import FRAME_CACHE, FrameCache, VideoError, load_frames, smart_resize, uniform_indices
 
 VISION = VisionConfig(
     frame_max_pixels=4 * 28 * 28,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import TINY_SPEC, file_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -507,7 +508,6 @@ def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced
     node under `dvc repro`, the other running the same stage command, both configured only by
     environment), then rl_c as two processes on one node under DeepSpeed ZeRO-2 from params."""
     from conftest import free_port
-
     from videor4.pipeline.lineage import dep_md5
 
     path, env, _ = reproduced

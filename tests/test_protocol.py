@@ -2,14 +2,7 @@ import json
 
 import pytest
 
-from videor4.rumination.protocol import (
-    SYSTEM_PROMPT,
-    TOOL_NAMES,
-    ToolCall,
-    extract_boxed,
-    format_assistant_turn,
-    parse_turn,
-)
+from videor4.rumination.protocol import SYSTEM_PROMPT, TOOL_NAMES, ToolCall, extract_boxed, format_assistant_turn, parse_turn
 
 
 def test_system_prompt_lists_both_tools():

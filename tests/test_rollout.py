@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import SMALL_PARAMS
 
+from conftest import SMALL_PARAMS
 from videor4.policy.encoding import IGNORE_INDEX, PolicyEncoder
 from videor4.policy.model import load_policy
 from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group

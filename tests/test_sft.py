@@ -6,22 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_PARAMS
 
+from conftest import SMALL_PARAMS
 from videor4.policy.encoding import PolicyEncoder
 from videor4.policy.model import ModelConfig, load_policy
 from videor4.policy.rollout import format_valid_rate, is_well_formed
 from videor4.rumination.protocol import parse_turn
 from videor4.rumination.tools import VisionConfig
 from videor4.train.lifecycle import fingerprint, prepare_work_dir
-from videor4.train.sft import (
-    SFTDataError,
-    SFTSettings,
-    format_check,
-    load_sft_data,
-    sft_settings,
-    train_sft,
-)
+from videor4.train.sft import SFTDataError, SFTSettings, format_check, load_sft_data, sft_settings, train_sft
 
 
 @pytest.fixture(scope="module")

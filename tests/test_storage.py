@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Server, file_bytes, free_port
 
+from conftest import Server, file_bytes, free_port
+from videor4.pipeline.runner import log_checkpoint, tracking_config
 from videor4.pipeline.storage import S3Settings, StorageError, check, s3_settings
 from videor4.pipeline.tracking import TrackingConfig, start_run
 
 ROOT = Path(__file__).resolve().parent.parent
-
-from videor4.pipeline.runner import log_checkpoint, tracking_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # inside MLflow
 

@@ -9,12 +9,7 @@ import numpy as np
 import pytest
 
 from videor4.core.schema import OPTION_LETTERS, Sample, VideoRecord
-from videor4.data.synthetic import (
-    ALPHABET,
-    QUESTION_KINDS,
-    SyntheticConfig,
-    generate_dataset,
-)
+from videor4.data.synthetic import ALPHABET, QUESTION_KINDS, SyntheticConfig, generate_dataset
 from videor4.rumination.video import load_frames, resize_to_budget, uniform_indices
 
 SMALL = dict(num_frames=16, num_shown_frames=8)

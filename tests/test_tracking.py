@@ -14,24 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port
 
-from videor4.pipeline.tracking import (
-    FAST_FAIL_ENV,
-    PARENT_RUN_ENV,
-    TrackingConfig,
-    start_run,
-)
+from conftest import free_port
+from videor4.pipeline.lineage import declared_params, dep_md5, lineage_tags, stage_definition
+from videor4.pipeline.runner import stage_run, tracking_config, write_metrics
+from videor4.pipeline.tracking import FAST_FAIL_ENV, PARENT_RUN_ENV, TrackingConfig, start_run
 
 ROOT = Path(__file__).resolve().parent.parent
-
-from videor4.pipeline.lineage import (
-    declared_params,
-    dep_md5,
-    lineage_tags,
-    stage_definition,
-)
-from videor4.pipeline.runner import stage_run, tracking_config, write_metrics
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
 

@@ -5,13 +5,7 @@ from PIL import Image
 from videor4.core.io import read_jsonl, write_jsonl
 from videor4.rumination.protocol import ToolCall, parse_turn
 from videor4.rumination.tools import VisionConfig
-from videor4.rumination.trajectory import (
-    Trajectory,
-    execute_plan,
-    open_env,
-    replay,
-    trajectory_messages,
-)
+from videor4.rumination.trajectory import Trajectory, execute_plan, open_env, replay, trajectory_messages
 from videor4.rumination.video import FrameCache, uniform_indices
 
 VISION = VisionConfig(frame_max_pixels=4 * 28 * 28, clip_max_pixels=16 * 28 * 28, crop_min_pixels=16 * 28 * 28)

@@ -11,14 +11,7 @@ from typing import Any
 import pytest
 
 from videor4.core.io import write_jsonl
-from videor4.data.validation import (
-    DATASETS,
-    DataValidationError,
-    build_tables,
-    require_valid,
-    validate_jsonl,
-    validate_rows,
-)
+from videor4.data.validation import DATASETS, DataValidationError, build_tables, require_valid, validate_jsonl, validate_rows
 
 EXPECTATIONS = Path(__file__).resolve().parents[1] / "expectations"
 SHA = "ab" * 32

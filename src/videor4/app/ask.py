@@ -31,12 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
-from videor4.rumination.tools import (
-    FULL_FRAME,
-    Observation,
-    RuminationEnv,
-    VisionConfig,
-)
+from videor4.rumination.tools import FULL_FRAME, Observation, RuminationEnv, VisionConfig
 from videor4.rumination.trajectory import Step, Trajectory, reexecute
 from videor4.rumination.video import VideoFrames
 

@@ -167,16 +167,7 @@ def ask(
     """Ruminate over a video: stream each step, print the answer, write an HTML report."""
     import yaml
 
-    from videor4.app.ask import (
-        AskError,
-        call_text,
-        default_report_path,
-        load_model,
-        open_env,
-        open_source,
-        ruminate,
-        write_report,
-    )
+    from videor4.app.ask import AskError, call_text, default_report_path, load_model, open_env, open_source, ruminate, write_report
     from videor4.policy.rollout import RolloutSettings, rollout_limits
     from videor4.rumination.tools import VisionConfig, vision_config
 
@@ -252,26 +243,21 @@ def remote_check(params: Path = typer.Option(Path("params.yaml"), help="Pipeline
     check_remote(remote_settings(_params_or_empty(params)))
 
 
-@remote_app.command("push")
-def remote_push(
-    targets: list[str] = typer.Argument(None, help="DVC targets (default: everything)."),
-    params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (`storage:`)."),
-) -> None:
-    """Check the bucket, then `dvc push`."""
-    from videor4.pipeline.remote import remote_settings, transfer
+def _transfer_command(verb: str):
+    def transfer(
+        targets: list[str] = typer.Argument(None, help="DVC targets (default: everything)."),
+        params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (`storage:`)."),
+    ) -> None:
+        from videor4.pipeline.remote import remote_settings, transfer
 
-    transfer("push", remote_settings(_params_or_empty(params)), targets or [])
+        transfer(verb, remote_settings(_params_or_empty(params)), targets or [])
+
+    transfer.__doc__ = f"Check the bucket, then `dvc {verb}`."
+    return transfer
 
 
-@remote_app.command("pull")
-def remote_pull(
-    targets: list[str] = typer.Argument(None, help="DVC targets (default: everything)."),
-    params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (`storage:`)."),
-) -> None:
-    """Check the bucket, then `dvc pull`."""
-    from videor4.pipeline.remote import remote_settings, transfer
-
-    transfer("pull", remote_settings(_params_or_empty(params)), targets or [])
+for _verb in ("push", "pull"):
+    remote_app.command(_verb)(_transfer_command(_verb))
 
 
 def _params_or_empty(path: Path) -> dict:

@@ -64,7 +64,7 @@ def render_trajectory(traj: Trajectory, out_path: str | Path) -> Path:
             rows.append(("text", lines, 20 * len(lines) + PAD))
         elif kind == "step":
             k, thought, call, obs_text = content
-            lines = [f"step {k + 1}: " + l for l in textwrap.wrap(thought, 120)] + textwrap.wrap(call, 130) + [obs_text]
+            lines = [f"step {k + 1}: " + line for line in textwrap.wrap(thought, 120)] + textwrap.wrap(call, 130) + [obs_text]
             rows.append(("step", (k, lines), 20 * len(lines) + PAD))
         else:
             h = max(im.height for _, im in content) + 22

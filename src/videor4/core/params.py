@@ -70,6 +70,8 @@ def fill(cls: type[T], section: Mapping[str, Any] | None, where: str = "") -> T:
         nested = next((h for h in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(h)), None)
         if nested is not None and isinstance(value, Mapping):
             value = fill(nested, value, f"{where}.{key}")
+        elif nested is not None and value is not None and not isinstance(value, nested):
+            raise ParamsError(f"params {where}.{key}: expected {nested.__name__}, got {value!r}")
         elif not _accepts(hint, value):
             raise ParamsError(f"params {where}.{key}: expected {_hint_name(hint)}, got {value!r}")
         elif value is not None and (hint is Path or Path in typing.get_args(hint)):

@@ -3,7 +3,7 @@
 A *sample* is one question about one video (or page deck).  Sources (synthetic,
 M4-ViteVQA, documents) all emit `Sample`s; evidence matching fills `evidence`;
 trajectory synthesis and RL read them.  Rows are plain JSON so that DVC, GX and
-pandas see the same thing a person sees with `head data/samples/train.jsonl`.
+pandas see the same thing a person sees with `head data/built/samples_train.jsonl`.
 
 Conventions
 - Boxes are normalized `[x1, y1, x2, y2]` in [0, 1] of the *source* frame.

@@ -22,12 +22,7 @@ from typing import TYPE_CHECKING, Any
 from videor4.core.io import atomic_dir, files_md5, read_jsonl, write_jsonl
 from videor4.core.schema import Evidence, Sample, TextBox, VideoRecord
 from videor4.rumination.tools import VisionConfig
-from videor4.rumination.video import (
-    FRAME_CACHE,
-    READ_ERRORS,
-    load_frames,
-    uniform_indices,
-)
+from videor4.rumination.video import FRAME_CACHE, READ_ERRORS, load_frames, uniform_indices
 
 if TYPE_CHECKING:
     from videor4.data.synthetic import SyntheticConfig
@@ -87,11 +82,7 @@ def load_synthetic_source(root: Path) -> SourceData:
 
 def load_m4vitevqa_source(section: dict[str, Any]) -> SourceData:
     """M4-ViteVQA train + test annotation files, with the per-video OCR files where present."""
-    from videor4.data.sources.m4vitevqa import (
-        M4ViteVQAConfig,
-        load_m4vitevqa,
-        load_video_ocr,
-    )
+    from videor4.data.sources.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa, load_video_ocr
 
     if not section.get("root"):
         raise BuildError("data.source is m4vitevqa but data.m4vitevqa.root is not set")

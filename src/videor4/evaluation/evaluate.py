@@ -25,15 +25,7 @@ from typing import Any
 
 from videor4.core.params import fill, section
 from videor4.core.scoring import score_answer
-from videor4.evaluation.statistics import (
-    RESAMPLES,
-    Estimate,
-    format_estimate,
-    format_p,
-    mean_ci,
-    paired_difference,
-    proportion_ci,
-)
+from videor4.evaluation.statistics import RESAMPLES, Estimate, format_estimate, format_p, mean_ci, paired_difference, proportion_ci
 
 SINGLE_PASS, RUMINATION = "single_pass", "rumination"
 

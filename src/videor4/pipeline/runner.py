@@ -13,32 +13,21 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from videor4.core.io import is_number, os_error_in, write_json
 from videor4.core.launch import is_main_process, world_size
-from videor4.pipeline.lineage import (
-    LOCK_FILE,
-    declared_params,
-    dep_md5,
-    environment_tags,
-    git_output,
-    lineage_tags,
-)
-from videor4.pipeline.lineage import (
-    load_params as load_params,  # stages read params through the runner
-)
-from videor4.pipeline.tracking import (
-    Run,
-    TrackingConfig,
-    TrackingError,
-    flatten,
-    start_child_run,
-)
+from videor4.pipeline.lineage import LOCK_FILE, declared_params, dep_md5, environment_tags, git_output, lineage_tags
+from videor4.pipeline.lineage import load_params as load_params  # stages read params through the runner
+from videor4.pipeline.tracking import Run, TrackingConfig, TrackingError, flatten, start_child_run
 
 MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
+WORK_ROOT = Path(".cache")  # resumable training state, <root>/<stage>; not a DVC out
+# the command line of every training stage (sft.py, rl.py)
+TRAINING_PATHS = ("init", "data", "held-out", "out", "metrics", "curve")
 
 
 def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any], run: Run | None = None) -> Path:
@@ -165,7 +154,7 @@ def _os_errors_in_one_line(stage: str) -> Iterator[None]:
         fail(stage, cause)
 
 
-def stage_args(doc: str, *paths: str, stages: Mapping[str, Any] | None = None) -> argparse.Namespace:
+def stage_args(doc: str, *paths: str, stages: Mapping[str, Any] | Sequence[str] | None = None) -> argparse.Namespace:
     """The stage's command line as dvc.yaml writes it: `[<stage>] --<name> PATH ...`.
 
     Every input and output path is an option given in the stage's `cmd`, so dvc.yaml is the
@@ -179,6 +168,45 @@ def stage_args(doc: str, *paths: str, stages: Mapping[str, Any] | None = None) -
         many = name.endswith("+")
         parser.add_argument(f"--{name.rstrip('+')}", required=True, type=Path, metavar="PATH", nargs="+" if many else None)
     return parser.parse_args()
+
+
+def stage_inputs(doc: str, *paths: str, stages: Mapping[str, Any] | Sequence[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The stage's command line (`stage_args`) and params.yaml."""
+    return stage_args(doc, *paths, stages=stages), load_params()
+
+
+@contextlib.contextmanager
+def one_line_errors(stage: str, *errors: type[BaseException]) -> Iterator[None]:
+    """Errors of these types (a bad params section by default) end the stage in one `error:` line."""
+    try:
+        yield
+    except errors or (ValueError,) as exc:
+        fail(stage, exc)
+
+
+def training_stage(doc: str, script: str, *paths: str, stages: Mapping[str, Any] | Sequence[str]) -> tuple[argparse.Namespace, dict[str, Any], float]:
+    """A training stage's start: its command line and params, the multi-process relaunch when
+    configured, the resumable work dir (`args.work`) and the start time."""
+    args, params = stage_inputs(doc, *paths, stages=stages)
+    relaunch_distributed(params, script, sys.argv[1:])
+    args.work = WORK_ROOT / args.stage
+    return args, params, time.time()
+
+
+@contextlib.contextmanager
+def training_run(args: argparse.Namespace, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[Run]:
+    """The training stage's run, tagged with the checkpoint it starts from and its data."""
+    with stage_run(args.stage, params) as run:
+        run.set_tags({"init": str(args.init), **tags})
+        yield run
+
+
+def finish_training(run: Run, args: argparse.Namespace, metrics: dict[str, Any], curve: list[dict[str, Any]], started: float) -> None:
+    """Write the curve, record the checkpoint on the run and write the metrics (with the stage's seconds)."""
+    metrics["seconds"] = time.time() - started
+    write_json(args.curve, curve)
+    metrics["checkpoint"] = log_checkpoint(run, args.out, MAX_ARTIFACT_MB)
+    write_metrics(args.metrics, metrics, run)
 
 
 def relaunch_distributed(params: Mapping[str, Any], script: str, args: list[str]) -> None:

@@ -109,12 +109,7 @@ def client(settings: S3Settings, connect_timeout: float = 5.0, retries: int = 1)
 
 def describe_error(exc: BaseException, settings: S3Settings) -> str:
     """One line saying which of endpoint, bucket or credentials failed, and how."""
-    from botocore.exceptions import (
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        PartialCredentialsError,
-    )
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
     from botocore.exceptions import ConnectionError as BotoConnectionError
 
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):

@@ -1,6 +1,6 @@
 """Experiment tracking: MLflow behind a small interface.
 
-The library knows nothing of DVC; `stages/common.py` adds the lineage.  Tracking is
+The rest of the library knows nothing of MLflow; `pipeline.lineage` adds the lineage.  Tracking is
 best effort by default: when the backend is unreachable or fails, one warning is
 logged and the run carries on as a local no-op record (`Run.active` is False), so a
 training job never dies because a tracking server is down.  With `strict=True` such a

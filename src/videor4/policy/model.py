@@ -146,12 +146,7 @@ class ModelConfig:
 def tokenizer_corpus(trajectory_files: Iterable[str | os.PathLike]) -> Iterator[str]:
     """The project's own text: the system prompt and every turn of the given trajectories."""
     from videor4.core.io import read_jsonl
-    from videor4.rumination.protocol import (
-        SYSTEM_PROMPT,
-        format_assistant_turn,
-        system_prompt,
-        user_prompt_text,
-    )
+    from videor4.rumination.protocol import SYSTEM_PROMPT, format_assistant_turn, system_prompt, user_prompt_text
     from videor4.rumination.tools import VisionConfig
     from videor4.rumination.trajectory import Trajectory
 
@@ -213,9 +208,7 @@ def make_image_processor(min_pixels: int, max_pixels: int):
     """Qwen2-VL image processor whose budget is wide enough to pass the tools' images through unchanged
     (the tools already smart-resize to multiples of 28)."""
     # the PIL implementation: the default one needs torchvision
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-        Qwen2VLImageProcessorPil,
-    )
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     return Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
 
@@ -331,11 +324,7 @@ def load_policy(
     Offline when HF_HUB_OFFLINE=1 (transformers honours it).  The image processor is
     the PIL one when torchvision is absent.
     """
-    from transformers import (
-        AutoImageProcessor,
-        AutoModelForImageTextToText,
-        AutoTokenizer,
-    )
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
     source, ref_revision = resolve(name_or_path)
     revision = revision or ref_revision

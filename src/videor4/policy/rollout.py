@@ -12,21 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from videor4.core.params import fill, section
-from videor4.policy.encoding import (
-    IGNORE_INDEX,
-    IMAGE_TYPE_ID,
-    Encoded,
-    EncodingError,
-    PolicyEncoder,
-)
+from videor4.policy.encoding import IGNORE_INDEX, IMAGE_TYPE_ID, Encoded, EncodingError, PolicyEncoder
 from videor4.policy.model import END_OF_TURN
-from videor4.rumination.protocol import (
-    TOOL_CALL_CLOSE,
-    TOOL_CALL_OPEN,
-    ParsedTurn,
-    count_boxed,
-    parse_turn,
-)
+from videor4.rumination.protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ParsedTurn, count_boxed, parse_turn
 from videor4.rumination.tools import RuminationEnv
 
 if TYPE_CHECKING:

@@ -139,7 +139,7 @@ def check_arguments(call: ToolCall) -> str | None:
     """Type-check a call against its schema; the reason on failure, else None.
 
     Range checks (frame numbers, image numbers, box geometry) need the state of a
-    rollout and live in `ops.RuminationEnv`.
+    rollout and live in `tools.RuminationEnv`.
     """
     args = call.arguments
     if call.name not in TOOL_NAMES:

@@ -3,7 +3,7 @@
 A trajectory stores the frames the model was shown (source indices), each
 step's reasoning and tool call, and the observation it got back, with a
 sha256 of every observation image's pixels.  Because the calls are executed by
-`ops.RuminationEnv`, replaying a stored trajectory against its video reproduces
+`tools.RuminationEnv`, replaying a stored trajectory against its video reproduces
 every observation exactly; `replay` checks that.
 
 Synthesis writes them (with the observation images as PNG files) and a policy's

@@ -1,1 +1,1 @@
-"""Training on TRL: supervised fine-tuning (sft), GRPO (grpo), the rewards, the resumable trainer lifecycle and the multi-process launch."""
+"""Training on TRL: supervised fine-tuning (sft), GRPO (grpo), the rewards (rewards) and the resumable trainer lifecycle (lifecycle)."""

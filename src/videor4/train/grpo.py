@@ -23,12 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videor4.core.params import curriculum_settings
-from videor4.policy.model import (
-    ModelConfig,
-    count_parameters,
-    load_policy,
-    prepare_for_training,
-)
+from videor4.policy.model import ModelConfig, count_parameters, load_policy, prepare_for_training
 from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group
 from videor4.train.lifecycle import (
     LogFn,
@@ -41,14 +36,7 @@ from videor4.train.lifecycle import (
     trainer_arguments,
     use_bf16,
 )
-from videor4.train.rewards import (
-    REWARDS,
-    RewardConfig,
-    RewardContext,
-    VisionFeatures,
-    score,
-    weights,
-)
+from videor4.train.rewards import REWARDS, RewardConfig, RewardContext, VisionFeatures, score, weights
 
 if TYPE_CHECKING:
     from videor4.rumination.trajectory import Trajectory

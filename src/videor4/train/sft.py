@@ -24,12 +24,7 @@ from typing import Any
 from videor4.core.launch import world_size
 from videor4.core.params import curriculum_settings
 from videor4.policy.encoding import EncodingError, PolicyEncoder
-from videor4.policy.model import (
-    ModelConfig,
-    count_parameters,
-    load_policy,
-    prepare_for_training,
-)
+from videor4.policy.model import ModelConfig, count_parameters, load_policy, prepare_for_training
 from videor4.rumination.protocol import format_assistant_turn, parse_turn
 from videor4.rumination.trajectory import Trajectory, trajectory_messages
 from videor4.rumination.video import READ_ERRORS
@@ -253,12 +248,7 @@ def format_check(
     import torch
 
     from videor4.core.io import read_jsonl
-    from videor4.policy.rollout import (
-        RolloutEngine,
-        RolloutSettings,
-        format_valid_rate,
-        is_well_formed,
-    )
+    from videor4.policy.rollout import RolloutEngine, RolloutSettings, format_valid_rate, is_well_formed
     from videor4.rumination.trajectory import sample_env
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

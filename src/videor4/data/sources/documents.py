@@ -25,13 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from videor4.core.io import (
-    is_int,
-    load_json_file,
-    parse_json_lines,
-    read_text,
-    relative_posix,
-)
+from videor4.core.io import is_int, load_json_file, parse_json_lines, read_text, relative_posix
 from videor4.core.schema import Sample, SkipItem
 from videor4.data.sources.m4vitevqa import SkipCounter, resolve_split_file
 from videor4.rumination.video import IMAGE_SUFFIXES
