@@ -4,13 +4,16 @@ MLflow lineage, a no-op second repro, and recovery from SIGKILL."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,25 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 540) -> subprocess
 
 
 STAGES = {"make_videos", "build_data", "base_model", "drp_sft", "rl_d", "crp_sft", "rl_c", "eval"}
+
+
+def _stage_cmd(path: Path, stage: str, **options: str) -> list[str]:
+    """The stage's command line exactly as dvc.yaml declares it (its one source), with the
+    `${...}` params filled in and any `--<option> value` replaced."""
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    cmd = yaml.safe_load((path / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    cmd = re.sub(r"\$\{([\w.]+)\}", lambda m: str(_dotted(params, m.group(1))), cmd)
+    words = cmd.split()
+    for name, value in options.items():
+        words[words.index(f"--{name.replace('_', '-')}") + 1] = value
+    assert words[0] == "python"
+    return [sys.executable, *words[1:]]
+
+
+def _dotted(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
 CHECKPOINTS = ["base", "drp_sft", "rl_d", "crp_sft", "rl_c"]
 
 
@@ -254,7 +276,11 @@ def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced
             assert len(client.get_metric_history(run.info.run_id, key)) == m["steps"], key
         out = next(o for o in lock["stages"][stage]["outs"] if o["path"] == f"models/{stage}")
         assert run.data.tags["checkpoint.md5"] == out["md5"]  # the DVC-tracked checkpoint, by content
-        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["checkpoint", f"{stage}_generations.json"]
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["checkpoint", f"{stage}_generations.json", "environment"]
+        # the environment that trained it: the lock file, and its md5 and the key versions as tags
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "environment")] == ["environment/requirements.lock"]
+        assert run.data.tags["env.lock.md5"] == hashlib.md5((path / "requirements.lock").read_bytes()).hexdigest()
+        assert run.data.tags["env.trl"] == metadata.version("trl")
     # the curriculum order: DRP-SFT → RL_d → CRP-SFT → RL_c
     assert runs["crp_sft"].data.tags["init"] == "models/rl_d"
     plots = _run(["dvc", "plots", "show", "--json"], path, env)
@@ -317,7 +343,8 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
     pairs = m["comparisons"]["synthetic"]  # the curriculum's pairs, CRP-SFT against curriculum.crp_sft_init (models/rl_d)
     assert set(pairs["stage_vs_init"]) == {"drp_sft_vs_base", "rl_d_vs_drp_sft", "crp_sft_vs_rl_d", "rl_c_vs_crp_sft"}
     assert set(pairs["rumination_vs_single_pass"]) == set(CHECKPOINTS)
-    assert sum(line.startswith(("| rl_c | single-pass", "| rl_c | rumination")) for line in table.splitlines()) == 2
+    main_table = table.split("\n## ")[0]  # the paper-style table, before the scaling, per-kind and paired sections
+    assert sum(line.startswith(("| rl_c | single-pass", "| rl_c | rumination")) for line in main_table.splitlines()) == 2
     # lineage: each checkpoint's md5 as DVC locked it, and the run that trained it
     client, runs = _mlflow_runs(path)
     run = runs["eval"]
@@ -388,7 +415,7 @@ def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):
 
 def test_sft_stage_reports_bad_input_in_one_line(reproduced):
     path, env, _ = reproduced
-    result = _run([sys.executable, "stages/sft.py", "drp_sft", "--init", "models/nowhere"], path, env)
+    result = _run(_stage_cmd(path, "drp_sft", init="models/nowhere"), path, env)
     assert result.returncode == 1
     assert "error: drp_sft: cannot load a policy from 'models/nowhere'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -433,7 +460,7 @@ def test_full_disk_keeps_the_previous_outputs(reproduced):
     path, env, _ = reproduced
     models, metrics = path / "models", path / "metrics/base_model.json"
     before, metrics_before = file_bytes(models), metrics.read_bytes()
-    cmd = [sys.executable, "stages/base_model.py"]
+    cmd = _stage_cmd(path, "base_model")
 
     with _small_disk(models, free_bytes=256 * 1024) as limit:  # the new checkpoint needs about 1.4 MB
         done = subprocess.run(cmd, cwd=path, env=env, capture_output=True, text=True, timeout=300,
@@ -455,7 +482,7 @@ def test_forbidden_output_folder_keeps_the_previous_outputs(reproduced):
     path, env, _ = reproduced
     models, metrics = path / "models", path / "metrics/base_model.json"
     before, metrics_before = file_bytes(models), metrics.read_bytes()
-    cmd = [sys.executable, "stages/base_model.py"]
+    cmd = _stage_cmd(path, "base_model")
     # root ignores permissions unless it drops the capability (util-linux's setpriv)
     drop = []
     if os.geteuid() == 0:
@@ -482,7 +509,7 @@ def test_stage_completes_without_mlflow_unless_tracking_is_strict(reproduced):
     metrics.unlink()
     down = {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     started = time.monotonic()
-    done = _run([sys.executable, "stages/base_model.py"], path, down, timeout=300)
+    done = _run(_stage_cmd(path, "base_model"), path, down, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "MLflow tracking at http://127.0.0.1:" in done.stderr and "continuing without tracking" in done.stderr
     assert json.loads(metrics.read_text())["parameters"] > 0  # the metrics still land
@@ -494,7 +521,7 @@ def test_stage_completes_without_mlflow_unless_tracking_is_strict(reproduced):
     params["tracking"]["strict"] = True
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        done = _run([sys.executable, "stages/base_model.py"], path, down, timeout=300)
+        done = _run(_stage_cmd(path, "base_model"), path, down, timeout=300)
     finally:
         params_file.write_text(original)
     assert done.returncode == 1
@@ -515,7 +542,7 @@ def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced
     cluster = {**env, "VIDEOR4_NUM_PROCESSES": "2", "VIDEOR4_NUM_MACHINES": "2",
                "VIDEOR4_MAIN_PROCESS_IP": "127.0.0.1", "VIDEOR4_MAIN_PROCESS_PORT": str(free_port())}
     worker = subprocess.Popen(
-        [sys.executable, "stages/sft.py", "crp_sft", "--init", params["curriculum"]["crp_sft_init"]],
+        _stage_cmd(path, "crp_sft"),
         cwd=path, env={**cluster, "VIDEOR4_MACHINE_RANK": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
