@@ -51,6 +51,19 @@ def test_deterministic_and_independent_of_n_videos(tmp_path):
     assert _sha(tmp_path / "d" / d[0][0].path) != _sha(tmp_path / "a" / a[0][0].path)
 
 
+def test_the_bytes_do_not_depend_on_the_number_of_workers(tmp_path):
+    """Videos are drawn over several processes; each has its own seeded rng, so one process or two
+    write the same files and records, in the same order."""
+    one = generate_dataset(tmp_path / "one", SyntheticConfig(n_videos=3, workers=1, **SMALL))
+    ticks: list[int] = []
+    two = generate_dataset(tmp_path / "two", SyntheticConfig(n_videos=3, workers=2, **SMALL), progress=ticks.append)
+    assert ticks == [1, 1, 1]
+    assert [r.to_dict() for r in one[0]] == [r.to_dict() for r in two[0]]
+    assert [s.to_dict() for s in one[1]] == [s.to_dict() for s in two[1]]
+    for r in one[0]:
+        assert _sha(tmp_path / "one" / r.path) == _sha(tmp_path / "two" / r.path)
+
+
 def test_videos_decode_with_configured_shape(dataset):
     root, cfg, records, samples = dataset
     for r in records:

@@ -97,6 +97,7 @@ class SyntheticConfig:
     test_fraction: float = 0.25  # videos whose samples go to split "test" (by video, deterministic)
     mc_fraction: float = 0.25  # fraction of questions turned into 4-option multiple choice
     seed: int = 0
+    workers: int = 0  # processes drawing videos; 0 = one per core.  The bytes do not depend on it
 
 
 # ---------------------------------------------------------------- fonts
@@ -597,22 +598,43 @@ def generate_dataset(
     """
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    workers = min(cfg.workers or os.cpu_count() or 1, cfg.n_videos) or 1
+    jobs = [(index, out_dir, cfg) for index in range(cfg.n_videos)]
+    if workers == 1:
+        done = map(_generate_one, jobs)
+    else:
+        import multiprocessing
+
+        # each video draws from its own rng seeded by (seed, index), so the processes can run in any order
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        done = pool.imap(_generate_one, jobs)
     records: list[VideoRecord] = []
     samples: list[Sample] = []
-    for index in range(cfg.n_videos):
-        video_id = f"syn-{index:05d}"
-        rel = f"videos/{video_id}.mp4"
-        rng = np.random.default_rng([cfg.seed, index])
-        record, video_samples = generate_video(video_id, out_dir / rel, cfg, rng)
-        split = "test" if _is_test(index, cfg.test_fraction) else "train"
-        record.path, record.split = rel, split
-        for s in video_samples:
-            s.video, s.split = rel, split
-        records.append(record)
-        samples.extend(video_samples)
-        if progress is not None:
-            progress(1)
+    try:
+        for record, video_samples in done:  # imap keeps the index order
+            records.append(record)
+            samples.extend(video_samples)
+            if progress is not None:
+                progress(1)
+    finally:
+        if workers > 1:
+            pool.close()
+            pool.join()
     return records, samples
+
+
+def _generate_one(job: tuple[int, Path, SyntheticConfig]) -> tuple[VideoRecord, list[Sample]]:
+    """Video `index` of the dataset, with its split and paths relative to the dataset root."""
+    index, out_dir, cfg = job
+    video_id = f"syn-{index:05d}"
+    rel = f"videos/{video_id}.mp4"
+    rng = np.random.default_rng([cfg.seed, index])
+    record, video_samples = generate_video(video_id, out_dir / rel, cfg, rng)
+    split = "test" if _is_test(index, cfg.test_fraction) else "train"
+    record.path, record.split = rel, split
+    for s in video_samples:
+        s.video, s.split = rel, split
+    return record, video_samples
 
 
 def synthetic_config(params: dict[str, Any]) -> SyntheticConfig:
