@@ -15,11 +15,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from videor4.core.io import is_number, os_error_in, write_json
 from videor4.core.launch import is_main_process, world_size
+from videor4.core.params import fill
 from videor4.pipeline.lineage import LOCK_FILE, declared_params, dep_md5, environment_tags, git_output, lineage_tags
 from videor4.pipeline.lineage import load_params as load_params  # stages read params through the runner
 from videor4.pipeline.tracking import Run, TrackingConfig, TrackingError, flatten, start_child_run
@@ -40,6 +42,16 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any], run: Run 
     return path
 
 
+@dataclass
+class TrackingParams:
+    """`tracking:` in params.yaml ($MLFLOW_TRACKING_URI beats `uri`)."""
+
+    uri: str | None = None
+    experiment: str | None = None
+    strict: bool = False  # true: a stage fails when MLflow cannot be reached
+    artifact_location: str | None = None
+
+
 def tracking_config(params: Mapping[str, Any]) -> TrackingConfig:
     """TrackingConfig from the `tracking:` section (uri, experiment, strict, artifact_location).
 
@@ -49,17 +61,12 @@ def tracking_config(params: Mapping[str, Any]) -> TrackingConfig:
     """
     from videor4.pipeline.storage import mlflow_environment, s3_settings
 
-    section = dict(params.get("tracking") or {})
-    known = {"uri", "experiment", "strict", "artifact_location"}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ValueError(f"unknown params tracking: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    defaults = TrackingConfig()
+    section = fill(TrackingParams, params.get("tracking"), "tracking")
     config = TrackingConfig(
-        tracking_uri=section.get("uri") or defaults.tracking_uri,
-        artifact_location=section.get("artifact_location") or defaults.artifact_location,
-        experiment=section.get("experiment") or defaults.experiment,
-        strict=bool(section.get("strict", defaults.strict)),
+        tracking_uri=section.uri,
+        artifact_location=section.artifact_location,
+        experiment=section.experiment or TrackingConfig.experiment,
+        strict=section.strict,
     )
     storage = s3_settings(params)
     if storage.configured:
@@ -93,8 +100,6 @@ def dvc_invocation() -> tuple[str, str] | None:
 
 def pipeline_identity() -> tuple[str | None, str, dict[str, str]]:
     """(key, readable name, tags) of the pipeline run grouping this invocation's stages."""
-    import time
-
     invocation = dvc_invocation()
     if invocation is None:
         return None, "", {}
