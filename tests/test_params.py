@@ -14,7 +14,7 @@ import yaml
 from videor4.core.params import ParamsError, curriculum_settings, fill
 from videor4.data.build import build_config, data_params
 from videor4.data.synthetic import synthetic_config
-from videor4.evaluation.evaluate import eval_settings
+from videor4.evaluation.evaluate import curriculum_inits, eval_settings
 from videor4.policy.model import model_config
 from videor4.policy.rollout import rollout_limits
 from videor4.rumination.tools import vision_config
@@ -69,6 +69,7 @@ def test_every_section_of_the_shipped_params_fills_its_dataclass():
     rollout_limits(PARAMS)
     reward_config(PARAMS)
     eval_settings(PARAMS)
+    assert curriculum_inits(PARAMS)["crp_sft"] == "rl_d"
     for which in ("drp", "crp"):
         sft_settings(PARAMS, which)
     for which in ("rl_d", "rl_c"):
@@ -85,6 +86,12 @@ def test_data_sizes_come_from_params_and_a_typo_is_an_error():
         data_params({"data": {"qc": {"min_coverage": 0.5}}})
     with pytest.raises(ParamsError, match=r"data.source: 'youtube' is not one of synthetic, m4vitevqa"):
         data_params({"data": {"source": "youtube"}})
+
+
+def test_the_curriculum_section_is_strict():
+    assert curriculum_inits({"curriculum": {"crp_sft_init": "models/base"}})["crp_sft"] == "base"
+    with pytest.raises(ParamsError, match=r"unknown params curriculum: crp_init \(known: crp_sft_init\)"):
+        curriculum_inits({"curriculum": {"crp_init": "models/base"}})
 
 
 def test_curriculum_sections_name_their_stage():

@@ -289,14 +289,21 @@ def evaluate_checkpoint(name: str, path: str | Path, sets: Sequence[EvalSet], vi
 
 
 # ---------------------------------------------------------------- paired comparisons
+@dataclass
+class CurriculumParams:
+    """`curriculum:` in params.yaml: the schedule (dvc.yaml passes it as crp_sft's `--init`)."""
+
+    crp_sft_init: str = "models/rl_d"  # models/rl_d (full) | models/drp_sft | models/base (ablations)
+
+
 def curriculum_inits(params: Mapping[str, Any]) -> dict[str, str]:
     """{checkpoint: the checkpoint it was trained from}, as the `--init` flags in dvc.yaml.
 
     CRP-SFT starts from `curriculum.crp_sft_init` (models/rl_d, or models/drp_sft / models/base in
     the schedule ablations), so each stage is compared against the start it really had.
     """
-    crp_init = (params.get("curriculum") or {}).get("crp_sft_init") or "models/rl_d"
-    return {"drp_sft": "base", "rl_d": "drp_sft", "crp_sft": Path(str(crp_init)).name, "rl_c": "crp_sft"}
+    crp_init = fill(CurriculumParams, section(params, "curriculum"), "curriculum").crp_sft_init
+    return {"drp_sft": "base", "rl_d": "drp_sft", "crp_sft": Path(crp_init).name, "rl_c": "crp_sft"}
 
 
 def _paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
