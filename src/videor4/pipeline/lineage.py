@@ -174,13 +174,14 @@ def lineage_tags(stage: str, dvc_yaml: str | os.PathLike = "dvc.yaml") -> dict[s
 def environment_tags(root: str | os.PathLike = ".") -> dict[str, str]:
     """Tags naming the environment a run used: the lock file's md5 and the installed versions
     of the packages that decide what training produces (`env.<package>`)."""
-    import hashlib
     import platform
     from importlib import metadata
 
+    from videor4.core.io import files_md5
+
     lock = Path(root) / LOCK_FILE
     tags = {"env.python": platform.python_version(), "env.lock.file": LOCK_FILE}
-    tags["env.lock.md5"] = hashlib.md5(lock.read_bytes()).hexdigest() if lock.is_file() else "missing"
+    tags["env.lock.md5"] = files_md5([lock]) if lock.is_file() else "missing"
     for name in KEY_PACKAGES:
         try:
             tags[f"env.{name}"] = metadata.version(name)

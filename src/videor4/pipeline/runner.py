@@ -22,8 +22,7 @@ from typing import Any, NoReturn
 from videor4.core.io import is_number, os_error_in, write_json
 from videor4.core.launch import is_main_process, world_size
 from videor4.core.params import fill
-from videor4.pipeline.lineage import LOCK_FILE, declared_params, dep_md5, environment_tags, git_output, lineage_tags
-from videor4.pipeline.lineage import load_params as load_params  # stages read params through the runner
+from videor4.pipeline.lineage import LOCK_FILE, declared_params, dep_md5, environment_tags, git_output, lineage_tags, load_params
 from videor4.pipeline.tracking import Run, TrackingConfig, TrackingError, flatten, start_child_run
 
 MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
