@@ -19,6 +19,7 @@ from videor4.policy.model import model_config
 from videor4.policy.rollout import rollout_limits
 from videor4.rumination.tools import vision_config
 from videor4.train.grpo import grpo_settings
+from videor4.train.pretrain import pretrain_settings
 from videor4.train.rewards import reward_config
 from videor4.train.sft import sft_settings
 
@@ -69,6 +70,8 @@ def test_every_section_of_the_shipped_params_fills_its_dataclass():
     rollout_limits(PARAMS)
     reward_config(PARAMS)
     eval_settings(PARAMS)
+    assert pretrain_settings(PARAMS).tasks["read"] > 0
+    assert synthetic_config(PARAMS).preset == "readable"
     assert curriculum_inits(PARAMS)["crp_sft"] == "rl_d"
     for which in ("drp", "crp"):
         sft_settings(PARAMS, which)
@@ -105,7 +108,7 @@ def test_curriculum_sections_name_their_stage():
     "stage, argv, params, message",
     [
         ("build_data", ["--videos", "v", "--out", "o", "--metrics", "m.json"], {"data": {"qc": {"min_coverage": 0.5}}},
-         "error: build_data: unknown params data.qc: min_coverage (known: min_answer_similarity, min_evidence_coverage)"),
+         "error: build_data: unknown params data.qc: min_coverage (known: min_answer_similarity, min_clip_text_px, min_evidence_coverage)"),
         ("make_videos", ["--out", "o", "--metrics", "m.json"], {"synthetic": {"n_video": 3}}, "error: make_videos: unknown params synthetic: n_video"),
         ("base_model", ["--corpus", "a.jsonl", "--out", "o", "--metrics", "m.json"], {"model": {"name_or_path": 7}},
          "error: base_model: params model.name_or_path: expected str, got 7"),

@@ -29,7 +29,7 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 540) -> subprocess
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-STAGES = {"make_videos", "build_data", "base_model", "drp_sft", "rl_d", "crp_sft", "rl_c", "eval"}
+STAGES = {"make_videos", "build_data", "base_model", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c", "eval"}
 
 
 def _stage_cmd(path: Path, stage: str, **options: str) -> list[str]:
@@ -49,7 +49,7 @@ def _dotted(tree: dict, key: str):
     for part in key.split("."):
         tree = tree[part]
     return tree
-CHECKPOINTS = ["base", "drp_sft", "rl_d", "crp_sft", "rl_c"]
+CHECKPOINTS = ["base", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c"]
 
 
 def _find(tree, match):
@@ -94,6 +94,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     params["data"]["ocr"]["max_videos"] = 1
     params["data"]["sizes"] = {"drp": 8, "crp": 8, "rl_d": 4, "rl_c": 4}
     params["model"]["tiny"].update(TINY_SPEC)
+    params["pretrain"].update(tiny_steps=4, batch_size=4, held_out=4, logging_steps=1, save_steps=2)
     params["sft"].update(batch_size=2, save_steps=4, format_eval_prompts=3, format_eval_max_new_tokens=24)
     params["sft"]["drp"] = {"learning_rate": 0.003, "epochs": 10}  # ~40 steps: long enough to be killed mid-run
     params["sft"]["crp"] = {"learning_rate": 0.003, "epochs": 1}
@@ -341,7 +342,7 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
     table = (path / "reports/eval_table.md").read_text()
     assert f"| Checkpoint | Mode | Synthetic Acc (n={n}) | Synthetic ANLS (n={n}) |" in table and "## Paired comparisons" in table
     pairs = m["comparisons"]["synthetic"]  # the curriculum's pairs, CRP-SFT against curriculum.crp_sft_init (models/rl_d)
-    assert set(pairs["stage_vs_init"]) == {"drp_sft_vs_base", "rl_d_vs_drp_sft", "crp_sft_vs_rl_d", "rl_c_vs_crp_sft"}
+    assert set(pairs["stage_vs_init"]) == {"pretrain_vs_base", "drp_sft_vs_pretrain", "rl_d_vs_drp_sft", "crp_sft_vs_rl_d", "rl_c_vs_crp_sft"}
     assert set(pairs["rumination_vs_single_pass"]) == set(CHECKPOINTS)
     main_table = table.split("\n## ")[0]  # the paper-style table, before the scaling, per-kind and paired sections
     assert sum(line.startswith(("| rl_c | single-pass", "| rl_c | rumination")) for line in main_table.splitlines()) == 2
@@ -572,3 +573,17 @@ def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced
     exp = client.get_experiment_by_name("video-r4")
     latest = client.search_runs([exp.experiment_id], "attributes.run_name = 'rl_c'", order_by=["attributes.start_time DESC"])[0]
     assert latest.data.tags["launch.world_size"] == "2" and latest.info.status == "FINISHED"
+
+
+def test_pretrain_stage_trains_and_scores_held_out_renders(reproduced):
+    path, _, _ = reproduced
+    m = json.loads((path / "metrics/pretrain.json").read_text())
+    assert m["steps"] == 4 and m["held_out"] == 4 and m["train_loss_first"] is not None
+    for name in ("read_acc", "read_lowres_acc", "read_clip_acc", "locate_cover"):
+        low, high = m[f"{name}_ci95"]
+        assert 0.0 <= low <= m[name] <= high <= 1.0
+    rows = [json.loads(line) for line in (path / "reports/pretrain_held_out.jsonl").read_text().splitlines()]
+    assert sorted({r["task"] for r in rows}) == ["locate", "read", "read_clip", "read_lowres"] and len(rows) == 16
+    # read and read_lowres ask the same questions, one zoomed, one on the low-resolution view
+    assert [r["answer"] for r in rows if r["task"] == "read"] == [r["answer"] for r in rows if r["task"] == "read_lowres"]
+    assert (path / "models/pretrain/config.json").is_file() and not any("glyph_head" in p.name for p in (path / "models/pretrain").iterdir())

@@ -8,16 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from videor4.evaluation.statistics import (
-    Estimate,
-    bootstrap_ci,
-    format_estimate,
-    format_p,
-    mean_ci,
-    paired_difference,
-    proportion_ci,
-    wilson,
-)
+from videor4.core.statistics import Estimate, bootstrap_ci, format_estimate, format_p, mean_ci, paired_difference, proportion_ci, wilson
 
 
 @pytest.mark.parametrize(

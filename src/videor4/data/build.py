@@ -425,6 +425,7 @@ class SizesParams:
 class QCParams:
     min_evidence_coverage: float = 0.9  # share of the evidence box the final crop must cover
     min_answer_similarity: float = 1.0  # ANLS similarity of what was read to the answer
+    min_clip_text_px: float = 0.0  # a clip-only trajectory reads text at least this tall in the clipped frame; 0: any
 
 
 @dataclass
@@ -462,6 +463,7 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built") -> 
         seed=seed,
         min_evidence_coverage=data.qc.min_evidence_coverage,
         min_answer_similarity=data.qc.min_answer_similarity,
+        min_clip_text_px=data.qc.min_clip_text_px,
     )
     return BuildConfig(
         out_dir=Path(out_dir),

@@ -12,8 +12,9 @@ tools, so its observations are exactly what the model would get back:
   first zoom wide and then re-crop tighter, or first look at a wrong region
   (a distractor text) and correct themselves.
 
-QC drops a trajectory when a tool call fails, when its final crops do not
-cover the ground-truth evidence box, when the answer it derives from what it
+QC drops a trajectory when a tool call fails, when it reads from clipped
+frames text too small to be legible there (`min_clip_text_px`), when its final
+crops do not cover the ground-truth evidence box, when the answer it derives from what it
 read does not match the reference answer, or when it would need more calls
 than allowed; each drop is counted by reason.
 """
@@ -45,6 +46,8 @@ class SynthesisConfig:
     max_tool_calls: int = 5  # peers allow 3-5
     min_evidence_coverage: float = 0.9  # of the GT box, inside the final crop region
     min_answer_similarity: float = 1.0  # ANLS similarity of the derived answer to a reference answer
+    # clip-only reading needs text this tall (px) in the clipped frame; smaller text needs a crop
+    min_clip_text_px: float = 0.0
     seed: int = 0
 
 
@@ -261,6 +264,9 @@ def synthesize_one(
     plan = _Planner(ctx, env, rec, rng, cfg)
     if kind == "drp_clip":
         plan.clip(ctx.evidence)
+        clip_height = env.seen[-1].image.height  # pixels of a clipped frame, top to bottom
+        if any((e.bbox[3] - e.bbox[1]) * clip_height < cfg.min_clip_text_px for e in ctx.evidence):
+            raise _Drop("unreadable_after_clip")
         for ev in ctx.evidence:  # read in the sharper clipped frames: no crop region
             plan.readings.append(ev.text)
         plan.pending = plan.pending + " " + " ".join(plan.say(_READ, text=ev.text) for ev in ctx.evidence)

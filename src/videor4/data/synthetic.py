@@ -8,9 +8,19 @@ pixels in the model's low-resolution view, so answering needs clipping and
 cropping.  Some videos hold a caption that flashes in exactly one shown frame,
 a plate whose code changes over time, or two numbers to compare.
 
+Two drawings (`synthetic.preset`): `legacy`, the original one above, and
+`readable`, the embedded default: codes of three digits drawn about one
+merged 28x28 visual token per glyph once cropped, each digit in its own
+saturated colour on a neutral panel framed in the panel's named colour, and
+caption bars larger still, so that their text is legible once the frame is
+clipped.  A tiny model learns to read those in minutes on a CPU; the legacy
+15 px glyphs (two per token) it does not (docs/DESIGN.md §8).  In both, the
+low-resolution view shows a few pixels per glyph: the answer needs the tools.
+
 Everything is drawn from an rng seeded by (seed, video index), so the same
 config gives byte-identical mp4s and identical records, and video i does not
-depend on how many videos are generated.
+depend on how many videos are generated.  `render_scene` draws one still frame
+from the same generator for perception pretraining, from its own seed stream.
 """
 
 from __future__ import annotations
@@ -85,6 +95,43 @@ FILLER_KINDS = ("sign", "slide", "app", "plate", "scoreboard", "price")
 QUESTION_KINDS = ("read", "transient", "compare", "count")
 
 
+@dataclass(frozen=True)
+class Style:
+    """How a preset draws its text and panels."""
+
+    alphabet: str  # characters of codes
+    code_lengths: tuple[int, int]  # [low, high) of a code's length
+    letter_required: bool  # codes keep a letter so they do not read as numbers
+    number_range: tuple[int, int]  # [low, high) of scoreboard / price numbers
+    code_font_sizes: tuple[int, ...]
+    caption_font_size: int | None  # None: the panel's size
+    titles: bool  # slides, app screens, scoreboards and price tags carry a small title line
+    digit_colours: bool  # each digit in its own colour on a neutral panel framed in the panel's colour
+    pad: int  # space between the text and the panel's edge (inside the frame, if any)
+    frame_width: int  # the coloured frame around a neutral panel
+
+
+STYLES: dict[str, Style] = {
+    "legacy": Style(ALPHABET, (3, 5), True, (10, 100), CODE_FONT_SIZES, None, True, False, 6, 0),
+    # one glyph is ~24-28 px wide: about one merged token in a crop, a few pixels at 84x56
+    "readable": Style(DIGITS, (3, 4), False, (100, 1000), (38, 40, 42), 64, False, True, 5, 5),
+}
+# Saturated, mutually distinct ink per digit (readable preset); none is the neutral panel colour.
+DIGIT_COLOURS: dict[str, tuple[int, int, int]] = {
+    "0": (220, 20, 20),
+    "1": (20, 90, 230),
+    "2": (0, 160, 40),
+    "3": (240, 140, 0),
+    "4": (150, 30, 200),
+    "5": (0, 180, 190),
+    "6": (230, 0, 160),
+    "7": (120, 80, 20),
+    "8": (20, 20, 20),
+    "9": (150, 190, 0),
+}
+NEUTRAL_PANEL = (236, 236, 230)
+
+
 @dataclass
 class SyntheticConfig:
     n_videos: int = 24
@@ -98,6 +145,15 @@ class SyntheticConfig:
     mc_fraction: float = 0.25  # fraction of questions turned into 4-option multiple choice
     seed: int = 0
     workers: int = 0  # processes drawing videos; 0 = one per core.  The bytes do not depend on it
+    preset: str = "legacy"  # legacy | readable: how text and panels are drawn (STYLES)
+
+    def __post_init__(self) -> None:
+        if self.preset not in STYLES:
+            raise ValueError(f"synthetic.preset: {self.preset!r} is not one of {', '.join(STYLES)}")
+
+    @property
+    def style(self) -> Style:
+        return STYLES[self.preset]
 
 
 # ---------------------------------------------------------------- fonts
@@ -112,6 +168,17 @@ def _ink_box(text: str, size: int) -> tuple[int, int, int, int]:
     """The rendered ink box of `text` relative to its draw origin."""
     x1, y1, x2, y2 = _font(size).getbbox(text)
     return int(x1), int(y1), int(x2), int(y2)
+
+
+def glyph_boxes(text: str, size: int) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """Each character's ink box relative to the draw origin, drawn one character at a time."""
+    font = _font(size)
+    out = []
+    for i, ch in enumerate(text):
+        x = font.getlength(text[:i])
+        x1, y1, x2, y2 = font.getbbox(ch)
+        out.append((ch, (x + x1, float(y1), x + x2, float(y2))))
+    return out
 
 
 # ---------------------------------------------------------------- content model
@@ -163,35 +230,38 @@ class _Question:
     pool: list[str] | None = None  # preferred wrong options; None: other strings of the video
 
 
-def _code(rng: np.random.Generator, used: set[str]) -> str:
+def _code(rng: np.random.Generator, used: set[str], style: Style = STYLES["legacy"]) -> str:
+    alphabet = style.alphabet
     while True:
-        n = int(rng.integers(3, 5))
-        code = "".join(ALPHABET[int(i)] for i in rng.integers(0, len(ALPHABET), n))
-        # Codes of digits only would read as numbers; keep at least one letter.
-        if code not in used and not code.isdigit():
+        n = int(rng.integers(*style.code_lengths))
+        code = "".join(alphabet[int(i)] for i in rng.integers(0, len(alphabet), n))
+        # Legacy codes of digits only would read as numbers; keep at least one letter.
+        if code not in used and not (style.letter_required and code.isdigit()):
             used.add(code)
             return code
 
 
-def _number(rng: np.random.Generator, used: set[str]) -> str:
+def _number(rng: np.random.Generator, used: set[str], style: Style = STYLES["legacy"]) -> str:
     while True:
-        num = str(int(rng.integers(10, 100)))
+        num = str(int(rng.integers(*style.number_range)))
         if num not in used:
             used.add(num)
             return num
 
 
-def _layout_panel(panel: _Panel, rng: np.random.Generator, main: list[str]) -> None:
+def _layout_panel(panel: _Panel, rng: np.random.Generator, main: list[str], style: Style = STYLES["legacy"]) -> None:
     """Fill in the panel's texts and size from its kind and main strings."""
-    size = int(rng.choice(CODE_FONT_SIZES))
-    pad = 6
+    size = int(rng.choice(style.code_font_sizes))
+    if panel.kind == "caption" and style.caption_font_size:
+        size = style.caption_font_size
+    pad = style.pad + style.frame_width
     main_w = max(_ink_box(t, size)[2] for t in main)
     main_h = _ink_box("0", size)[3]
     title = None
-    if panel.kind in TITLES:
+    if panel.kind in TITLES and style.titles:
         title = str(rng.choice(TITLES[panel.kind]))
     if panel.kind == "caption":
-        pad = 7
+        pad += 1
     if title is None:
         # One line: sign, plate, caption bar.
         panel.w = main_w + 2 * pad + (8 if panel.kind == "plate" else 0)
@@ -348,7 +418,19 @@ def _text_colour(colour: str) -> tuple[int, int, int]:
     return DARK_TEXT if 0.299 * r + 0.587 * g + 0.114 * b > 140 else LIGHT_TEXT
 
 
-def _draw_panel(draw: ImageDraw.ImageDraw, panel: _Panel, x: int, y: int, frame: int) -> None:
+def _draw_panel(draw: ImageDraw.ImageDraw, panel: _Panel, x: int, y: int, frame: int, style: Style = STYLES["legacy"]) -> None:
+    if style.digit_colours:
+        # the named colour frames a neutral panel; each glyph is inked by its digit
+        draw.rectangle([x, y, x + panel.w - 1, y + panel.h - 1], fill=PALETTE[panel.colour])
+        fw = style.frame_width
+        draw.rectangle([x + fw, y + fw, x + panel.w - 1 - fw, y + panel.h - 1 - fw], fill=NEUTRAL_PANEL)
+        for t in panel.texts:
+            if t.frames is None or frame in t.frames:
+                font = _font(t.size)
+                for i, ch in enumerate(t.text):
+                    ink = DIGIT_COLOURS.get(ch, DARK_TEXT)
+                    draw.text((x + t.dx + font.getlength(t.text[:i]), y + t.dy), ch, font=font, fill=ink)
+        return
     fill = PALETTE[panel.colour]
     ink = _text_colour(panel.colour)
     draw.rectangle([x, y, x + panel.w - 1, y + panel.h - 1], fill=fill)
@@ -422,6 +504,7 @@ def generate_video(
     if cfg.width % 2 or cfg.height % 2:
         raise ValueError(f"frame size must be even for yuv420p, got {cfg.width}x{cfg.height}")
     N = cfg.num_frames
+    style = cfg.style
     shown = uniform_indices(N, cfg.num_shown_frames)
     everywhere = range(N)
 
@@ -449,13 +532,13 @@ def generate_video(
     for (kind, feature), colour in zip(kinds, colours):
         panel = _Panel(kind, colour, frames=everywhere)
         if kind in NUMBER_KINDS:
-            main = [_number(rng, used)]
+            main = [_number(rng, used, style)]
         elif feature == "count":
             k = int(rng.integers(2, min(4, len(shown)) + 1))
-            main = [_code(rng, used) for _ in range(k)]
+            main = [_code(rng, used, style) for _ in range(k)]
         else:
-            main = [_code(rng, used)]
-        _layout_panel(panel, rng, main)
+            main = [_code(rng, used, style)]
+        _layout_panel(panel, rng, main, style)
         if feature == "count":
             for t, seg in zip(panel.main_texts(), _segments(shown, len(main), N, rng)):
                 t.frames = seg
@@ -489,7 +572,7 @@ def generate_video(
         main = panel.main_texts()
         if feature == "transient":
             special.append(_Question("transient", f"What code flashes briefly in the {panel.colour} caption bar?",
-                                     main[0].text, [(panel, main)], ALPHABET))
+                                     main[0].text, [(panel, main)], style.alphabet))
         elif feature == "count":
             question = f"How many different codes appear on the {panel.colour} license plate during the video?"
             special.append(_Question("count", question, str(len(main)), [(panel, main)], "123456", pool=[]))
@@ -506,7 +589,7 @@ def generate_video(
             continue
         t = panel.main_texts()[0]
         reads.append(_Question("read", READ_TEMPLATES[panel.kind].format(c=panel.colour), t.text, [(panel, [t])],
-                               DIGITS if panel.kind in NUMBER_KINDS else ALPHABET))
+                               DIGITS if panel.kind in NUMBER_KINDS else style.alphabet))
     reads = [reads[int(i)] for i in rng.permutation(len(reads))]
     # Ask first about panels no other question already covers (stable sort keeps the shuffle).
     covered = {id(panel) for q in special for panel, _ in q.sources}
@@ -530,7 +613,7 @@ def generate_video(
             if f not in panel.frames:
                 continue
             x, y = panel.corner(f, N)
-            _draw_panel(draw, panel, x, y, f)
+            _draw_panel(draw, panel, x, y, f, style)
             for t in panel.texts:
                 if t.frames is not None and f not in t.frames:
                     continue
@@ -562,7 +645,9 @@ def generate_video(
             evidence=evidence,
         )
         if rng.random() < cfg.mc_fraction:
-            pool = q.pool if q.pool is not None else (all_codes if q.alphabet == ALPHABET else all_numbers)
+            # readable codes are digits too: the asked-about panel's kind says which pool fits
+            numeric = q.alphabet == DIGITS if style.letter_required else q.sources[0][0].kind in NUMBER_KINDS
+            pool = q.pool if q.pool is not None else (all_numbers if numeric else all_codes)
             options = _options(q.answer, pool, rng, q.alphabet)
             sample.problem_type = "multiple_choice"
             sample.options = options
@@ -580,6 +665,70 @@ def generate_video(
         text_boxes=text_boxes,
     )
     return record, samples
+
+
+# ---------------------------------------------------------------- still scenes (perception pretraining)
+@dataclass
+class SceneText:
+    """One string of a still scene, with everything a perception example needs."""
+
+    panel: str  # the panel's name, as questions say it ("red sign")
+    kind: str  # the panel's kind (sign, caption, ...)
+    question: str  # the read question about it, as a video question would ask it
+    text: str
+    box: list[float]  # normalized ink box in the frame
+    glyphs: list[tuple[str, tuple[float, float, float, float]]]  # each character's ink box, frame pixels
+
+
+@dataclass
+class Scene:
+    frame: np.ndarray  # H x W x 3 uint8, full resolution
+    texts: list[SceneText]
+
+
+def background_frame(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """One frame of a video background (gradient and texture), as videos draw them."""
+    return _background(cfg, rng)(int(rng.integers(0, cfg.num_frames)))
+
+
+def render_scene(
+    cfg: SyntheticConfig, rng: np.random.Generator, caption_chance: float = 0.4, background: np.ndarray | None = None
+) -> Scene:
+    """One still frame drawn like a video frame (same panels, fonts and background), and its strings.
+
+    The caller owns the rng: perception pretraining seeds it from a stream of its own, so
+    no scene is drawn from a video's seed.  `background` (from `background_frame`) saves
+    drawing a new one, the costly part.
+    """
+    style = cfg.style
+    n = int(rng.integers(3, 6))
+    kinds = ["caption"] if rng.random() < caption_chance else []
+    kinds += [str(k) for k in rng.choice(FILLER_KINDS, size=n - len(kinds))]
+    colours = [str(c) for c in rng.choice(list(PALETTE), size=n, replace=False)]
+    used: set[str] = set()
+    taken: list[tuple[int, int, int, int]] = []
+    placed: list[_Panel] = []
+    for kind, colour in zip(kinds, colours):
+        panel = _Panel(kind, colour, frames=range(1))
+        main = [_number(rng, used, style) if kind in NUMBER_KINDS else _code(rng, used, style)]
+        _layout_panel(panel, rng, main, style)
+        if _place(panel, cfg, rng, taken, drift=False):
+            placed.append(panel)
+    img = Image.fromarray(background if background is not None else background_frame(cfg, rng))
+    draw = ImageDraw.Draw(img)
+    W, H = cfg.width, cfg.height
+    texts = []
+    for panel in placed:
+        x, y = panel.corner(0, 1)
+        _draw_panel(draw, panel, x, y, 0, style)
+        for t in panel.main_texts():
+            ox, oy = x + t.dx, y + t.dy
+            x1, y1, x2, y2 = _ink_box(t.text, t.size)
+            box = [round(min(max(v, 0.0), 1.0), 5) for v in ((ox + x1) / W, (oy + y1) / H, (ox + x2) / W, (oy + y2) / H)]
+            glyphs = [(ch, (ox + a, oy + b, ox + c, oy + d)) for ch, (a, b, c, d) in glyph_boxes(t.text, t.size)]
+            question = READ_TEMPLATES[panel.kind].format(c=panel.colour)
+            texts.append(SceneText(panel.name, panel.kind, question, t.text, box, glyphs))
+    return Scene(np.asarray(img), texts)
 
 
 # ---------------------------------------------------------------- the dataset

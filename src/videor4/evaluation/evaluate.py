@@ -12,7 +12,7 @@ the questions that used more than k calls are decoded again at budget k.
 
 Every Acc / ANLS is reported with its n and a 95 % interval, and every "this beats that"
 (rumination vs single pass, a stage vs the checkpoint it was trained from) as a paired
-difference with its interval and p-value (`videor4.evaluation.statistics`).
+difference with its interval and p-value (`videor4.core.statistics`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from videor4.core.params import fill, section
 from videor4.core.scoring import score_answer
-from videor4.evaluation.statistics import RESAMPLES, Estimate, format_estimate, format_p, mean_ci, paired_difference, proportion_ci
+from videor4.core.statistics import RESAMPLES, Estimate, format_estimate, format_p, mean_ci, paired_difference, proportion_ci
 
 SINGLE_PASS, RUMINATION = "single_pass", "rumination"
 
@@ -34,7 +34,7 @@ SINGLE_PASS, RUMINATION = "single_pass", "rumination"
 class EvalSettings:
     """`eval:` in params.yaml (the eval sets are read by `load_eval_sets`)."""
 
-    checkpoints: list[str] = field(default_factory=lambda: ["base", "drp_sft", "rl_d", "crp_sft", "rl_c"])
+    checkpoints: list[str] = field(default_factory=lambda: ["base", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c"])
     max_steps: int = 5  # K: the rumination budget and the end of the scaling curve
     max_new_tokens: int = 96  # per assistant turn
     max_total_tokens: int = 8192
@@ -299,11 +299,11 @@ class CurriculumParams:
 def curriculum_inits(params: Mapping[str, Any]) -> dict[str, str]:
     """{checkpoint: the checkpoint it was trained from}, as the `--init` flags in dvc.yaml.
 
-    CRP-SFT starts from `curriculum.crp_sft_init` (models/rl_d, or models/drp_sft / models/base in
+    CRP-SFT starts from `curriculum.crp_sft_init` (models/rl_d, or models/drp_sft / models/pretrain in
     the schedule ablations), so each stage is compared against the start it really had.
     """
     crp_init = fill(CurriculumParams, section(params, "curriculum"), "curriculum").crp_sft_init
-    return {"drp_sft": "base", "rl_d": "drp_sft", "crp_sft": Path(crp_init).name, "rl_c": "crp_sft"}
+    return {"pretrain": "base", "drp_sft": "pretrain", "rl_d": "drp_sft", "crp_sft": Path(crp_init).name, "rl_c": "crp_sft"}
 
 
 def _paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:

@@ -144,9 +144,10 @@ class ModelConfig:
 
 # ---------------------------------------------------------------- tokenizer
 def tokenizer_corpus(trajectory_files: Iterable[str | os.PathLike]) -> Iterator[str]:
-    """The project's own text: the system prompt and every turn of the given trajectories."""
+    """The project's own text: the system prompt, every turn of the given trajectories and the
+    perception-pretraining questions about them."""
     from videor4.core.io import read_jsonl
-    from videor4.rumination.protocol import SYSTEM_PROMPT, format_assistant_turn, system_prompt, user_prompt_text
+    from videor4.rumination.protocol import LOCATE_QUESTION, SYSTEM_PROMPT, format_assistant_turn, system_prompt, user_prompt_text
     from videor4.rumination.tools import VisionConfig
     from videor4.rumination.trajectory import Trajectory
 
@@ -161,6 +162,7 @@ def tokenizer_corpus(trajectory_files: Iterable[str | os.PathLike]) -> Iterator[
                 prompts.add(prompt)
                 yield prompt
             yield user_prompt_text(traj.question, len(traj.frame_indices))
+            yield LOCATE_QUESTION.format(question=traj.question)  # perception pretraining asks this too
             for option in traj.options or []:
                 yield option
             for step in traj.steps:

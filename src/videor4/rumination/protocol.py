@@ -231,6 +231,10 @@ def format_assistant_turn(thought: str, call: ToolCall | None = None, answer: st
     return "\n".join(parts)
 
 
+# Perception pretraining's LOCATE question (videor4.data.perception): the answer is the box a crop call takes.
+LOCATE_QUESTION = "Give the normalized box [x1, y1, x2, y2] of the text asked about. {question}"
+
+
 def user_prompt_text(question: str, n_frames: int, timestamps: list[float] | None = None) -> str:
     """The text of the first user turn; the frames precede it as images 1..n."""
     when = ""
