@@ -240,8 +240,9 @@ def test_reports_carry_intervals_the_kind_breakdown_and_paired_comparisons():
     assert set(kinds) == {"read", "count"} and kinds["read"]["rumination"]["n"] == 20 and kinds["read"]["rumination"]["acc"] == 0.75
 
     inits = curriculum_inits({})
-    assert inits == {"drp_sft": "base", "rl_d": "drp_sft", "crp_sft": "rl_d", "rl_c": "crp_sft"}
+    assert inits == {"pretrain": "base", "drp_sft": "pretrain", "rl_d": "drp_sft", "crp_sft": "rl_d", "rl_c": "crp_sft"}
     assert curriculum_inits({"curriculum": {"crp_sft_init": "models/drp_sft"}})["crp_sft"] == "drp_sft"
+    inits["drp_sft"] = "base"  # this test's two checkpoints: drp_sft paired with base, the checkpoint it starts from here
     comparisons = paired_comparisons(results, sets, inits, resamples=500)
     c = comparisons["synth"]
     assert set(c["rumination_vs_single_pass"]) == {"base", "drp_sft"} and set(c["stage_vs_init"]) == {"drp_sft_vs_base"}
