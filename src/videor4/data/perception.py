@@ -22,7 +22,6 @@ reproduces a video of the dataset.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import astuple, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -32,7 +31,7 @@ from PIL import Image
 
 from videor4.data.synthetic import ALPHABET, Scene, SceneText, SyntheticConfig, background_frame, render_scene
 from videor4.rumination.protocol import LOCATE_QUESTION, ToolCall
-from videor4.rumination.tools import RuminationEnv, VisionConfig
+from videor4.rumination.tools import RuminationEnv, VisionConfig, region_pixels
 from videor4.rumination.video import PATCH_FACTOR, VideoFrames, resize_to_budget
 
 TASKS = ("read", "read_clip", "locate")
@@ -109,8 +108,7 @@ def crop_example(scene: Scene, target: SceneText, vision: VisionConfig, rng: np.
         obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": [round(v, 2) for v in target.box]}))
     image = obs.images[0]
     h, w = scene.frame.shape[:2]
-    region = obs.regions[0][1]
-    px = (math.floor(region[0] * w), math.floor(region[1] * h), math.ceil(region[2] * w), math.ceil(region[3] * h))
+    px = region_pixels(obs.regions[0][1], w, h)
     return PerceptionExample(
         "read", _conversation(image, target.question, target.text), target.text, [glyph_grid(image, px, _all_glyphs(scene))]
     )
@@ -146,7 +144,7 @@ def make_example(
         # READ_CLIP asks about captions, so its scenes always hold one
         background = _backgrounds(astuple(world), seed)[int(rng.integers(0, BACKGROUNDS))]
         scene = render_scene(world, rng, caption_chance=1.0 if task == "read_clip" else 0.4, background=background)
-        pool = [t for t in scene.texts if (t.kind == "caption") == (task == "read_clip")] if task == "read_clip" else scene.texts
+        pool = [t for t in scene.texts if t.kind == "caption"] if task == "read_clip" else scene.texts
         if pool:
             break
     target = pool[int(rng.integers(0, len(pool)))]

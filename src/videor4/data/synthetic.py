@@ -283,6 +283,17 @@ def _layout_panel(panel: _Panel, rng: np.random.Generator, main: list[str], styl
     panel.texts += [_Text(t, size, pad, y_main, "distractor") for t in main]
 
 
+def _text_box(t: _Text, x: int, y: int, W: int, H: int) -> list[float]:
+    """The normalized ink box of text `t` of a panel whose corner is at (x, y)."""
+    x1, y1, x2, y2 = _ink_box(t.text, t.size)
+    return [
+        round(min(max((x + t.dx + x1) / W, 0.0), 1.0), 5),
+        round(min(max((y + t.dy + y1) / H, 0.0), 1.0), 5),
+        round(min(max((x + t.dx + x2) / W, 0.0), 1.0), 5),
+        round(min(max((y + t.dy + y2) / H, 0.0), 1.0), 5),
+    ]
+
+
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int) -> bool:
     return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
 
@@ -617,13 +628,7 @@ def generate_video(
             for t in panel.texts:
                 if t.frames is not None and f not in t.frames:
                     continue
-                x1, y1, x2, y2 = _ink_box(t.text, t.size)
-                bbox = [
-                    round(min(max((x + t.dx + x1) / W, 0.0), 1.0), 5),
-                    round(min(max((y + t.dy + y1) / H, 0.0), 1.0), 5),
-                    round(min(max((x + t.dx + x2) / W, 0.0), 1.0), 5),
-                    round(min(max((y + t.dy + y2) / H, 0.0), 1.0), 5),
-                ]
+                bbox = _text_box(t, x, y, W, H)
                 boxes[(f, id(t))] = bbox
                 text_boxes.append(TextBox(frame=f, text=t.text, bbox=bbox, role=t.role))
         frames.append(np.asarray(img))
@@ -723,8 +728,7 @@ def render_scene(
         _draw_panel(draw, panel, x, y, 0, style)
         for t in panel.main_texts():
             ox, oy = x + t.dx, y + t.dy
-            x1, y1, x2, y2 = _ink_box(t.text, t.size)
-            box = [round(min(max(v, 0.0), 1.0), 5) for v in ((ox + x1) / W, (oy + y1) / H, (ox + x2) / W, (oy + y2) / H)]
+            box = _text_box(t, x, y, W, H)
             glyphs = [(ch, (ox + a, oy + b, ox + c, oy + d)) for ch, (a, b, c, d) in glyph_boxes(t.text, t.size)]
             question = READ_TEMPLATES[panel.kind].format(c=panel.colour)
             texts.append(SceneText(panel.name, panel.kind, question, t.text, box, glyphs))

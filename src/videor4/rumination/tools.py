@@ -97,6 +97,14 @@ def _compose(outer: tuple[float, ...], inner: tuple[float, ...]) -> tuple[float,
     return (ox1 + x1 * w, oy1 + y1 * h, ox1 + x2 * w, oy1 + y2 * h)
 
 
+def region_pixels(region: tuple[float, ...], width: int, height: int) -> tuple[int, int, int, int]:
+    """The source pixels (left, top, right, bottom) a normalized region covers, outward-rounded."""
+    return (
+        int(math.floor(region[0] * width)), int(math.floor(region[1] * height)),
+        int(math.ceil(region[2] * width)), int(math.ceil(region[3] * height)),
+    )
+
+
 class RuminationEnv:
     """The state of one rollout: the frames shown, every image seen, and the tools."""
 
@@ -193,8 +201,7 @@ class RuminationEnv:
         region = _compose(target.region, box)
         frame = self.video.frames[target.frame_pos]
         fh, fw = frame.shape[:2]
-        left, top = int(math.floor(region[0] * fw)), int(math.floor(region[1] * fh))
-        right, bottom = int(math.ceil(region[2] * fw)), int(math.ceil(region[3] * fh))
+        left, top, right, bottom = region_pixels(region, fw, fh)
         if right - left <= v.min_crop_side or bottom - top <= v.min_crop_side:
             raise ToolError(
                 f"crop region too small ({right - left}x{bottom - top} px); it must be larger than "

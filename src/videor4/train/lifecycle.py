@@ -162,13 +162,19 @@ class Trained:
     resumed_from_step: int  # 0 for a fresh start
 
 
-def train_resumable(trainer, policy, out_dir: str | os.PathLike, work_dir: Path, key: str, merge_lora: bool) -> Trained:
-    """The lifecycle both trainers share: resume from `work_dir`'s last checkpoint when the run's
-    fingerprint `key` is unchanged, train, then save the final policy atomically to `out_dir`."""
+def train_resumable(
+    trainer, policy, out_dir: str | os.PathLike, work_dir: Path, key: str, merge_lora: bool,
+    before_save: Callable[[], None] | None = None,
+) -> Trained:
+    """The lifecycle every trainer shares: resume from `work_dir`'s last checkpoint when the run's
+    fingerprint `key` is unchanged, train, then save the final policy atomically to `out_dir`
+    (`before_save` first strips what only training needs, such as an auxiliary head)."""
     resume_from = prepare_work_dir(work_dir, key, trainer.accelerator)
     started = time.time()
     output = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.time() - started
+    if before_save is not None:
+        before_save()
     save_final(trainer, policy, out_dir, work_dir, merge_lora)
     return Trained(output, seconds, int(Path(resume_from).name.split("-")[-1]) if resume_from else 0)
 

@@ -40,10 +40,9 @@ from videor4.train.lifecycle import (
     dir_digest,
     fingerprint,
     logged_curve,
-    prepare_work_dir,
     quiet,
-    save_final,
     step_logger,
+    train_resumable,
     trainer_arguments,
     use_bf16,
 )
@@ -179,8 +178,6 @@ def pretrain(
 
     With zero steps the base is copied through unchanged.  Returns (metrics, loss curve).
     """
-    import time
-
     steps = effective_steps(settings, model_config)
     if steps == 0:
         _copy_checkpoint(init, out_dir)
@@ -189,8 +186,6 @@ def pretrain(
     import datasets
     import torch
     from trl import SFTConfig
-
-    from videor4.policy.model import Policy
 
     bf16 = use_bf16(settings.bf16)
     policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation)
@@ -223,23 +218,21 @@ def pretrain(
         glyph_loss_weight=settings.glyph_loss_weight,
     )
     quiet(trainer)
-    resume_from = prepare_work_dir(work, key, trainer.accelerator)
-    started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume_from)
-    seconds = time.time() - started
-    delattr(trainer.accelerator.unwrap_model(trainer.model), HEAD_ATTRIBUTE)
-    save_final(trainer, Policy(policy.model, policy.tokenizer, policy.image_processor, policy.source), out_dir, work, False)
+    trained = train_resumable(
+        trainer, policy, out_dir, work, key, merge_lora=False,
+        before_save=lambda: delattr(trainer.accelerator.unwrap_model(trainer.model), HEAD_ATTRIBUTE),
+    )
 
     curve = logged_curve(trainer, "loss")
     metrics = {
-        "steps": int(output.global_step),
-        "resumed_from_step": int(Path(resume_from).name.split("-")[-1]) if resume_from else 0,
+        "steps": int(trained.output.global_step),
+        "resumed_from_step": trained.resumed_from_step,
         "examples": n_rows,
         "train_loss_first": curve[0]["loss"] if curve else None,
         "train_loss_last": curve[-1]["loss"] if curve else None,
         "glyph_loss_last": curve[-1].get("glyph_loss") if curve else None,
-        "train_tokens_per_second": collator.tokens_seen / max(seconds, 1e-9),
-        "train_seconds": seconds,
+        "train_tokens_per_second": collator.tokens_seen / max(trained.seconds, 1e-9),
+        "train_seconds": trained.seconds,
         "parameters": count_parameters(policy.model),
         "bf16": bf16,
         "processes": world_size(),
