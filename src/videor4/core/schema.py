@@ -50,6 +50,7 @@ class Evidence:
     bbox: list[float]
     text: str
     origin: str = "ground_truth"  # ground_truth | ocr | annotation
+    label: str | None = None  # what holds the text, as the question names it ("red sign"), where known
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Evidence":
@@ -58,6 +59,7 @@ class Evidence:
             bbox=[float(v) for v in d["bbox"]],
             text=str(d["text"]),
             origin=str(d.get("origin", "ground_truth")),
+            label=None if d.get("label") is None else str(d["label"]),
         )
 
 

@@ -10,6 +10,7 @@ that the environment turns into an `Execution error: <reason>` observation.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +234,54 @@ def format_assistant_turn(thought: str, call: ToolCall | None = None, answer: st
 
 # Perception pretraining's LOCATE question (videor4.data.perception): the answer is the box a crop call takes.
 LOCATE_QUESTION = "Give the normalized box [x1, y1, x2, y2] of the text asked about. {question}"
+
+
+def box_text(box: list[float]) -> str:
+    """A box as a crop call writes it: two decimals, JSON."""
+    return json.dumps([round(v, 2) for v in box])
+
+
+def outward_box(box: list[float], step: float) -> list[float]:
+    """`box` rounded outward to multiples of `step` (so it still holds what it held), within [0, 1]."""
+    n = round(1 / step)
+    lo = [math.floor(v * n + 1e-9) / n for v in box[:2]]
+    hi = [math.ceil(v * n - 1e-9) / n for v in box[2:]]
+    return [round(min(max(v, 0.0), 1.0), 2) for v in (*lo, *hi)]
+
+
+def locate_phrase(thing: str, box: list[float]) -> str:
+    """Where a named thing is, as the policy says it before it zooms (and as LOCATE answers).
+
+    Naming the thing right before its coordinates puts the name next to the numbers that
+    depend on it, which a small model needs to find the right one among several."""
+    return f"The {thing} is at {box_text(box)}."
+
+
+def read_phrase(text: str) -> str:
+    """What the policy says once it can read a text (and what READ answers)."""
+    return f'It reads "{text}".'
+
+
+def phrase_reading(turn: str) -> str | None:
+    """The text a `read_phrase` in `turn` quotes, or None."""
+    start = turn.find('reads "')
+    end = turn.find('"', start + len('reads "')) if start != -1 else -1
+    return turn[start + len('reads "') : end] if end != -1 else None
+
+
+def phrase_box(turn: str) -> list[float] | None:
+    """The box a `locate_phrase` in `turn` gives, or None when there is no well-formed one."""
+    start = turn.find(" is at [")
+    end = turn.find("]", start) if start != -1 else -1
+    if end == -1:
+        return None
+    try:
+        box = json.loads(turn[start + len(" is at ") : end + 1])
+    except ValueError:
+        return None
+    if isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box):
+        return [float(v) for v in box]
+    return None
 
 
 def user_prompt_text(question: str, n_frames: int, timestamps: list[float] | None = None) -> str:

@@ -50,6 +50,9 @@ class VisionConfig:
     max_frames_per_clip: int = MAX_FRAMES_PER_CLIP  # the system prompt states it (protocol.system_prompt)
     crop_margin: float = 0.1  # widen each side of a box by this (normalized), as Pixel-Reasoner
     min_crop_side: int = 28  # source pixels; smaller crops are refused
+    # boxes the policy is taught to write (trajectories, LOCATE) are rounded outward to this step;
+    # the tools take any box
+    box_step: float = 0.01
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "VisionConfig":
