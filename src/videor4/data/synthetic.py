@@ -114,7 +114,9 @@ class Style:
 STYLES: dict[str, Style] = {
     "legacy": Style(ALPHABET, (3, 5), True, (10, 100), CODE_FONT_SIZES, None, True, False, 6, 0),
     # one glyph is ~24-28 px wide: about one merged token in a crop, a few pixels at 84x56
-    "readable": Style(DIGITS, (3, 4), False, (100, 1000), (38, 40, 42), 64, False, True, 5, 5),
+    # the 10 px frame keeps a panel's named colour visible in the 84x56 view (about 2 px there), which
+    # a small model needs to tell the named panel from the others before it zooms
+    "readable": Style(DIGITS, (3, 4), False, (100, 1000), (38, 40, 42), 64, False, True, 5, 10),
 }
 # Saturated, mutually distinct ink per digit (readable preset); none is the neutral panel colour.
 DIGIT_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -385,14 +387,16 @@ def _options(answer: str, pool: list[str], rng: np.random.Generator, alphabet: s
     return [opts[int(i)] for i in rng.permutation(4)]
 
 
-def _evidence(texts: list[_Text], shown: list[int], boxes: dict[tuple[int, int], list[float]]) -> list[Evidence]:
+def _evidence(
+    texts: list[_Text], shown: list[int], boxes: dict[tuple[int, int], list[float]], label: str | None = None
+) -> list[Evidence]:
     """Every (shown frame, box) where one of `texts` is visible; `boxes` is keyed by (frame, id(text))."""
     out = []
     for f in shown:
         for t in texts:
             key = (f, id(t))
             if key in boxes:
-                out.append(Evidence(frame=f, bbox=list(boxes[key]), text=t.text, origin="ground_truth"))
+                out.append(Evidence(frame=f, bbox=list(boxes[key]), text=t.text, origin="ground_truth", label=label))
     return out
 
 
@@ -481,6 +485,25 @@ def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     y8, u8, v8 = (np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in (y, cb, cr))
     # PyAV reads the array flat (Y, then U, then V), so only the total size matters.
     return np.concatenate([y8.ravel(), u8.ravel(), v8.ravel()]).reshape(h * 3 // 2, w)
+
+
+def decoded_like(rgb: np.ndarray) -> np.ndarray:
+    """`rgb` as a decoder gives it back from our yuv420p videos: colour at half resolution.
+
+    Perception pretraining draws still frames; reading them as the video's decoder would keeps
+    what the model learns on renders valid on video frames (thin coloured strokes lose chroma).
+    """
+    h, w = rgb.shape[:2]
+    planes = _rgb_to_yuv420p(rgb).astype(np.float32)
+    y = planes[:h] - 16.0
+    chroma = planes[h:].reshape(-1)
+    cb = chroma[: (h // 2) * (w // 2)].reshape(h // 2, w // 2) - 128.0
+    cr = chroma[(h // 2) * (w // 2) :].reshape(h // 2, w // 2) - 128.0
+    cb, cr = (np.repeat(np.repeat(c, 2, axis=0), 2, axis=1) for c in (cb, cr))
+    r = 1.164383 * y + 1.596027 * cr
+    g = 1.164383 * y - 0.391762 * cb - 0.812968 * cr
+    b = 1.164383 * y + 2.017232 * cb
+    return np.clip(np.rint(np.stack([r, g, b], axis=-1)), 0, 255).astype(np.uint8)
 
 
 def _write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
@@ -638,7 +661,7 @@ def generate_video(
     all_numbers = sorted({t.text for p, _ in placed for t in p.main_texts() if p.kind in NUMBER_KINDS})
     samples: list[Sample] = []
     for qi, q in enumerate(chosen):
-        evidence = [e for panel, texts in q.sources for e in _evidence(texts, shown, boxes)]
+        evidence = [e for panel, texts in q.sources for e in _evidence(texts, shown, boxes, panel.name)]
         evidence.sort(key=lambda e: (e.frame, e.bbox[0], e.bbox[1]))
         sample = Sample(
             sample_id=f"{video_id}-q{qi}",
@@ -732,7 +755,7 @@ def render_scene(
             glyphs = [(ch, (ox + a, oy + b, ox + c, oy + d)) for ch, (a, b, c, d) in glyph_boxes(t.text, t.size)]
             question = READ_TEMPLATES[panel.kind].format(c=panel.colour)
             texts.append(SceneText(panel.name, panel.kind, question, t.text, box, glyphs))
-    return Scene(np.asarray(img), texts)
+    return Scene(decoded_like(np.asarray(img)), texts)
 
 
 # ---------------------------------------------------------------- the dataset
