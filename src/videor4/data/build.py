@@ -27,7 +27,7 @@ from videor4.rumination.video import FRAME_CACHE, READ_ERRORS, load_frames, unif
 if TYPE_CHECKING:
     from videor4.data.synthetic import SyntheticConfig
 from videor4.core.params import ParamsError, fill, section
-from videor4.data.synthesis import SampleContext, SynthesisConfig, synthesize
+from videor4.data.synthesis import CRP_VARIANTS, SampleContext, SynthesisConfig, synthesize
 from videor4.rumination.tools import vision_config
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class BuildConfig:
     n_rl_c: int = 200
     max_bad_fraction: float = 0.5  # fail when more than this fraction of videos cannot be used
     seed: int = 0
+    evidence_frame: str = "random"  # first | random: which frame showing a text its trajectories read it from
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
 
@@ -195,8 +196,12 @@ def run_ocr(
     return out
 
 
-def evidence_groups(evidence: list[Evidence], rng: random.Random) -> list[list[Evidence]]:
-    """One group per distinct text to read (in first-seen order), its frames in seeded random order.
+def evidence_groups(
+    evidence: list[Evidence], rng: random.Random, frame_order: str = "random", question: str = ""
+) -> list[list[Evidence]]:
+    """One group per distinct text to read, in the order the question names what holds them (where
+    the evidence says, else first seen), its frames in seeded random order, or earliest first
+    (`frame_order` "first").
 
     Sources list a text on every shown frame where it is visible; a reader needs
     it once, from any of them.
@@ -206,10 +211,17 @@ def evidence_groups(evidence: list[Evidence], rng: random.Random) -> list[list[E
     groups: dict[str, list[Evidence]] = {}
     for e in evidence:
         groups.setdefault(normalize_answer(e.text), []).append(e)
+    def mention(group: list[Evidence]) -> int:
+        where = question.find(group[0].label) if group[0].label else -1
+        return where if where != -1 else len(question)
+
     out = []
-    for group in groups.values():
+    for group in sorted(groups.values(), key=mention):  # stable: unnamed texts keep their order
         group = list(group)
-        rng.shuffle(group)
+        if frame_order == "first":
+            group.sort(key=lambda e: e.frame)
+        else:
+            rng.shuffle(group)
         out.append(group)
     return out
 
@@ -220,6 +232,7 @@ def ground_evidence(
     ocr_boxes: list[TextBox] | None,
     min_anls: float,
     rng: random.Random,
+    frame_order: str = "random",
 ) -> tuple[list[Evidence], list[Evidence], str]:
     """(evidence to read, boxes QC checks against, origin) for one sample.
 
@@ -230,7 +243,7 @@ def ground_evidence(
     """
     from videor4.data.evidence import match_evidence
 
-    groups = evidence_groups(sample.evidence, rng)
+    groups = evidence_groups(sample.evidence, rng, frame_order, sample.question)
     if ocr_boxes is None:
         chosen = [g[0] for g in groups]
         return chosen, chosen, "ground_truth" if chosen else "none"
@@ -240,7 +253,7 @@ def ground_evidence(
             for gt in group:  # any frame showing the text will do
                 hits = match_evidence([gt.text], ocr_boxes, frames={gt.frame}, min_anls=min_anls)
                 if hits:
-                    found.append(hits[0])
+                    found.append(dataclasses.replace(hits[0], label=gt.label))
                     qc.append(gt)
                     break
             else:
@@ -329,7 +342,7 @@ def build_datasets(
     rng = random.Random(cfg.seed)
     for s in train:
         info = infos[s.video]
-        evidence, qc, origin = ground_evidence(s, info, ocr.get(s.video), cfg.ocr_min_anls, rng)
+        evidence, qc, origin = ground_evidence(s, info, ocr.get(s.video), cfg.ocr_min_anls, rng, cfg.evidence_frame)
         evidence_origin[origin] += 1
         if not evidence:
             dropped["no_ocr_evidence" if origin == "ocr_miss" else "no_evidence"] += 1
@@ -429,6 +442,22 @@ class QCParams:
 
 
 @dataclass
+class SynthesisParams:
+    """`data.synthesis`: how trajectories are planned.  The defaults are the paper's recipe."""
+
+    evidence_frame: str = "random"  # first | random: which of the frames showing a text a trajectory reads it from
+    clip_all_kinds: list[str] = field(default_factory=list)  # question kinds whose clip selects every shown frame
+    crp_variants: list[str] = field(default_factory=lambda: list(CRP_VARIANTS))  # direct, recrop, miss
+
+    def __post_init__(self) -> None:
+        if self.evidence_frame not in ("first", "random"):
+            raise ParamsError(f"params data.synthesis.evidence_frame: {self.evidence_frame!r} is not one of first, random")
+        unknown = sorted(set(self.crp_variants) - set(CRP_VARIANTS))
+        if unknown or not self.crp_variants:
+            raise ParamsError(f"params data.synthesis.crp_variants: {unknown or 'none'} (known: {', '.join(CRP_VARIANTS)})")
+
+
+@dataclass
 class DataParams:
     """`data:` in params.yaml, key for key."""
 
@@ -437,6 +466,7 @@ class DataParams:
     ocr: OCRParams = field(default_factory=OCRParams)
     sizes: SizesParams = field(default_factory=SizesParams)
     qc: QCParams = field(default_factory=QCParams)
+    synthesis: SynthesisParams = field(default_factory=SynthesisParams)
     max_bad_fraction: float = 0.5
 
     def __post_init__(self) -> None:
@@ -464,6 +494,8 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built") -> 
         min_evidence_coverage=data.qc.min_evidence_coverage,
         min_answer_similarity=data.qc.min_answer_similarity,
         min_clip_text_px=data.qc.min_clip_text_px,
+        clip_all_kinds=tuple(data.synthesis.clip_all_kinds),
+        crp_variants=tuple(data.synthesis.crp_variants),
     )
     return BuildConfig(
         out_dir=Path(out_dir),
@@ -473,6 +505,7 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built") -> 
         n_rl_c=data.sizes.rl_c,
         max_bad_fraction=data.max_bad_fraction,
         seed=seed,
+        evidence_frame=data.synthesis.evidence_frame,
         synthesis=synthesis,
         vision=vision_config(params),
     )

@@ -30,7 +30,7 @@ from pathlib import Path
 from videor4.core.schema import OPTION_LETTERS, Evidence, Sample, TextBox
 from videor4.core.scoring import anls_similarity, normalize_answer
 from videor4.data.evidence import box_coverage
-from videor4.rumination.protocol import ToolCall
+from videor4.rumination.protocol import ToolCall, box_text, locate_phrase, outward_box, read_phrase
 from videor4.rumination.tools import RuminationEnv, VisionConfig
 from videor4.rumination.trajectory import Trajectory, TrajectoryRecorder
 from videor4.rumination.video import FRAME_CACHE, FrameCache, load_frames
@@ -48,6 +48,10 @@ class SynthesisConfig:
     min_answer_similarity: float = 1.0  # ANLS similarity of the derived answer to a reference answer
     # clip-only reading needs text this tall (px) in the clipped frame; smaller text needs a crop
     min_clip_text_px: float = 0.0
+    # question kinds whose clip selects every shown frame: which frame shows a flashing caption is
+    # what the policy does not know before it looks
+    clip_all_kinds: tuple[str, ...] = ()
+    crp_variants: tuple[str, ...] = CRP_VARIANTS  # which compositional variants to synthesise
     seed: int = 0
 
 
@@ -105,46 +109,32 @@ def final_answer_for(sample: Sample, derived: str | None, min_similarity: float)
 
 
 # ---------------------------------------------------------------- phrasing
-_LOOK_FRAMES = (
-    "The text I need is too small to read in these low-resolution frames. Let me look at frame{s} {frames} more closely.",
-    "I cannot make out the text yet. Frame{s} {frames} should show it, so I will select {them}.",
-    "To read the text reliably I need a sharper view of frame{s} {frames}.",
-)
-_ZOOM = (
-    "There is small text in image {image} around ({x:.2f}, {y:.2f}). Let me zoom in.",
-    "The region near ({x:.2f}, {y:.2f}) of image {image} seems to hold the text. I will crop it.",
-    "I will zoom into image {image} at ({x:.2f}, {y:.2f}) to read the text.",
-)
-_READ = (
-    'It reads "{text}".',
-    'Now I can read it: "{text}".',
-    'The text there is "{text}".',
-)
-_MISS = (
-    'This region shows "{text}", which is not the text the question asks about. Let me look elsewhere.',
-    'That is "{text}" — the wrong text. I should check another region.',
-)
-_TIGHTER = (
-    "The text is still small in this view; let me zoom in further.",
-    "I need a tighter crop to read it.",
-)
-_CLIPPED = (
-    "The selected frames are sharper.",
-    "These frames are clearer now.",
-)
+# One wording per step: the policy says where the thing it wants is (`locate_phrase`) before each
+# crop and what it read (`read_phrase`) after, in the words perception pretraining taught it.
+def _look_frames(frames: list[int], n_shown: int) -> str:
+    if len(frames) == n_shown and frames == list(range(1, n_shown + 1)):
+        return f"I need a closer look at frames 1 to {n_shown}."
+    many = len(frames) > 1
+    return f"I need a closer look at frame{'s' if many else ''} {', '.join(map(str, frames))}."
+
+
+_ZOOM = " Let me zoom in."
+_UNSURE = "The text may be at {box}." + _ZOOM  # the first look of a "miss" trajectory
+_MISS = 'That is "{text}", not the text I need.'
+_TIGHTER = "Let me zoom in further."
 
 
 def _conclusion(sample: Sample, readings: list[str], answer: str) -> str:
     kind = sample.question_kind
     if kind == "compare" and len(readings) >= 2:
-        text = f'The numbers are {", ".join(readings)}; the larger one is {derive_answer(kind, readings)}.'
+        text = f"The numbers are {' and '.join(readings)}; the larger is {derive_answer(kind, readings)}."
     elif kind == "count":
-        distinct = sorted({r for r in readings})
-        text = f'I saw {len(distinct)} different codes: {", ".join(distinct)}.'
+        distinct = list(dict.fromkeys(readings))
+        text = f"The codes are {', '.join(readings)}: {len(distinct)} different."
     else:
         text = f'So the answer is "{readings[0]}".'
     if sample.problem_type == "multiple_choice":
-        text += f" That matches option ({answer})."
+        text += f" That is option ({answer})."
     return text
 
 
@@ -158,9 +148,6 @@ class _Planner:
         self.pending = ""  # reaction to the last observation, prefixed to the next thought
         self.final_regions: list[tuple[int, tuple[float, ...]]] = []  # where each reading was read
 
-    def say(self, templates: tuple[str, ...], **kw) -> str:
-        return self.rng.choice(templates).format(**kw)
-
     def call(self, thought: str, call: ToolCall):
         if len(self.rec.steps) >= self.cfg.max_tool_calls:
             raise _Drop("too_many_steps")
@@ -170,28 +157,31 @@ class _Planner:
             raise _Drop("execution_error")
         return obs
 
-    def clip(self, evidence: list[Evidence]) -> list[int]:
-        """Clip the frames holding the evidence; returns the image numbers of the clipped frames."""
-        frames = sorted({self.ctx.pos(e.frame) + 1 for e in evidence})
-        many = len(frames) > 1
-        thought = self.say(
-            _LOOK_FRAMES, s="s" if many else "", frames=", ".join(map(str, frames)), them="them" if many else "it"
-        )
+    def clip(self, evidence: list[Evidence]) -> dict[int, int]:
+        """Clip the frames holding the evidence (every shown frame for the question kinds in
+        `clip_all_kinds`); returns {frame position: image number of its clipped frame}."""
+        if self.ctx.sample.question_kind in self.cfg.clip_all_kinds:
+            positions = list(range(len(self.ctx.frame_indices)))
+        else:
+            positions = sorted({self.ctx.pos(e.frame) for e in evidence})
+        frames = [p + 1 for p in positions]
         first = len(self.env.seen) + 1
-        self.call(thought, ToolCall("clipping", {"target_frames": frames}))
-        self.pending = self.say(_CLIPPED)
-        return [first + i for i in range(len(frames))]
+        self.call(_look_frames(frames, len(self.ctx.frame_indices)), ToolCall("clipping", {"target_frames": frames}))
+        return {p: first + i for i, p in enumerate(positions)}
 
-    def crop(self, image: int, box: list[float]):
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        # two decimals (about 4 px at 448): one number token each for a small tokenizer
-        call = ToolCall("cropping", {"target_image": image, "bbox_2d": [round(v, 2) for v in box]})
-        return self.call(self.say(_ZOOM, image=image, x=cx, y=cy), call)
+    def crop(self, image: int, box: list[float], thought: str):
+        call = ToolCall("cropping", {"target_image": image, "bbox_2d": box})
+        return self.call(thought, call)
+
+    def crop_named(self, image: int, box: list[float], name: str | None):
+        # the box as the policy writes it: rounded outward to vision.box_step (one number token each)
+        said = outward_box(box, self.env.vision.box_step)
+        return self.crop(image, said, locate_phrase(name or "text", said) + _ZOOM)
 
     def read(self, text: str, frame_pos: int, region: tuple[float, ...]) -> None:
         self.readings.append(text)
         self.final_regions.append((frame_pos, region))
-        self.pending = self.say(_READ, text=text)
+        self.pending = read_phrase(text)
 
     def image_of(self, frame_pos: int, clipped: dict[int, int] | None) -> int:
         return clipped[frame_pos] if clipped else frame_pos + 1
@@ -203,17 +193,18 @@ class _Planner:
             if variant == "miss" and k == 0:
                 wrong = self._distractor(ev)
                 if wrong is not None:
-                    obs = self.crop(image, wrong.bbox)
-                    self.pending = self.say(_MISS, text=wrong.text)
+                    said = outward_box(wrong.bbox, self.env.vision.box_step)
+                    self.crop(image, said, _UNSURE.format(box=box_text(said)))
+                    self.pending = _MISS.format(text=wrong.text)
             if variant == "recrop":
                 wide = _widen(ev.bbox, 0.12)
-                obs = self.crop(image, wide)
+                obs = self.crop_named(image, wide, ev.label)
                 region = obs.regions[0][1]
                 inner = _relative(ev.bbox, region)
-                self.pending = self.say(_TIGHTER)
-                obs = self.crop(len(self.env.seen), inner)
+                self.pending = _TIGHTER
+                obs = self.crop_named(len(self.env.seen), inner, ev.label)
             else:
-                obs = self.crop(image, ev.bbox)
+                obs = self.crop_named(image, ev.bbox, ev.label)
             self.read(ev.text, obs.regions[0][0], obs.regions[0][1])
 
     def _distractor(self, ev: Evidence) -> TextBox | None:
@@ -269,13 +260,11 @@ def synthesize_one(
             raise _Drop("unreadable_after_clip")
         for ev in ctx.evidence:  # read in the sharper clipped frames: no crop region
             plan.readings.append(ev.text)
-        plan.pending = plan.pending + " " + " ".join(plan.say(_READ, text=ev.text) for ev in ctx.evidence)
+        plan.pending = " ".join(read_phrase(ev.text) for ev in ctx.evidence)
     elif kind == "drp_crop":
         plan.read_by_crops(ctx.evidence, None, "direct")
     else:
-        clipped_numbers = plan.clip(ctx.evidence)
-        positions = sorted({ctx.pos(e.frame) for e in ctx.evidence})
-        plan.read_by_crops(ctx.evidence, dict(zip(positions, clipped_numbers)), variant)
+        plan.read_by_crops(ctx.evidence, plan.clip(ctx.evidence), variant)
 
     # QC: every crop that a reading came from must cover its ground-truth box
     for qc, (pos, region) in zip(ctx.qc_boxes, plan.final_regions):
@@ -322,7 +311,7 @@ def synthesize(
     out: dict[str, list[Trajectory]] = {"drp": [], "crp": []}
     plans = {
         "drp": [(ctx, kind, "direct") for ctx in contexts for kind in DRP_KINDS],
-        "crp": [(ctx, "crp", variant) for ctx in contexts for variant in CRP_VARIANTS],
+        "crp": [(ctx, "crp", variant) for ctx in contexts for variant in cfg.crp_variants],
     }
     sizes = {"drp": cfg.n_drp, "crp": cfg.n_crp}
     for name, candidates in plans.items():
