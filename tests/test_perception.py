@@ -1,4 +1,5 @@
-"""Perception pretraining's examples: glyph labels through crop and resize, disjoint seeds,
+"""Perception pretraining's examples: glyph, slot, colour and box labels through crop and resize,
+the attention targets, scenes read back as the video decoder reads them, disjoint seeds,
 determinism, the pass-through of a real base, and strict settings."""
 
 from __future__ import annotations
@@ -10,14 +11,30 @@ import pytest
 from PIL import Image
 
 from videor4.core.params import ParamsError
-from videor4.data.perception import BACKGROUNDS, GLYPH_CLASSES, HELD_OUT_STREAM, NO_GLYPH, TRAIN_STREAM, glyph_grid, make_example, task_of
-from videor4.data.synthetic import SyntheticConfig, generate_video, render_scene
+from videor4.data.perception import (
+    BACKGROUNDS,
+    COLOURS,
+    GLYPH_CLASSES,
+    HELD_OUT_STREAM,
+    MERGED_CELL,
+    NO_COLOUR,
+    NO_COORD,
+    NO_GLYPH,
+    NO_SLOT,
+    TRAIN_STREAM,
+    glyph_grid,
+    make_example,
+    slot_grid,
+    task_of,
+)
+from videor4.data.synthetic import SyntheticConfig, decoded_like, generate_video, render_scene
 from videor4.policy.model import ModelConfig
+from videor4.rumination.protocol import outward_box, phrase_box, phrase_reading, read_phrase
 from videor4.rumination.tools import VisionConfig
-from videor4.train.pretrain import effective_steps, parse_box, pretrain_settings
+from videor4.train.pretrain import effective_steps, pretrain_settings
 
 WORLD = SyntheticConfig(preset="readable")
-VISION = VisionConfig(num_frames=8, frame_max_pixels=6272, clip_max_pixels=50176, crop_min_pixels=12544, crop_max_pixels=50176)
+VISION = VisionConfig(num_frames=8, frame_max_pixels=6272, clip_max_pixels=50176, crop_min_pixels=12544, crop_max_pixels=50176, box_step=0.1)
 
 
 def test_glyph_labels_follow_the_crop_and_the_resize():
@@ -39,7 +56,63 @@ def test_read_examples_label_every_glyph_of_the_asked_text_in_its_crop():
         labelled = [GLYPH_CLASSES[c] for c in grid.reshape(-1) if c != NO_GLYPH]
         # the asked code's digits are all in view (two centres in one cell keep the later one)
         assert set(ex.answer) <= set(labelled) or len(set(labelled)) >= len(set(ex.answer)) - 1
-        assert ex.messages[1]["content"] == ex.answer and ex.answer.isdigit() and len(ex.answer) == 3
+        assert ex.messages[1]["content"] == read_phrase(ex.answer) and ex.answer.isdigit() and len(ex.answer) == 3
+        assert phrase_reading(ex.messages[1]["content"]) == ex.answer
+        # slots name the asked code's characters in reading order, in the cells its glyphs label
+        slots = ex.slot_labels[0]
+        assert slots.shape == grid.shape
+        in_order = [(int(s), GLYPH_CLASSES[g]) for s, g in sorted(zip(slots.reshape(-1), grid.reshape(-1))) if s != NO_SLOT]
+        assert [ch for _, ch in in_order] == [ex.answer[k] for k, _ in in_order] and len(in_order) >= 2
+
+
+def test_slot_labels_count_the_asked_text_from_its_first_character():
+    image = Image.new("RGB", (112, 56))
+    target = [("9", (10.0, 10.0, 20.0, 20.0)), ("1", (38.0, 10.0, 48.0, 20.0)), ("7", (66.0, 30.0, 76.0, 40.0))]
+    grid = slot_grid(image, (0, 0, 112, 56), target)
+    assert grid[0, 0] == 0 and grid[0, 1] == 1 and grid[1, 2] == 2
+    assert (grid == NO_SLOT).sum() == grid.size - 3
+
+
+def test_locate_examples_label_colours_boxes_and_the_asked_text_cell():
+    for i in range(10):
+        ex = make_example("locate", WORLD, VISION, 0, TRAIN_STREAM, i)
+        image = ex.messages[0]["content"][0]["image"]
+        colour, coords = ex.colour_labels[0], ex.coord_labels[0]
+        cols = image.width // MERGED_CELL
+        assert coords.shape == colour.shape + (4,)
+        # the answer names the panel, then its box; the box is the asked text's
+        said = ex.messages[1]["content"]
+        box = phrase_box(said)
+        assert said.startswith("The ") and box == outward_box(ex.evidence_box, 0.1)
+        # written outward to tenths, the box still holds the text
+        assert box[0] <= ex.evidence_box[0] and box[1] <= ex.evidence_box[1] and box[2] >= ex.evidence_box[2] and box[3] >= ex.evidence_box[3]
+        # the target cell holds the asked text: its colour is the question's, its box the answer's
+        row, col = divmod(ex.target_cell, cols)
+        asked = said[len("The "):].split()[0]
+        assert colour[row, col] == COLOURS.index(asked)
+        assert [c / 10 for c in coords[row, col]] == pytest.approx(box)
+        # a cell without a text centre has neither a colour nor a box
+        empty = colour == NO_COLOUR
+        assert (coords[empty] == NO_COORD).all() and (coords[~empty] >= 0).all()
+
+
+def test_scenes_are_read_back_as_the_video_decoder_reads_the_mp4s(tmp_path):
+    # coloured digits drawn into a short video and decoded by decord: decoded_like (colour at half
+    # resolution) is much closer to what decord returns than the drawing itself; x264 adds little
+    from PIL import ImageDraw
+
+    from videor4.data.synthetic import DIGIT_COLOURS, _font, _write_mp4
+    from videor4.rumination.video import load_frames
+
+    img = Image.new("RGB", (224, 112), (236, 236, 230))
+    draw = ImageDraw.Draw(img)
+    for i, ch in enumerate("0123456789"):
+        draw.text((4 + 22 * i, 30), ch, font=_font(24), fill=DIGIT_COLOURS[ch])
+    raw = np.asarray(img)
+    _write_mp4(tmp_path / "still.mp4", [raw] * 4, 8.0)
+    decoded = load_frames(str(tmp_path / "still.mp4"), indices=[0]).frames[0].astype(int)
+    assert np.abs(decoded - decoded_like(raw).astype(int)).mean() < 0.5 * np.abs(decoded - raw.astype(int)).mean()
+    assert np.abs(decoded - decoded_like(raw).astype(int)).mean() < 2.0
 
 
 def test_glyph_boxes_match_the_drawn_ink():
@@ -58,7 +131,7 @@ def test_examples_are_deterministic_and_the_streams_differ():
     assert a.answer == b.answer and a.messages[0]["content"][1] == b.messages[0]["content"][1]
     assert np.array_equal(np.asarray(a.messages[0]["content"][0]["image"]), np.asarray(b.messages[0]["content"][0]["image"]))
     assert (a.answer, a.messages[0]["content"][1]) != (c.answer, c.messages[0]["content"][1])
-    box = parse_box(a.answer)
+    box = phrase_box(a.messages[1]["content"])
     assert box is not None and 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1
 
 

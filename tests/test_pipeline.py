@@ -588,4 +588,4 @@ def test_pretrain_stage_trains_and_scores_held_out_renders(reproduced):
     assert sorted({r["task"] for r in rows}) == ["locate", "read", "read_clip", "read_lowres"] and len(rows) == 16
     # read and read_lowres ask the same questions, one zoomed, one on the low-resolution view
     assert [r["answer"] for r in rows if r["task"] == "read"] == [r["answer"] for r in rows if r["task"] == "read_lowres"]
-    assert (path / "models/pretrain/config.json").is_file() and not any("glyph_head" in p.name for p in (path / "models/pretrain").iterdir())
+    assert (path / "models/pretrain/config.json").is_file() and not any("perception_heads" in p.name for p in (path / "models/pretrain").iterdir())

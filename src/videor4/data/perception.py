@@ -2,17 +2,28 @@
 already does, taught on still scenes from the synthetic generator.
 
 - READ: a crop exactly as the crop tool returns it (the evidence box, jittered as a model's
-  box would be, widened by the crop margin, re-encoded at the crop budget) → the text.
+  box would be, widened by the crop margin, re-encoded at the crop budget) → what the policy
+  says once it can read the text (`read_phrase`).
 - READ_CLIP: a whole frame at the clip budget → a caption bar's text (captions are drawn
   large enough to be read once clipped; panel text is not, so it is never asked that way).
-- LOCATE: the low-resolution frame the model is first shown → the normalized box a crop
-  call needs, written as the crop call writes it.
+- LOCATE: the low-resolution frame the model is first shown → where the named thing is, as
+  the policy says it before a crop call (`locate_phrase`: the name, then the box).
 - READ_LOWRES (held-out metric only, never trained): READ's questions on the low-resolution
   view; it must stay near chance, which is why zooming matters.
 
-Each image also carries a dense glyph label per merged visual token (the character whose
-ink centre lies in the token's 28x28 cell, else `NO_GLYPH`), mapped through the crop and
-the resize, for an auxiliary loss on the vision tower.
+Scenes are drawn as a video's frames are and then read back as the video decoder reads our
+mp4s (`decoded_like`), so what is learned on renders holds on video frames.
+
+Each image also carries dense labels per merged visual token (a 28x28 cell), mapped through
+the crop and the resize, for auxiliary losses on the vision tower (`videor4.train.pretrain`):
+- glyph: the character whose ink centre lies in the cell (else `NO_GLYPH`);
+- slot: that character's place in the asked text, 0 for its first (else `NO_SLOT`), so a
+  small language model finds the k-th character by content, wherever the text sits;
+- colour and coordinates (LOCATE): for the cell holding a text's centre, its panel's colour
+  (`COLOURS`, else `NO_COLOUR`) and the text's box, rounded outward to `vision.box_step` as the
+  policy writes it, counted in steps (else `NO_COORD`);
+- target cell (LOCATE): which cell holds the asked text's centre, where the language model's
+  attention is taught to look while it writes the box.
 
 Every example is drawn from an rng seeded by (seed, stream, index) with a stream of its own
 (`TRAIN_STREAM`, `HELD_OUT_STREAM`); videos are seeded by (seed, index), so no example ever
@@ -21,7 +32,6 @@ reproduces a video of the dataset.
 
 from __future__ import annotations
 
-import json
 from dataclasses import astuple, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -29,8 +39,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from videor4.data.synthetic import ALPHABET, Scene, SceneText, SyntheticConfig, background_frame, render_scene
-from videor4.rumination.protocol import LOCATE_QUESTION, ToolCall
+from videor4.data.synthetic import ALPHABET, PALETTE, Scene, SceneText, SyntheticConfig, background_frame, render_scene
+from videor4.rumination.protocol import LOCATE_QUESTION, ToolCall, box_text, locate_phrase, outward_box, read_phrase
 from videor4.rumination.tools import RuminationEnv, VisionConfig, region_pixels
 from videor4.rumination.video import PATCH_FACTOR, VideoFrames, resize_to_budget
 
@@ -43,6 +53,11 @@ BACKGROUNDS = 256  # scenes share a pool of drawn backgrounds: drawing one costs
 MERGED_CELL = PATCH_FACTOR  # 28 px: one merged visual token (2x2 patches of 14 px)
 GLYPH_CLASSES = ALPHABET  # every character either preset draws (digits first)
 NO_GLYPH = len(GLYPH_CLASSES)  # the class of a token cell without a glyph centre
+MAX_SLOTS = 8  # places in the asked text that carry a slot label (codes are 3-4 characters)
+NO_SLOT = MAX_SLOTS  # a token cell that holds no character of the asked text
+COLOURS = tuple(PALETTE)  # the panels' named colours, as questions say them
+NO_COLOUR = len(COLOURS)
+NO_COORD = -100  # cross-entropy's ignore index: a cell that holds no text's centre
 BOX_JITTER = 0.03  # a model's box is not the ink box: READ crops are cut around a jittered one
 
 
@@ -52,6 +67,10 @@ class PerceptionExample:
     messages: list[dict[str, Any]]  # user (image + question) → assistant (the answer)
     answer: str
     glyph_labels: list[np.ndarray] = field(default_factory=list)  # per image: (rows, cols) int64 of merged cells
+    slot_labels: list[np.ndarray] = field(default_factory=list)  # per image: the asked text's character places, or NO_SLOT
+    colour_labels: list[np.ndarray] = field(default_factory=list)  # per image (LOCATE): colour of the text centred in a cell
+    coord_labels: list[np.ndarray] = field(default_factory=list)  # per image (LOCATE): (rows, cols, 4) box in box steps
+    target_cell: int | None = None  # LOCATE: the flat index of the cell holding the asked text's centre (first image)
     evidence_box: list[float] | None = None  # normalized, for LOCATE's metric
 
 
@@ -64,19 +83,44 @@ def _still(scene: Scene) -> VideoFrames:
     return VideoFrames(path="<scene>", indices=[0], frames=[scene.frame], fps=1.0, num_source_frames=1, width=w, height=h)
 
 
+def centre_cell(image: Image.Image, region_px: tuple[int, int, int, int], box: tuple[float, ...]) -> tuple[int, int] | None:
+    """The merged token (row, col) of `image` (frame pixels `region_px`, resized) holding the centre of
+    `box` (frame pixels), or None when it falls outside."""
+    left, top, right, bottom = region_px
+    x1, y1, x2, y2 = box
+    cx = ((x1 + x2) / 2 - left) * image.width / (right - left)
+    cy = ((y1 + y2) / 2 - top) * image.height / (bottom - top)
+    rows, cols = image.height // MERGED_CELL, image.width // MERGED_CELL
+    if 0 <= cx < cols * MERGED_CELL and 0 <= cy < rows * MERGED_CELL:
+        return int(cy // MERGED_CELL), int(cx // MERGED_CELL)
+    return None
+
+
+def _cell_grid(
+    image: Image.Image, region_px: tuple[int, int, int, int], labelled: list[tuple[Any, tuple[float, ...]]], empty: Any, depth: int = 0
+) -> np.ndarray:
+    """Each merged token of `image` labelled by the box whose centre lies in it (`depth` > 0: a vector label)."""
+    shape = (image.height // MERGED_CELL, image.width // MERGED_CELL) + ((depth,) if depth else ())
+    grid = np.full(shape, empty, dtype=np.int64)
+    for label, box in labelled:
+        cell = centre_cell(image, region_px, box)
+        if cell is not None:
+            grid[cell] = label
+    return grid
+
+
 def glyph_grid(
     image: Image.Image, region_px: tuple[int, int, int, int], glyphs: list[tuple[str, tuple[float, ...]]]
 ) -> np.ndarray:
     """The glyph class of each merged token of `image`, which shows frame pixels `region_px` resized."""
-    left, top, right, bottom = region_px
-    sx, sy = image.width / (right - left), image.height / (bottom - top)
-    rows, cols = image.height // MERGED_CELL, image.width // MERGED_CELL
-    grid = np.full((rows, cols), NO_GLYPH, dtype=np.int64)
-    for ch, (x1, y1, x2, y2) in glyphs:
-        cx, cy = ((x1 + x2) / 2 - left) * sx, ((y1 + y2) / 2 - top) * sy
-        if 0 <= cx < cols * MERGED_CELL and 0 <= cy < rows * MERGED_CELL and ch in GLYPH_CLASSES:
-            grid[int(cy // MERGED_CELL), int(cx // MERGED_CELL)] = GLYPH_CLASSES.index(ch)
-    return grid
+    return _cell_grid(image, region_px, [(GLYPH_CLASSES.index(ch), box) for ch, box in glyphs if ch in GLYPH_CLASSES], NO_GLYPH)
+
+
+def slot_grid(
+    image: Image.Image, region_px: tuple[int, int, int, int], target: list[tuple[str, tuple[float, ...]]]
+) -> np.ndarray:
+    """Each merged token's place in the asked text (0 = its first character), else NO_SLOT."""
+    return _cell_grid(image, region_px, [(k, box) for k, (_, box) in enumerate(target[:MAX_SLOTS])], NO_SLOT)
 
 
 def _all_glyphs(scene: Scene) -> list[tuple[str, tuple[float, ...]]]:
@@ -96,11 +140,6 @@ def _jitter(box: list[float], rng: np.random.Generator, amount: float) -> list[f
     return [round(x1, 2), round(y1, 2), round(min(max(x2, x1 + 0.02), 1.0), 2), round(min(max(y2, y1 + 0.02), 1.0), 2)]
 
 
-def box_text(box: list[float]) -> str:
-    """A box as a crop call writes it: two decimals, JSON."""
-    return json.dumps([round(v, 2) for v in box])
-
-
 def crop_example(scene: Scene, target: SceneText, vision: VisionConfig, rng: np.random.Generator) -> PerceptionExample:
     env = RuminationEnv(_still(scene), vision)
     obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": _jitter(target.box, rng, BOX_JITTER)}))
@@ -110,7 +149,8 @@ def crop_example(scene: Scene, target: SceneText, vision: VisionConfig, rng: np.
     h, w = scene.frame.shape[:2]
     px = region_pixels(obs.regions[0][1], w, h)
     return PerceptionExample(
-        "read", _conversation(image, target.question, target.text), target.text, [glyph_grid(image, px, _all_glyphs(scene))]
+        "read", _conversation(image, target.question, read_phrase(target.text)), target.text,
+        [glyph_grid(image, px, _all_glyphs(scene))], [slot_grid(image, px, target.glyphs)],
     )
 
 
@@ -120,13 +160,34 @@ def whole_frame_example(
     """The whole frame at a budget: READ_CLIP and READ_LOWRES ask for the text, LOCATE for its box."""
     image = resize_to_budget(scene.frame, max_pixels, min_pixels, vision.factor)
     h, w = scene.frame.shape[:2]
-    if task == "locate":
-        question, answer = LOCATE_QUESTION.format(question=target.question), box_text(target.box)
-    else:
-        question, answer = target.question, target.text
-    return PerceptionExample(
-        task, _conversation(image, question, answer), answer, [glyph_grid(image, (0, 0, w, h), _all_glyphs(scene))], list(target.box)
+    whole = (0, 0, w, h)
+    example = PerceptionExample(
+        task, [], target.text, [glyph_grid(image, whole, _all_glyphs(scene))], [slot_grid(image, whole, target.glyphs)],
+        evidence_box=list(target.box),
     )
+    if task != "locate":
+        example.messages = _conversation(image, target.question, read_phrase(target.text))
+        return example
+    said = outward_box(target.box, vision.box_step)
+    example.answer = box_text(said)
+    example.messages = _conversation(image, LOCATE_QUESTION.format(question=target.question), locate_phrase(target.panel, said))
+    centred = [(t, _pixel_box(t.box, w, h)) for t in scene.texts]
+    colour = [(COLOURS.index(t.panel.split()[0]), box) for t, box in centred]
+    coords = [(box_steps(t.box, vision.box_step), box) for t, box in centred]
+    example.colour_labels = [_cell_grid(image, whole, colour, NO_COLOUR)]
+    example.coord_labels = [_cell_grid(image, whole, coords, NO_COORD, depth=4)]
+    cell = centre_cell(image, whole, _pixel_box(target.box, w, h))
+    example.target_cell = None if cell is None else cell[0] * (image.width // MERGED_CELL) + cell[1]
+    return example
+
+
+def box_steps(box: list[float], step: float) -> list[int]:
+    """A box as the policy writes it (`outward_box`), in whole steps: the coordinate heads' classes."""
+    return [int(round(v / step)) for v in outward_box(box, step)]
+
+
+def _pixel_box(box: list[float], width: int, height: int) -> tuple[float, float, float, float]:
+    return box[0] * width, box[1] * height, box[2] * width, box[3] * height
 
 
 @lru_cache(maxsize=4)

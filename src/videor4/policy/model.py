@@ -16,6 +16,7 @@ torchvision, which the CPU machines lack, and TRL's GRPO has no video input).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -152,6 +153,11 @@ def tokenizer_corpus(trajectory_files: Iterable[str | os.PathLike]) -> Iterator[
     from videor4.rumination.trajectory import Trajectory
 
     yield SYSTEM_PROMPT
+    # every box coordinate a crop call can write, so each is one token (perception pretraining ties them)
+    for _ in range(2):  # BPE merges what it sees at least twice
+        yield " ".join(json.dumps(round(i / 100, 2)) for i in range(101))
+        # the questions perception pretraining asks, about every panel of the generator
+        yield from perception_questions()
     prompts = {SYSTEM_PROMPT}
     for path in trajectory_files:
         for row in read_jsonl(path):
@@ -169,6 +175,15 @@ def tokenizer_corpus(trajectory_files: Iterable[str | os.PathLike]) -> Iterator[
                 yield format_assistant_turn(step.thought, step.tool_call)
                 yield step.observation_text
             yield format_assistant_turn(traj.final_thought, answer=traj.final_answer)
+
+
+def perception_questions() -> Iterator[str]:
+    """Every read question the synthetic generator can ask, with every named colour."""
+    from videor4.data.synthetic import PALETTE, READ_TEMPLATES
+
+    for template in READ_TEMPLATES.values():
+        for colour in PALETTE:
+            yield template.format(c=colour)
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int):

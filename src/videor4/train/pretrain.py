@@ -2,14 +2,24 @@
 and to say where a named thing is, on TRL's SFTTrainer.
 
 Examples are rendered on the fly by the synthetic generator (`videor4.data.perception`), from a
-seed stream no video uses, so the stage sees as many distinct scenes as it has steps.  The loss
-is TRL's answer-only loss plus an auxiliary one: a linear head on the vision tower's merged
-tokens predicts the glyph under each 28x28 cell (weight `glyph_loss_weight`).  That dense
-signal is what lets a randomly initialised tower learn to read in minutes (docs/DESIGN.md §8).
-The head only exists during training; the saved checkpoint is an ordinary Qwen2.5-VL one.
+seed stream no video uses, so the stage sees as many distinct scenes as it has steps.  The
+answers are what the policy later says in its trajectories (`It reads "917".`, `The red sign is
+at [...]`).  The loss is TRL's answer-only loss plus auxiliary ones that let a randomly
+initialised tiny model learn in minutes what a real base brings (docs/DESIGN.md §8):
+- dense heads on the vision tower's merged tokens (`dense_loss_weight`, `PerceptionHeads`):
+  the glyph in each 28x28 cell, classified by the language model's own (tied) embedding of the
+  character, so a token showing a "7" looks like the text token "7" and reading becomes copying;
+  the glyph's place in the asked text (slot), so the k-th character is found by content; and,
+  on LOCATE's low-resolution frames, the colour word and the box (tied to the coordinate
+  tokens) of the text centred in each cell, since the vision tower has no absolute positions
+  of its own;
+- an attention loss (`attention_loss_weight`): on LOCATE, head 0 of `attention_layer` is taught
+  to look at the asked text's centre cell while the box is written.  Without it the language
+  model copies some panel's box, not the one the question names.
+The heads only exist during training; the saved checkpoint is an ordinary Qwen2.5-VL one.
 
 `PretrainSettings` is the config (params `pretrain:`), `pretrain` runs it, `perception_metrics`
-scores a checkpoint on held-out renders: `read_acc` (zoomed), `read_acc_lowres` (the same
+scores a checkpoint on held-out renders: `read_acc` (zoomed), `read_lowres_acc` (the same
 questions on the low-resolution view), `read_clip_acc` (captions in a clipped frame) and
 `locate_cover` (share of predicted boxes whose crop, widened by the margin, covers >= 90 % of
 the text's box).
@@ -30,10 +40,22 @@ from videor4.core.params import fill, section
 from videor4.core.scoring import normalize_answer
 from videor4.core.statistics import wilson
 from videor4.data.evidence import box_coverage
-from videor4.data.perception import HELD_OUT_STREAM, HELD_OUT_TASKS, NO_GLYPH, TASKS, TRAIN_STREAM, PerceptionExample, make_example, task_of
+from videor4.data.perception import (
+    COLOURS,
+    GLYPH_CLASSES,
+    HELD_OUT_STREAM,
+    HELD_OUT_TASKS,
+    NO_SLOT,
+    TASKS,
+    TRAIN_STREAM,
+    PerceptionExample,
+    make_example,
+    task_of,
+)
 from videor4.data.synthetic import SyntheticConfig
 from videor4.policy.encoding import IGNORE_INDEX, PolicyEncoder
 from videor4.policy.model import TINY, ModelConfig, count_parameters, load_policy, prepare_for_training
+from videor4.rumination.protocol import phrase_box, phrase_reading
 from videor4.rumination.tools import VisionConfig
 from videor4.train.lifecycle import (
     LogFn,
@@ -47,7 +69,8 @@ from videor4.train.lifecycle import (
     use_bf16,
 )
 
-HEAD_ATTRIBUTE = "glyph_head"  # the training-only head, removed before the final save
+HEAD_ATTRIBUTE = "perception_heads"  # the training-only heads, removed before the final save
+AUX_LOSSES = ("glyph_loss", "slot_loss", "colour_loss", "coord_loss", "attention_loss")
 
 
 @dataclass
@@ -62,8 +85,13 @@ class PretrainSettings:
     min_lr_ratio: float = 0.1  # cosine decay to this share of the peak rate
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    glyph_loss_weight: float = 0.3
+    dense_loss_weight: float = 1.0  # the dense heads (glyph, slot, colour, coordinates); 0 turns them off
+    attention_loss_weight: float = 1.0  # LOCATE: the box's tokens attend to the asked text (eager attention); 0 off
+    attention_layer: int = 2  # whose head 0 is taught where to look
     tasks: dict[str, float] = field(default_factory=lambda: {"read": 0.5, "locate": 0.3, "read_clip": 0.2})
+    # the first `first_share` of the steps draw from `first_tasks` instead (empty: no first phase)
+    first_tasks: dict[str, float] = field(default_factory=dict)
+    first_share: float = 0.0
     held_out: int = 200  # renders per held-out task
     eval_batch_size: int = 32
     logging_steps: int = 10
@@ -74,11 +102,18 @@ class PretrainSettings:
     lr_scheduler: str = "cosine_with_min_lr"
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.tasks) - set(TASKS))
-        if unknown:
-            raise ValueError(f"pretrain.tasks: unknown task {unknown[0]!r} (known: {', '.join(TASKS)})")
-        if not any(w > 0 for w in self.tasks.values()):
-            raise ValueError("pretrain.tasks: at least one task needs a positive weight")
+        for name, mix in (("tasks", self.tasks), ("first_tasks", self.first_tasks)):
+            unknown = sorted(set(mix) - set(TASKS))
+            if unknown:
+                raise ValueError(f"pretrain.{name}: unknown task {unknown[0]!r} (known: {', '.join(TASKS)})")
+            if (mix or name == "tasks") and not any(w > 0 for w in mix.values()):
+                raise ValueError(f"pretrain.{name}: at least one task needs a positive weight")
+        if not 0.0 <= self.first_share <= 1.0:
+            raise ValueError(f"pretrain.first_share must be in [0, 1], got {self.first_share}")
+
+    def mix_at(self, step: int, steps: int) -> dict[str, float]:
+        """The task mix of training step `step` of `steps`."""
+        return self.first_tasks if self.first_tasks and step < self.first_share * steps else self.tasks
 
 
 def effective_steps(settings: PretrainSettings, model_config: ModelConfig) -> int:
@@ -88,15 +123,24 @@ def effective_steps(settings: PretrainSettings, model_config: ModelConfig) -> in
     return settings.tiny_steps if model_config.name_or_path == TINY else 0
 
 
-class PerceptionCollator:
-    """Renders and encodes training example `index` for each row; glyph labels flat, in image order."""
+# the dense labels a collated batch carries, flat over merged visual tokens in image order
+DENSE_LABELS = ("glyph_labels", "slot_labels", "colour_labels", "coord_labels")
+READ_LABELS = ("glyph_labels", "slot_labels")  # what READ examples teach; LOCATE teaches the others
 
-    def __init__(self, encoder: PolicyEncoder, world: SyntheticConfig, vision: VisionConfig, settings: PretrainSettings):
-        self.encoder, self.world, self.vision, self.settings = encoder, world, vision, settings
+
+class PerceptionCollator:
+    """Renders and encodes training example `index` for each row, with its dense labels flat in image
+    order and, for LOCATE, which keys (the asked text's centre cell) the box's tokens should attend to."""
+
+    def __init__(
+        self, encoder: PolicyEncoder, world: SyntheticConfig, vision: VisionConfig, settings: PretrainSettings, steps: int = 0
+    ):
+        self.encoder, self.world, self.vision, self.settings, self.steps = encoder, world, vision, settings, steps
+        self.rows_per_step = settings.batch_size * world_size()  # rows come in order (a sequential sampler)
         self.tokens_seen = 0
 
     def example(self, index: int) -> PerceptionExample:
-        task = task_of(index, self.settings.tasks, self.settings.seed)
+        task = task_of(index, self.settings.mix_at(index // self.rows_per_step, self.steps), self.settings.seed)
         return make_example(task, self.world, self.vision, self.settings.seed, TRAIN_STREAM, index)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -106,14 +150,164 @@ class PerceptionCollator:
         encoded = [self.encoder.encode(e.messages) for e in examples]
         self.tokens_seen += sum(len(e) for e in encoded)
         batch = self.encoder.collate(encoded)
-        labels = []
-        for e in examples:
-            for grid in e.glyph_labels:
-                flat = torch.from_numpy(grid.reshape(-1))
-                # the low-resolution view must not learn glyphs: LOCATE trains only the box
-                labels.append(flat if e.task != "locate" else torch.full_like(flat, IGNORE_INDEX))
-        batch["glyph_labels"] = torch.cat(labels)
+        for key in DENSE_LABELS:
+            labels = []
+            for e in examples:
+                for grid in e.glyph_labels:  # every image has glyph labels; the others may be absent
+                    shape = (grid.size, 4) if key == "coord_labels" else (grid.size,)
+                    teaches = (key in READ_LABELS) != (e.task == "locate")  # the low-res view never learns glyphs
+                    if teaches and getattr(e, key):
+                        labels.append(torch.from_numpy(getattr(e, key)[0].reshape(shape)))
+                    else:
+                        labels.append(torch.full(shape, IGNORE_INDEX, dtype=torch.long))
+            batch[key] = torch.cat(labels)
+        batch["attend_locate"], batch["attend_read"] = self._attention_targets(examples, batch)
         return batch
+
+    def _attention_targets(self, examples: Sequence[PerceptionExample], batch: dict[str, Any]):
+        """Where the language model should look while it answers, as (batch, query, key) booleans:
+        all of LOCATE's answer at the asked text's centre cell; READ's k-th character at the cells
+        holding the asked text's k-th character (its slot)."""
+        import torch
+
+        rows, length = batch["input_ids"].shape
+        locate = torch.zeros((rows, length, length), dtype=torch.bool)
+        read = torch.zeros_like(locate)
+        for row, e in enumerate(examples):
+            images = (batch["input_ids"][row] == self.encoder.image_token_id).nonzero().flatten()
+            labels = batch["labels"][row]
+            if e.task == "locate" and e.target_cell is not None:
+                # every answer token, the thing's name as much as its box: both are read off the asked text
+                for position in range(1, length):
+                    if int(labels[position]) != IGNORE_INDEX:
+                        locate[row, position - 1, images[e.target_cell]] = True
+            elif e.task in ("read", "read_clip") and e.slot_labels:
+                slots = torch.from_numpy(e.slot_labels[0].reshape(-1))
+                for position, k in self._character_positions(labels, e.answer):
+                    cells = images[: len(slots)][slots == k]
+                    read[row, position - 1, cells] = True
+        return locate, read
+
+    def _character_positions(self, labels, text: str) -> list[tuple[int, int]]:
+        """(label position, k) for each token of the answer that writes the k-th character of `text`
+        (the first quoted occurrence), so the position before it is where that character is read."""
+        positions = [int(p) for p in (labels != IGNORE_INDEX).nonzero().flatten()]
+        decoded, spans = "", []
+        for p in positions:
+            piece = self.encoder.tokenizer.decode([int(labels[p])])
+            spans.append((p, len(decoded), len(decoded) + len(piece)))
+            decoded += piece
+        start = decoded.find(f'"{text}"')
+        if start == -1:
+            return []
+        start += 1
+        out = []
+        for p, a, b in spans:
+            for k in range(len(text)):
+                if a <= start + k < b:
+                    out.append((p, k))
+        return out
+
+
+def coord_values(box_step: float) -> list[float]:
+    """Every coordinate a box rounded to `box_step` can have, 0.0 to 1.0."""
+    n = round(1 / box_step)
+    return [round(i / n, 2) for i in range(n + 1)]
+
+
+def perception_token_ids(tokenizer, box_step: float) -> dict[str, list[int] | None]:
+    """The token ids the dense heads tie to: each glyph character, each colour word as questions
+    write it (" red"), each box coordinate as a crop call writes it ("0.4"); None for a group when
+    one of its members is not a single token (that head is then a plain linear layer)."""
+
+    def single(texts: Sequence[str]) -> list[int] | None:
+        ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
+
+    return {
+        "glyph": single(GLYPH_CLASSES),
+        "colour": single([f" {c}" for c in COLOURS]),
+        "coord": single([json.dumps(v) for v in coord_values(box_step)]),
+    }
+
+
+def _heads(hidden: int, token_ids: dict[str, list[int] | None], coord_classes: int):
+    import torch
+
+    class TiedClassifier(torch.nn.Module):
+        """Logits over classes whose vectors are the language model's own embeddings of their tokens
+        (plus a learned "none" class when `none`), so a visual token that carries a class looks like
+        the text token naming it; a plain linear layer when the tokens are not single ones."""
+
+        def __init__(self, ids: list[int] | None, classes: int, none: bool, project: bool = False):
+            super().__init__()
+            self.register_buffer("ids", torch.tensor(ids or [], dtype=torch.long), persistent=False)
+            self.untied = None if ids else torch.nn.Linear(hidden, classes)
+            self.project = torch.nn.Linear(hidden, hidden) if project and ids else None
+            self.none = torch.nn.Parameter(torch.zeros(hidden)) if none else None
+
+        def forward(self, tokens, embeddings):
+            if self.untied is not None:
+                logits = self.untied(tokens)
+            else:
+                logits = (self.project(tokens) if self.project is not None else tokens) @ embeddings[self.ids].T
+            return logits if self.none is None else torch.cat([logits, (tokens @ self.none)[:, None]], dim=1)
+
+    class PerceptionHeads(torch.nn.Module):
+        """The training-only dense heads over the vision tower's merged tokens."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.glyph = TiedClassifier(token_ids["glyph"], len(GLYPH_CLASSES), none=True)
+            self.slot = torch.nn.Linear(hidden, NO_SLOT + 1)
+            self.colour = TiedClassifier(token_ids["colour"], len(COLOURS), none=True)
+            # one projection per coordinate: a token holding a text's centre carries all four of its box
+            self.coords = torch.nn.ModuleList(
+                TiedClassifier(token_ids["coord"], coord_classes, none=False, project=True) for _ in range(4)
+            )
+
+        def forward(self, tokens, embeddings) -> dict[str, Any]:
+            return {
+                "glyph_labels": self.glyph(tokens, embeddings),
+                "slot_labels": self.slot(tokens),
+                "colour_labels": self.colour(tokens, embeddings),
+                "coord_labels": [c(tokens, embeddings) for c in self.coords],
+            }
+
+    return PerceptionHeads()
+
+
+def dense_losses(logits: Mapping[str, Any], labels: Mapping[str, Any]) -> dict[str, Any]:
+    """Cross-entropy of each dense head over the tokens its labels cover (0 where none do)."""
+    import torch.nn.functional as F
+
+    def ce(x, y):
+        y = y.to(x.device)
+        covered = y != IGNORE_INDEX
+        return F.cross_entropy(x[covered].float(), y[covered]) if covered.any() else x.sum() * 0.0
+
+    losses = {key: ce(logits[key], labels[key]) for key in ("glyph_labels", "slot_labels", "colour_labels")}
+    losses["coord_labels"] = sum(ce(x, labels["coord_labels"][:, j]) for j, x in enumerate(logits["coord_labels"]))
+    return losses
+
+
+ATTENTION_HEADS = {"attend_locate": 0, "attend_read": 1}  # which head of `attention_layer` each task teaches
+
+
+def attention_loss(attentions, layer: int, targets: Mapping[str, Any]):
+    """Mean -log of the attention mass each taught head of `layer` puts on its target keys, over the
+    query positions that have targets (LOCATE's box tokens, READ's characters)."""
+    import torch
+
+    heads = attentions[min(layer, len(attentions) - 1)]  # (batch, heads, length, length); a shallower model: its last
+    terms = []
+    for name, head in ATTENTION_HEADS.items():
+        keys = targets[name].to(heads.device)
+        queries = keys.any(-1)
+        if queries.any():
+            mass = (heads[:, min(head, heads.shape[1] - 1)] * keys.to(heads.dtype)).sum(-1)
+            terms.append(-torch.log(mass[queries].float() + 1e-6))
+    return torch.cat(terms).mean() if terms else heads.sum() * 0.0
 
 
 def _trainer_class():
@@ -122,42 +316,61 @@ def _trainer_class():
     from videor4.policy.model import vision_tower
 
     class PerceptionTrainer(SFTTrainer):
-        """SFTTrainer whose loss adds the glyph head's cross-entropy on the vision tower's merged tokens."""
+        """SFTTrainer whose loss adds the dense heads' cross-entropies on the vision tower's merged tokens
+        and the LOCATE attention loss."""
 
-        def __init__(self, *args, glyph_loss_weight: float = 0.3, **kwargs):
+        def __init__(self, *args, dense_loss_weight: float = 1.0, attention_loss_weight: float = 1.0, attention_layer: int = 2, **kwargs):
             super().__init__(*args, **kwargs)
-            self.glyph_loss_weight = glyph_loss_weight
-            self._glyph_losses: list[float] = []
+            self.dense_loss_weight, self.attention_loss_weight, self.attention_layer = dense_loss_weight, attention_loss_weight, attention_layer
+            self._aux: dict[str, list[float]] = {}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            import torch.nn.functional as F
+            labels = {key: inputs.pop(key) for key in DENSE_LABELS}
+            targets = {name: inputs.pop(name) for name in ATTENTION_HEADS}
+            if self.attention_loss_weight > 0:
+                inputs["output_attentions"] = True
+            unwrapped = self.accelerator.unwrap_model(model)
+            captured: dict[str, Any] = {}
 
-            glyph_labels = inputs.pop("glyph_labels")
-            captured = {}
-            # the first call only: TRL may run a second, gradient-free forward for its token metrics
-            def keep_first(module, args, out) -> None:  # returning None leaves the output as it is
-                captured.setdefault("tokens", out.pooler_output)
+            # what the one forward with gradients saw: the vision tower's merged tokens and the language
+            # model's attention weights (asking TRL for its outputs instead would run a second, gradient-free
+            # forward, and losses on it would train nothing)
+            def keep(name: str, field: str):
+                def hook(module, args, out) -> None:  # returning None leaves the output as it is
+                    captured.setdefault(name, getattr(out, field))
 
-            hook = vision_tower(model).register_forward_hook(keep_first)
+                return hook
+
+            hooks = [vision_tower(unwrapped).register_forward_hook(keep("tokens", "pooler_output"))]
+            if self.attention_loss_weight > 0:
+                hooks.append(unwrapped.model.language_model.register_forward_hook(keep("attentions", "attentions")))
             try:
-                loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+                loss = super().compute_loss(model, inputs, return_outputs=False, num_items_in_batch=num_items_in_batch)
             finally:
-                hook.remove()
-            head = getattr(self.accelerator.unwrap_model(model), HEAD_ATTRIBUTE)
+                for hook in hooks:
+                    hook.remove()
             tokens = captured["tokens"]
             if not tokens.requires_grad and model.training:
-                raise RuntimeError("the vision tower's tokens carry no gradient: the glyph loss would not train it")
-            if tokens.shape[0] != glyph_labels.shape[0]:
-                raise RuntimeError(f"{tokens.shape[0]} merged visual tokens but {glyph_labels.shape[0]} glyph labels")
-            glyph_loss = F.cross_entropy(head(tokens).float(), glyph_labels.to(tokens.device), ignore_index=IGNORE_INDEX)
-            self._glyph_losses.append(float(glyph_loss.detach()))
-            loss = loss + self.glyph_loss_weight * glyph_loss
-            return (loss, outputs) if return_outputs else loss
+                raise RuntimeError("the vision tower's tokens carry no gradient: the dense losses would not train it")
+            if tokens.shape[0] != labels["glyph_labels"].shape[0]:
+                raise RuntimeError(f"{tokens.shape[0]} merged visual tokens but {labels['glyph_labels'].shape[0]} glyph labels")
+            losses = dense_losses(getattr(unwrapped, HEAD_ATTRIBUTE)(tokens, unwrapped.get_input_embeddings().weight), labels)
+            loss = loss + self.dense_loss_weight * sum(losses.values())
+            if self.attention_loss_weight > 0:
+                losses["attention"] = attention_loss(captured["attentions"], self.attention_layer, targets)
+                loss = loss + self.attention_loss_weight * losses["attention"]
+            for name, value in losses.items():
+                self._aux.setdefault(name.replace("_labels", "") + "_loss", []).append(float(value.detach()))
+            if return_outputs:
+                raise ValueError("PerceptionTrainer computes its loss only; it does not return the model's outputs")
+            return loss
 
         def log(self, logs, start_time=None):
-            if self._glyph_losses and "loss" in logs:
-                logs["glyph_loss"] = sum(self._glyph_losses) / len(self._glyph_losses)
-                self._glyph_losses.clear()
+            if "loss" in logs:
+                for name, values in self._aux.items():
+                    if values:
+                        logs[name] = sum(values) / len(values)
+                        values.clear()
             super().log(logs, start_time)
 
     return PerceptionTrainer
@@ -188,14 +401,17 @@ def pretrain(
     from trl import SFTConfig
 
     bf16 = use_bf16(settings.bf16)
-    policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation)
+    # the attention loss reads attention weights, which only the eager implementation returns
+    attention = "eager" if settings.attention_loss_weight > 0 else model_config.attn_implementation
+    policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=attention)
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
     # pretraining is where the vision tower learns: it always trains here, never through LoRA
     model = prepare_for_training(policy.model, replace(model_config, freeze_vision=False, lora=replace(model_config.lora, enabled=False)))
     torch.manual_seed(settings.seed)
     hidden = model.config.get_text_config().hidden_size
-    setattr(model, HEAD_ATTRIBUTE, torch.nn.Linear(hidden, NO_GLYPH + 1).to(model.device, model.dtype))
-    collator = PerceptionCollator(encoder, world, vision, settings)
+    heads = _heads(hidden, perception_token_ids(policy.tokenizer, vision.box_step), len(coord_values(vision.box_step)))
+    setattr(model, HEAD_ATTRIBUTE, heads.to(model.device, model.dtype))
+    collator = PerceptionCollator(encoder, world, vision, settings, steps)
     work = Path(work_dir)
     key = fingerprint(init=dir_digest(init), world=asdict(world), vision=asdict(vision), model=asdict(model_config),
                       settings=asdict(settings), steps=steps)
@@ -205,6 +421,7 @@ def pretrain(
         lr_scheduler_kwargs={"min_lr_rate": settings.min_lr_ratio} if settings.lr_scheduler == "cosine_with_min_lr" else {},
         max_steps=steps,
         per_device_train_batch_size=settings.batch_size,
+        train_sampling_strategy="sequential",  # row i is example i, so the task mix can follow the steps
         max_length=None,
         dataset_kwargs={"skip_prepare_dataset": True},
     )
@@ -215,7 +432,9 @@ def pretrain(
         data_collator=collator,
         processing_class=policy.tokenizer,
         callbacks=[step_logger(log_fn, progress)],
-        glyph_loss_weight=settings.glyph_loss_weight,
+        dense_loss_weight=settings.dense_loss_weight,
+        attention_loss_weight=settings.attention_loss_weight,
+        attention_layer=settings.attention_layer,
     )
     quiet(trainer)
     trained = train_resumable(
@@ -230,7 +449,7 @@ def pretrain(
         "examples": n_rows,
         "train_loss_first": curve[0]["loss"] if curve else None,
         "train_loss_last": curve[-1]["loss"] if curve else None,
-        "glyph_loss_last": curve[-1].get("glyph_loss") if curve else None,
+        **{f"{name}_last": curve[-1].get(name) if curve else None for name in AUX_LOSSES},
         "train_tokens_per_second": collator.tokens_seen / max(trained.seconds, 1e-9),
         "train_seconds": trained.seconds,
         "parameters": count_parameters(policy.model),
@@ -265,14 +484,16 @@ def greedy_answers(model, encoder: PolicyEncoder, examples: Sequence[PerceptionE
     return answers
 
 
-def parse_box(text: str) -> list[float] | None:
-    try:
-        box = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box):
-        return [float(v) for v in box]
-    return None
+TIGHT_AREA = 4.0  # locate_tight_cover: a covering box at most this many times the text's area
+
+
+def crop_covers(box: list[float], evidence: list[float], margin: float, share: float = 0.9) -> bool:
+    """Whether a crop of `box`, widened by the crop margin, covers `share` of the evidence box."""
+    return box_coverage(evidence, [box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin]) >= share
+
+
+def _area(box: list[float]) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
 
 
 def perception_metrics(
@@ -280,7 +501,6 @@ def perception_metrics(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score a checkpoint on `settings.held_out` renders per task; (metrics, one row per example)."""
     import torch
-
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     policy = load_policy(checkpoint, device=device)
@@ -291,22 +511,25 @@ def perception_metrics(
     for task in HELD_OUT_TASKS:
         # the same index gives the same scene and question in read and read_lowres
         examples = [make_example(task, world, vision, settings.seed, HELD_OUT_STREAM, i) for i in range(settings.held_out)]
-        predicted = greedy_answers(policy.model, encoder, examples, settings.eval_batch_size)
-        hits = []
+        predicted = greedy_answers(policy.model, encoder, examples, settings.eval_batch_size, max_new_tokens=40)
+        hits, tight = [], []
         for i, (e, p) in enumerate(zip(examples, predicted)):
             if task == "locate":
-                box = parse_box(p)
-                m = vision.crop_margin
-                widened = None if box is None else [box[0] - m, box[1] - m, box[2] + m, box[3] + m]
-                hit = widened is not None and box_coverage(e.evidence_box, widened) >= 0.9
+                box = phrase_box(p)
+                hit = box is not None and crop_covers(box, e.evidence_box, vision.crop_margin)
+                # a box that covers by being huge gives a crop too coarse to read: count it apart
+                tight.append(hit and _area(box) <= TIGHT_AREA * _area(e.evidence_box))
             else:
-                hit = normalize_answer(p) == normalize_answer(e.answer)
+                reading = phrase_reading(p)
+                hit = reading is not None and normalize_answer(reading) == normalize_answer(e.answer)
             hits.append(hit)
             rows.append({"task": task, "index": i, "answer": e.answer, "predicted": p, "correct": bool(hit)})
         name = "locate_cover" if task == "locate" else f"{task}_acc"
-        metrics[name] = sum(hits) / len(hits)
-        estimate = wilson(sum(hits), len(hits))
-        metrics[f"{name}_ci95"] = [estimate.low, estimate.high]
+        for key, values in ((name, hits), ("locate_tight_cover", tight)):
+            if values:
+                metrics[key] = sum(values) / len(values)
+                estimate = wilson(sum(values), len(values))
+                metrics[f"{key}_ci95"] = [estimate.low, estimate.high]
     return metrics, rows
 
 

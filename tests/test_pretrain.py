@@ -1,0 +1,97 @@
+"""Perception pretraining's training side: the ids its heads tie to, the collated dense labels and
+attention targets, and the attention loss, on the tiny policy built from the small dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from videor4.data.perception import COLOURS, GLYPH_CLASSES, NO_COLOUR, TRAIN_STREAM, make_example
+from videor4.data.synthetic import SyntheticConfig
+from videor4.policy.encoding import IGNORE_INDEX, PolicyEncoder
+from videor4.policy.model import load_policy
+from videor4.rumination.tools import VisionConfig
+from videor4.train.pretrain import (
+    ATTENTION_HEADS,
+    PerceptionCollator,
+    attention_loss,
+    coord_values,
+    perception_token_ids,
+    pretrain_settings,
+)
+
+WORLD = SyntheticConfig(preset="readable")
+VISION = VisionConfig(num_frames=8, frame_max_pixels=6272, clip_max_pixels=50176, crop_min_pixels=12544, crop_max_pixels=50176, box_step=0.1)
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_dir):
+    policy = load_policy(tiny_dir)
+    return PolicyEncoder(policy.tokenizer, policy.image_processor)
+
+
+def test_the_heads_tie_to_single_tokens_of_the_tiny_tokenizer(encoder):
+    ids = perception_token_ids(encoder.tokenizer, 0.1)
+    tok = encoder.tokenizer
+    assert [tok.decode([i]) for i in ids["glyph"]] == list(GLYPH_CLASSES)
+    assert [tok.decode([i]) for i in ids["colour"]] == [f" {c}" for c in COLOURS]
+    assert [tok.decode([i]) for i in ids["coord"]] == ["0.0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1.0"]
+    assert coord_values(0.01)[:3] == [0.0, 0.01, 0.02] and len(coord_values(0.01)) == 101
+
+
+def _collate(encoder, tasks: dict[str, float], indices: range):
+    settings = pretrain_settings({"pretrain": {"tasks": tasks}})
+    collator = PerceptionCollator(encoder, WORLD, VISION, settings)
+    return collator, collator([{"index": i} for i in indices])
+
+
+def test_locate_rows_point_the_box_tokens_at_the_asked_texts_cell(encoder):
+    collator, batch = _collate(encoder, {"locate": 1.0}, range(4))
+    image_token = encoder.image_token_id
+    for row, index in enumerate(range(4)):
+        example = make_example("locate", WORLD, VISION, 0, TRAIN_STREAM, index)
+        targets = batch["attend_locate"][row]
+        queries = targets.any(-1).nonzero().flatten()
+        # every position that predicts an answer token (the name and the box) is taught where to look
+        answer = (batch["labels"][row] != IGNORE_INDEX).nonzero().flatten()
+        assert queries.tolist() == (answer - 1).tolist() and len(queries) > 12
+        keys = targets[queries[0]].nonzero().flatten()
+        images = (batch["input_ids"][row] == image_token).nonzero().flatten()
+        assert keys.tolist() == [int(images[example.target_cell])]
+        assert not batch["attend_read"][row].any()
+    # LOCATE teaches colours and boxes, not glyphs; every merged token has a label slot
+    tokens = int((batch["input_ids"] == image_token).sum())
+    assert batch["glyph_labels"].shape == (tokens,) and (batch["glyph_labels"] == IGNORE_INDEX).all()
+    assert batch["coord_labels"].shape == (tokens, 4) and (batch["colour_labels"] != NO_COLOUR).sum() >= 4
+
+
+def test_read_rows_point_each_character_at_its_slot(encoder):
+    _, batch = _collate(encoder, {"read": 1.0}, range(3))
+    tok = encoder.tokenizer
+    for row, index in enumerate(range(3)):
+        example = make_example("read", WORLD, VISION, 0, TRAIN_STREAM, index)
+        targets = batch["attend_read"][row]
+        queries = targets.any(-1).nonzero().flatten().tolist()
+        written = "".join(tok.decode([int(batch["labels"][row, q + 1])]) for q in queries)
+        assert written == example.answer  # the queries predict the code's characters, in order
+        images = (batch["input_ids"][row] == encoder.image_token_id).nonzero().flatten().tolist()
+        slots = example.slot_labels[0].reshape(-1)
+        for k, q in enumerate(queries):
+            cells = [images.index(key) for key in targets[q].nonzero().flatten().tolist()]
+            assert cells and all(slots[c] == k for c in cells)
+    assert (batch["colour_labels"] == IGNORE_INDEX).all() and (batch["glyph_labels"] != IGNORE_INDEX).all()
+
+
+def test_attention_loss_is_low_only_when_the_taught_heads_look_at_their_targets():
+    length = 5
+    targets = {name: torch.zeros((1, length, length), dtype=torch.bool) for name in ATTENTION_HEADS}
+    targets["attend_locate"][0, 3, 1] = True
+    targets["attend_read"][0, 4, 2] = True
+    looking = torch.full((1, 2, length, length), 1.0 / length)
+    looking[0, ATTENTION_HEADS["attend_locate"], 3] = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0])
+    looking[0, ATTENTION_HEADS["attend_read"], 4] = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
+    elsewhere = torch.full((1, 2, length, length), 1.0 / length)
+    assert float(attention_loss([looking], 0, targets)) < 1e-4
+    assert float(attention_loss([elsewhere], 0, targets)) == pytest.approx(-torch.log(torch.tensor(0.2)).item(), rel=1e-4)
+    # a layer past the model's last is read as its last
+    assert float(attention_loss([elsewhere, looking], 7, targets)) < 1e-4
