@@ -29,7 +29,7 @@ from videor4.data.perception import (
 )
 from videor4.data.synthetic import SyntheticConfig, decoded_like, generate_video, render_scene
 from videor4.policy.model import ModelConfig
-from videor4.rumination.protocol import outward_box, phrase_box, phrase_reading, read_phrase
+from videor4.rumination.protocol import outward_box, parse_turn, phrase_box, phrase_reading, read_answer_turn
 from videor4.rumination.tools import VisionConfig
 from videor4.train.pretrain import effective_steps, pretrain_settings
 
@@ -56,7 +56,9 @@ def test_read_examples_label_every_glyph_of_the_asked_text_in_its_crop():
         labelled = [GLYPH_CLASSES[c] for c in grid.reshape(-1) if c != NO_GLYPH]
         # the asked code's digits are all in view (two centres in one cell keep the later one)
         assert set(ex.answer) <= set(labelled) or len(set(labelled)) >= len(set(ex.answer)) - 1
-        assert ex.messages[1]["content"] == read_phrase(ex.answer) and ex.answer.isdigit() and len(ex.answer) == 3
+        # the final turn a read question gets: what it reads, then the answer copied from it
+        assert ex.messages[1]["content"] == read_answer_turn(ex.answer) and ex.answer.isdigit() and len(ex.answer) == 3
+        assert parse_turn(ex.messages[1]["content"]).answer == ex.answer
         assert phrase_reading(ex.messages[1]["content"]) == ex.answer
         # slots name the asked code's characters in reading order, in the cells its glyphs label
         slots = ex.slot_labels[0]
@@ -84,6 +86,9 @@ def test_locate_examples_label_colours_boxes_and_the_asked_text_cell():
         said = ex.messages[1]["content"]
         box = phrase_box(said)
         assert said.startswith("The ") and box == outward_box(ex.evidence_box, 0.1)
+        # ... then the crop call, which copies that box
+        call = parse_turn(said).tool_call
+        assert call.name == "cropping" and call.arguments == {"target_image": 1, "bbox_2d": box}
         # written outward to tenths, the box still holds the text
         assert box[0] <= ex.evidence_box[0] and box[1] <= ex.evidence_box[1] and box[2] >= ex.evidence_box[2] and box[3] >= ex.evidence_box[3]
         # the target cell holds the asked text: its colour is the question's, its box the answer's

@@ -15,6 +15,7 @@ from videor4.train.pretrain import (
     ATTENTION_HEADS,
     PerceptionCollator,
     attention_loss,
+    continuation_loss,
     coord_values,
     perception_token_ids,
     pretrain_settings,
@@ -52,9 +53,15 @@ def test_locate_rows_point_the_box_tokens_at_the_asked_texts_cell(encoder):
         example = make_example("locate", WORLD, VISION, 0, TRAIN_STREAM, index)
         targets = batch["attend_locate"][row]
         queries = targets.any(-1).nonzero().flatten()
-        # every position that predicts an answer token (the name and the box) is taught where to look
-        answer = (batch["labels"][row] != IGNORE_INDEX).nonzero().flatten()
-        assert queries.tolist() == (answer - 1).tolist() and len(queries) > 12
+        # the labels hold the phrase (the name and the box), and every position that predicts one of its
+        # tokens is taught where to look; the crop call after it, which copies the box, is labelled apart
+        phrase = (batch["labels"][row] != IGNORE_INDEX).nonzero().flatten()
+        assert queries.tolist() == (phrase - 1).tolist() and len(queries) > 12
+        assert encoder.tokenizer.decode(batch["labels"][row][phrase]).replace(" ", "") == example.phrase.replace(" ", "")
+        call = (batch["continuation_labels"][row] != IGNORE_INDEX).nonzero().flatten()
+        assert len(call) > 12 and int(call[0]) > int(phrase[-1])
+        copied = encoder.tokenizer.decode(batch["continuation_labels"][row][call])
+        assert "cropping" in copied and example.answer.replace(" ", "") in copied.replace(" ", "")
         keys = targets[queries[0]].nonzero().flatten()
         images = (batch["input_ids"][row] == image_token).nonzero().flatten()
         assert keys.tolist() == [int(images[example.target_cell])]
@@ -95,3 +102,15 @@ def test_attention_loss_is_low_only_when_the_taught_heads_look_at_their_targets(
     assert float(attention_loss([elsewhere], 0, targets)) == pytest.approx(-torch.log(torch.tensor(0.2)).item(), rel=1e-4)
     # a layer past the model's last is read as its last
     assert float(attention_loss([elsewhere, looking], 7, targets)) < 1e-4
+
+
+def test_continuation_loss_counts_only_the_labelled_tokens_next_token_shifted():
+    hidden = torch.zeros((1, 4, 3))
+    hidden[0, 0, 2] = 1.0  # position 0 predicts token 2, which position 1 holds
+    lm_head = torch.nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        lm_head.weight.copy_(torch.eye(3) * 20.0)
+    labels = torch.tensor([[IGNORE_INDEX, 2, IGNORE_INDEX, IGNORE_INDEX]])
+    assert float(continuation_loss(hidden, labels, lm_head)) < 1e-3
+    wrong = torch.tensor([[IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX]])
+    assert float(continuation_loss(hidden, wrong, lm_head)) > 10

@@ -2,12 +2,13 @@
 already does, taught on still scenes from the synthetic generator.
 
 - READ: a crop exactly as the crop tool returns it (the evidence box, jittered as a model's
-  box would be, widened by the crop margin, re-encoded at the crop budget) → what the policy
-  says once it can read the text (`read_phrase`).
+  box would be, half the time rounded outward as the policy writes it, widened by the crop
+  margin, re-encoded at the crop budget) → the final turn the policy writes once it can read
+  the text (`read_answer_turn`: what it reads, then the answer, copied).
 - READ_CLIP: a whole frame at the clip budget → a caption bar's text (captions are drawn
   large enough to be read once clipped; panel text is not, so it is never asked that way).
-- LOCATE: the low-resolution frame the model is first shown → where the named thing is, as
-  the policy says it before a crop call (`locate_phrase`: the name, then the box).
+- LOCATE: the low-resolution frame the model is first shown → the turn the policy writes to
+  zoom (`zoom_turn`: the name, then the box, then the crop call with the box copied).
 - READ_LOWRES (held-out metric only, never trained): READ's questions on the low-resolution
   view; it must stay near chance, which is why zooming matters.
 
@@ -40,7 +41,17 @@ import numpy as np
 from PIL import Image
 
 from videor4.data.synthetic import ALPHABET, PALETTE, Scene, SceneText, SyntheticConfig, background_frame, render_scene
-from videor4.rumination.protocol import LOCATE_QUESTION, ToolCall, box_text, locate_phrase, outward_box, read_phrase
+from videor4.rumination.protocol import (
+    LOCATE_QUESTION,
+    ToolCall,
+    box_text,
+    format_assistant_turn,
+    locate_phrase,
+    outward_box,
+    read_answer_turn,
+    read_phrase,
+    zoom_turn,
+)
 from videor4.rumination.tools import RuminationEnv, VisionConfig, region_pixels
 from videor4.rumination.video import PATCH_FACTOR, VideoFrames, resize_to_budget
 
@@ -59,6 +70,7 @@ COLOURS = tuple(PALETTE)  # the panels' named colours, as questions say them
 NO_COLOUR = len(COLOURS)
 NO_COORD = -100  # cross-entropy's ignore index: a cell that holds no text's centre
 BOX_JITTER = 0.03  # a model's box is not the ink box: READ crops are cut around a jittered one
+OUTWARD_SHARE = 0.5  # of READ crops cut around the jittered box rounded outward to vision.box_step
 
 
 @dataclass
@@ -72,6 +84,9 @@ class PerceptionExample:
     coord_labels: list[np.ndarray] = field(default_factory=list)  # per image (LOCATE): (rows, cols, 4) box in box steps
     target_cell: int | None = None  # LOCATE: the flat index of the cell holding the asked text's centre (first image)
     evidence_box: list[float] | None = None  # normalized, for LOCATE's metric
+    # how the answer begins: what is read off the image ('It reads "917".', 'The red sign is at [..].');
+    # the rest of the turn (the copies into the call or the answer) is taught at a lower weight
+    phrase: str = ""
 
 
 def example_rng(seed: int, stream: int, index: int) -> np.random.Generator:
@@ -142,15 +157,18 @@ def _jitter(box: list[float], rng: np.random.Generator, amount: float) -> list[f
 
 def crop_example(scene: Scene, target: SceneText, vision: VisionConfig, rng: np.random.Generator) -> PerceptionExample:
     env = RuminationEnv(_still(scene), vision)
-    obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": _jitter(target.box, rng, BOX_JITTER)}))
+    box = _jitter(target.box, rng, BOX_JITTER)
+    if rng.random() < OUTWARD_SHARE:  # as the policy writes it: rounded outward, so a wider crop and smaller glyphs
+        box = outward_box(box, vision.box_step)
+    obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": box}))
     if not obs.ok:  # a jittered box that became too small: the exact box always fits
         obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": [round(v, 2) for v in target.box]}))
     image = obs.images[0]
     h, w = scene.frame.shape[:2]
     px = region_pixels(obs.regions[0][1], w, h)
     return PerceptionExample(
-        "read", _conversation(image, target.question, read_phrase(target.text)), target.text,
-        [glyph_grid(image, px, _all_glyphs(scene))], [slot_grid(image, px, target.glyphs)],
+        "read", _conversation(image, target.question, read_answer_turn(target.text)), target.text,
+        [glyph_grid(image, px, _all_glyphs(scene))], [slot_grid(image, px, target.glyphs)], phrase=read_phrase(target.text),
     )
 
 
@@ -166,11 +184,14 @@ def whole_frame_example(
         evidence_box=list(target.box),
     )
     if task != "locate":
-        example.messages = _conversation(image, target.question, read_phrase(target.text))
+        example.messages = _conversation(image, target.question, read_answer_turn(target.text))
+        example.phrase = read_phrase(target.text)
         return example
     said = outward_box(target.box, vision.box_step)
     example.answer = box_text(said)
-    example.messages = _conversation(image, LOCATE_QUESTION.format(question=target.question), locate_phrase(target.panel, said))
+    thought, call = zoom_turn(target.panel, said)
+    example.messages = _conversation(image, LOCATE_QUESTION.format(question=target.question), format_assistant_turn(thought, call))
+    example.phrase = locate_phrase(target.panel, said)
     centred = [(t, _pixel_box(t.box, w, h)) for t in scene.texts]
     colour = [(COLOURS.index(t.panel.split()[0]), box) for t, box in centred]
     coords = [(box_steps(t.box, vision.box_step), box) for t, box in centred]

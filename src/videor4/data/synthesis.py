@@ -30,7 +30,7 @@ from pathlib import Path
 from videor4.core.schema import OPTION_LETTERS, Evidence, Sample, TextBox
 from videor4.core.scoring import anls_similarity, normalize_answer
 from videor4.data.evidence import box_coverage
-from videor4.rumination.protocol import ToolCall, box_text, locate_phrase, outward_box, read_phrase
+from videor4.rumination.protocol import ZOOM, ToolCall, answer_phrase, box_text, outward_box, read_phrase, zoom_turn
 from videor4.rumination.tools import RuminationEnv, VisionConfig
 from videor4.rumination.trajectory import Trajectory, TrajectoryRecorder
 from videor4.rumination.video import FRAME_CACHE, FrameCache, load_frames
@@ -118,8 +118,7 @@ def _look_frames(frames: list[int], n_shown: int) -> str:
     return f"I need a closer look at frame{'s' if many else ''} {', '.join(map(str, frames))}."
 
 
-_ZOOM = " Let me zoom in."
-_UNSURE = "The text may be at {box}." + _ZOOM  # the first look of a "miss" trajectory
+_UNSURE = "The text may be at {box}." + ZOOM  # the first look of a "miss" trajectory
 _MISS = 'That is "{text}", not the text I need.'
 _TIGHTER = "Let me zoom in further."
 
@@ -132,7 +131,7 @@ def _conclusion(sample: Sample, readings: list[str], answer: str) -> str:
         distinct = list(dict.fromkeys(readings))
         text = f"The codes are {', '.join(readings)}: {len(distinct)} different."
     else:
-        text = f'So the answer is "{readings[0]}".'
+        text = answer_phrase(readings[0])
     if sample.problem_type == "multiple_choice":
         text += f" That is option ({answer})."
     return text
@@ -176,7 +175,8 @@ class _Planner:
     def crop_named(self, image: int, box: list[float], name: str | None):
         # the box as the policy writes it: rounded outward to vision.box_step (one number token each)
         said = outward_box(box, self.env.vision.box_step)
-        return self.crop(image, said, locate_phrase(name or "text", said) + _ZOOM)
+        thought, call = zoom_turn(name or "text", said, image)
+        return self.call(thought, call)
 
     def read(self, text: str, frame_pos: int, region: tuple[float, ...]) -> None:
         self.readings.append(text)

@@ -262,6 +262,28 @@ def read_phrase(text: str) -> str:
     return f'It reads "{text}".'
 
 
+ZOOM = " Let me zoom in."
+
+
+def zoom_turn(thing: str, box: list[float], image: int = 1) -> tuple[str, ToolCall]:
+    """The thought and crop call of a step that zooms into a named thing: its box said, then called.
+
+    Trajectories write every crop this way and LOCATE answers with it in full, so the copy of
+    the box from the thought into the call is learnt on every LOCATE example, not only on the
+    few hundred trajectories."""
+    return locate_phrase(thing, box) + ZOOM, ToolCall("cropping", {"target_image": image, "bbox_2d": box})
+
+
+def answer_phrase(text: str) -> str:
+    """The conclusion of a question that asks for one text."""
+    return f'So the answer is "{text}".'
+
+
+def read_answer_turn(text: str) -> str:
+    """The final turn after reading the one text a question asks for (and READ's full answer)."""
+    return format_assistant_turn(f"{read_phrase(text)} {answer_phrase(text)}", answer=text)
+
+
 def phrase_reading(turn: str) -> str | None:
     """The text a `read_phrase` in `turn` quotes, or None."""
     start = turn.find('reads "')

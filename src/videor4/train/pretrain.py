@@ -70,7 +70,7 @@ from videor4.train.lifecycle import (
 )
 
 HEAD_ATTRIBUTE = "perception_heads"  # the training-only heads, removed before the final save
-AUX_LOSSES = ("glyph_loss", "slot_loss", "colour_loss", "coord_loss", "attention_loss")
+AUX_LOSSES = ("glyph_loss", "slot_loss", "colour_loss", "coord_loss", "attention_loss", "continuation_loss")
 
 
 @dataclass
@@ -88,6 +88,7 @@ class PretrainSettings:
     dense_loss_weight: float = 1.0  # the dense heads (glyph, slot, colour, coordinates); 0 turns them off
     attention_loss_weight: float = 1.0  # LOCATE: the box's tokens attend to the asked text (eager attention); 0 off
     attention_layer: int = 2  # whose head 0 is taught where to look
+    continuation_weight: float = 0.3  # the answer after its phrase (copies into the call / the answer); 0: not taught
     tasks: dict[str, float] = field(default_factory=lambda: {"read": 0.5, "locate": 0.3, "read_clip": 0.2})
     # the first `first_share` of the steps draw from `first_tasks` instead (empty: no first phase)
     first_tasks: dict[str, float] = field(default_factory=dict)
@@ -161,8 +162,30 @@ class PerceptionCollator:
                     else:
                         labels.append(torch.full(shape, IGNORE_INDEX, dtype=torch.long))
             batch[key] = torch.cat(labels)
+        batch["continuation_labels"] = self._split_phrases(examples, batch["labels"])
         batch["attend_locate"], batch["attend_read"] = self._attention_targets(examples, batch)
         return batch
+
+    def _split_phrases(self, examples: Sequence[PerceptionExample], labels):
+        """Leave each answer's phrase in `labels` and move the rest of the turn (the copies) to the
+        returned continuation labels, which the trainer weighs by `continuation_weight`: counted with
+        the phrase, the copies' easy tokens would dilute the few that read the image."""
+        continuation = labels.clone()
+        continuation.fill_(IGNORE_INDEX)
+        for row, e in enumerate(examples):
+            for position, start, _ in self._answer_spans(labels[row])[self._phrase_length(labels[row], e.phrase):]:
+                continuation[row, position] = labels[row, position]
+                labels[row, position] = IGNORE_INDEX
+        return continuation
+
+    def _phrase_length(self, labels, phrase: str) -> int:
+        """How many answer tokens write up to the end of `phrase` (all of them when it is not found)."""
+        spans = self._answer_spans(labels)
+        at = self._decoded(labels, spans).find(phrase) if phrase else -1
+        if at == -1:
+            return len(spans)
+        end = at + len(phrase)
+        return sum(1 for _, start, _ in spans if start < end)
 
     def _attention_targets(self, examples: Sequence[PerceptionExample], batch: dict[str, Any]):
         """Where the language model should look while it answers, as (batch, query, key) booleans:
@@ -177,10 +200,10 @@ class PerceptionCollator:
             images = (batch["input_ids"][row] == self.encoder.image_token_id).nonzero().flatten()
             labels = batch["labels"][row]
             if e.task == "locate" and e.target_cell is not None:
-                # every answer token, the thing's name as much as its box: both are read off the asked text
-                for position in range(1, length):
-                    if int(labels[position]) != IGNORE_INDEX:
-                        locate[row, position - 1, images[e.target_cell]] = True
+                # every token of the phrase, the thing's name as much as its box: both are read off the
+                # asked text (the crop call after it copies the box from the phrase; its labels are apart)
+                for position, _, _ in self._answer_spans(labels):
+                    locate[row, position - 1, images[e.target_cell]] = True
             elif e.task in ("read", "read_clip") and e.slot_labels:
                 slots = torch.from_numpy(e.slot_labels[0].reshape(-1))
                 for position, k in self._character_positions(labels, e.answer):
@@ -188,16 +211,23 @@ class PerceptionCollator:
                     read[row, position - 1, cells] = True
         return locate, read
 
-    def _character_positions(self, labels, text: str) -> list[tuple[int, int]]:
-        """(label position, k) for each token of the answer that writes the k-th character of `text`
-        (the first quoted occurrence), so the position before it is where that character is read."""
-        positions = [int(p) for p in (labels != IGNORE_INDEX).nonzero().flatten()]
+    def _answer_spans(self, labels) -> list[tuple[int, int, int]]:
+        """(label position, start, end) of each answer token in the decoded answer."""
         decoded, spans = "", []
-        for p in positions:
+        for p in (labels != IGNORE_INDEX).nonzero().flatten().tolist():
             piece = self.encoder.tokenizer.decode([int(labels[p])])
             spans.append((p, len(decoded), len(decoded) + len(piece)))
             decoded += piece
-        start = decoded.find(f'"{text}"')
+        return spans
+
+    def _decoded(self, labels, spans) -> str:
+        return "".join(self.encoder.tokenizer.decode([int(labels[p])]) for p, _, _ in spans)
+
+    def _character_positions(self, labels, text: str) -> list[tuple[int, int]]:
+        """(label position, k) for each token of the answer that writes the k-th character of `text`
+        (the first quoted occurrence), so the position before it is where that character is read."""
+        spans = self._answer_spans(labels)
+        start = self._decoded(labels, spans).find(f'"{text}"')
         if start == -1:
             return []
         start += 1
@@ -310,6 +340,16 @@ def attention_loss(attentions, layer: int, targets: Mapping[str, Any]):
     return torch.cat(terms).mean() if terms else heads.sum() * 0.0
 
 
+def continuation_loss(hidden, labels, lm_head):
+    """Next-token cross-entropy on `labels` (IGNORE_INDEX elsewhere), mean over its tokens; the
+    logits are computed only where a label follows."""
+    import torch
+
+    rows, positions = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    logits = lm_head(hidden[rows, positions])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[rows, positions + 1].to(logits.device))
+
+
 def _trainer_class():
     from trl import SFTTrainer
 
@@ -319,14 +359,17 @@ def _trainer_class():
         """SFTTrainer whose loss adds the dense heads' cross-entropies on the vision tower's merged tokens
         and the LOCATE attention loss."""
 
-        def __init__(self, *args, dense_loss_weight: float = 1.0, attention_loss_weight: float = 1.0, attention_layer: int = 2, **kwargs):
+        def __init__(self, *args, dense_loss_weight: float = 1.0, attention_loss_weight: float = 1.0, attention_layer: int = 2,
+                     continuation_weight: float = 0.3, **kwargs):
             super().__init__(*args, **kwargs)
             self.dense_loss_weight, self.attention_loss_weight, self.attention_layer = dense_loss_weight, attention_loss_weight, attention_layer
+            self.continuation_weight = continuation_weight
             self._aux: dict[str, list[float]] = {}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = {key: inputs.pop(key) for key in DENSE_LABELS}
             targets = {name: inputs.pop(name) for name in ATTENTION_HEADS}
+            continuation = inputs.pop("continuation_labels")
             if self.attention_loss_weight > 0:
                 inputs["output_attentions"] = True
             unwrapped = self.accelerator.unwrap_model(model)
@@ -344,6 +387,8 @@ def _trainer_class():
             hooks = [vision_tower(unwrapped).register_forward_hook(keep("tokens", "pooler_output"))]
             if self.attention_loss_weight > 0:
                 hooks.append(unwrapped.model.language_model.register_forward_hook(keep("attentions", "attentions")))
+            if self.continuation_weight > 0:  # TRL's fused LM head never calls lm_head: keep the hidden states
+                hooks.append(unwrapped.model.language_model.register_forward_hook(keep("hidden", "last_hidden_state")))
             try:
                 loss = super().compute_loss(model, inputs, return_outputs=False, num_items_in_batch=num_items_in_batch)
             finally:
@@ -359,6 +404,9 @@ def _trainer_class():
             if self.attention_loss_weight > 0:
                 losses["attention"] = attention_loss(captured["attentions"], self.attention_layer, targets)
                 loss = loss + self.attention_loss_weight * losses["attention"]
+            if self.continuation_weight > 0 and (continuation != IGNORE_INDEX).any():
+                losses["continuation"] = continuation_loss(captured["hidden"], continuation, unwrapped.lm_head)
+                loss = loss + self.continuation_weight * losses["continuation"]
             for name, value in losses.items():
                 self._aux.setdefault(name.replace("_labels", "") + "_loss", []).append(float(value.detach()))
             if return_outputs:
@@ -435,6 +483,7 @@ def pretrain(
         dense_loss_weight=settings.dense_loss_weight,
         attention_loss_weight=settings.attention_loss_weight,
         attention_layer=settings.attention_layer,
+        continuation_weight=settings.continuation_weight,
     )
     quiet(trainer)
     trained = train_resumable(
