@@ -88,7 +88,7 @@ class PretrainSettings:
     dense_loss_weight: float = 1.0  # the dense heads (glyph, slot, colour, coordinates); 0 turns them off
     attention_loss_weight: float = 1.0  # LOCATE: the box's tokens attend to the asked text (eager attention); 0 off
     attention_layer: int = 2  # whose head 0 is taught where to look
-    continuation_weight: float = 0.3  # the answer after its phrase (copies into the call / the answer); 0: not taught
+    continuation_weight: float = 0.1  # the answer after its phrase (copies into the call / the answer); 0: not taught
     tasks: dict[str, float] = field(default_factory=lambda: {"read": 0.5, "locate": 0.3, "read_clip": 0.2})
     # the first `first_share` of the steps draw from `first_tasks` instead (empty: no first phase)
     first_tasks: dict[str, float] = field(default_factory=dict)
@@ -360,7 +360,7 @@ def _trainer_class():
         and the LOCATE attention loss."""
 
         def __init__(self, *args, dense_loss_weight: float = 1.0, attention_loss_weight: float = 1.0, attention_layer: int = 2,
-                     continuation_weight: float = 0.3, **kwargs):
+                     continuation_weight: float = 0.1, **kwargs):
             super().__init__(*args, **kwargs)
             self.dense_loss_weight, self.attention_loss_weight, self.attention_layer = dense_loss_weight, attention_loss_weight, attention_layer
             self.continuation_weight = continuation_weight
