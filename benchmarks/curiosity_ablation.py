@@ -66,8 +66,10 @@ def main() -> None:
         result: dict = {"experiment": "dvc exp run -S reward.lambda_cur=0.0", "seconds": seconds, "checkpoints": {}}
         for checkpoint in CHECKPOINTS:
             with_cur, without = load(default, checkpoint), load(repo / "reports/eval", checkpoint)
-            ids = [r["sample_id"] for r in with_cur]
-            diff = paired_difference([r["acc"] for r in without], [r["acc"] for r in with_cur], [r["sample_id"] for r in without], ids)
+            diff = paired_difference(
+                [r["acc"] for r in without], [r["acc"] for r in with_cur],
+                [r["sample_id"] for r in without], [r["sample_id"] for r in with_cur],
+            )
             result["checkpoints"][checkpoint] = {
                 "with_curiosity": summary(with_cur),
                 "without_curiosity": summary(without),
