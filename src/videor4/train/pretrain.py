@@ -162,32 +162,28 @@ class PerceptionCollator:
                     else:
                         labels.append(torch.full(shape, IGNORE_INDEX, dtype=torch.long))
             batch[key] = torch.cat(labels)
-        batch["continuation_labels"] = self._split_phrases(examples, batch["labels"])
-        batch["attend_locate"], batch["attend_read"] = self._attention_targets(examples, batch)
+        answers = [self._answer(row) for row in batch["labels"]]  # each answer decoded once, before the split
+        phrases = [_phrase_tokens(spans, decoded, e.phrase) for e, (spans, decoded) in zip(examples, answers)]
+        batch["continuation_labels"] = self._split_phrases(batch["labels"], answers, phrases)
+        batch["attend_locate"], batch["attend_read"] = self._attention_targets(examples, batch, answers, phrases)
         return batch
 
-    def _split_phrases(self, examples: Sequence[PerceptionExample], labels):
-        """Leave each answer's phrase in `labels` and move the rest of the turn (the copies) to the
-        returned continuation labels, which the trainer weighs by `continuation_weight`: counted with
-        the phrase, the copies' easy tokens would dilute the few that read the image."""
-        continuation = labels.clone()
-        continuation.fill_(IGNORE_INDEX)
-        for row, e in enumerate(examples):
-            for position, start, _ in self._answer_spans(labels[row])[self._phrase_length(labels[row], e.phrase):]:
+    @staticmethod
+    def _split_phrases(labels, answers, phrases: Sequence[int]):
+        """Leave each answer's phrase (its first `phrases[row]` tokens) in `labels` and move the rest of
+        the turn (the copies) to the returned continuation labels, which the trainer weighs by
+        `continuation_weight`: counted with the phrase, the copies' easy tokens would dilute the few
+        that read the image."""
+        import torch
+
+        continuation = torch.full_like(labels, IGNORE_INDEX)
+        for row, ((spans, _), n_phrase) in enumerate(zip(answers, phrases)):
+            for position, _, _ in spans[n_phrase:]:
                 continuation[row, position] = labels[row, position]
                 labels[row, position] = IGNORE_INDEX
         return continuation
 
-    def _phrase_length(self, labels, phrase: str) -> int:
-        """How many answer tokens write up to the end of `phrase` (all of them when it is not found)."""
-        spans = self._answer_spans(labels)
-        at = self._decoded(labels, spans).find(phrase) if phrase else -1
-        if at == -1:
-            return len(spans)
-        end = at + len(phrase)
-        return sum(1 for _, start, _ in spans if start < end)
-
-    def _attention_targets(self, examples: Sequence[PerceptionExample], batch: dict[str, Any]):
+    def _attention_targets(self, examples: Sequence[PerceptionExample], batch: dict[str, Any], answers, phrases: Sequence[int]):
         """Where the language model should look while it answers, as (batch, query, key) booleans:
         all of LOCATE's answer at the asked text's centre cell; READ's k-th character at the cells
         holding the asked text's k-th character (its slot)."""
@@ -198,45 +194,51 @@ class PerceptionCollator:
         read = torch.zeros_like(locate)
         for row, e in enumerate(examples):
             images = (batch["input_ids"][row] == self.encoder.image_token_id).nonzero().flatten()
-            labels = batch["labels"][row]
+            spans, decoded = answers[row]
             if e.task == "locate" and e.target_cell is not None:
                 # every token of the phrase, the thing's name as much as its box: both are read off the
                 # asked text (the crop call after it copies the box from the phrase; its labels are apart)
-                for position, _, _ in self._answer_spans(labels):
+                for position, _, _ in spans[: phrases[row]]:
                     locate[row, position - 1, images[e.target_cell]] = True
             elif e.task in ("read", "read_clip") and e.slot_labels:
                 slots = torch.from_numpy(e.slot_labels[0].reshape(-1))
-                for position, k in self._character_positions(labels, e.answer):
+                for position, k in _character_positions(spans, decoded, e.answer):
                     cells = images[: len(slots)][slots == k]
                     read[row, position - 1, cells] = True
         return locate, read
 
-    def _answer_spans(self, labels) -> list[tuple[int, int, int]]:
-        """(label position, start, end) of each answer token in the decoded answer."""
+    def _answer(self, labels) -> tuple[list[tuple[int, int, int]], str]:
+        """The answer's tokens as (label position, start, end) in the decoded answer, and that text."""
         decoded, spans = "", []
         for p in (labels != IGNORE_INDEX).nonzero().flatten().tolist():
             piece = self.encoder.tokenizer.decode([int(labels[p])])
             spans.append((p, len(decoded), len(decoded) + len(piece)))
             decoded += piece
-        return spans
+        return spans, decoded
 
-    def _decoded(self, labels, spans) -> str:
-        return "".join(self.encoder.tokenizer.decode([int(labels[p])]) for p, _, _ in spans)
 
-    def _character_positions(self, labels, text: str) -> list[tuple[int, int]]:
-        """(label position, k) for each token of the answer that writes the k-th character of `text`
-        (the first quoted occurrence), so the position before it is where that character is read."""
-        spans = self._answer_spans(labels)
-        start = self._decoded(labels, spans).find(f'"{text}"')
-        if start == -1:
-            return []
-        start += 1
-        out = []
-        for p, a, b in spans:
-            for k in range(len(text)):
-                if a <= start + k < b:
-                    out.append((p, k))
-        return out
+def _phrase_tokens(spans: Sequence[tuple[int, int, int]], decoded: str, phrase: str) -> int:
+    """How many answer tokens write up to the end of `phrase` (all of them when it is not found)."""
+    at = decoded.find(phrase) if phrase else -1
+    if at == -1:
+        return len(spans)
+    end = at + len(phrase)
+    return sum(1 for _, start, _ in spans if start < end)
+
+
+def _character_positions(spans: Sequence[tuple[int, int, int]], decoded: str, text: str) -> list[tuple[int, int]]:
+    """(label position, k) for each answer token that writes the k-th character of `text` (its first
+    quoted occurrence, inside the phrase), so the position before it is where that character is read."""
+    start = decoded.find(f'"{text}"')
+    if start == -1:
+        return []
+    start += 1
+    out = []
+    for p, a, b in spans:
+        for k in range(len(text)):
+            if a <= start + k < b:
+                out.append((p, k))
+    return out
 
 
 def coord_values(box_step: float) -> list[float]:
