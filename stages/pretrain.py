@@ -14,6 +14,7 @@ A real base (`model.name_or_path` not `tiny`) passes through unchanged unless
 from __future__ import annotations
 
 from videor4.pipeline import runner
+from videor4.pipeline.checkpoint import finish_training
 
 STAGE = "pretrain"
 
@@ -43,7 +44,7 @@ def main() -> None:
                 held_out, rows = perception_metrics(args.out, world, vision, settings)
                 metrics.update(held_out)
         write_jsonl(args.held_out_report, rows)
-        runner.finish_training(run, args, metrics, curve, started)
+        finish_training(run, args, metrics, curve, started)
 
 
 if __name__ == "__main__":

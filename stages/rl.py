@@ -14,6 +14,7 @@ checkpoint under .cache/<stage>/.
 from __future__ import annotations
 
 from videor4.pipeline import runner
+from videor4.pipeline.checkpoint import finish_training
 
 STAGES = ("rl_d", "rl_c")
 CURVE_KEYS = ("step", "reward", "reward_std", "accuracy", "kl", "loss", "rumination_steps", "tools/invalid_call_rate")
@@ -46,7 +47,7 @@ def main() -> None:
             return
         for when, texts in samples.items():
             run.log_text("\n\n---\n\n".join(texts), f"rollouts/held_out_{when}.md")
-        runner.finish_training(run, args, metrics, [{k: p[k] for k in CURVE_KEYS if k in p} for p in curve], started)
+        finish_training(run, args, metrics, [{k: p[k] for k in CURVE_KEYS if k in p} for p in curve], started)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ metrics and the loss curve.  A killed run resumes from its last checkpoint under
 from __future__ import annotations
 
 from videor4.pipeline import runner
+from videor4.pipeline.checkpoint import finish_training
 
 PARAMS_KEY = {"drp_sft": "drp", "crp_sft": "crp"}  # stage → its section under sft:
 
@@ -40,7 +41,7 @@ def main() -> None:
         metrics["format_valid_rate"] = rate
         metrics["format_eval_prompts"] = len(generations)
         run.log_dict(generations, f"{args.stage}_generations.json")
-        runner.finish_training(run, args, metrics, curve, started)
+        finish_training(run, args, metrics, curve, started)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Server, file_bytes, free_port
-from videor4.pipeline.runner import log_checkpoint, tracking_config
+from videor4.pipeline.checkpoint import log_checkpoint
+from videor4.pipeline.registry import resolve_checkpoint
+from videor4.pipeline.runner import tracking_config
 from videor4.pipeline.storage import S3Settings, StorageError, check, s3_settings
 from videor4.pipeline.tracking import TrackingConfig, start_run
 
@@ -90,8 +92,9 @@ def test_check_names_what_failed_in_one_line(aws_env, monkeypatch, tmp_path, cas
     assert "\n" not in str(info.value)
 
 
-def test_mlflow_server_keeps_checkpoint_artifacts_on_s3(aws_env, tiny_dir, tmp_path, monkeypatch) -> None:
-    """Proxied artifacts: the client talks only to `mlflow server`, which writes to S3."""
+def test_mlflow_server_registers_checkpoints_and_keeps_them_on_s3(aws_env, tiny_dir, tmp_path, monkeypatch) -> None:
+    """Proxied artifacts: the client talks only to `mlflow server`, which writes to S3.  The checkpoint
+    is the run's model and version 1 of `video-r4-sft`, and `models:/` and `runs:/` bring it back."""
     import psutil
     from mlflow.tracking import MlflowClient
 
@@ -111,13 +114,20 @@ def test_mlflow_server_keeps_checkpoint_artifacts_on_s3(aws_env, tiny_dir, tmp_p
         # Downloads stream through the server: moto with signature checks answers the
         # presigned URLs MLflow would otherwise hand out with HTTP 500 (AWS and MinIO accept them).
         monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+        params = {"vision": {"num_frames": 4}, "rollout": {"max_tool_calls": 2}}
         with start_run("sft", TrackingConfig(tracking_uri=server.url, experiment="s3-served", strict=True)) as run:
-            info = log_checkpoint(run, tiny_dir, max_artifact_mb=200)
+            info = log_checkpoint(run, tiny_dir, 200, "sft", params)
         assert info["md5"].endswith(".dir")
-        restored = Path(MlflowClient(server.url).download_artifacts(run.run_id, "checkpoint", str(tmp_path / "back")))
-        assert file_bytes(restored) == file_bytes(tiny_dir)
+        assert run.tags["model.registered_uri"] == "models:/video-r4-sft/1" and run.tags["model.model_uri"] == f"runs:/{run.run_id}/model"
+        version = MlflowClient(server.url).get_model_version("video-r4-sft", "1")
+        assert version.tags["dvc.md5"] == info["md5"] and version.tags["dvc.stage"] == "sft" and version.run_id == run.run_id
+        for uri in ("models:/video-r4-sft/1", f"runs:/{run.run_id}/model"):
+            restored = resolve_checkpoint(uri, server.url, tmp_path / uri.split(":")[0])
+            assert file_bytes(restored) == file_bytes(tiny_dir), uri
         stored = keys_under(aws_env, "served/")
-        assert any(k.endswith(f"{run.run_id}/artifacts/checkpoint/config.json") for k in stored), stored
+        assert any(k.endswith(f"/artifacts/{tiny_dir.name}/config.json") for k in stored), stored
+        with pytest.raises(ValueError, match=r"^cannot fetch models:/video-r4-sft/7 from http://127\.0\.0\.1:\d+: "):
+            resolve_checkpoint("models:/video-r4-sft/7", server.url, tmp_path / "missing")
     finally:
         server.stop()
     assert len(started) >= 1 and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started)

@@ -262,14 +262,15 @@ def test_stage_run_and_write_metrics(project, store, monkeypatch) -> None:
     monkeypatch.chdir(work)
     params = {**PARAMS, "tracking": {"uri": uri, "experiment": "stages", "artifact_location": artifacts}}
     metrics = {"kept": 10, "dropped": {"no_evidence": 3}, "note": "text", "ok": True}
+    record = {"seconds": 2.5, "checkpoint": {"md5": "abc.dir", "size_mb": 1.5}}  # what it took: MLflow only
     with stage_run("train", params) as run:
-        path = write_metrics(Path("metrics/train.json"), metrics, run)
+        path = write_metrics(Path("metrics/train.json"), {**metrics, **record}, run)
     assert json.loads(path.read_text()) == metrics
     assert path.read_text() == json.dumps(metrics, indent=2, sort_keys=True) + "\n"
 
     got = client(uri).get_run(run.run_id)
     assert got.info.run_name == "train" and got.info.status == "FINISHED"
-    assert got.data.metrics == {"kept": 10.0, "dropped.no_evidence": 3.0}
+    assert got.data.metrics == {"kept": 10.0, "dropped.no_evidence": 3.0, "seconds": 2.5, "checkpoint.size_mb": 1.5}
     assert got.data.params["reward.accuracy.kind"] == "anls"
     assert got.data.params["extra.yaml:opt.depth"] == "2"
     assert "tracking.uri" not in got.data.params
@@ -279,6 +280,51 @@ def test_stage_run_and_write_metrics(project, store, monkeypatch) -> None:
     assert got.data.tags["env.lock.md5"] == hashlib.md5(b"six==1.16.0\n").hexdigest()
     assert [a.path for a in client(uri).list_artifacts(run.run_id, "environment")] == ["environment/requirements.lock"]
     assert got.data.tags["env.trl"] == metadata.version("trl") and got.data.tags["env.torch"] == metadata.version("torch")
+
+
+def test_experiments_open_as_model_training_and_keep_a_kind_set_by_hand(store) -> None:
+    """MLflow 3 shows an experiment without `mlflow.experimentKind` in its GenAI view."""
+    uri, artifacts = store
+    with start_run("a", TrackingConfig(tracking_uri=uri, artifact_location=artifacts, experiment="kind-new")):
+        pass
+    assert client(uri).get_experiment_by_name("kind-new").tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client(uri).create_experiment("kind-old", artifact_location=artifacts)  # made before the tag existed
+    assert "mlflow.experimentKind" not in client(uri).get_experiment(old).tags
+    with start_run("b", TrackingConfig(tracking_uri=uri, experiment="kind-old")):
+        pass
+    assert client(uri).get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    mine = client(uri).create_experiment("kind-mine", artifact_location=artifacts, tags={"mlflow.experimentKind": "genai_development"})
+    with start_run("c", TrackingConfig(tracking_uri=uri, experiment="kind-mine")):
+        pass
+    assert client(uri).get_experiment(mine).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_stage_logs_its_data_deps_and_outs_as_datasets(store, tmp_path, monkeypatch) -> None:
+    """Deps and outs under data/ are MLflow dataset inputs ("input" / "output"), digest = DVC's md5."""
+    uri, artifacts = store
+    root = tmp_path / "ds"
+    root.mkdir()
+    _sh(["git", "init", "-q"], root)
+    _sh([sys.executable, "-m", "dvc", "init", "-q"], root)
+    (root / "data/raw").mkdir(parents=True)
+    (root / "data/raw/a.txt").write_text("a")
+    (root / "data/raw/b.txt").write_text("b")
+    (root / "notes.txt").write_text("not a dataset")
+    stage = {"cmd": "true", "deps": ["data/raw", "notes.txt"], "outs": ["data/built/rows.jsonl"]}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"build": stage}}))
+    monkeypatch.chdir(root)
+    params = {"tracking": {"uri": uri, "experiment": "datasets", "artifact_location": artifacts}}
+    with stage_run("build", params) as run:
+        (root / "data/built").mkdir()
+        (root / "data/built/rows.jsonl").write_text('{"a": 1}\n{"a": 2}\n\n{"a": 3}\n')
+    inputs = client(uri).get_run(run.run_id).inputs.dataset_inputs
+    got = {(i.dataset.name, i.tags[0].value): i.dataset for i in inputs}
+    assert set(got) == {("data/raw", "input"), ("data/built/rows.jsonl", "output")}
+    assert got["data/raw", "input"].digest == dep_md5("data/raw") and got["data/raw", "input"].digest.endswith(".dir")
+    assert json.loads(got["data/raw", "input"].profile) == {"files": 2}
+    assert got["data/built/rows.jsonl", "output"].digest == dep_md5("data/built/rows.jsonl")
+    assert json.loads(got["data/built/rows.jsonl", "output"].profile) == {"rows": 3}
+    assert json.loads(got["data/raw", "input"].source) == {"uri": (root / "data/raw").as_uri()}
 
 
 def test_tracking_config_from_params() -> None:
@@ -346,7 +392,7 @@ def test_eval_stage_tags_each_checkpoint_with_its_lineage_md5_hashed_once(store,
             yield run
 
     monkeypatch.setattr(stage, "stage_run", keep_run)
-    outputs = ["--predictions", "p", "--table", "t.md", "--metrics", "m.json", "--scaling", "s.json", "--accuracy", "a.json"]
+    outputs = ["--predictions", "p", "--table", "t.md", "--headline", "h.json", "--metrics", "m.json", "--scaling", "s.json", "--accuracy", "a.json"]
     monkeypatch.setattr(sys, "argv", ["eval.py", "--models", "models", "--held-out", "held_out.jsonl", *outputs])
     with pytest.raises(Stop):
         stage.main()

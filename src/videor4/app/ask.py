@@ -113,17 +113,41 @@ def open_env(sample: dict[str, Any], vision: VisionConfig, max_images: int | Non
         raise AskError(str(exc)) from None
 
 
-def load_model(path: str | os.PathLike, device: str | None = None) -> Policy:
-    """A policy from a local checkpoint (or reference) directory; AskError if it is missing or not one."""
-    from videor4.policy.model import REFERENCE_FILE, ModelLoadError, load_policy
+def checkpoint_path(ref: str | os.PathLike, tracking_uri: str | None = None) -> Path:
+    """The checkpoint directory `ref` names: a local path, or `runs:/<run id>/model` /
+    `models:/<name>/<version>` fetched from the MLflow store (`tracking_uri`, else
+    $MLFLOW_TRACKING_URI, else ./mlflow.db).  AskError when the store has no such model."""
+    from videor4.pipeline.tracking import TrackingConfig, is_model_uri
 
-    path = Path(path)
+    if not is_model_uri(ref):
+        return Path(ref)
+    from videor4.pipeline.registry import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(str(ref), tracking_uri or TrackingConfig().resolved_uri())
+    except ValueError as exc:
+        raise AskError(str(exc)) from None
+
+
+def check_checkpoint(path: Path) -> Path:
+    """`path` if it is a checkpoint (or reference) directory, else AskError saying what it is."""
+    from videor4.policy.model import REFERENCE_FILE
+
     if not path.exists():
         raise AskError(f"model not found: {path} (a checkpoint directory, e.g. models/rl_c after `dvc repro`)")
     if not path.is_dir():
         raise AskError(f"model path is not a directory: {path}")
     if not (path / "config.json").is_file() and not (path / REFERENCE_FILE).is_file():
         raise AskError(f"not a model checkpoint: {path} (no config.json or {REFERENCE_FILE})")
+    return path
+
+
+def load_model(path: str | os.PathLike, device: str | None = None, tracking_uri: str | None = None) -> Policy:
+    """A policy from a local checkpoint (or reference) directory or an MLflow model URI (`checkpoint_path`);
+    AskError if it is missing or not one."""
+    from videor4.policy.model import ModelLoadError, load_policy
+
+    path = check_checkpoint(checkpoint_path(path, tracking_uri))
     if device is None:
         import torch
 
@@ -148,15 +172,10 @@ def ruminate(
 ) -> Rollout:
     """Run one rumination rollout to its end, calling `on_step` with its trajectory so far after
     every turn is acted on (the newest turn is `turn_texts()[-1]`)."""
-    from videor4.policy.encoding import PolicyEncoder
-    from videor4.policy.rollout import RolloutEngine
+    from videor4.policy.rollout import ruminate as run_rollout
 
     env = env or open_env(sample, vision, max_images=settings.max_images)
-    engine = RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), settings)
-    rollout = engine.start(sample, env, 0)
-
-    engine.run([rollout], on_turn=(lambda r: on_step(r.to_trajectory())) if on_step else None)
-    return rollout
+    return run_rollout(policy, sample, env, settings, on_turn=(lambda r: on_step(r.to_trajectory())) if on_step else None)
 
 
 # ---------------------------------------------------------------- describing

@@ -22,19 +22,37 @@ from typing import Any, NoReturn
 from videor4.core.io import is_number, os_error_in, write_json
 from videor4.core.launch import is_main_process, world_size
 from videor4.core.params import fill
-from videor4.pipeline.lineage import LOCK_FILE, declared_params, dep_md5, environment_tags, git_output, lineage_tags, load_params
-from videor4.pipeline.tracking import Run, TrackingConfig, TrackingError, flatten, start_child_run
+from videor4.pipeline.lineage import (
+    LOCK_FILE,
+    declared_params,
+    dep_md5,
+    environment_tags,
+    git_output,
+    lineage_tags,
+    load_params,
+    stage_definition,
+)
+from videor4.pipeline.tracking import DatasetRecord, Run, TrackingConfig, TrackingError, flatten, start_child_run
 
-MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
+DATASET_ROOT = "data"  # a stage's deps and outs under data/ are its datasets in MLflow
 WORK_ROOT = Path(".cache")  # resumable training state, <root>/<stage>; not a DVC out
 # the command line of every training stage (sft.py, rl.py)
 TRAINING_PATHS = ("init", "data", "held-out", "out", "metrics", "curve")
 
 
+# What a run took and where its checkpoint lies, not what it achieved: logged to MLflow (metrics and
+# `checkpoint.*` tags; dvc.lock holds the md5s) and kept out of the metrics files, so `dvc exp show`
+# and `dvc metrics diff` compare results and not wall-clock noise.
+RUN_RECORD_KEYS = frozenset(
+    {"seconds", "train_seconds", "checkpoint", "processes", "bf16", "resumed_from_step", "videos_per_second", "train_tokens_per_second"}
+)
+
+
 def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any], run: Run | None = None) -> Path:
-    """Write the stage's metrics file (nested as given) and log its numbers to the run (dotted keys)."""
+    """Write the stage's metrics file (nested as given, without `RUN_RECORD_KEYS`) and log every
+    number, the run record's included, to the run (dotted keys)."""
     path = Path(path)
-    write_json(path, dict(metrics))
+    write_json(path, {key: value for key, value in metrics.items() if key not in RUN_RECORD_KEYS})
     if run is not None:
         numbers = {key: value for key, value in flatten(metrics).items() if is_number(value)}
         run.log_metrics(numbers)
@@ -141,9 +159,37 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
             lock = root / LOCK_FILE
             if lock.is_file():
                 run.log_artifact(lock, "environment")
+            inputs, outputs = stage_datasets(stage, dvc_yaml)
+            run.log_datasets([dataset_record(p, root, lineage.get(f"dep.{p}.md5")) for p in inputs], "input")
             yield run
+            run.log_datasets([dataset_record(p, root) for p in outputs if (root / p).exists()], "output")
     except TrackingError as exc:  # tracking.strict and MLflow failed
         fail(stage, exc)
+
+
+def stage_datasets(stage: str, dvc_yaml: str | os.PathLike = "dvc.yaml") -> tuple[list[str], list[str]]:
+    """The stage's declared deps and outs that are datasets (under data/), as declared."""
+    definition = stage_definition(stage, dvc_yaml)
+
+    def datasets(entries: list[Any]) -> list[str]:
+        paths = [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
+        return [p for p in paths if Path(p).parts[:1] == (DATASET_ROOT,)]
+
+    return datasets(definition["deps"]), datasets(definition["outs"])
+
+
+def dataset_record(path: str, root: str | os.PathLike = ".", md5: str | None = None) -> DatasetRecord:
+    """A dataset path as MLflow shows it: its DVC md5 (hashed unless given) and rows (a .jsonl) or files (a folder)."""
+    full = Path(root) / path
+    if full.is_dir():
+        profile = {"files": sum(1 for p in full.rglob("*") if p.is_file())}
+    elif full.suffix == ".jsonl":
+        with open(full, "rb") as fh:
+            profile = {"rows": sum(1 for line in fh if line.strip())}
+    else:
+        profile = {"bytes": full.stat().st_size}
+    digest = md5 if md5 not in (None, "missing") else dep_md5(full, root)
+    return DatasetRecord(name=path, digest=digest, source=str(full), profile=profile)
 
 
 @contextlib.contextmanager
@@ -205,14 +251,6 @@ def training_run(args: argparse.Namespace, params: Mapping[str, Any], tags: Mapp
         yield run
 
 
-def finish_training(run: Run, args: argparse.Namespace, metrics: dict[str, Any], curve: list[dict[str, Any]], started: float) -> None:
-    """Write the curve, record the checkpoint on the run and write the metrics (with the stage's seconds)."""
-    metrics["seconds"] = time.time() - started
-    write_json(args.curve, curve)
-    metrics["checkpoint"] = log_checkpoint(run, args.out, MAX_ARTIFACT_MB)
-    write_metrics(args.metrics, metrics, run)
-
-
 def relaunch_distributed(params: Mapping[str, Any], script: str, args: list[str]) -> None:
     """With more than one process (params `launch:` or $VIDEOR4_NUM_PROCESSES ...), re-run this
     stage under `accelerate launch` and exit with its status.
@@ -244,18 +282,6 @@ def declared_dep_md5(run: Run, path: str | os.PathLike, dvc_yaml: str | os.PathL
     declared = Path(os.path.relpath(path, root)).as_posix()
     md5 = run.lineage.get(f"dep.{declared}.md5")
     return md5 if md5 not in (None, "missing") else dep_md5(path, root)
-
-
-def log_checkpoint(run: Run, path: str | os.PathLike, max_artifact_mb: float) -> dict[str, Any]:
-    """Record a checkpoint directory on the run: its path and md5 (as DVC hashes it) always,
-    the files themselves as an artifact when they are no larger than `max_artifact_mb`."""
-    path = Path(path)
-    size_mb = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
-    info = {"path": str(path), "md5": dep_md5(path), "size_mb": round(size_mb, 3)}
-    run.set_tags({f"checkpoint.{k}": v for k, v in info.items()})
-    if size_mb <= max_artifact_mb:
-        run.log_artifact(path, artifact_path="checkpoint")
-    return info
 
 
 def progress_bar(label: str, total: int) -> Callable[[int], None]:

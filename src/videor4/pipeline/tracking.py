@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger("videor4.pipeline.tracking")
 
 PARENT_RUN_ENV = "VIDEOR4_PARENT_RUN_ID"
+# MLflow 3 opens an experiment in its GenAI view unless this tag says it holds model training
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+MODEL_URI_SCHEMES = ("runs:/", "models:/")  # a run's logged model, a registered model's version
+
+
+def is_model_uri(ref: str | os.PathLike) -> bool:
+    return str(ref).startswith(MODEL_URI_SCHEMES)
 PIPELINE_TAG = "videor4.pipeline"  # on a pipeline's parent run: the key its stages find it by
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -53,6 +62,17 @@ def is_local_store(uri: str) -> bool:
 
 class TrackingError(RuntimeError):
     """Strict tracking: the backend failed (one line naming the store and the cause)."""
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A dataset a run read or wrote, as MLflow's Dataset column shows it: its path as the name,
+    its DVC md5 as the digest, where it lies as the source, and a small profile (rows, files)."""
+
+    name: str
+    digest: str
+    source: str
+    profile: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -239,7 +259,9 @@ class Run:
         if experiment is None:
             try:
                 return client.create_experiment(
-                    name, artifact_location=self.config.resolved_artifact_location(self.tracking_uri)
+                    name,
+                    artifact_location=self.config.resolved_artifact_location(self.tracking_uri),
+                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
                 )
             except MlflowException:
                 # another stage may have created it in the meantime
@@ -249,6 +271,8 @@ class Run:
         if experiment.lifecycle_stage == "deleted":
             logger.info("restoring deleted MLflow experiment %r", name)
             client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag, or by hand: a user's own kind is kept
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return experiment.experiment_id
 
     def _close(self, status: str, quiet: bool = False) -> None:
@@ -330,6 +354,44 @@ class Run:
                 self._client.log_artifacts(self._run_id, str(path), artifact_path)
             else:
                 self._client.log_artifact(self._run_id, str(path), artifact_path)
+
+    def log_datasets(self, datasets: list[DatasetRecord], context: str) -> None:
+        """Log datasets as the run's dataset inputs, tagged with `context` ("input", "output", ...)."""
+        if not datasets or not self.active:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entries = [
+            DatasetInput(
+                Dataset(
+                    name=d.name,
+                    digest=d.digest,
+                    source_type="local",
+                    source=json.dumps({"uri": Path(d.source).resolve().as_uri()}),
+                    profile=json.dumps(dict(d.profile)) if d.profile else None,
+                ),
+                tags=[InputTag(DATASET_CONTEXT_TAG, context)],
+            )
+            for d in datasets
+        ]
+        with self._guard("log_inputs"):
+            self._client.log_inputs(self._run_id, datasets=entries)
+
+    def log_model(self, log: Callable[[str, str], dict[str, str]]) -> dict[str, str]:
+        """Log a model with `log(run_id, tracking_uri)` (e.g. `registry.log_checkpoint_model`), guarded
+        as every other call here: a backend failure warns (raises when strict); {} without a backend."""
+        if not self.active:
+            return {}
+        with self._guard("log_model"):
+            return log(self._run_id, self.tracking_uri)
+        return {}
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        """Store a matplotlib figure as the image artifact `name` (e.g. figures/scaling.png)."""
+        if not self.active:
+            return
+        with self._guard("log_figure"):
+            self._client.log_figure(self._run_id, figure, name)
 
     def log_dict(self, obj: Any, name: str) -> None:
         """Store `obj` as the artifact `name` (YAML for .yaml/.yml, else JSON)."""

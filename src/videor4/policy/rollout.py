@@ -514,6 +514,15 @@ def start_group(engine: RolloutEngine, sample: dict[str, Any], vision, group_siz
     return [engine.start(sample, sample_env(sample, vision, max_images=engine.settings.max_images), prompt_id) for _ in range(group_size)]
 
 
+def ruminate(policy, sample: dict[str, Any], env: RuminationEnv, settings: RolloutSettings, on_turn: Callable[[Rollout], None] | None = None) -> Rollout:
+    """One rumination rollout of `policy` (a `Policy`) on `sample` in `env`, run to its end; `on_turn`
+    as in `RolloutEngine.run`.  What `video-r4 ask` and a registered MLflow model answer with."""
+    engine = RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), settings)
+    rollout = engine.start(sample, env, 0)
+    engine.run([rollout], on_turn=on_turn)
+    return rollout
+
+
 def rollout_limits(params: dict[str, Any]) -> RolloutSettings:
     """`rollout:` limits shared by data synthesis, RL and evaluation."""
     return fill(RolloutSettings, section(params, "rollout"), "rollout")

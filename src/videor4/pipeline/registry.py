@@ -1,0 +1,140 @@
+"""Checkpoints as MLflow models.
+
+Each trained checkpoint is logged as an MLflow (pyfunc) model that answers questions about
+videos by rumination, and registered as a new version of one registered model per stage
+(`video-r4-rl_c`, ...), tagged with its DVC md5 and git commit.  `resolve_checkpoint` turns
+what a user types — a local directory, `runs:/<run id>/model` or `models:/<name>/<version>` —
+back into a checkpoint directory, so `video-r4 ask` and `video-r4 eval` take any of them.
+
+    mlflow.pyfunc.load_model("models:/video-r4-rl_c/1").predict(
+        pandas.DataFrame({"video": ["talk.mp4"], "question": ["What is on the slide?"]}))
+
+Imported only when a model is logged or resolved: `mlflow.pyfunc` takes seconds to import.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from videor4.pipeline.tracking import is_model_uri
+
+MODEL_NAME = "model"  # the logged model's name in its run: runs:/<run id>/model
+CHECKPOINT_ARTIFACT = "checkpoint"  # the checkpoint directory inside the logged model
+REGISTERED_PREFIX = "video-r4-"
+
+
+def registered_model_name(stage: str) -> str:
+    return f"{REGISTERED_PREFIX}{stage}"
+
+
+class RuminationModel(mlflow.pyfunc.PythonModel):
+    """A policy checkpoint as an MLflow model: each input row (`video`: a video file or page folder,
+    `question`) → the answer the policy gives after ruminating (None when it gave none).  The
+    vision settings and rollout limits are the training run's (`model_config`)."""
+
+    def load_context(self, context) -> None:
+        from videor4.policy.model import load_policy
+
+        self.policy = load_policy(context.artifacts[CHECKPOINT_ARTIFACT], device="cpu")
+        self.config = dict(context.model_config or {})
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str | None]:
+        from videor4.core.schema import Sample
+        from videor4.policy.rollout import RolloutSettings, ruminate
+        from videor4.rumination.tools import VisionConfig
+        from videor4.rumination.trajectory import sample_env
+
+        vision = VisionConfig(**self.config.get("vision", {}))
+        limits = {**self.config.get("rollout", {}), "temperature": 0.0, "batch_size": 1, "force_answer": True}
+        settings = RolloutSettings(**limits)
+        rows = model_input.to_dict("records")
+        answers = []
+        for i, row in enumerate(rows):
+            sample = Sample(
+                sample_id=f"predict-{i}",
+                video=str(row["video"]),
+                question=str(row["question"]),
+                answers=[],
+                problem_type="open",
+                source="mlflow",
+                split="test",
+            ).to_dict()
+            env = sample_env(sample, vision, max_images=settings.max_images)
+            answers.append(ruminate(self.policy, sample, env, settings).answer)
+        return answers
+
+
+def log_checkpoint_model(
+    run_id: str,
+    tracking_uri: str,
+    *,
+    checkpoint: str | os.PathLike,
+    stage: str,
+    model_config: Mapping[str, Any],
+    version_tags: Mapping[str, str],
+    pip_requirements: list[str] | None = None,
+) -> dict[str, str]:
+    """Log `checkpoint` as the run's model and register it as a new version of `video-r4-<stage>`;
+    returns the model's URIs and version."""
+    from mlflow.models import Model, ModelSignature
+    from mlflow.tracking import MlflowClient
+    from mlflow.types import ColSpec, Schema
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    # Model.log and the registry use the global client, and the logged model goes to the active experiment
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
+    name = registered_model_name(stage)
+    info = Model.log(
+        artifact_path=None,
+        name=MODEL_NAME,
+        flavor=mlflow.pyfunc,
+        run_id=run_id,
+        python_model=RuminationModel(),
+        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+        model_config=dict(model_config),
+        pip_requirements=pip_requirements or [],
+        registered_model_name=name,
+        # what predict takes and gives, shown on the model's page (inference from a DataFrame hint cannot)
+        signature=ModelSignature(inputs=Schema([ColSpec("string", "video"), ColSpec("string", "question")]), outputs=Schema([ColSpec("string")])),
+    )
+    version = str(info.registered_model_version)
+    for key, value in version_tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return {
+        "model_uri": f"runs:/{run_id}/{MODEL_NAME}",
+        "registered_model": name,
+        "version": version,
+        "registered_uri": f"models:/{name}/{version}",
+    }
+
+
+def resolve_checkpoint(ref: str | os.PathLike, tracking_uri: str, dst: str | os.PathLike | None = None) -> Path:
+    """The checkpoint directory `ref` names: a local path as it is; `runs:/…` or `models:/…`
+    downloaded from the tracking store (into `dst`, else a new temporary folder).  Raises
+    ValueError with one line when the store has no such model."""
+    if not is_model_uri(ref):
+        return Path(ref)
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    where = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="videor4-model-"))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(ref), dst_path=str(where)))
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot fetch {ref} from {tracking_uri}: {first}") from None
+    from mlflow.models import Model
+
+    try:  # the pyfunc flavour records where its `checkpoint` artifact lies in the model
+        artifact = Model.load(str(local)).flavors["python_function"]["artifacts"][CHECKPOINT_ARTIFACT]["path"]
+    except (MlflowException, OSError, KeyError, TypeError):
+        raise ValueError(f"{ref} is not a video-r4 model (no {CHECKPOINT_ARTIFACT} artifact)") from None
+    return local / artifact
