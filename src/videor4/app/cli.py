@@ -157,7 +157,7 @@ def data_replay(
 def ask(
     video: Path = typer.Argument(..., help="A video file (mp4, ...) or a folder of page images."),
     question: str = typer.Argument(..., help="The question to answer."),
-    model: Path = typer.Option(Path("models/rl_c"), help="Policy checkpoint directory."),
+    model: str = typer.Option("models/rl_c", help="Checkpoint directory, runs:/<run id>/model or models:/<name>/<version>."),
     params: Path = typer.Option(Path("params.yaml"), help="Vision config and rollout limits (defaults if absent)."),
     max_steps: int = typer.Option(None, min=0, help="Tool-call budget (default: rollout.max_tool_calls)."),
     max_new_tokens: int = typer.Option(128, min=1, help="Tokens per turn."),
@@ -176,7 +176,8 @@ def ask(
             p = _params(params)
             vision, limits = vision_config(p), rollout_limits(p)
         else:
-            vision, limits = VisionConfig(), RolloutSettings()
+            p, vision, limits = {}, VisionConfig(), RolloutSettings()
+        tracking_uri = _tracking_uri(p)
     except (yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
         _die(f"bad params file {params}: {' '.join(str(exc).split())}")
     settings = RolloutSettings(
@@ -208,7 +209,7 @@ def ask(
             f"{video}: {len(video_info.frames)} of {video_info.num_source_frames} frames shown "
             f"({video_info.width}x{video_info.height}); tool budget {settings.max_tool_calls}"
         )
-        policy = load_model(model)
+        policy = load_model(model, tracking_uri=tracking_uri)
         rollout = ruminate(policy, sample, vision, settings, on_step=on_step, env=env)
     except AskError as exc:
         _die(str(exc))
@@ -222,6 +223,88 @@ def ask(
     except OSError as exc:
         _die(f"cannot write the report: {exc}")
     typer.echo(f"report: {path}")
+
+
+def _tracking_uri(params: dict) -> str:
+    """Where `runs:/` and `models:/` are looked up: $MLFLOW_TRACKING_URI, params `tracking.uri`, ./mlflow.db."""
+    from videor4.pipeline.runner import tracking_config
+
+    return tracking_config(params).resolved_uri()
+
+
+@app.command("eval")
+def evaluate(
+    model: str = typer.Option(..., help="Checkpoint directory, runs:/<run id>/model or models:/<name>/<version>."),
+    eval_set: str = typer.Option(..., "--set", help="synthetic | m4vitevqa | mpdocvqa | slidesvqa | mcvqa."),
+    root: Path = typer.Option(..., help="The set's folder (synthetic: data/built or a samples .jsonl file)."),
+    mode: str = typer.Option("both", help="single_pass | rumination | both (both adds the scaling curve)."),
+    max_steps: int = typer.Option(None, min=0, help="Rumination budget K (default: eval.max_steps)."),
+    max_questions: int = typer.Option(None, help="Answer only the first N questions (default: eval.max_questions)."),
+    file: str = typer.Option(None, help="The annotation file under --root (default: the set's, as in params eval.sets)."),
+    subset: str = typer.Option(None, help="mcvqa: which benchmark (mvbench, videomme, ...; default mvbench)."),
+    predictions: Path = typer.Option(None, help="Per-question predictions (.jsonl; default reports/eval_cli/<model>.<set>.jsonl)."),
+    params: Path = typer.Option(Path("params.yaml"), help="Vision config, rollout limits and eval settings (defaults if absent)."),
+) -> None:
+    """Evaluate one checkpoint on one eval set with the stage's engine and scoring: the table to stdout, predictions to a file."""
+    import dataclasses
+
+    import yaml
+
+    from videor4.app.ask import AskError, check_checkpoint, checkpoint_path
+    from videor4.core.io import write_jsonl
+    from videor4.evaluation.evaluate import (
+        MODE_LABELS,
+        EvalDataError,
+        eval_set_from_root,
+        eval_settings,
+        evaluate_checkpoint,
+        evaluate_mode,
+        format_cell_table,
+        paper_table,
+    )
+    from videor4.policy.rollout import rollout_limits
+    from videor4.rumination.tools import vision_config
+
+    if mode not in ("both", *MODE_LABELS):
+        _die(f"unknown mode {mode!r} (single_pass, rumination or both)")
+    try:
+        p = _params(params) if params.is_file() else {}
+        settings = eval_settings(p)
+        if max_steps is not None:
+            settings = dataclasses.replace(settings, max_steps=max_steps)
+        if max_questions is not None:
+            settings = dataclasses.replace(settings, max_questions=max_questions)
+        vision, max_images = vision_config(p, settings.vision), rollout_limits(p).max_images
+        tracking_uri = _tracking_uri(p)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
+        _die(f"bad params file {params}: {' '.join(str(exc).split())}")
+    try:
+        sets = eval_set_from_root(eval_set, root, settings, file=file, subset=subset)
+        path = check_checkpoint(checkpoint_path(model, tracking_uri))
+    except (EvalDataError, AskError) as exc:
+        _die(str(exc))
+    name = model if model.startswith(("runs:/", "models:/")) else path.name
+    rows = []
+    try:
+        if mode == "both":
+            result = evaluate_checkpoint(name, path, sets, vision, settings, max_images, _progress)
+            typer.echo(paper_table([result], sets, settings.max_steps, title=f"{name} on {eval_set}"))
+            rows = [{"set": s, "mode": m, **r} for s, modes in result.predictions.items() for m, recs in modes.items() for r in recs]
+        else:
+            cells = []
+            for s in sets:
+                cell, records = evaluate_mode(path, s, mode, vision, settings, max_images, _progress(f"eval {s.name}", len(s.rows)))
+                cells.append((s, cell))
+                rows += [{"set": s.name, "mode": mode, **r} for r in records]
+            typer.echo(format_cell_table(name, mode, cells))
+    except Exception as exc:  # noqa: BLE001  (a checkpoint or video that fails: one line)
+        _die(f"evaluation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    out = predictions or Path("reports/eval_cli") / f"{Path(name).name.replace(':', '_')}.{eval_set}.jsonl"
+    try:
+        write_jsonl(out, rows)
+    except OSError as exc:
+        _die(f"cannot write the predictions: {exc}")
+    typer.echo(f"predictions: {out} ({len(rows)} records)")
 
 
 @remote_app.command("configure")

@@ -17,6 +17,7 @@ difference with its interval and p-value (`videor4.core.statistics`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -267,25 +268,83 @@ class CheckpointResult:
     seconds: float
 
 
-def evaluate_checkpoint(name: str, path: str | Path, sets: Sequence[EvalSet], vision, settings: EvalSettings, max_images: int,
-                        progress: Callable[[str, int], Callable[[int], None]] | None = None) -> CheckpointResult:
+def _load(path: str | Path, settings: EvalSettings):
     import torch
 
     from videor4.policy.encoding import PolicyEncoder
     from videor4.policy.model import load_policy
     from videor4.train.lifecycle import use_bf16
 
-    started = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(path, dtype="bfloat16" if use_bf16(settings.bf16) else "float32", device=device)
-    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
+    return policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor)
+
+
+def evaluate_checkpoint(name: str, path: str | Path, sets: Sequence[EvalSet], vision, settings: EvalSettings, max_images: int,
+                        progress: Callable[[str, int], Callable[[int], None]] | None = None) -> CheckpointResult:
+    started = time.time()
+    model, encoder = _load(path, settings)
     summaries, predictions = {}, {}
     for s in sets:
         bar = progress(f"eval {name} · {s.name}", len(s.rows)) if progress else None
-        runs = sweep_budgets(policy.model, encoder, s.rows, vision, settings, max_images, bar)
+        runs = sweep_budgets(model, encoder, s.rows, vision, settings, max_images, bar)
         summaries[s.name] = summarize(runs, s.rows, settings.bootstrap_resamples)
         predictions[s.name] = {SINGLE_PASS: runs[0], RUMINATION: runs[settings.max_steps]}
     return CheckpointResult(name, summaries, predictions, time.time() - started)
+
+
+def evaluate_mode(path: str | Path, s: EvalSet, mode: str, vision, settings: EvalSettings, max_images: int,
+                  progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One mode on one set, without the budget sweep: (its Acc / ANLS cell, the records)."""
+    if mode not in MODE_LABELS:
+        raise ValueError(f"unknown mode {mode!r} (single_pass or rumination)")
+    model, encoder = _load(path, settings)
+    budget = 0 if mode == SINGLE_PASS else settings.max_steps
+    records = answer_all(model, encoder, s.rows, vision, settings, budget, max_images, progress)
+    return scores(records, settings.bootstrap_resamples), records
+
+
+SET_NAMES = ("synthetic", "m4vitevqa", "mpdocvqa", "slidesvqa", "mcvqa")
+
+
+def eval_set_from_root(name: str, root: str | Path, settings: EvalSettings, file: str | None = None, subset: str | None = None) -> list[EvalSet]:
+    """The eval set(s) `name` read from `root`, as `eval.sets` would configure them (its file names from
+    params unless `file` is given): synthetic takes a samples file or a folder holding samples_test.jsonl;
+    m4vitevqa gives one set per configured split (or just `file`); mcvqa reads `subset` (default mvbench)."""
+    if name not in SET_NAMES:
+        raise EvalDataError(f"unknown eval set {name!r} (one of {', '.join(SET_NAMES)})")
+    root = Path(root)
+    if not root.exists():
+        raise EvalDataError(f"{name} root not found: {root}")
+    if name == "synthetic":
+        samples = root / "samples_test.jsonl" if root.is_dir() else root
+        if not samples.is_file():
+            raise EvalDataError(f"synthetic samples not found: {samples}")
+        picked = dataclasses.replace(settings, sets={})
+        return load_eval_sets(picked, samples)
+    configured = dict((settings.sets or {}).get(name) or {})
+    if name == "mcvqa":
+        subset = subset or "mvbench"
+        spec = {"annotation_file": f"{subset}.json", "videos_dir": "videos", **(configured.get(subset) or {}), "root": str(root)}
+        if file:
+            spec["annotation_file"] = file
+        picked_sets = {"mcvqa": {subset: spec}}
+    else:
+        spec = {**DEFAULT_SETS.get(name, {}), **configured, "root": str(root)}
+        if file and name == "m4vitevqa":
+            spec["files"] = {Path(file).stem: file}
+        elif file:
+            spec["split_file"] = file
+        picked_sets = {name: spec}
+    return load_eval_sets(dataclasses.replace(settings, sets=picked_sets), None)
+
+
+# the file names `eval.sets` uses when params.yaml has none (the datasets' own)
+DEFAULT_SETS = {
+    "m4vitevqa": {"videos_dir": "videos", "files": {"t1s1": "ViteVQA_0.0.2_t1s1test.json", "t1s2": "ViteVQA_0.0.2_t1s2test.json", "t2": "ViteVQA_0.0.2_t2test.json"}},
+    "mpdocvqa": {"split_file": "val.json"},
+    "slidesvqa": {"split_file": "test.jsonl"},
+}
 
 
 # ---------------------------------------------------------------- paired comparisons
@@ -358,6 +417,15 @@ def eval_metrics(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], m
     if comparisons is not None:
         metrics["comparisons"] = dict(comparisons)
     return metrics
+
+
+def headline_metrics(results: Sequence[CheckpointResult], sets: Sequence[EvalSet]) -> dict[str, Any]:
+    """What people compare across experiments: Acc and ANLS per set, checkpoint and mode (the
+    intervals, kinds and comparisons stay in the full eval metrics)."""
+    return {
+        s.name: {r.name: {mode: {m: r.summaries[s.name][mode][m] for m in ("acc", "anls")} for mode in MODE_LABELS} for r in results}
+        for s in sets
+    }
 
 
 def tracked_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -489,6 +557,13 @@ def paper_table(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], ma
                 f"| {r.name} | {s.title} | {t['clip_per_question']:.2f} | {t['crop_per_question']:.2f} | "
                 f"{_pct(t['questions_using_tools'])}% | {_pct(t['invalid_call_rate'])}% | {_pct(t['answered'])}% |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def format_cell_table(name: str, mode: str, cells: Sequence[tuple[EvalSet, Mapping[str, Any]]]) -> str:
+    """One checkpoint in one mode: a row per set with Acc and ANLS, mean [95 % CI] in %."""
+    lines = [f"# {name}: {MODE_LABELS[mode]}", "", "| Set | n | Acc | ANLS |", "|---|---:|---:|---:|"]
+    lines += [f"| {s.title} | {cell['n']} | {_cell(cell, 'acc')} | {_cell(cell, 'anls')} |" for s, cell in cells]
     return "\n".join(lines) + "\n"
 
 
