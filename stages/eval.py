@@ -1,16 +1,17 @@
 """Stage eval: every checkpoint of the curriculum on every eval set that is present.
 
     python stages/eval.py --models models --held-out data/built/samples_test.jsonl \
-        --predictions reports/eval --table reports/eval_table.md --metrics metrics/eval.json \
-        --scaling metrics/eval_scaling.json --accuracy metrics/eval_accuracy.json
+        --predictions reports/eval --table reports/eval_table.md --headline metrics/headline.json \
+        --metrics metrics/eval.json --scaling metrics/eval_scaling.json --accuracy metrics/eval_accuracy.json
 
 Single pass vs rumination per checkpoint (`eval.checkpoints`, folders under `--models`),
 the test-time scaling curve (accuracy as the allowed rumination steps grow from 0 to
 `eval.max_steps`) and tool use, with `videor4.evaluation`; every number with its n and
 95 % interval, and paired comparisons: rumination vs single pass per checkpoint, and each
 stage vs the checkpoint it was trained from (`curriculum.crp_sft_init` for CRP-SFT).
-Writes the metrics, the two plots, the paper-style table and the per-question predictions
-with their trajectories.
+Writes the headline metrics (Acc / ANLS per checkpoint and mode: what `dvc exp show` leads
+with), the full metrics, the two plots, the paper-style table (linking the figures stage's PNGs)
+and the per-question predictions with their trajectories.
 The MLflow run carries each checkpoint's md5 and the run that trained it.
 """
 
@@ -25,7 +26,7 @@ STAGE = "eval"
 
 
 def main() -> None:
-    args, params = stage_inputs(__doc__, "models", "held-out", "predictions", "table", "metrics", "scaling", "accuracy")
+    args, params = stage_inputs(__doc__, "models", "held-out", "predictions", "table", "headline", "metrics", "scaling", "accuracy")
     from videor4.core.io import atomic_dir, atomic_write_text, write_json, write_jsonl
     from videor4.evaluation.evaluate import (
         EvalDataError,
@@ -34,12 +35,14 @@ def main() -> None:
         eval_metrics,
         eval_settings,
         evaluate_checkpoint,
+        headline_metrics,
         load_eval_sets,
         paired_comparisons,
         paper_table,
         scaling_rows,
         tracked_numbers,
     )
+    from videor4.evaluation.figures import FIGURES
     from videor4.policy.model import ModelLoadError
     from videor4.policy.rollout import rollout_limits
     from videor4.rumination.tools import vision_config
@@ -82,6 +85,7 @@ def main() -> None:
         with one_line_errors(STAGE):  # two runs not aligned by sample id
             comparisons = paired_comparisons(results, sets, inits, settings.bootstrap_resamples)
         notes = ["checkpoints: " + ", ".join(f"{n} ({lineage[f'checkpoint.{n}.md5'][:8]})" for n in checkpoints)]
+        notes.append("figures (stage figures): " + ", ".join(f"[{what}](figures/{name})" for name, what in FIGURES.items()))
         table = paper_table(results, sets, settings.max_steps, notes=notes, comparisons=comparisons)
         with atomic_dir(args.predictions) as out:
             for r in results:
@@ -94,6 +98,7 @@ def main() -> None:
         write_json(args.accuracy, accuracy_rows(results, primary))
         run.log_text(table, "eval_table.md")
         run.log_artifact(args.predictions, "predictions")
+        write_json(args.headline, headline_metrics(results, sets))
         metrics = eval_metrics(results, sets, settings.max_steps, comparisons)
         metrics["seconds"] = time.time() - started
         write_metrics(args.metrics, metrics)
