@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
 TORCH := torch==2.13.0
-.PHONY: setup lock pipeline test bench push pull clean
+.PHONY: setup browser lock pipeline test bench push pull clean
 
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (docs/DESIGN.md §7).
 # Then every other package at the exact version of requirements.lock, then the project itself.
@@ -21,7 +21,16 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed
+# `dvc plots show` draws offline: Vega inlined into the page template .dvc/config names (npm registry, sha512-pinned)
+PLOTS_TEMPLATE := .dvc/plots/offline.html
+$(PLOTS_TEMPLATE): configs/plots/offline.py | $(VENV)/.installed
+	$(PY) configs/plots/offline.py $@
+
+setup: $(VENV)/.installed $(PLOTS_TEMPLATE)
+
+# headless Chromium for the tests that open pages (Debian's package; needs root or an existing install)
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # Re-resolve requirements.lock from pyproject.toml, keeping the locked versions that still fit
 # (add --upgrade-package NAME to move one).  torch stays out of it (configs/lock/overrides.txt).
@@ -37,12 +46,14 @@ pipeline: setup
 	@echo
 	@echo "Where to look:"
 	@echo "  dvc metrics show               every stage's metrics (metrics/*.json); dvc exp show: experiments side by side"
-	@echo "  dvc plots show                 loss / reward curves, test-time scaling, accuracy per checkpoint (dvc_plots/index.html)"
+	@echo "  dvc plots show                 loss / reward curves, test-time scaling, accuracy per checkpoint (dvc_plots/index.html, draws offline)"
+	@echo "  reports/figures/*.png          the same as pictures (stage figures); dvc exp show leads with metrics/headline.json"
 	@echo "  reports/eval_table.md          the paper-style table; reports/eval/ the per-question predictions and trajectories"
-	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db    one parent run per dvc repro, a child per stage"
+	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db    one parent run per dvc repro, a child per stage, models video-r4-<stage>"
+	@echo "  $(VENV)/bin/video-r4 eval --model models:/video-r4-rl_c/latest --set synthetic --root data/built    one checkpoint, one set, from the command line"
 	@echo "  $(VENV)/bin/video-r4 ask data/synthetic/videos/syn-00000.mp4 \"Which is larger: the number on the yellow scoreboard or the number on the orange price tag?\""
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 bench: setup
