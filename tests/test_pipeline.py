@@ -30,7 +30,7 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 540) -> subprocess
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-STAGES = {"make_videos", "build_data", "base_model", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c", "eval"}
+STAGES = {"make_videos", "build_data", "base_model", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c", "eval", "figures"}
 
 
 def _stage_cmd(path: Path, stage: str, **options: str) -> list[str]:
@@ -129,8 +129,9 @@ def reproduced(repo):
 def test_repro_builds_validated_data_and_metrics(reproduced):
     path, _, _ = reproduced
     m = json.loads((path / "metrics/build_data.json").read_text())
-    for key in ("n_videos", "n_drp", "n_crp", "n_rl_d", "n_rl_c", "dropped", "ocr_gt_agreement", "seconds"):
+    for key in ("n_videos", "n_drp", "n_crp", "n_rl_d", "n_rl_c", "dropped", "ocr_gt_agreement"):
         assert key in m
+    assert "seconds" not in m  # timings go to MLflow, not into what `dvc exp show` compares
     assert m["n_videos"] == 4 and m["n_drp"] > 0 and m["n_crp"] > 0
     assert m["ocr_gt_agreement"] is not None and m["ocr_gt_agreement"] > 0.5
     for name in ("samples_train", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c"):
@@ -158,7 +159,18 @@ def test_mlflow_runs_carry_dvc_lineage(reproduced):
     for dep in lock["stages"]["build_data"]["deps"]:
         assert run.data.tags[f"dep.{dep['path']}.md5"] == dep["md5"], dep["path"]
     assert run.data.params["data.sizes.drp"] == "8"
-    assert run.data.metrics["n_drp"] > 0 and "ocr_gt_agreement" in run.data.metrics
+    assert run.data.metrics["n_drp"] > 0 and "ocr_gt_agreement" in run.data.metrics and run.data.metrics["seconds"] > 0
+    # the UI opens on the runs table (model training), and the Dataset column shows the data lineage
+    assert client.get_experiment_by_name("video-r4").tags["mlflow.experimentKind"] == "custom_model_development"
+    datasets = {(i.dataset.name, i.tags[0].value): i.dataset.digest for i in run.inputs.dataset_inputs}
+    outs = {o["path"]: o["md5"] for o in lock["stages"]["build_data"]["outs"]}
+    assert datasets == {("data/synthetic", "input"): outs_of(lock, "make_videos")["data/synthetic"], ("data/built", "output"): outs["data/built"]}
+    drp = {(i.dataset.name, i.tags[0].value): i.dataset.digest for i in runs["drp_sft"].inputs.dataset_inputs}
+    assert drp == {("data/built", "input"): outs["data/built"]}
+
+
+def outs_of(lock: dict, stage: str) -> dict[str, str]:
+    return {o["path"]: o["md5"] for o in lock["stages"][stage]["outs"]}
 
 
 def test_second_repro_does_nothing(reproduced):
@@ -269,7 +281,7 @@ def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced
         # drp_sft trains ~40 steps, its loss must fall; crp_sft's 4 steps (one epoch) may not
         assert m["train_loss_last"] < m["train_loss_first"] if stage == "drp_sft" else math.isfinite(m["train_loss_last"])
         assert 0.0 <= m["format_valid_rate"] <= 1.0 and m["format_eval_prompts"] == 3
-        assert m["seconds"] > 0 and m["skipped_total"] == 0
+        assert m["skipped_total"] == 0 and "seconds" not in m and "checkpoint" not in m
         curve = json.loads((path / f"metrics/{stage}_loss.json").read_text())
         assert len(curve) == m["steps"] and {"step", "loss", "learning_rate", "grad_norm"} <= set(curve[0])
         load_policy(path / "models" / stage)
@@ -279,7 +291,13 @@ def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced
             assert len(client.get_metric_history(run.info.run_id, key)) == m["steps"], key
         out = next(o for o in lock["stages"][stage]["outs"] if o["path"] == f"models/{stage}")
         assert run.data.tags["checkpoint.md5"] == out["md5"]  # the DVC-tracked checkpoint, by content
-        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["checkpoint", f"{stage}_generations.json", "environment"]
+        assert run.data.metrics["seconds"] > 0
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == [f"{stage}_generations.json", "environment"]
+        # the checkpoint is the run's MLflow model and a version of video-r4-<stage>, tagged with its md5 and commit
+        (version,) = client.search_model_versions(f"name = 'video-r4-{stage}'")
+        assert version.run_id == run.info.run_id and version.tags["dvc.md5"] == out["md5"]
+        assert version.tags["git.commit"] == run.data.tags["git.commit"] and version.tags["dvc.stage"] == stage
+        assert run.data.tags["model.registered_uri"] == f"models:/video-r4-{stage}/{version.version}"
         # the environment that trained it: the lock file, and its md5 and the key versions as tags
         assert [a.path for a in client.list_artifacts(run.info.run_id, "environment")] == ["environment/requirements.lock"]
         assert run.data.tags["env.lock.md5"] == hashlib.md5((path / "requirements.lock").read_bytes()).hexdigest()
@@ -298,7 +316,7 @@ def test_rl_stages_write_metrics_curves_transcripts_and_trained_checkpoints(repr
     for stage, init, steps in (("rl_d", "drp_sft", 4), ("rl_c", "crp_sft", 2)):
         m = json.loads((path / f"metrics/{stage}.json").read_text())
         for key in ("reward_start", "reward_end", "accuracy_start", "accuracy_end", "kl_last", "clip_calls_per_rollout",
-                    "crop_calls_per_rollout", "invalid_call_rate", "seconds"):
+                    "crop_calls_per_rollout", "invalid_call_rate"):
             assert isinstance(m[key], float), key
         assert m["steps"] == steps and m["held_out"]["prompts"] == 2
         # an update needs a group whose rewards differ: equal-reward groups give no gradient
@@ -358,6 +376,65 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
     assert len(client.get_metric_history(run.info.run_id, "scaling/synthetic/rl_c/acc")) == 3
     plots = _run(["dvc", "plots", "show", "--json"], path, env)
     assert plots.returncode == 0 and "eval_scaling.json" in plots.stdout and "eval_accuracy.json" in plots.stdout
+    # the headline metrics: Acc / ANLS per checkpoint and mode, the full metrics' numbers
+    headline = json.loads((path / "metrics/headline.json").read_text())
+    assert set(headline["synthetic"]) == set(CHECKPOINTS)
+    for name in CHECKPOINTS:
+        for mode in ("single_pass", "rumination"):
+            assert headline["synthetic"][name][mode] == {k: m["synthetic"][name][mode][k] for k in ("acc", "anls")}
+    # `dvc exp show` leads with them: its first metric columns, before any stage's
+    shown = _run(["dvc", "exp", "show", "--csv", "--no-pager"], path, env)
+    columns = shown.stdout.splitlines()[0].split(",")
+    first = columns[columns.index("parent") + 1 :][:24]
+    assert all(c.startswith(("metrics/headline.json:", "synthetic.")) for c in first), first[:6]
+    assert not any(c.endswith("seconds") for c in columns), [c for c in columns if c.endswith("seconds")]
+
+
+def test_figures_stage_draws_pngs_logs_them_and_the_table_links_them(reproduced):
+    path, _, _ = reproduced
+    from videor4.evaluation.figures import FIGURES
+
+    figures = path / "reports/figures"
+    assert sorted(p.name for p in figures.iterdir()) == sorted(FIGURES)
+    for name in FIGURES:
+        data = (figures / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name  # a real picture, not an empty canvas
+    table = (path / "reports/eval_table.md").read_text()
+    assert all(f"(figures/{name})" in table for name in FIGURES)
+    client, runs = _mlflow_runs(path)
+    logged = [a.path for a in client.list_artifacts(runs["figures"].info.run_id, "figures")]
+    assert logged == sorted(f"figures/{name}" for name in FIGURES)
+
+
+def test_eval_and_ask_take_a_registered_model_from_the_command_line(reproduced, tmp_path):
+    """`video-r4 eval` scores one checkpoint on one set with the stage's engine; `models:/` and
+    `runs:/` name the same checkpoint as its folder; bad input is one line."""
+    path, env, _ = reproduced
+    cli = [str(Path(sys.executable).parent / "video-r4")]
+    client, runs = _mlflow_runs(path)
+    common = ["--set", "synthetic", "--root", "data/built", "--max-questions", "3", "--max-steps", "1"]
+    by_path = _run([*cli, "eval", "--model", "models/rl_c", *common, "--predictions", str(tmp_path / "a.jsonl")], path, env)
+    assert by_path.returncode == 0, by_path.stderr
+    assert "| rl_c | rumination |" in by_path.stdout and "Synthetic Acc (n=3)" in by_path.stdout
+    registered = _run([*cli, "eval", "--model", "models:/video-r4-rl_c/1", *common, "--predictions", str(tmp_path / "b.jsonl")], path, env)
+    assert registered.returncode == 0, registered.stderr
+    a, b = ([json.loads(x) for x in (tmp_path / f).read_text().splitlines()] for f in ("a.jsonl", "b.jsonl"))
+    assert len(a) == 6 and {r["mode"] for r in a} == {"single_pass", "rumination"}
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b]  # the same checkpoint, fetched from MLflow
+    one = _run([*cli, "eval", "--model", f"runs:/{runs['rl_c'].info.run_id}/model", *common, "--mode", "single_pass"], path, env)
+    assert one.returncode == 0 and "single-pass" in one.stdout and "| Synthetic | 3 |" in one.stdout, one.stdout + one.stderr
+    video = sorted((path / "data/synthetic/videos").glob("*.mp4"))[0]
+    asked = _run([*cli, "ask", str(video), "What does the red sign say?", "--model", "models:/video-r4-drp_sft/1",
+                  "--max-steps", "1", "--report", str(tmp_path / "r.html")], path, env)
+    assert asked.returncode == 0 and "answer:" in asked.stdout, asked.stderr
+    for args, message in (
+        (["--model", "models:/video-r4-nope/1", *common], "error: cannot fetch models:/video-r4-nope/1 from sqlite:"),
+        (["--model", "models/rl_c", "--set", "nope", "--root", "data/built"], "error: unknown eval set 'nope'"),
+        (["--model", "models/rl_c", "--set", "mpdocvqa", "--root", str(tmp_path / "absent")], "error: mpdocvqa root not found: "),
+        (["--model", "models/absent", *common], "error: model not found: models/absent"),
+    ):
+        bad = _run([*cli, "eval", *args], path, env)
+        assert bad.returncode == 1 and bad.stderr.strip().startswith(message) and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
 def test_reward_ablation_reruns_only_the_stages_it_affects(reproduced):
@@ -366,7 +443,7 @@ def test_reward_ablation_reruns_only_the_stages_it_affects(reproduced):
     assert result.returncode == 0, result.stdout + result.stderr
     ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
     # the stages that read `reward`; crp_sft between them and eval after them re-run only if a checkpoint changed
-    assert {"rl_d", "rl_c"} <= ran <= {"rl_d", "crp_sft", "rl_c", "eval"}, result.stdout
+    assert {"rl_d", "rl_c"} <= ran <= {"rl_d", "crp_sft", "rl_c", "eval", "figures"}, result.stdout
     shown = _run(["dvc", "exp", "show", "--json"], path, env)
     assert shown.returncode == 0 and "no-curiosity" in shown.stdout and "reward_end" in shown.stdout
     experiment = _find(json.loads(shown.stdout), lambda d: d.get("name") == "no-curiosity")
@@ -384,7 +461,7 @@ def test_schedule_ablation_starts_crp_sft_from_the_chosen_checkpoint(reproduced)
     result = _run(["dvc", "exp", "run", "-n", "crp-only", "-S", "curriculum.crp_sft_init=models/base"], path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"crp_sft", "rl_c", "eval"}, result.stdout
+    assert ran == {"crp_sft", "rl_c", "eval", "figures"}, result.stdout
     client, _ = _mlflow_runs(path)
     _, pipelines = _mlflow_runs(path, pipelines=True)
     children = client.search_runs([pipelines[-1].info.experiment_id], f"tags.`mlflow.parentRunId` = '{pipelines[-1].info.run_id}'")
