@@ -173,6 +173,12 @@ def outs_of(lock: dict, stage: str) -> dict[str, str]:
     return {o["path"]: o["md5"] for o in lock["stages"][stage]["outs"]}
 
 
+def _latest_run(path: Path, stage: str):
+    client, _ = _mlflow_runs(path)
+    exp = client.get_experiment_by_name("video-r4")
+    return client.search_runs([exp.experiment_id], f"attributes.run_name = '{stage}'", order_by=["attributes.start_time DESC"])[0]
+
+
 def test_second_repro_does_nothing(reproduced):
     path, env, _ = reproduced
     t0 = time.perf_counter()
@@ -488,7 +494,7 @@ def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):
     result = _run(["dvc", "repro", "-s", "drp_sft"], path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     m = json.loads((path / "metrics/drp_sft.json").read_text())
-    assert m["resumed_from_step"] >= 4 and m["steps"] == 44
+    assert _latest_run(path, "drp_sft").data.metrics["resumed_from_step"] >= 4 and m["steps"] == 44  # run bookkeeping: in MLflow
     assert len(json.loads((path / "metrics/drp_sft_loss.json").read_text())) == 44  # the curve spans the kill
     assert not (path / ".cache/drp_sft").exists()
 
@@ -637,7 +643,7 @@ def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced
     assert "--num_machines 2 --machine_rank 1" in worker_log
     m = json.loads((path / "metrics/crp_sft.json").read_text())
     # 8 trajectories, batch 2 per process, 2 processes: 2 optimizer steps per epoch
-    assert m["processes"] == 2 and m["steps"] == 2 * params["sft"]["crp"]["epochs"]
+    assert _latest_run(path, "crp_sft").data.metrics["processes"] == 2 and m["steps"] == 2 * params["sft"]["crp"]["epochs"]
     lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]["crp_sft"]
     recorded = next(o["md5"] for o in lock["outs"] if o["path"] == "models/crp_sft")
     assert recorded == dep_md5(path / "models/crp_sft", root=path)  # DVC recorded what the two machines trained
@@ -647,10 +653,8 @@ def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced
     done = _run(["dvc", "repro", "-s", "rl_c"], path, {**env, "VIDEOR4_NUM_PROCESSES": "2"})
     assert done.returncode == 0, done.stdout + done.stderr
     m = json.loads((path / "metrics/rl_c.json").read_text())
-    assert m["processes"] == 2 and m["steps"] == params["rl"]["rl_c"]["steps"]
-    client, _ = _mlflow_runs(path)
-    exp = client.get_experiment_by_name("video-r4")
-    latest = client.search_runs([exp.experiment_id], "attributes.run_name = 'rl_c'", order_by=["attributes.start_time DESC"])[0]
+    latest = _latest_run(path, "rl_c")
+    assert latest.data.metrics["processes"] == 2 and m["steps"] == params["rl"]["rl_c"]["steps"]
     assert latest.data.tags["launch.world_size"] == "2" and latest.info.status == "FINISHED"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -204,3 +205,23 @@ def test_a_rollout_is_a_trajectory_that_round_trips_and_replays(policy, samples)
     assert any("step 1:" in p for p in replay(dataclasses.replace(traj, max_images=None)).problems)
     traj.steps[3].image_sha256 = ["0" * 64]
     assert replay(traj).problems == ["step 3: observation images differ (1 vs 1 stored)"]
+
+
+def test_rollouts_use_no_transformers_api_that_is_going_away(policy, samples, caplog):
+    """The engine's KV caches are transformers' current Cache API: a rollout that prefills, decodes
+    in batches, executes tools and decodes again draws no FutureWarning or DeprecationWarning (raised
+    in transformers or pointed at our call) and no deprecation notice on transformers' logger."""
+    import logging
+    import warnings
+
+    eng = engine(policy, batch_size=4, temperature=0.0)
+    rollouts = start_group(eng, samples[0], VISION, 2, 0) + start_group(eng, samples[1], VISION, 2, 1)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="transformers"):
+        warnings.simplefilter("always")
+        eng.force_turn(rollouts[0], CLIP)  # a cached turn extended by an observation
+        eng.run(rollouts)
+    going = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning)) and ("transformers" in w.filename or "videor4" in w.filename)]
+    assert not going, [f"{w.filename}:{w.lineno}: {w.message}" for w in going]
+    notices = [r.getMessage() for r in caplog.records if re.search(r"deprecat|will be removed|no longer supported", r.getMessage(), re.I)]
+    assert not notices, notices
+    assert all(r.done for r in rollouts)
