@@ -50,6 +50,7 @@ pipeline: setup
 	@echo "  reports/figures/*.png          the same as pictures (stage figures); dvc exp show leads with metrics/headline.json"
 	@echo "  reports/eval_table.md          the paper-style table; reports/eval/ the per-question predictions and trajectories"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db    one parent run per dvc repro, a child per stage, models video-r4-<stage>"
+	@echo "      then open http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning (the runs table, not the GenAI view)"
 	@echo "  $(VENV)/bin/video-r4 eval --model models:/video-r4-rl_c/latest --set synthetic --root data/built    one checkpoint, one set, from the command line"
 	@echo "  $(VENV)/bin/video-r4 ask data/synthetic/videos/syn-00000.mp4 \"Which is larger: the number on the yellow scoreboard or the number on the orange price tag?\""
 

@@ -1,6 +1,9 @@
-"""`dvc plots show` draws every plot with no network: the project's page template (Vega, Vega-Lite
-and Vega-Embed inlined at set-up, configs/plots/offline.py) opened in real headless Chromium with
-the network off, against DVC's own page (Vega from a CDN) opened the same way as the control."""
+"""The pages people look at, opened in real headless Chromium.
+
+`dvc plots show` draws every plot with no network: the project's page template (Vega, Vega-Lite
+and Vega-Embed inlined at set-up, configs/plots/offline.py) with the network off, against DVC's
+own page (Vega from a CDN) opened the same way as the control.  The MLflow UI, served by a real
+`mlflow server`, opens the experiment on its runs table at the URL `make pipeline` prints."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import Server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / ".dvc/plots/offline.html"
@@ -30,13 +35,15 @@ def _network_off_prefix() -> list[str]:
     return []
 
 
-def _rendered_dom(page: Path, profile: Path) -> str:
+def _rendered_dom(page: Path | str, profile: Path, offline: bool = True) -> str:
+    """The page's DOM after its scripts ran (a file, offline by default; or a URL)."""
     chromium = shutil.which("chromium")
     assert chromium, "headless Chromium is needed: `make browser` installs Debian's chromium package"
-    prefix = _network_off_prefix()
-    no_net = [] if prefix else ["--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]
+    prefix = _network_off_prefix() if offline else []
+    no_net = ["--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"] if offline and not prefix else []
+    url = page.as_uri() if isinstance(page, Path) else page
     done = subprocess.run(
-        [*prefix, chromium, *CHROMIUM_FLAGS, *no_net, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+        [*prefix, chromium, *CHROMIUM_FLAGS, *no_net, f"--user-data-dir={profile}", "--dump-dom", url],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -77,3 +84,34 @@ def test_plots_page_draws_every_plot_with_the_network_off(tmp_path) -> None:
     assert "cdn.jsdelivr.net" in page.read_text(encoding="utf-8")
     drawn = _drawn(_rendered_dom(page, tmp_path / "profile-stock"), plot_ids)
     assert not any(drawn.values())
+
+
+def test_mlflow_ui_opens_the_experiment_on_its_runs_table(tmp_path) -> None:
+    """MLflow 3.17 picks its view with a GenAI / Model training switch (GenAI by default), not from
+    the experiment's kind tag: the URL with workflowType=machine_learning shows the runs."""
+    import psutil
+    from mlflow.tracking import MlflowClient
+
+    from videor4.pipeline.tracking import TrackingConfig, start_run
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = TrackingConfig(tracking_uri=store, artifact_location=(tmp_path / "artifacts").as_uri(), experiment="video-r4")
+    with start_run("pipeline workspace ui-check", config) as run:
+        run.log_metrics({"synthetic.rl_c.rumination.acc": 0.25})
+    experiment = MlflowClient(store).get_experiment_by_name("video-r4")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    port = free_port()
+    exe = str(Path(sys.executable).parent / "mlflow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    server = Server([exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--backend-store-uri", store],
+                    port, env, tmp_path / "mlflow-server.log")
+    started = server.processes()
+    try:
+        page = f"{server.url}/#/experiments/{experiment.experiment_id}"
+        runs = _rendered_dom(f"{page}?workflowType=machine_learning", tmp_path / "profile-ml", offline=False)
+        assert "pipeline workspace ui-check" in runs and ">Runs<" in runs
+        default = _rendered_dom(page, tmp_path / "profile-default", offline=False)
+        assert "pipeline workspace ui-check" not in default and "Traces" in default  # the GenAI overview
+    finally:
+        server.stop()
+    assert started and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started)
