@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import Server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
