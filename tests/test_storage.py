@@ -114,6 +114,7 @@ def test_mlflow_server_registers_checkpoints_and_keeps_them_on_s3(aws_env, tiny_
         # Downloads stream through the server: moto with signature checks answers the
         # presigned URLs MLflow would otherwise hand out with HTTP 500 (AWS and MinIO accept them).
         monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+        tracking_before = os.environ.get("MLFLOW_TRACKING_URI")
         params = {"vision": {"num_frames": 4}, "rollout": {"max_tool_calls": 2}}
         with start_run("sft", TrackingConfig(tracking_uri=server.url, experiment="s3-served", strict=True)) as run:
             info = log_checkpoint(run, tiny_dir, 200, "sft", params)
@@ -128,6 +129,8 @@ def test_mlflow_server_registers_checkpoints_and_keeps_them_on_s3(aws_env, tiny_
         assert any(k.endswith(f"/artifacts/{tiny_dir.name}/config.json") for k in stored), stored
         with pytest.raises(ValueError, match=r"^cannot fetch models:/video-r4-sft/7 from http://127\.0\.0\.1:\d+: "):
             resolve_checkpoint("models:/video-r4-sft/7", server.url, tmp_path / "missing")
+        # MLflow's process-wide store is put back: the next tracking_config must not see this server
+        assert os.environ.get("MLFLOW_TRACKING_URI") == tracking_before
     finally:
         server.stop()
     assert len(started) >= 1 and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started)
