@@ -262,6 +262,7 @@ def evaluate(
         format_cell_table,
         paper_table,
     )
+    from videor4.pipeline.tracking import is_model_uri
     from videor4.policy.rollout import rollout_limits
     from videor4.rumination.tools import vision_config
 
@@ -283,7 +284,7 @@ def evaluate(
         path = check_checkpoint(checkpoint_path(model, tracking_uri))
     except (EvalDataError, AskError) as exc:
         _die(str(exc))
-    name = model if model.startswith(("runs:/", "models:/")) else path.name
+    name = model if is_model_uri(model) else path.name
     rows = []
     try:
         if mode == "both":
