@@ -80,6 +80,16 @@ def _mlflow_runs(path: Path, pipelines: bool = False):
     return client, {r.info.run_name: r for r in reversed(runs) if r.data.tags.get("videor4.role") != "pipeline"}
 
 
+def _run_tree(client, experiment_id: str) -> str:
+    """Every run as `name id parent pipeline-key`: what a failed lineage assertion needs to show."""
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time ASC"])
+    return "\n".join(
+        f"{r.info.run_name} {r.info.run_id} parent={r.data.tags.get('mlflow.parentRunId')} "
+        f"key={r.data.tags.get('videor4.pipeline')} exp={r.data.tags.get('dvc.exp_name')}"
+        for r in runs
+    ) + "\n"
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict]:
     """A git clone-like copy of the tracked project with tiny params."""
@@ -471,7 +481,8 @@ def test_schedule_ablation_starts_crp_sft_from_the_chosen_checkpoint(reproduced)
     client, _ = _mlflow_runs(path)
     _, pipelines = _mlflow_runs(path, pipelines=True)
     children = client.search_runs([pipelines[-1].info.experiment_id], f"tags.`mlflow.parentRunId` = '{pipelines[-1].info.run_id}'")
-    crp = next(r for r in children if r.info.run_name == "crp_sft")
+    crp = next((r for r in children if r.info.run_name == "crp_sft"), None)
+    assert crp is not None, _run_tree(client, pipelines[-1].info.experiment_id) + result.stdout[-3000:]
     assert crp.data.tags["init"] == "models/base" and crp.data.params["curriculum.crp_sft_init"] == "models/base"
 
 

@@ -403,3 +403,25 @@ def test_eval_stage_tags_each_checkpoint_with_its_lineage_md5_hashed_once(store,
         assert tags[f"checkpoint.{name}.md5"] == tags[f"dep.models/{name}.md5"]
         assert tags[f"checkpoint.{name}.md5"].endswith(".dir")
     assert client(uri).get_run(runs[0].run_id).data.tags["checkpoint.base.md5"] == tags["dep.models/base.md5"]
+
+
+def test_pipeline_key_is_the_same_for_every_stage_of_one_dvc_process(tmp_path) -> None:
+    """Stages find their pipeline run by the key of the `dvc` process above them: two children of one
+    such process must agree, and it must not move with the wall clock (it comes from /proc's ticks)."""
+    import psutil
+
+    from videor4.pipeline.runner import process_start_stamp
+
+    fake_dvc = tmp_path / "dvc"  # an ancestor whose command line looks like `dvc exp run`
+    fake_dvc.write_text(
+        "import subprocess, sys\n"
+        "probe = 'from videor4.pipeline.runner import dvc_invocation; print(dvc_invocation()[0])'\n"
+        "for _ in range(2):\n"
+        "    subprocess.run([sys.executable, '-c', probe], check=True)\n"
+    )
+    done = subprocess.run([sys.executable, str(fake_dvc), "exp", "run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    keys = done.stdout.split()
+    assert len(keys) == 2 and keys[0] == keys[1], keys
+    me = psutil.Process()
+    assert process_start_stamp(me) == process_start_stamp(me) and str(me.pid) in process_start_stamp(me)

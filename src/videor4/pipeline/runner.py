@@ -26,6 +26,7 @@ from videor4.pipeline.lineage import (
     LOCK_FILE,
     declared_params,
     dep_md5,
+    entry_path,
     environment_tags,
     git_output,
     lineage_tags,
@@ -109,10 +110,27 @@ def dvc_invocation() -> tuple[str, str] | None:
             cmd = proc.cmdline()
             if any(Path(arg).name == "dvc" for arg in cmd[:2]) and {"repro", "exp"} & set(cmd):
                 start = cmd.index(next(a for a in cmd[:2] if Path(a).name == "dvc"))
-                return f"{socket.gethostname()}:{proc.pid}:{proc.create_time():.2f}", " ".join(["dvc", *cmd[start + 1 :]])
+                return f"{socket.gethostname()}:{process_start_stamp(proc)}", " ".join(["dvc", *cmd[start + 1 :]])
     except psutil.Error:
         return None
     return None
+
+
+def process_start_stamp(proc: Any) -> str:
+    """A process's identity that stays the same for its whole life: pid and start time.
+
+    On Linux the start time is read in clock ticks since boot (with the boot id), not psutil's
+    wall-clock create_time: that one is boot time + ticks, and boot time moves when the clock
+    is stepped (a VM resumed from a snapshot, NTP), so two stages of one `dvc exp run` could see
+    different keys and split the pipeline run in two.
+    """
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        ticks = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after "pid (comm)"
+        return f"{boot_id}:{proc.pid}:{ticks}"
+    except (OSError, IndexError):
+        return f"{proc.pid}:{proc.create_time():.2f}"
 
 
 def pipeline_identity() -> tuple[str | None, str, dict[str, str]]:
@@ -172,8 +190,7 @@ def stage_datasets(stage: str, dvc_yaml: str | os.PathLike = "dvc.yaml") -> tupl
     definition = stage_definition(stage, dvc_yaml)
 
     def datasets(entries: list[Any]) -> list[str]:
-        paths = [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
-        return [p for p in paths if Path(p).parts[:1] == (DATASET_ROOT,)]
+        return [p for p in map(entry_path, entries) if Path(p).parts[:1] == (DATASET_ROOT,)]
 
     return datasets(definition["deps"]), datasets(definition["outs"])
 
