@@ -108,11 +108,7 @@ def test_mlflow_server_registers_checkpoints_and_keeps_them_on_s3(aws_env, tiny_
         port, env, tmp_path / "mlflow-server.log",
     )
     started = server.processes()
-    # the registry points MLflow's process-wide client at the server, and MLflow mirrors that into
-    # MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID: put them back after this test (docs/DESIGN.md §6.2)
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
+    tracking_before = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
     try:
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the client needs no S3 credentials
             monkeypatch.delenv(name)
@@ -133,7 +129,8 @@ def test_mlflow_server_registers_checkpoints_and_keeps_them_on_s3(aws_env, tiny_
         assert any(k.endswith(f"/artifacts/{tiny_dir.name}/config.json") for k in stored), stored
         with pytest.raises(ValueError, match=r"^cannot fetch models:/video-r4-sft/7 from http://127\.0\.0\.1:\d+: "):
             resolve_checkpoint("models:/video-r4-sft/7", server.url, tmp_path / "missing")
-
+        # MLflow's process-wide store is put back: the next tracking_config must not see this server
+        assert {name: os.environ.get(name) for name in tracking_before} == tracking_before
     finally:
         server.stop()
     assert len(started) >= 1 and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started)

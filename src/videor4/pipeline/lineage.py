@@ -94,8 +94,8 @@ def declared_params(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.Pa
     return flat
 
 
-def _dep_path(dep: Any) -> str:
-    # a dep is a path, or (rarely) a one-key mapping {path: {options}}
+def entry_path(dep: Any) -> str:
+    """The path of a dvc.yaml dep or out: a path, or (rarely) a one-key mapping {path: {options}}."""
     return dep if isinstance(dep, str) else next(iter(dep))
 
 
@@ -159,7 +159,7 @@ def lineage_tags(stage: str, dvc_yaml: str | os.PathLike = "dvc.yaml") -> dict[s
     }
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit  # shown in the MLflow UI
-    deps = [_dep_path(dep) for dep in stage_definition(stage, dvc_yaml)["deps"]]
+    deps = [entry_path(dep) for dep in stage_definition(stage, dvc_yaml)["deps"]]
     if not deps:
         return tags
     md5 = _md5_builder(root)

@@ -14,9 +14,10 @@ Imported only when a model is logged or resolved: `mlflow.pyfunc` takes seconds 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,25 @@ class RuminationModel(mlflow.pyfunc.PythonModel):
         return answers
 
 
+@contextlib.contextmanager
+def _global_store(tracking_uri: str, experiment_id: str | None = None) -> Iterator[None]:
+    """Point MLflow's process-wide client (which Model.log and download_artifacts use) at
+    `tracking_uri` and, when given, the run's experiment for the block; then put back the
+    MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID that were there, so a call leaves no store behind."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    mlflow.set_tracking_uri(tracking_uri)
+    if experiment_id is not None:
+        mlflow.set_experiment(experiment_id=experiment_id)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # None unsets it
+        if saved["MLFLOW_EXPERIMENT_ID"] is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = saved["MLFLOW_EXPERIMENT_ID"]
+
+
 def log_checkpoint_model(
     run_id: str,
     tracking_uri: str,
@@ -88,23 +108,21 @@ def log_checkpoint_model(
     from mlflow.types import ColSpec, Schema
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    # Model.log and the registry use the global client, and the logged model goes to the active experiment
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
     name = registered_model_name(stage)
-    info = Model.log(
-        artifact_path=None,
-        name=MODEL_NAME,
-        flavor=mlflow.pyfunc,
-        run_id=run_id,
-        python_model=RuminationModel(),
-        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-        model_config=dict(model_config),
-        pip_requirements=pip_requirements or [],
-        registered_model_name=name,
-        # what predict takes and gives, shown on the model's page (inference from a DataFrame hint cannot)
-        signature=ModelSignature(inputs=Schema([ColSpec("string", "video"), ColSpec("string", "question")]), outputs=Schema([ColSpec("string")])),
-    )
+    with _global_store(tracking_uri, client.get_run(run_id).info.experiment_id):  # the logged model goes to the run's experiment
+        info = Model.log(
+            artifact_path=None,
+            name=MODEL_NAME,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            python_model=RuminationModel(),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+            model_config=dict(model_config),
+            pip_requirements=pip_requirements or [],
+            registered_model_name=name,
+            # what predict takes and gives, shown on the model's page (inference from a DataFrame hint cannot)
+            signature=ModelSignature(inputs=Schema([ColSpec("string", "video"), ColSpec("string", "question")]), outputs=Schema([ColSpec("string")])),
+        )
     version = str(info.registered_model_version)
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
@@ -124,10 +142,10 @@ def resolve_checkpoint(ref: str | os.PathLike, tracking_uri: str, dst: str | os.
         return Path(ref)
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(tracking_uri)
     where = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="videor4-model-"))
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(ref), dst_path=str(where)))
+        with _global_store(tracking_uri):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(ref), dst_path=str(where)))
     except (MlflowException, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot fetch {ref} from {tracking_uri}: {first}") from None

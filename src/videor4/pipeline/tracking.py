@@ -28,15 +28,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("videor4.pipeline.tracking")
 
 PARENT_RUN_ENV = "VIDEOR4_PARENT_RUN_ID"
-# MLflow 3 opens an experiment in its GenAI view unless this tag says it holds model training
+# What the experiment holds, as MLflow 3 records it.  MLflow 3.17's UI no longer picks its view
+# from this tag (a global GenAI / Model training switch, `?workflowType=machine_learning` in the
+# URL, does); the tag still says what the experiment is, to MLflow's APIs and older UIs.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 DATASET_CONTEXT_TAG = "mlflow.data.context"
 MODEL_URI_SCHEMES = ("runs:/", "models:/")  # a run's logged model, a registered model's version
-
-
-def is_model_uri(ref: str | os.PathLike) -> bool:
-    return str(ref).startswith(MODEL_URI_SCHEMES)
 PIPELINE_TAG = "videor4.pipeline"  # on a pipeline's parent run: the key its stages find it by
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -53,6 +51,10 @@ FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 
 # MLflow accepts only these characters in keys (alphanumerics, _ - . space / :).
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /:")
+
+
+def is_model_uri(ref: str | os.PathLike) -> bool:
+    return str(ref).startswith(MODEL_URI_SCHEMES)
 
 
 def is_local_store(uri: str) -> bool:
