@@ -153,6 +153,57 @@ def data_replay(
     raise typer.Exit(0 if result.ok else 1)
 
 
+@data_app.command("review")
+def data_review(
+    data_dir: Path = typer.Option(BUILT, help="Folder with the trajectory sets."),
+    sets: list[str] = typer.Option(list(SFT_SETS), "--set", help="Trajectory sets to review (repeatable)."),
+    limit: int = typer.Option(40, help="Review a seeded random sample of this many trajectories per set; 0 = all."),
+    seed: int = typer.Option(0, help="Seed of that sample."),
+    decisions: Path = typer.Option(None, help="Decisions file (default: params data.review.decisions)."),
+    params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (for the decisions file)."),
+    out: Path = typer.Option(Path("reports/review/index.html"), help="The page to write."),
+    serve: bool = typer.Option(False, help="Serve the page; its Save button writes the decisions file."),
+    host: str = typer.Option("127.0.0.1", help="Address to serve on."),
+    port: int = typer.Option(8765, help="Port to serve on (0: any free one)."),
+) -> None:
+    """Human QC: a self-contained HTML page to accept or reject trajectories; build_data drops the rejected."""
+    from videor4.app.review import make_server, pick_rows, review_page
+    from videor4.core.io import atomic_write_text, read_jsonl
+    from videor4.data.review import load_decisions
+    from videor4.rumination.video import VideoError
+
+    if decisions is None:
+        configured = (_params(params).get("data") or {}).get("review", {}).get("decisions") if params.is_file() else None
+        decisions = Path(configured or "review/decisions.json")
+    rows = []
+    for name in sets:
+        if name not in SFT_SETS:
+            _die(f"unknown trajectory set {name!r}; known: {', '.join(SFT_SETS)}")
+        path = data_dir / f"{name}.jsonl"
+        if not path.is_file():
+            _die(f"file not found: {path} (run `dvc repro build_data` first)")
+        try:
+            rows += pick_rows(read_jsonl(path), limit or None, seed)
+        except ValueError as exc:
+            _die(" ".join(str(exc).split()))
+    try:
+        earlier = load_decisions(decisions) if decisions.is_file() else {}
+        page = review_page(rows, earlier, f"Video-R4 trajectory review: {', '.join(sets)} from {data_dir}")
+    except (VideoError, ValueError, OSError) as exc:
+        _die(" ".join(str(exc).split()))
+    atomic_write_text(out, page)
+    typer.echo(f"wrote {out} ({len(rows)} trajectories); decisions file: {decisions}")
+    if serve:
+        server = make_server(page, decisions, host, port)
+        typer.echo(f"serving on http://{host}:{server.server_address[1]}/  (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+
 @app.command("ask")
 def ask(
     video: Path = typer.Argument(..., help="A video file (mp4, ...) or a folder of page images."),

@@ -31,6 +31,14 @@ def _thumb(img: Image.Image, height: int) -> Image.Image:
 
 
 def render_trajectory(traj: Trajectory, out_path: str | Path) -> Path:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    trajectory_image(traj).save(out_path)
+    return out_path
+
+
+def trajectory_image(traj: Trajectory) -> Image.Image:
+    """The trajectory as one picture (see the module doc)."""
     # re-executing the calls gives each crop's region in its source frame and the returned images
     env, observations = reexecute(traj)
     font, bold = _font(14), _font(16)
@@ -90,7 +98,4 @@ def render_trajectory(traj: Trajectory, out_path: str | Path) -> Path:
                     draw.text((x + 3, y + im.height + 2), label, fill="black", font=font)
                 x += im.width + 8
         y += h
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out_path)
-    return out_path
+    return canvas

@@ -27,7 +27,8 @@ from videor4.rumination.video import FRAME_CACHE, READ_ERRORS, load_frames, unif
 if TYPE_CHECKING:
     from videor4.data.synthetic import SyntheticConfig
 from videor4.core.params import ParamsError, fill, section
-from videor4.data.synthesis import CRP_VARIANTS, SampleContext, SynthesisConfig, synthesize
+from videor4.data.review import REVIEWED_SETS, apply_decisions, load_decisions
+from videor4.data.synthesis import CRP_VARIANTS, SampleContext, SynthesisConfig, remove_images, synthesize
 from videor4.rumination.tools import vision_config
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class BuildConfig:
     evidence_frame: str = "random"  # first | random: which frame showing a text its trajectories read it from
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
+    review_decisions: Path | None = None  # a reviewer's accept/reject file (`video-r4 data review`); None: no human QC
 
 
 @dataclass
@@ -303,6 +305,7 @@ def build_datasets(
 ) -> dict[str, Any]:
     """Run the whole build; returns the metrics.  `validate(rows, dataset)` raises on invalid data."""
     t0 = time.perf_counter()
+    decisions = load_decisions(cfg.review_decisions) if cfg.review_decisions is not None else None  # bad file: fail first
     skipped = Counter(source.skipped)
     n_videos_in = len({s.video for s in source.samples})
     samples, infos = check_videos(source.samples, cfg.vision.num_frames, skipped)
@@ -373,6 +376,16 @@ def build_datasets(
             "rl_d": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "single") for c in rl_d],
             "rl_c": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "mixed") for c in rl_c],
         }
+        review = Counter()
+        if decisions is not None:  # human QC: drop what a reviewer rejected, with its observation images
+            review = apply_decisions(rows, decisions)
+            kept = {r["traj_id"] for name in REVIEWED_SETS for r in rows[name]}
+            for trajs in result.trajectories.values():
+                for t in trajs:
+                    if t.traj_id not in kept:
+                        remove_images(image_dir / t.traj_id)
+            result.trajectories = {k: [t for t in v if t.traj_id in kept] for k, v in result.trajectories.items()}
+            dropped["review_rejected"] += review["review_rejected"]
         if validate is not None:  # before anything is swapped in: invalid data never replaces valid data
             for name in DATASETS:
                 validate(rows[name], name)
@@ -398,6 +411,7 @@ def build_datasets(
         "dropped": dict(sorted(dropped.items())),
         "skipped": dict(sorted(skipped.items())),
         "evidence_origin": dict(sorted(evidence_origin.items())),
+        **({"review_accepted": review["review_accepted"], "review_stale": review["review_stale"]} if decisions is not None else {}),
         "ocr_videos": len(ocr_videos),
         "ocr_frames_read": sum(len(infos[v].frame_indices) for v in to_read),
         "ocr_gt_boxes": agree_n,
@@ -458,6 +472,13 @@ class SynthesisParams:
 
 
 @dataclass
+class ReviewParams:
+    """`data.review`: human quality control (`video-r4 data review`)."""
+
+    decisions: str | None = None  # the reviewer's decisions file (kept in git, a dep of build_data); null: none
+
+
+@dataclass
 class DataParams:
     """`data:` in params.yaml, key for key."""
 
@@ -467,6 +488,7 @@ class DataParams:
     sizes: SizesParams = field(default_factory=SizesParams)
     qc: QCParams = field(default_factory=QCParams)
     synthesis: SynthesisParams = field(default_factory=SynthesisParams)
+    review: ReviewParams = field(default_factory=ReviewParams)
     max_bad_fraction: float = 0.5
 
     def __post_init__(self) -> None:
@@ -508,6 +530,7 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built") -> 
         evidence_frame=data.synthesis.evidence_frame,
         synthesis=synthesis,
         vision=vision_config(params),
+        review_decisions=Path(data.review.decisions) if data.review.decisions else None,
     )
 
 

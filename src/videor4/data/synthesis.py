@@ -325,7 +325,7 @@ def synthesize(
             except _Drop as drop:
                 dropped[drop.reason] += 1
                 if image_dir is not None:
-                    _remove_images(image_dir / traj_id)
+                    remove_images(image_dir / traj_id)
             else:
                 out[name].append(traj)
             if progress:
@@ -333,7 +333,7 @@ def synthesize(
     return SynthesisResult(out, dropped)
 
 
-def _remove_images(folder: Path) -> None:
+def remove_images(folder: Path) -> None:
     if folder.is_dir():
         for p in folder.iterdir():
             p.unlink()

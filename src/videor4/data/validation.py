@@ -18,6 +18,7 @@ samples            samples (sample), evidence (evidence box)
 sft_drp, sft_crp   trajectories (trajectory), frames (shown frame), steps (tool call),
                    clip_targets (clipping target), images (observation image)
 rl_d, rl_c         samples (sample), evidence (evidence box), frames (shown frame)
+review             decisions (a reviewer's decision on one trajectory)
 =================  =====================================================================
 
 Derived columns carry what GX cannot compute itself, e.g. ``missing_video`` /
@@ -228,6 +229,7 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     ],
     "clip_targets": ["row", "traj_id", "step", "target", "n_frames_shown"],
     "images": ["row", "traj_id", "step", "image", "path", "missing_path", "sha256"],
+    "decisions": ["row", "traj_id", "decision", "digest", "note", "unknown_keys"],
 }
 
 # Columns that identify an offending row in the summary (besides the offending values).
@@ -242,6 +244,7 @@ INDEX_COLUMNS: dict[str, list[str]] = {
     "steps": ["row", "traj_id", "step"],
     "clip_targets": ["row", "traj_id", "step"],
     "images": ["row", "traj_id", "step", "image"],
+    "decisions": ["row", "traj_id"],
 }
 
 
@@ -433,6 +436,15 @@ def _trajectory_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, p
     }
 
 
+def _review_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.DataFrame]:
+    known = {"traj_id", "decision", "digest", "note"}
+    decisions = [
+        {"row": i + 1, **{k: r.get(k) for k in known}, "unknown_keys": ", ".join(sorted(set(r) - known)) or None}
+        for i, r in enumerate(rows)
+    ]
+    return {"decisions": _frame(decisions, TABLE_COLUMNS["decisions"])}
+
+
 _Builder = Callable[[list[dict[str, Any]], _Files], dict[str, pd.DataFrame]]
 DATASETS: dict[str, _Builder] = {
     "videos": _video_tables,
@@ -441,6 +453,7 @@ DATASETS: dict[str, _Builder] = {
     "sft_crp": _trajectory_tables,
     "rl_d": _rl_tables,
     "rl_c": _rl_tables,
+    "review": _review_tables,
 }
 
 
