@@ -23,7 +23,12 @@ def main() -> None:
         cfg, data = build_config(params, args.out), data_params(params)
     with stage_run(STAGE, params) as run:
         with one_line_errors(STAGE, BuildError, DataValidationError, ValueError):
-            metrics = build_datasets(load_source(data, args.videos), cfg, validate=validate_dataset, progress=progress_bar)
+            writer = None
+            if data.cot.writer == "model":  # only then: the policy layer is imported for the writer's model
+                from videor4.policy.writer import thought_writer
+
+                writer = thought_writer(data, cfg.cot)
+            metrics = build_datasets(load_source(data, args.videos), cfg, validate=validate_dataset, progress=progress_bar, writer=writer)
         write_metrics(args.metrics, metrics, run)
 
 

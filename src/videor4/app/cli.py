@@ -63,7 +63,13 @@ def data_build(
         if data.source == "synthetic" and (regenerate or not (synthetic_dir / "samples.jsonl").is_file()):
             cfg = synthetic_config(p)
             make_synthetic_source(synthetic_dir, cfg, _progress("videos", cfg.n_videos))
-        metrics = build_datasets(load_source(data, synthetic_dir), build_config(p, out), validate=validate_dataset, progress=_progress)
+        cfg = build_config(p, out)
+        writer = None
+        if data.cot.writer == "model":
+            from videor4.policy.writer import thought_writer
+
+            writer = thought_writer(data, cfg.cot)
+        metrics = build_datasets(load_source(data, synthetic_dir), cfg, validate=validate_dataset, progress=_progress, writer=writer)
     except (BuildError, DataValidationError, ValueError, OSError) as exc:
         _die(str(exc))
     typer.echo(json.dumps(metrics, indent=2))

@@ -49,7 +49,7 @@ class Evidence:
     frame: int
     bbox: list[float]
     text: str
-    origin: str = "ground_truth"  # ground_truth | ocr | annotation
+    origin: str = "ground_truth"  # ground_truth | ocr | detection | annotation
     label: str | None = None  # what holds the text, as the question names it ("red sign"), where known
 
     @classmethod

@@ -25,10 +25,12 @@ from videor4.rumination.tools import VisionConfig
 from videor4.rumination.video import FRAME_CACHE, READ_ERRORS, load_frames, uniform_indices
 
 if TYPE_CHECKING:
+    from videor4.data.detection import Detection
     from videor4.data.synthetic import SyntheticConfig
 from videor4.core.params import ParamsError, fill, section
 from videor4.data.review import REVIEWED_SETS, apply_decisions, load_decisions
 from videor4.data.synthesis import CRP_VARIANTS, SampleContext, SynthesisConfig, remove_images, synthesize
+from videor4.data.writer import ThoughtWriter, WriterConfig, rewrite_thoughts
 from videor4.rumination.tools import vision_config
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class BuildConfig:
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     review_decisions: Path | None = None  # a reviewer's accept/reject file (`video-r4 data review`); None: no human QC
+    cot: WriterConfig = field(default_factory=WriterConfig)  # the model writer's settings, when build_datasets gets one
+    detection: DetectionParams | None = None  # a zero-shot detector for what OCR cannot find; None: off
 
 
 @dataclass
@@ -228,6 +232,10 @@ def evidence_groups(
     return out
 
 
+# What a build asks a detector: the best box for `phrase` on these source frames, or None.
+Detect = Callable[[str, list[int]], "Detection | None"]
+
+
 def ground_evidence(
     sample: Sample,
     info: _VideoInfo,
@@ -235,22 +243,28 @@ def ground_evidence(
     min_anls: float,
     rng: random.Random,
     frame_order: str = "random",
+    detect: Detect | None = None,
 ) -> tuple[list[Evidence], list[Evidence], str]:
     """(evidence to read, boxes QC checks against, origin) for one sample.
 
     With OCR: each ground-truth text (or, when there is none, the answer) is
     matched to OCR tokens on the shown frames; the OCR reading is what a
-    trajectory reads, the ground truth is what QC checks.  Without OCR the
-    generator's (or annotation's) evidence is used as is.
+    trajectory reads, the ground truth is what QC checks.  Where OCR finds no
+    match and a detector is given, the thing the question names (the evidence's
+    label, else the question's noun phrases) is detected instead: its box is where
+    the text is read, the annotation says what it reads (origin `detection`).
+    Without OCR the generator's (or annotation's) evidence is used as is.
     """
+    from videor4.data.detection import noun_phrases
     from videor4.data.evidence import match_evidence
 
     groups = evidence_groups(sample.evidence, rng, frame_order, sample.question)
     if ocr_boxes is None:
         chosen = [g[0] for g in groups]
         return chosen, chosen, "ground_truth" if chosen else "none"
+    phrases = noun_phrases(sample.question)
     if groups:
-        found, qc = [], []
+        found, qc, origin = [], [], "ocr"
         for group in groups:
             for gt in group:  # any frame showing the text will do
                 hits = match_evidence([gt.text], ocr_boxes, frames={gt.frame}, min_anls=min_anls)
@@ -259,11 +273,73 @@ def ground_evidence(
                     qc.append(gt)
                     break
             else:
-                return [], [g[0] for g in groups], "ocr_miss"
-        return found, qc, "ocr"
+                phrase = group[0].label or (phrases[0] if phrases else None)
+                hit = detect(phrase, [g.frame for g in group]) if detect and phrase else None
+                if hit is None:
+                    return [], [g[0] for g in groups], "ocr_miss"
+                gt = next(g for g in group if g.frame == hit.frame)
+                found.append(Evidence(hit.frame, list(hit.bbox), gt.text, origin="detection", label=phrase))
+                qc.append(gt)
+                origin = "detection"
+        return found, qc, origin
     targets = [sample.meta.get("answer_text")] if sample.problem_type == "multiple_choice" else sample.answers
-    hits = match_evidence([t for t in targets if t], ocr_boxes, frames=set(info.frame_indices), min_anls=min_anls)
-    return hits[:1], hits[:1], "ocr" if hits else "ocr_miss"
+    targets = [t for t in targets if t]
+    hits = match_evidence(targets, ocr_boxes, frames=set(info.frame_indices), min_anls=min_anls)
+    if hits:
+        return hits[:1], hits[:1], "ocr"
+    hit = detect(phrases[0], list(info.frame_indices)) if detect and phrases and targets else None
+    if hit is None:
+        return [], [], "ocr_miss"
+    evidence = [Evidence(hit.frame, list(hit.bbox), targets[0], origin="detection", label=phrases[0])]
+    return evidence, evidence, "detection"
+
+
+def detector_for(params: DetectionParams, seed: int) -> Any:
+    """The zero-shot detector `data.detection` names (`tiny`: a random tiny OWLv2 built locally from
+    config, which exercises the code path but cannot see)."""
+    from videor4.data.detection import ZeroShotDetector, build_tiny_detector
+
+    path = params.model
+    if path == "tiny":
+        path = str(build_tiny_detector(Path(params.cache_dir or ".cache/detection") / f"tiny-detector-{seed}", seed=seed))
+    return ZeroShotDetector(path, box_threshold=params.box_threshold, max_per_phrase=params.max_per_phrase)
+
+
+def video_detector(detector: Any, cache_dir: str | None, info: _VideoInfo) -> Detect:
+    """`Detect` on one video's shown frames (decoded once, detections cached by frame content)."""
+    from videor4.data.detection import DetectionCache, best_detection, detect_cached
+
+    cache = DetectionCache(cache_dir or ".cache/detection")
+    frames: dict[int, Any] = {}
+
+    def detect(phrase: str, source_frames: list[int]) -> Detection | None:
+        if not frames:
+            decoded = load_frames(info.source, indices=info.frame_indices).frames
+            frames.update(zip(info.frame_indices, decoded))
+        found = detect_cached(detector, cache, [frames[f] for f in source_frames], [phrase], source_frames)
+        return best_detection(found, source_frames, phrase)
+
+    return detect
+
+
+def detection_agreement(contexts: list[SampleContext], detects: dict[str, Detect], margin: float) -> dict[str, Any]:
+    """How the detector's box for each ground-truth evidence's label compares with the generator's text box:
+    IoU >= 0.5, and the share a crop of it (widened by the crop margin) covers >= 90 % of (what QC asks)."""
+    from videor4.data.detection import detection_gt_agreement
+    from videor4.data.evidence import box_coverage
+
+    pairs = []
+    for ctx in contexts:
+        if ctx.sample.video in detects:
+            for gt in ctx.qc_boxes:
+                if gt.label:
+                    pairs.append((detects[ctx.sample.video](gt.label, [gt.frame]), gt.bbox))
+    iou_rate, n = detection_gt_agreement(pairs)
+    covered = sum(
+        1 for det, gt in pairs
+        if det is not None and box_coverage(gt, [det.bbox[0] - margin, det.bbox[1] - margin, det.bbox[2] + margin, det.bbox[3] + margin]) >= 0.9
+    )
+    return {"detection_gt_boxes": n, "detection_gt_iou50": round(iou_rate, 4), "detection_gt_cover": round(covered / n, 4) if n else None}
 
 
 def _frame_texts(boxes: list[TextBox]) -> dict[int, list[TextBox]]:
@@ -302,8 +378,10 @@ def build_datasets(
     cfg: BuildConfig,
     validate: Callable[[list[dict[str, Any]], str], None] | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    writer: ThoughtWriter | None = None,
 ) -> dict[str, Any]:
-    """Run the whole build; returns the metrics.  `validate(rows, dataset)` raises on invalid data."""
+    """Run the whole build; returns the metrics.  `validate(rows, dataset)` raises on invalid data.
+    With a `writer`, a model writes the trajectories' thoughts (`videor4.data.writer`)."""
     t0 = time.perf_counter()
     decisions = load_decisions(cfg.review_decisions) if cfg.review_decisions is not None else None  # bad file: fail first
     skipped = Counter(source.skipped)
@@ -343,9 +421,17 @@ def build_datasets(
     evidence_origin: Counter = Counter()
     contexts: list[SampleContext] = []
     rng = random.Random(cfg.seed)
+    # a detector, where asked for, on the same videos as OCR: for what OCR cannot find
+    detects: dict[str, Detect] = {}
+    if cfg.detection is not None:
+        detector = detector_for(cfg.detection, cfg.seed)
+        n_det = len(train_videos) if cfg.detection.max_videos < 0 else min(cfg.detection.max_videos, len(train_videos))
+        detects = {v: video_detector(detector, cfg.detection.cache_dir, infos[v]) for v in train_videos[:n_det] if v in ocr}
     for s in train:
         info = infos[s.video]
-        evidence, qc, origin = ground_evidence(s, info, ocr.get(s.video), cfg.ocr_min_anls, rng, cfg.evidence_frame)
+        evidence, qc, origin = ground_evidence(
+            s, info, ocr.get(s.video), cfg.ocr_min_anls, rng, cfg.evidence_frame, detects.get(s.video)
+        )
         evidence_origin[origin] += 1
         if not evidence:
             dropped["no_ocr_evidence" if origin == "ocr_miss" else "no_evidence"] += 1
@@ -361,6 +447,11 @@ def build_datasets(
         )
         for reason, n in result.dropped.items():
             dropped[reason] += n
+        thoughts: Counter = Counter()
+        if writer is not None:  # the calls and answers stay the plan's; only the prose changes
+            for name, trajs in result.trajectories.items():
+                result.trajectories[name], counts = rewrite_thoughts(trajs, writer, cfg.cot)
+                thoughts.update(counts)
 
         rl_d, rl_c = split_rl(contexts, cfg.n_rl_d, cfg.n_rl_c, cfg.seed)
         test_rows = []
@@ -411,7 +502,9 @@ def build_datasets(
         "dropped": dict(sorted(dropped.items())),
         "skipped": dict(sorted(skipped.items())),
         "evidence_origin": dict(sorted(evidence_origin.items())),
+        **(detection_agreement(contexts, detects, cfg.vision.crop_margin) if cfg.detection is not None else {}),
         **({"review_accepted": review["review_accepted"], "review_stale": review["review_stale"]} if decisions is not None else {}),
+        **({"thoughts": dict(sorted(thoughts.items()))} if writer is not None else {}),
         "ocr_videos": len(ocr_videos),
         "ocr_frames_read": sum(len(infos[v].frame_indices) for v in to_read),
         "ocr_gt_boxes": agree_n,
@@ -472,6 +565,35 @@ class SynthesisParams:
 
 
 @dataclass
+class DetectionParams:
+    """`data.detection`: a zero-shot detector grounds what the question names where OCR finds no answer text."""
+
+    model: str | None = None  # null: off; a local folder or Hub id (OWLv2 / OWL-ViT / Grounding DINO); tiny: see detector_for
+    max_videos: int = 4  # detect on the OCR'd training videos, at most this many; -1 = all
+    box_threshold: float = 0.1
+    max_per_phrase: int = 3
+    cache_dir: str | None = ".cache/detection"  # detections by frame content
+
+
+@dataclass
+class CotParams:
+    """`data.cot`: who writes the reasoning text of synthesized trajectories."""
+
+    writer: str = "template"  # template | model
+    model: str | None = None  # the model writer: any HF chat model, a local folder or Hub id
+    max_new_tokens: int = 48
+    temperature: float = 0.0  # 0: greedy
+    batch_size: int = 8
+    cache_dir: str | None = ".cache/cot"  # written texts by content hash: a re-run generates nothing
+
+    def __post_init__(self) -> None:
+        if self.writer not in ("template", "model"):
+            raise ParamsError(f"params data.cot.writer: {self.writer!r} is not one of template, model")
+        if self.writer == "model" and not self.model:
+            raise ParamsError("params data.cot.model: the model writer needs a checkpoint folder or Hub id")
+
+
+@dataclass
 class ReviewParams:
     """`data.review`: human quality control (`video-r4 data review`)."""
 
@@ -488,6 +610,8 @@ class DataParams:
     sizes: SizesParams = field(default_factory=SizesParams)
     qc: QCParams = field(default_factory=QCParams)
     synthesis: SynthesisParams = field(default_factory=SynthesisParams)
+    detection: DetectionParams = field(default_factory=DetectionParams)
+    cot: CotParams = field(default_factory=CotParams)
     review: ReviewParams = field(default_factory=ReviewParams)
     max_bad_fraction: float = 0.5
 
@@ -531,6 +655,15 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built") -> 
         synthesis=synthesis,
         vision=vision_config(params),
         review_decisions=Path(data.review.decisions) if data.review.decisions else None,
+        detection=data.detection if data.detection.model else None,
+        cot=WriterConfig(
+            name_or_path=data.cot.model or "",
+            max_new_tokens=data.cot.max_new_tokens,
+            temperature=data.cot.temperature,
+            batch_size=data.cot.batch_size,
+            cache_dir=data.cot.cache_dir,
+            seed=seed,
+        ),
     )
 
 

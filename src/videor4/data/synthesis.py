@@ -119,7 +119,7 @@ def _look_frames(frames: list[int], n_shown: int) -> str:
 
 
 _UNSURE = "The text may be at {box}." + ZOOM  # the first look of a "miss" trajectory
-_MISS = 'That is "{text}", not the text I need.'
+MISS_PHRASE = 'That is "{text}", not the text I need.'
 _TIGHTER = "Let me zoom in further."
 
 
@@ -195,7 +195,7 @@ class _Planner:
                 if wrong is not None:
                     said = outward_box(wrong.bbox, self.env.vision.box_step)
                     self.crop(image, said, _UNSURE.format(box=box_text(said)))
-                    self.pending = _MISS.format(text=wrong.text)
+                    self.pending = MISS_PHRASE.format(text=wrong.text)
             if variant == "recrop":
                 wide = _widen(ev.bbox, 0.12)
                 obs = self.crop_named(image, wide, ev.label)
