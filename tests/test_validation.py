@@ -101,6 +101,10 @@ VALID = {
     "sft_crp": crp_rows,
     "rl_d": lambda: rl_rows("single"),
     "rl_c": lambda: rl_rows("mixed"),
+    "review": lambda: [
+        {"traj_id": "drp-000001", "decision": "reject", "digest": "a" * 64, "note": "reads the wrong panel"},
+        {"traj_id": "crp-000007", "decision": "accept", "digest": "b" * 64, "note": ""},
+    ],
 }
 
 

@@ -68,15 +68,7 @@ def open_source(path: str | os.PathLike, question: str) -> dict[str, Any]:
         raise AskError(f"video not found: {path}")
     if not path.is_file():
         raise AskError(f"not a video file or page folder: {path}")
-    return Sample(
-        sample_id=f"ask-{path.stem}",
-        video=str(path),
-        question=question,
-        answers=[],
-        problem_type="open",
-        source="ask",
-        split="test",
-    ).to_dict()
+    return Sample.unanswered(str(path), question, f"ask-{path.stem}", "ask").to_dict()
 
 
 @contextlib.contextmanager

@@ -83,6 +83,11 @@ class Sample:
         return asdict(self)
 
     @classmethod
+    def unanswered(cls, video: str, question: str, sample_id: str, source: str) -> "Sample":
+        """A question someone asks about a video, with no reference answer (ask, a served model)."""
+        return cls(sample_id=sample_id, video=video, question=question, answers=[], problem_type="open", source=source, split="test")
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sample":
         return cls(
             sample_id=str(d["sample_id"]),

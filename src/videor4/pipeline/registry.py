@@ -58,15 +58,7 @@ class RuminationModel(mlflow.pyfunc.PythonModel):
         rows = model_input.to_dict("records")
         answers = []
         for i, row in enumerate(rows):
-            sample = Sample(
-                sample_id=f"predict-{i}",
-                video=str(row["video"]),
-                question=str(row["question"]),
-                answers=[],
-                problem_type="open",
-                source="mlflow",
-                split="test",
-            ).to_dict()
+            sample = Sample.unanswered(str(row["video"]), str(row["question"]), f"predict-{i}", "mlflow").to_dict()
             env = sample_env(sample, vision, max_images=settings.max_images)
             answers.append(ruminate(self.policy, sample, env, settings).answer)
         return answers
