@@ -193,6 +193,25 @@ def files_md5(paths: Iterable[str | os.PathLike]) -> str:
     return h.hexdigest()
 
 
+def folder_fingerprint(path: str | os.PathLike, block: int = 1 << 16) -> str:
+    """A cheap content hash of a checkpoint folder, for cache keys: every file's relative path and
+    size, small files whole and large ones (weights) by three sampled blocks, so a retrained or
+    rebuilt model misses the cache without reading 16 GB.  Dotfiles are left out."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith(".")):
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(root).as_posix()}:{size}:".encode())
+        with open(p, "rb") as fh:
+            if size <= 1 << 20:
+                h.update(fh.read())
+                continue
+            for offset in (0, size // 2, max(0, size - block)):
+                fh.seek(offset)
+                h.update(fh.read(block))
+    return h.hexdigest()
+
+
 _RUST_IO_ERROR = re.compile(r"os error (\d+)")  # how Rust-backed writers (safetensors, tokenizers) report errno
 
 

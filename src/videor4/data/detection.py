@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from videor4.core.io import atomic_dir, load_json_file, write_json
+from videor4.core.io import atomic_dir, folder_fingerprint, load_json_file, write_json
 from videor4.data.evidence import box_iou
 
 
@@ -137,13 +137,13 @@ class ZeroShotDetector:
 
         A local folder is named by a digest of its files rather than its path, so a
         checkpoint rebuilt in place (another seed, a fine-tune) never reads the old
-        one's cache, and a moved folder still hits it.  Computed once per instance
-        (reading every file of the folder: about a second per GB).  A Hub id is
+        one's cache, and a moved folder still hits it (`core.io.folder_fingerprint`:
+        weights by sampled blocks, so computing it is quick).  A Hub id is
         taken as is (no revision), and the device is not part of it.
         """
         if self._id is None:
             path = Path(self.name_or_path)
-            source = f"sha256:{_folder_digest(path)}" if path.is_dir() else self.name_or_path
+            source = f"sha256:{folder_fingerprint(path)}" if path.is_dir() else self.name_or_path
             self._id = f"{source}|box_threshold={self.box_threshold!r}|max_per_phrase={self.max_per_phrase}"
         return self._id
 
@@ -246,16 +246,6 @@ def _label_phrase(label: Any, phrases: list[str]) -> str | None:
     words = set(text.split())
     best = max(phrases, key=lambda p: len(words & set(p.lower().split())))
     return best if words & set(best.lower().split()) else None
-
-
-def _folder_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- cache by frame content

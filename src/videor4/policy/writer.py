@@ -11,33 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from videor4.core.io import folder_fingerprint
 from videor4.data.writer import WriterConfig
 
 if TYPE_CHECKING:
     from videor4.data.build import DataParams
-
-
-def checkpoint_fingerprint(path: str | os.PathLike, block: int = 1 << 16) -> str:
-    """A cheap content hash of a local checkpoint folder: small files whole, large ones (weights) by
-    size and three sampled blocks, so a retrained writer misses the cache without reading 16 GB."""
-    h = hashlib.sha256()
-    for p in sorted(Path(path).iterdir()):
-        if not p.is_file() or p.name.startswith("."):
-            continue
-        size = p.stat().st_size
-        h.update(f"{p.name}:{size}:".encode())
-        with open(p, "rb") as fh:
-            if size <= 1 << 20:
-                h.update(fh.read())
-                continue
-            for offset in (0, size // 2, max(0, size - block)):
-                fh.seek(offset)
-                h.update(fh.read(block))
-    return h.hexdigest()
 
 
 class ModelThoughtWriter:
@@ -70,7 +51,7 @@ class ModelThoughtWriter:
             source, revision = resolve(self.cfg.name_or_path)
             ident: dict[str, Any] = {"model": source, "revision": revision}
             if Path(source).is_dir():
-                ident = {"fingerprint": checkpoint_fingerprint(source)}
+                ident = {"fingerprint": folder_fingerprint(source)}
             ident.update(
                 max_new_tokens=self.cfg.max_new_tokens,
                 temperature=self.cfg.temperature,
