@@ -1,0 +1,125 @@
+"""CRP-SFT variants against the pipeline's own crp_sft, on the same test questions.
+
+    python benchmarks/crp_sft_trials.py [--out benchmarks/results/crp_sft_trials.json]
+
+Run it in a repository whose `dvc repro` is up to date (models/rl_d, models/crp_sft and
+reports/eval present).  Each variant trains stage crp_sft's code (`stages/sft.py crp_sft`, from
+models/rl_d as the curriculum does) with one change, into a temporary folder, and evaluates it
+in rumination mode on the synthetic test split with `video-r4 eval` (the stage's engine and
+scoring).  Compared question by question with the pipeline's crp_sft and rl_d: Acc with its
+Wilson interval, accuracy per question kind, and the paired-bootstrap CI and sign-flip p of
+the difference.  Nothing in the workspace changes.
+
+Why: CRP-SFT lowers held-out accuracy against the RL_d checkpoint it starts from (reading
+questions fall while compare questions rise), so these ask whether it trains too little, too
+much, or forgets reading that its data no longer shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from videor4.core.statistics import paired_difference, wilson
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = {
+    "lr_3e-4": {"changes": {"sft.crp.learning_rate": 0.0003}},
+    "epochs_4": {"changes": {"sft.crp.epochs": 4}},
+    "replay_drp": {"changes": {}, "data": ["data/built/sft_crp.jsonl", "data/built/sft_drp.jsonl"]},
+}
+
+
+def load(path: Path) -> dict[str, dict]:
+    return {r["sample_id"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def run_variant(name: str, spec: dict, work: Path, env: dict[str, str]) -> Path:
+    """Train and evaluate one variant in a scratch copy of the repo; returns its predictions file."""
+    repo = work / name
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", ".dvc", "mlruns", "mlartifacts", "mlflow.db", ".cache", "models", "reports", "data"))
+    for link in ("data", "models"):
+        (repo / link).symlink_to(ROOT / link)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in spec["changes"].items():
+        *path, last = key.split(".")
+        section = params
+        for part in path:
+            section = section[part]
+        section[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    data = work / f"{name}.jsonl"
+    with open(data, "wb") as out:
+        for f in spec.get("data", ["data/built/sft_crp.jsonl"]):
+            out.write((ROOT / f).read_bytes())
+    ckpt = work / f"{name}-crp_sft"
+    t = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "stages/sft.py", "crp_sft", "--init", "models/rl_d", "--data", str(data),
+         "--held-out", "data/built/samples_test.jsonl", "--out", str(ckpt),
+         "--metrics", str(work / f"{name}.metrics.json"), "--curve", str(work / f"{name}.curve.json")],
+        cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    train_s = time.perf_counter() - t
+    predictions = work / f"{name}.predictions.jsonl"
+    subprocess.run(
+        [str(Path(sys.executable).parent / "video-r4"), "eval", "--model", str(ckpt), "--set", "synthetic",
+         "--root", "data/built", "--mode", "rumination", "--predictions", str(predictions)],
+        cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    print(f"{name}: trained in {train_s:.0f} s", file=sys.stderr)
+    return predictions
+
+
+def summary(records: dict[str, dict], kinds: dict[str, str]) -> dict:
+    ids = sorted(records)
+    acc = [records[i]["acc"] for i in ids]
+    ci = wilson(sum(acc), len(acc))
+    by_kind = defaultdict(list)
+    for i in ids:
+        by_kind[kinds[i]].append(records[i]["acc"])
+    return {
+        "n": len(acc), "acc": ci.value, "wilson95": [ci.low, ci.high],
+        "by_kind": {k: {"n": len(v), "acc": sum(v) / len(v)} for k, v in sorted(by_kind.items())},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/crp_sft_trials.json")
+    ap.add_argument("--only", nargs="*", default=None)
+    args = ap.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false"}
+    kinds = {r["sample_id"]: r["question_kind"] for r in map(json.loads, (ROOT / "data/built/samples_test.jsonl").read_text().splitlines()) if r}
+    reference = {name: load(ROOT / f"reports/eval/{name}.synthetic.rumination.jsonl") for name in ("crp_sft", "rl_d")}
+    results = {name: summary(recs, kinds) for name, recs in reference.items()}
+    work = Path(tempfile.mkdtemp(prefix="videor4-crp-trials-"))
+    for name, spec in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
+        records = load(run_variant(name, spec, work, env))
+        entry = summary(records, kinds)
+        for ref, recs in reference.items():
+            ids = sorted(recs)
+            d = paired_difference([records[i]["acc"] for i in ids], [recs[i]["acc"] for i in ids])
+            entry[f"minus_{ref}"] = {"difference": d.difference, "ci95": [d.low, d.high], "p": d.p_value}
+        entry["changes"], entry["data"] = spec["changes"], spec.get("data", ["data/built/sft_crp.jsonl"])
+        results[name] = entry
+        print(name, json.dumps(entry), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
