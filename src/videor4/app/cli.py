@@ -179,7 +179,13 @@ def data_review(
     from videor4.rumination.video import VideoError
 
     if decisions is None:
-        configured = (_params(params).get("data") or {}).get("review", {}).get("decisions") if params.is_file() else None
+        from videor4.core.params import ParamsError
+        from videor4.data.build import data_params
+
+        try:  # the build's own reading of `data:`, so both name the same file
+            configured = data_params(_params(params)).review.decisions if params.is_file() else None
+        except ParamsError as exc:
+            _die(str(exc))
         decisions = Path(configured or "review/decisions.json")
     rows = []
     for name in sets:
