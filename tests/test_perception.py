@@ -67,6 +67,21 @@ def test_read_examples_label_every_glyph_of_the_asked_text_in_its_crop():
         assert [ch for _, ch in in_order] == [ex.answer[k] for k, _ in in_order] and len(in_order) >= 2
 
 
+def test_multiple_choice_reads_name_the_option_that_holds_the_text():
+    for i in range(10):
+        ex = make_example("read_mc", WORLD, VISION, 0, TRAIN_STREAM, i)
+        question, turn = ex.messages[0]["content"][1]["text"], ex.messages[1]["content"]
+        options = [line[4:] for line in question.split("\n") if line[:1] == "(" and line[2:4] == ") "]
+        # four distinct options, one of them the asked text, under the letter the answer gives
+        assert len(set(options)) == 4 and options["ABCD".index(ex.choice)] == ex.answer
+        assert turn == read_answer_turn(ex.answer, ex.choice) and parse_turn(turn).answer == ex.choice
+        assert phrase_reading(turn) == ex.answer and turn.startswith(ex.phrase) and f"That is option ({ex.choice})." in turn
+        # the image and its labels are a READ crop's
+        assert ex.glyph_labels and ex.slot_labels and ex.task == "read_mc"
+    letters = {make_example("read_mc", WORLD, VISION, 0, TRAIN_STREAM, i).choice for i in range(40)}
+    assert letters == set("ABCD")  # the answer is not always in the same place
+
+
 def test_slot_labels_count_the_asked_text_from_its_first_character():
     image = Image.new("RGB", (112, 56))
     target = [("9", (10.0, 10.0, 20.0, 20.0)), ("1", (38.0, 10.0, 48.0, 20.0)), ("7", (66.0, 30.0, 76.0, 40.0))]
@@ -75,10 +90,13 @@ def test_slot_labels_count_the_asked_text_from_its_first_character():
     assert (grid == NO_SLOT).sum() == grid.size - 3
 
 
-def test_locate_examples_label_colours_boxes_and_the_asked_text_cell():
+@pytest.mark.parametrize("task, size", [("locate", (84, 56)), ("locate_clip", (280, 168))])
+def test_locate_examples_label_colours_boxes_and_the_asked_text_cell(task, size):
+    # LOCATE on the frame as first shown, LOCATE_CLIP on the frame as a clip returns it
     for i in range(10):
-        ex = make_example("locate", WORLD, VISION, 0, TRAIN_STREAM, i)
+        ex = make_example(task, WORLD, VISION, 0, TRAIN_STREAM, i)
         image = ex.messages[0]["content"][0]["image"]
+        assert ex.task == task and image.size == size
         colour, coords = ex.colour_labels[0], ex.coord_labels[0]
         cols = image.width // MERGED_CELL
         assert coords.shape == colour.shape + (4,)

@@ -673,11 +673,12 @@ def test_pretrain_stage_trains_and_scores_held_out_renders(reproduced):
     path, _, _ = reproduced
     m = json.loads((path / "metrics/pretrain.json").read_text())
     assert m["steps"] == 4 and m["held_out"] == 4 and m["train_loss_first"] is not None
-    for name in ("read_acc", "read_lowres_acc", "read_clip_acc", "locate_cover"):
+    for name in ("read_acc", "read_lowres_acc", "read_mc_acc", "read_clip_acc", "locate_cover", "locate_clip_cover"):
         low, high = m[f"{name}_ci95"]
         assert 0.0 <= low <= m[name] <= high <= 1.0
     rows = [json.loads(line) for line in (path / "reports/pretrain_held_out.jsonl").read_text().splitlines()]
-    assert sorted({r["task"] for r in rows}) == ["locate", "read", "read_clip", "read_lowres"] and len(rows) == 16
+    assert sorted({r["task"] for r in rows}) == ["locate", "locate_clip", "read", "read_clip", "read_lowres", "read_mc"]
+    assert len(rows) == 24
     # read and read_lowres ask the same questions, one zoomed, one on the low-resolution view
     assert [r["answer"] for r in rows if r["task"] == "read"] == [r["answer"] for r in rows if r["task"] == "read_lowres"]
     assert (path / "models/pretrain/config.json").is_file() and not any("perception_heads" in p.name for p in (path / "models/pretrain").iterdir())

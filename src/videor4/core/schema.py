@@ -21,6 +21,11 @@ PROBLEM_TYPES = ("open", "multiple_choice")
 OPTION_LETTERS = "ABCDEFGH"
 
 
+def question_with_options(question: str, options: list[str]) -> str:
+    """A multiple-choice question as the model sees it: the question, then "(A) ..." a line each."""
+    return "\n".join([question, "Options:"] + [f"({OPTION_LETTERS[i]}) {opt}" for i, opt in enumerate(options)])
+
+
 @dataclass
 class TextBox:
     """One piece of text visible in one frame (ground truth or OCR)."""
@@ -112,9 +117,7 @@ class Sample:
         """The question as the model sees it (options appended for multiple choice)."""
         if self.problem_type != "multiple_choice" or not self.options:
             return self.question
-        lines = [self.question, "Options:"]
-        lines += [f"({OPTION_LETTERS[i]}) {opt}" for i, opt in enumerate(self.options)]
-        return "\n".join(lines)
+        return question_with_options(self.question, self.options)
 
 
 @dataclass

@@ -5,10 +5,14 @@ already does, taught on still scenes from the synthetic generator.
   box would be, half the time rounded outward as the policy writes it, widened by the crop
   margin, re-encoded at the crop budget) → the final turn the policy writes once it can read
   the text (`read_answer_turn`: what it reads, then the answer, copied).
+- READ_MC: READ asked as multiple choice (the answer and three near misses as options): the
+  reading, then the option that holds it (`read_answer_turn` with its letter).
 - READ_CLIP: a whole frame at the clip budget → a caption bar's text (captions are drawn
   large enough to be read once clipped; panel text is not, so it is never asked that way).
 - LOCATE: the low-resolution frame the model is first shown → the turn the policy writes to
   zoom (`zoom_turn`: the name, then the box, then the crop call with the box copied).
+- LOCATE_CLIP: the same on a frame at the clip budget, as a clip returns it: CRP trajectories
+  clip first and then crop inside the clipped frame.
 - READ_LOWRES (held-out metric only, never trained): READ's questions on the low-resolution
   view; it must stay near chance, which is why zooming matters.
 
@@ -40,7 +44,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from videor4.data.synthetic import ALPHABET, PALETTE, Scene, SceneText, SyntheticConfig, background_frame, render_scene
+from videor4.core.schema import OPTION_LETTERS, question_with_options
+from videor4.data.synthetic import (
+    ALPHABET,
+    DIGITS,
+    PALETTE,
+    Scene,
+    SceneText,
+    SyntheticConfig,
+    background_frame,
+    choice_options,
+    render_scene,
+)
 from videor4.rumination.protocol import (
     LOCATE_QUESTION,
     ToolCall,
@@ -55,8 +70,10 @@ from videor4.rumination.protocol import (
 from videor4.rumination.tools import RuminationEnv, VisionConfig, region_pixels
 from videor4.rumination.video import PATCH_FACTOR, VideoFrames, resize_to_budget
 
-TASKS = ("read", "read_clip", "locate")
-HELD_OUT_TASKS = ("read", "read_lowres", "read_clip", "locate")
+TASKS = ("read", "read_mc", "read_clip", "locate", "locate_clip")
+HELD_OUT_TASKS = ("read", "read_lowres", "read_mc", "read_clip", "locate", "locate_clip")
+READ_TASKS = ("read", "read_mc", "read_clip")  # their answers read the asked text's characters off the image
+LOCATE_TASKS = ("locate", "locate_clip")  # their answers give the asked text's box
 TRAIN_STREAM = 7_000_001  # seed streams: (seed, stream, index); videos use (seed, index)
 HELD_OUT_STREAM = 7_000_002
 BACKGROUND_STREAM = 7_000_003
@@ -87,6 +104,7 @@ class PerceptionExample:
     # how the answer begins: what is read off the image ('It reads "917".', 'The red sign is at [..].');
     # the rest of the turn (the copies into the call or the answer) is taught at a lower weight
     phrase: str = ""
+    choice: str | None = None  # READ_MC: the letter of the option that holds the text
 
 
 def example_rng(seed: int, stream: int, index: int) -> np.random.Generator:
@@ -155,7 +173,9 @@ def _jitter(box: list[float], rng: np.random.Generator, amount: float) -> list[f
     return [round(x1, 2), round(y1, 2), round(min(max(x2, x1 + 0.02), 1.0), 2), round(min(max(y2, y1 + 0.02), 1.0), 2)]
 
 
-def crop_example(scene: Scene, target: SceneText, vision: VisionConfig, rng: np.random.Generator) -> PerceptionExample:
+def crop_example(
+    scene: Scene, target: SceneText, vision: VisionConfig, rng: np.random.Generator, multiple_choice: bool = False
+) -> PerceptionExample:
     env = RuminationEnv(_still(scene), vision)
     box = _jitter(target.box, rng, BOX_JITTER)
     if rng.random() < OUTWARD_SHARE:  # as the policy writes it: rounded outward, so a wider crop and smaller glyphs
@@ -166,9 +186,16 @@ def crop_example(scene: Scene, target: SceneText, vision: VisionConfig, rng: np.
     image = obs.images[0]
     h, w = scene.frame.shape[:2]
     px = region_pixels(obs.regions[0][1], w, h)
+    question, letter = target.question, None
+    if multiple_choice:  # the options as a video question lists them: other texts of the scene, then near misses
+        pool = [t.text for t in scene.texts if t.text != target.text]
+        options = choice_options(target.text, pool, rng, DIGITS if target.text.isdigit() else ALPHABET)
+        letter = OPTION_LETTERS[options.index(target.text)]
+        question = question_with_options(question, options)
     return PerceptionExample(
-        "read", _conversation(image, target.question, read_answer_turn(target.text)), target.text,
-        [glyph_grid(image, px, _all_glyphs(scene))], [slot_grid(image, px, target.glyphs)], phrase=read_phrase(target.text),
+        "read_mc" if multiple_choice else "read", _conversation(image, question, read_answer_turn(target.text, letter)),
+        target.text, [glyph_grid(image, px, _all_glyphs(scene))], [slot_grid(image, px, target.glyphs)],
+        phrase=read_phrase(target.text), choice=letter,
     )
 
 
@@ -183,7 +210,7 @@ def whole_frame_example(
         task, [], target.text, [glyph_grid(image, whole, _all_glyphs(scene))], [slot_grid(image, whole, target.glyphs)],
         evidence_box=list(target.box),
     )
-    if task != "locate":
+    if task not in LOCATE_TASKS:
         example.messages = _conversation(image, target.question, read_answer_turn(target.text))
         example.phrase = read_phrase(target.text)
         return example
@@ -230,9 +257,9 @@ def make_example(
         if pool:
             break
     target = pool[int(rng.integers(0, len(pool)))]
-    if task == "read":
-        return crop_example(scene, target, vision, rng)
-    if task == "read_clip":
+    if task in ("read", "read_mc"):
+        return crop_example(scene, target, vision, rng, multiple_choice=task == "read_mc")
+    if task in ("read_clip", "locate_clip"):
         return whole_frame_example(scene, target, task, vision.clip_max_pixels, vision.clip_min_pixels, vision)
     if task in ("locate", "read_lowres"):
         return whole_frame_example(scene, target, task, vision.frame_max_pixels, vision.frame_min_pixels, vision)

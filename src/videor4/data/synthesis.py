@@ -30,7 +30,7 @@ from pathlib import Path
 from videor4.core.schema import OPTION_LETTERS, Evidence, Sample, TextBox
 from videor4.core.scoring import anls_similarity, normalize_answer
 from videor4.data.evidence import box_coverage
-from videor4.rumination.protocol import ZOOM, ToolCall, answer_phrase, box_text, outward_box, read_phrase, zoom_turn
+from videor4.rumination.protocol import ZOOM, ToolCall, answer_phrase, box_text, option_phrase, outward_box, read_phrase, zoom_turn
 from videor4.rumination.tools import RuminationEnv, VisionConfig
 from videor4.rumination.trajectory import Trajectory, TrajectoryRecorder
 from videor4.rumination.video import FRAME_CACHE, FrameCache, load_frames
@@ -133,7 +133,7 @@ def _conclusion(sample: Sample, readings: list[str], answer: str) -> str:
     else:
         text = answer_phrase(readings[0])
     if sample.problem_type == "multiple_choice":
-        text += f" That is option ({answer})."
+        text += option_phrase(answer)
     return text
 
 

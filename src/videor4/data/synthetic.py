@@ -373,7 +373,7 @@ def _mutate(text: str, rng: np.random.Generator, alphabet: str) -> str:
     return "".join(chars)
 
 
-def _options(answer: str, pool: list[str], rng: np.random.Generator, alphabet: str) -> list[str]:
+def choice_options(answer: str, pool: list[str], rng: np.random.Generator, alphabet: str) -> list[str]:
     """The answer plus 3 distinct plausible wrong options: other strings from the video first, then near misses."""
     wrong: list[str] = []
     for cand in [pool[int(i)] for i in rng.permutation(len(pool))] if pool else []:
@@ -676,7 +676,7 @@ def generate_video(
             # readable codes are digits too: the asked-about panel's kind says which pool fits
             numeric = q.alphabet == DIGITS if style.letter_required else q.sources[0][0].kind in NUMBER_KINDS
             pool = q.pool if q.pool is not None else (all_numbers if numeric else all_codes)
-            options = _options(q.answer, pool, rng, q.alphabet)
+            options = choice_options(q.answer, pool, rng, q.alphabet)
             sample.problem_type = "multiple_choice"
             sample.options = options
             sample.answers = [OPTION_LETTERS[options.index(q.answer)]]

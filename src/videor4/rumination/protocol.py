@@ -279,9 +279,16 @@ def answer_phrase(text: str) -> str:
     return f'So the answer is "{text}".'
 
 
-def read_answer_turn(text: str) -> str:
-    """The final turn after reading the one text a question asks for (and READ's full answer)."""
-    return format_assistant_turn(f"{read_phrase(text)} {answer_phrase(text)}", answer=text)
+def option_phrase(letter: str) -> str:
+    """What a multiple-choice conclusion adds: the option that holds the answer."""
+    return f" That is option ({letter})."
+
+
+def read_answer_turn(text: str, letter: str | None = None) -> str:
+    """The final turn after reading the one text a question asks for (and READ's full answer);
+    with `letter`, the question was multiple choice and the answer is that option."""
+    thought = f"{read_phrase(text)} {answer_phrase(text)}" + (option_phrase(letter) if letter else "")
+    return format_assistant_turn(thought, answer=letter or text)
 
 
 def phrase_reading(turn: str) -> str | None:

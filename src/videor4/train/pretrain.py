@@ -20,9 +20,10 @@ The heads only exist during training; the saved checkpoint is an ordinary Qwen2.
 
 `PretrainSettings` is the config (params `pretrain:`), `pretrain` runs it, `perception_metrics`
 scores a checkpoint on held-out renders: `read_acc` (zoomed), `read_lowres_acc` (the same
-questions on the low-resolution view), `read_clip_acc` (captions in a clipped frame) and
-`locate_cover` (share of predicted boxes whose crop, widened by the margin, covers >= 90 % of
-the text's box).
+questions on the low-resolution view), `read_mc_acc` (zoomed, multiple choice: the right
+option's letter), `read_clip_acc` (captions in a clipped frame), `locate_cover` (share of
+predicted boxes whose crop, widened by the margin, covers >= 90 % of the text's box) and
+`locate_clip_cover` (the same in a clipped frame).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from videor4.data.perception import (
     GLYPH_CLASSES,
     HELD_OUT_STREAM,
     HELD_OUT_TASKS,
+    LOCATE_TASKS,
     NO_SLOT,
+    READ_TASKS,
     TASKS,
     TRAIN_STREAM,
     PerceptionExample,
@@ -55,7 +58,7 @@ from videor4.data.perception import (
 from videor4.data.synthetic import SyntheticConfig
 from videor4.policy.encoding import IGNORE_INDEX, PolicyEncoder
 from videor4.policy.model import TINY, ModelConfig, count_parameters, load_policy, prepare_for_training
-from videor4.rumination.protocol import phrase_box, phrase_reading
+from videor4.rumination.protocol import extract_boxed, phrase_box, phrase_reading
 from videor4.rumination.tools import VisionConfig
 from videor4.train.lifecycle import (
     LogFn,
@@ -156,7 +159,7 @@ class PerceptionCollator:
             for e in examples:
                 for grid in e.glyph_labels:  # every image has glyph labels; the others may be absent
                     shape = (grid.size, 4) if key == "coord_labels" else (grid.size,)
-                    teaches = (key in READ_LABELS) != (e.task == "locate")  # the low-res view never learns glyphs
+                    teaches = (key in READ_LABELS) != (e.task in LOCATE_TASKS)  # LOCATE never learns glyphs
                     if teaches and getattr(e, key):
                         labels.append(torch.from_numpy(getattr(e, key)[0].reshape(shape)))
                     else:
@@ -195,12 +198,12 @@ class PerceptionCollator:
         for row, e in enumerate(examples):
             images = (batch["input_ids"][row] == self.encoder.image_token_id).nonzero().flatten()
             spans, decoded = answers[row]
-            if e.task == "locate" and e.target_cell is not None:
+            if e.task in LOCATE_TASKS and e.target_cell is not None:
                 # every token of the phrase, the thing's name as much as its box: both are read off the
                 # asked text (the crop call after it copies the box from the phrase; its labels are apart)
                 for position, _, _ in spans[: phrases[row]]:
                     locate[row, position - 1, images[e.target_cell]] = True
-            elif e.task in ("read", "read_clip") and e.slot_labels:
+            elif e.task in READ_TASKS and e.slot_labels:
                 slots = torch.from_numpy(e.slot_labels[0].reshape(-1))
                 for position, k in _character_positions(spans, decoded, e.answer):
                     cells = images[: len(slots)][slots == k]
@@ -562,21 +565,24 @@ def perception_metrics(
     for task in HELD_OUT_TASKS:
         # the same index gives the same scene and question in read and read_lowres
         examples = [make_example(task, world, vision, settings.seed, HELD_OUT_STREAM, i) for i in range(settings.held_out)]
-        predicted = greedy_answers(policy.model, encoder, examples, settings.eval_batch_size, max_new_tokens=40)
+        # READ_MC's turn goes on past the reading to the option's letter
+        predicted = greedy_answers(policy.model, encoder, examples, settings.eval_batch_size, max_new_tokens=64 if task == "read_mc" else 40)
         hits, tight = [], []
         for i, (e, p) in enumerate(zip(examples, predicted)):
-            if task == "locate":
+            if task in LOCATE_TASKS:
                 box = phrase_box(p)
                 hit = box is not None and crop_covers(box, e.evidence_box, vision.crop_margin)
                 # a box that covers by being huge gives a crop too coarse to read: count it apart
                 tight.append(hit and _area(box) <= TIGHT_AREA * _area(e.evidence_box))
+            elif task == "read_mc":  # the whole way: the reading, then the option that holds it
+                hit = extract_boxed(p) == e.choice
             else:
                 reading = phrase_reading(p)
                 hit = reading is not None and normalize_answer(reading) == normalize_answer(e.answer)
             hits.append(hit)
-            rows.append({"task": task, "index": i, "answer": e.answer, "predicted": p, "correct": bool(hit)})
-        name = "locate_cover" if task == "locate" else f"{task}_acc"
-        for key, values in ((name, hits), ("locate_tight_cover", tight)):
+            rows.append({"task": task, "index": i, "answer": e.choice or e.answer, "predicted": p, "correct": bool(hit)})
+        name = f"{task}_cover" if task in LOCATE_TASKS else f"{task}_acc"
+        for key, values in ((name, hits), (f"{task}_tight_cover", tight)):
             if values:
                 metrics[key] = sum(values) / len(values)
                 estimate = wilson(sum(values), len(values))
