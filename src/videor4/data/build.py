@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from videor4.data.synthetic import SyntheticConfig
 from videor4.core.params import ParamsError, fill, section
 from videor4.data.review import REVIEWED_SETS, apply_decisions, load_decisions
-from videor4.data.synthesis import CRP_VARIANTS, SampleContext, SynthesisConfig, remove_images, synthesize
+from videor4.data.synthesis import CRP_CROP_TARGETS, CRP_VARIANTS, SampleContext, SynthesisConfig, remove_images, synthesize
 from videor4.data.writer import ThoughtWriter, WriterConfig, rewrite_thoughts
 from videor4.rumination.tools import vision_config
 
@@ -555,8 +555,13 @@ class SynthesisParams:
     evidence_frame: str = "random"  # first | random: which of the frames showing a text a trajectory reads it from
     clip_all_kinds: list[str] = field(default_factory=list)  # question kinds whose clip selects every shown frame
     crp_variants: list[str] = field(default_factory=lambda: list(CRP_VARIANTS))  # direct, recrop, miss
+    crp_crop_target: str = "clip"  # clip | frame: which image a CRP trajectory's crops name after its clip
 
     def __post_init__(self) -> None:
+        if self.crp_crop_target not in CRP_CROP_TARGETS:
+            raise ParamsError(
+                f"params data.synthesis.crp_crop_target: {self.crp_crop_target!r} is not one of {', '.join(CRP_CROP_TARGETS)}"
+            )
         if self.evidence_frame not in ("first", "random"):
             raise ParamsError(f"params data.synthesis.evidence_frame: {self.evidence_frame!r} is not one of first, random")
         unknown = sorted(set(self.crp_variants) - set(CRP_VARIANTS))
@@ -642,6 +647,7 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built") -> 
         min_clip_text_px=data.qc.min_clip_text_px,
         clip_all_kinds=tuple(data.synthesis.clip_all_kinds),
         crp_variants=tuple(data.synthesis.crp_variants),
+        crp_crop_target=data.synthesis.crp_crop_target,
     )
     return BuildConfig(
         out_dir=Path(out_dir),

@@ -37,6 +37,7 @@ from videor4.rumination.video import FRAME_CACHE, FrameCache, load_frames
 
 DRP_KINDS = ("drp_clip", "drp_crop")
 CRP_VARIANTS = ("direct", "recrop", "miss")
+CRP_CROP_TARGETS = ("clip", "frame")
 
 
 @dataclass
@@ -52,6 +53,9 @@ class SynthesisConfig:
     # what the policy does not know before it looks
     clip_all_kinds: tuple[str, ...] = ()
     crp_variants: tuple[str, ...] = CRP_VARIANTS  # which compositional variants to synthesise
+    # where a CRP trajectory's crops are drawn after its clip: "clip" (the paper: in the clipped
+    # frame) or "frame" (in the frame as first shown; the crop is cut from the source frame either way)
+    crp_crop_target: str = "clip"
     seed: int = 0
 
 
@@ -264,7 +268,8 @@ def synthesize_one(
     elif kind == "drp_crop":
         plan.read_by_crops(ctx.evidence, None, "direct")
     else:
-        plan.read_by_crops(ctx.evidence, plan.clip(ctx.evidence), variant)
+        clipped = plan.clip(ctx.evidence)
+        plan.read_by_crops(ctx.evidence, clipped if cfg.crp_crop_target == "clip" else None, variant)
 
     # QC: every crop that a reading came from must cover its ground-truth box
     for qc, (pos, region) in zip(ctx.qc_boxes, plan.final_regions):

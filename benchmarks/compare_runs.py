@@ -1,0 +1,126 @@
+"""Two versions of the pipeline, question by question: the eval stage's predictions at a git
+revision (read from the DVC cache by that revision's dvc.lock) against the workspace's.
+
+    python benchmarks/compare_runs.py --before 61db554 [--out benchmarks/results/compare_runs.json]
+
+Both versions must have evaluated the same test questions (the same data/built).  For each
+checkpoint and mode: Acc before and after with Wilson intervals, the paired-bootstrap CI and
+sign-flip p of after - before, accuracy per question kind, and how each rumination answer went
+wrong (no answer, a wrong option letter after a right reading, a right reading copied wrong,
+a crop that missed the text); and the perception-pretraining metrics of both versions.  Run it
+after `dvc repro`; nothing in the workspace changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import yaml
+
+from videor4.core.statistics import paired_difference, wilson
+from videor4.data.evidence import box_coverage
+from videor4.rumination.protocol import extract_boxed, phrase_reading
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".dvc/cache/files/md5"
+REPORTS = "reports/eval"
+
+
+def _git_show(rev: str, path: str) -> str:
+    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def _cached(md5: str) -> Path:
+    return CACHE / md5[:2] / md5[2:]
+
+
+def reports_at(rev: str) -> dict[str, Path]:
+    """The eval stage's report files as revision `rev` locked them, by file name (from the DVC cache)."""
+    lock = yaml.safe_load(_git_show(rev, "dvc.lock"))
+    outs = [o for o in lock["stages"]["eval"]["outs"] if o["path"] == REPORTS]
+    if not outs:
+        raise SystemExit(f"{rev}: dvc.lock has no {REPORTS} out")
+    manifest = _cached(outs[0]["md5"])
+    if not manifest.exists():
+        raise SystemExit(f"{rev}: {REPORTS} is not in the DVC cache ({manifest}); run `dvc pull` or `dvc checkout` at that revision")
+    return {entry["relpath"]: _cached(entry["md5"]) for entry in json.loads(manifest.read_text())}
+
+
+def load(path: Path) -> dict[str, dict]:
+    return {r["sample_id"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def why_wrong(row: dict, sample: dict, margin: float) -> str:
+    """How a rumination answer went wrong, from its trajectory (the first reason that applies)."""
+    trajectory = row.get("trajectory") or {}
+    steps = trajectory.get("steps") or []
+    final = trajectory.get("final_text") or ""
+    if row.get("prediction") is None:
+        return "no_answer"
+    texts = {e["text"] for e in sample["evidence"]}
+    reading = phrase_reading(final)
+    if sample["question_kind"] == "read":
+        if reading in texts:
+            if sample["problem_type"] == "multiple_choice":
+                return "right_reading_wrong_option"
+            return "right_reading_copied_wrong"
+        crops = [s["tool_call"]["arguments"].get("bbox_2d") for s in steps if (s.get("tool_call") or {}).get("name") == "cropping"]
+        covered = any(
+            isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b)
+            and max(box_coverage(e["bbox"], [b[0] - margin, b[1] - margin, b[2] + margin, b[3] + margin]) for e in sample["evidence"]) >= 0.9
+            for b in crops
+        )
+        return "misread" if covered else "crop_missed_text" if crops else "no_crop"
+    return "wrong_" + sample["question_kind"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", required=True, help="git revision whose dvc.lock names the earlier eval reports")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/compare_runs.json")
+    args = ap.parse_args()
+    samples = {r["sample_id"]: r for r in map(json.loads, (ROOT / "data/built/samples_test.jsonl").read_text().splitlines()) if r}
+    margin = float(yaml.safe_load((ROOT / "params.yaml").read_text())["vision"]["crop_margin"])
+    before = reports_at(args.before)
+    after = {p.name: p for p in (ROOT / REPORTS).glob("*.jsonl")}
+    results: dict = {"before": args.before, "after": "workspace", "checkpoints": {}}
+    for name in sorted(set(before) & set(after)):
+        checkpoint, _, mode = name.removesuffix(".jsonl").split(".")
+        a, b = load(after[name]), load(before[name])
+        if sorted(a) != sorted(b):
+            raise SystemExit(f"{name}: the two versions evaluated different questions")
+        ids = sorted(a)
+        entry = {}
+        for label, recs in (("before", b), ("after", a)):
+            acc = [recs[i]["acc"] for i in ids]
+            ci = wilson(sum(acc), len(acc))
+            kinds = defaultdict(list)
+            for i in ids:
+                kinds[samples[i]["question_kind"]].append(recs[i]["acc"])
+            entry[label] = {
+                "n": len(acc), "acc": ci.value, "wilson95": [ci.low, ci.high],
+                "by_kind": {k: {"n": len(v), "acc": sum(v) / len(v)} for k, v in sorted(kinds.items())},
+            }
+            if mode == "rumination":
+                entry[label]["wrong"] = dict(Counter(why_wrong(recs[i], samples[i], margin) for i in ids if not recs[i]["acc"]).most_common())
+        d = paired_difference([a[i]["acc"] for i in ids], [b[i]["acc"] for i in ids])
+        entry["after_minus_before"] = {"difference": d.difference, "ci95": [d.low, d.high], "p": d.p_value}
+        results["checkpoints"][f"{checkpoint}.{mode}"] = entry
+        print(f"{checkpoint:8s} {mode:12s} {100 * entry['before']['acc']:5.1f} -> {100 * entry['after']['acc']:5.1f}  "
+              f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] p {d.p_value:.3f}")
+    now = ROOT / "metrics/pretrain.json"
+    results["pretrain"] = {
+        "before": json.loads(_git_show(args.before, "metrics/pretrain.json")),
+        "after": json.loads(now.read_text()) if now.exists() else None,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
