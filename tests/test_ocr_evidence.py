@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from videor4.core.schema import TextBox
-from videor4.data.evidence import box_coverage, box_iou, match_evidence, match_token, ocr_gt_agreement
+from videor4.data.evidence import box_coverage, box_iou, crop_covers, match_evidence, match_token, ocr_gt_agreement
 from videor4.data.ocr import OcrEngine, get_engine, load_ocr_file, ocr_to_text_boxes, ocr_video
 
 W, H = 448, 252
@@ -234,3 +234,13 @@ def test_ocr_gt_agreement() -> None:
     moved = [TextBox(0, "42", [0.6, 0.6, 0.9, 0.9])]
     assert ocr_gt_agreement(moved, ocr, frames={0}) == (0.0, 1)
     assert ocr_gt_agreement([], ocr, frames={0}) == (0.0, 0)
+
+
+def test_a_crop_covers_the_evidence_once_widened_by_the_margin():
+    evidence = [0.40, 0.40, 0.60, 0.50]
+    # a box a little inside the text: the 0.1 margin on each side brings all of it in
+    assert crop_covers([0.45, 0.42, 0.55, 0.48], evidence, margin=0.1)
+    assert not crop_covers([0.45, 0.42, 0.55, 0.48], evidence, margin=0.0)
+    # 0.15 to the right: the widened crop holds 0.15 of the text's 0.2 width (75 %), under 90 %
+    shifted = [0.55, 0.40, 0.75, 0.50]
+    assert not crop_covers(shifted, evidence, margin=0.1) and crop_covers(shifted, evidence, margin=0.1, share=0.7)

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from videor4.data.review import DECISIONS, Decision, decision_rows, load_decisions, save_decisions, trajectory_digest
+from videor4.data.review import DECISIONS, Decision, DecisionSchemaError, decisions_from, load_decisions, save_decisions, trajectory_digest
 
 MAX_POST_BYTES = 8 << 20
 
@@ -121,16 +121,12 @@ def review_page(rows: Sequence[dict[str, Any]], decisions: Mapping[str, Decision
 def merge_decisions(path: Path, posted: Any) -> int:
     """Merge posted decisions into the file at `path` (created when missing); returns how many were posted.
     A malformed post raises ValueError and leaves the file as it was."""
-    incoming = {r["traj_id"]: r for r in decision_rows(posted)}
-    from videor4.data.validation import DataValidationError, require_valid
-
     try:
-        require_valid(list(incoming.values()), "review", allow_empty=True)
-    except DataValidationError as exc:
+        incoming = decisions_from(posted)
+    except DecisionSchemaError as exc:
         raise ValueError(str(exc).splitlines()[0]) from None
     merged = load_decisions(path) if path.is_file() else {}
-    for traj_id, r in incoming.items():
-        merged[traj_id] = Decision(traj_id, r["decision"], r["digest"], r.get("note") or "")
+    merged.update(incoming)
     save_decisions(path, merged)
     return len(incoming)
 

@@ -20,23 +20,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videor4.core.io import atomic_dir, files_md5, read_jsonl, write_jsonl
+from videor4.core.params import ParamsError, fill, section
 from videor4.core.schema import Evidence, Sample, TextBox, VideoRecord
-from videor4.rumination.tools import VisionConfig
+from videor4.data.evidence import crop_covers
+from videor4.data.review import REVIEWED_SETS, apply_decisions, load_decisions
+from videor4.data.synthesis import CRP_CROP_TARGETS, CRP_VARIANTS, SampleContext, SynthesisConfig, remove_images, synthesize
+from videor4.data.writer import ThoughtWriter, WriterConfig, rewrite_thoughts
+from videor4.rumination.tools import VisionConfig, vision_config
 from videor4.rumination.video import FRAME_CACHE, READ_ERRORS, load_frames, uniform_indices
 
 if TYPE_CHECKING:
     from videor4.data.detection import Detection
     from videor4.data.synthetic import SyntheticConfig
-from videor4.core.params import ParamsError, fill, section
-from videor4.data.review import REVIEWED_SETS, apply_decisions, load_decisions
-from videor4.data.synthesis import CRP_CROP_TARGETS, CRP_VARIANTS, SampleContext, SynthesisConfig, remove_images, synthesize
-from videor4.data.writer import ThoughtWriter, WriterConfig, rewrite_thoughts
-from videor4.rumination.tools import vision_config
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("samples_train", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c")
 MULTI_EVIDENCE_KINDS = ("compare", "count")
+DETECTION_CACHE = ".cache/detection"  # detections by frame content, and the tiny detector's folder
 
 
 @dataclass
@@ -301,7 +302,7 @@ def detector_for(params: DetectionParams, seed: int) -> Any:
 
     path = params.model
     if path == "tiny":
-        path = str(build_tiny_detector(Path(params.cache_dir or ".cache/detection") / f"tiny-detector-{seed}", seed=seed))
+        path = str(build_tiny_detector(Path(params.cache_dir or DETECTION_CACHE) / f"tiny-detector-{seed}", seed=seed))
     return ZeroShotDetector(path, box_threshold=params.box_threshold, max_per_phrase=params.max_per_phrase)
 
 
@@ -309,7 +310,7 @@ def video_detector(detector: Any, cache_dir: str | None, info: _VideoInfo) -> De
     """`Detect` on one video's shown frames (decoded once, detections cached by frame content)."""
     from videor4.data.detection import DetectionCache, best_detection, detect_cached
 
-    cache = DetectionCache(cache_dir or ".cache/detection")
+    cache = DetectionCache(cache_dir or DETECTION_CACHE)
     frames: dict[int, Any] = {}
 
     def detect(phrase: str, source_frames: list[int]) -> Detection | None:
@@ -326,7 +327,6 @@ def detection_agreement(contexts: list[SampleContext], detects: dict[str, Detect
     """How the detector's box for each ground-truth evidence's label compares with the generator's text box:
     IoU >= 0.5, and the share a crop of it (widened by the crop margin) covers >= 90 % of (what QC asks)."""
     from videor4.data.detection import detection_gt_agreement
-    from videor4.data.evidence import box_coverage
 
     pairs = []
     for ctx in contexts:
@@ -335,10 +335,7 @@ def detection_agreement(contexts: list[SampleContext], detects: dict[str, Detect
                 if gt.label:
                     pairs.append((detects[ctx.sample.video](gt.label, [gt.frame]), gt.bbox))
     iou_rate, n = detection_gt_agreement(pairs)
-    covered = sum(
-        1 for det, gt in pairs
-        if det is not None and box_coverage(gt, [det.bbox[0] - margin, det.bbox[1] - margin, det.bbox[2] + margin, det.bbox[3] + margin]) >= 0.9
-    )
+    covered = sum(1 for det, gt in pairs if det is not None and crop_covers(det.bbox, gt, margin))
     return {"detection_gt_boxes": n, "detection_gt_iou50": round(iou_rate, 4), "detection_gt_cover": round(covered / n, 4) if n else None}
 
 
@@ -577,7 +574,7 @@ class DetectionParams:
     max_videos: int = 4  # detect on the OCR'd training videos, at most this many; -1 = all
     box_threshold: float = 0.1
     max_per_phrase: int = 3
-    cache_dir: str | None = ".cache/detection"  # detections by frame content
+    cache_dir: str | None = DETECTION_CACHE  # detections by frame content
 
 
 @dataclass

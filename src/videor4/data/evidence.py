@@ -59,6 +59,13 @@ def box_coverage(inner: Sequence[float], outer: Sequence[float]) -> float:
     return _intersection(inner, outer) / area if area > 0 else 0.0
 
 
+def crop_covers(box: Sequence[float], evidence: Sequence[float], margin: float, share: float = 0.9) -> bool:
+    """Whether a crop of `box`, widened by the crop margin on each side, covers `share` of the
+    evidence box: what QC asks of a trajectory's crop, and what LOCATE's metric counts."""
+    widened = [box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin]
+    return box_coverage(evidence, widened) >= share
+
+
 def box_center_inside(inner: Sequence[float], outer: Sequence[float]) -> bool:
     cx, cy = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
     return outer[0] <= cx <= outer[2] and outer[1] <= cy <= outer[3]

@@ -76,6 +76,27 @@ def decision_rows(doc: Any) -> list[dict[str, Any]]:
     return rows
 
 
+class DecisionSchemaError(ValueError):
+    """A decisions row breaks the GX suite `expectations/review.json` (GX's report is the message)."""
+
+
+def decisions_from(doc: Any, validate: bool = True) -> dict[str, Decision]:
+    """The decisions a parsed file, or a page's posted body, holds by trajectory id: the top level
+    checked (ValueError), then every row against the GX suite (DecisionSchemaError)."""
+    rows = decision_rows(doc)
+    if validate:
+        from videor4.data.validation import DataValidationError, require_valid
+
+        try:
+            require_valid(rows, "review", allow_empty=True)
+        except DataValidationError as exc:
+            raise DecisionSchemaError(str(exc)) from None
+    return {
+        r["traj_id"]: Decision(r["traj_id"], r["decision"], r.get("digest", ""), r.get("note") or "")
+        for r in rows
+    }
+
+
 def load_decisions(path: str | os.PathLike, validate: bool = True) -> dict[str, Decision]:
     """The decisions in `path` by trajectory id.  A missing, malformed or schema-breaking file raises
     ValueError with one line naming the file (GX's report follows it when the schema is broken)."""
@@ -83,20 +104,11 @@ def load_decisions(path: str | os.PathLike, validate: bool = True) -> dict[str, 
     if not path.is_file():
         raise ValueError(f"review decisions file not found: {path}")
     try:
-        rows = decision_rows(read_json(path))
+        return decisions_from(read_json(path), validate)
+    except DecisionSchemaError as exc:
+        raise ValueError(f"{path} breaks its schema (expectations/review.json): {exc}") from None
     except (ValueError, OSError) as exc:
         raise ValueError(f"{path}: {' '.join(str(exc).split())}") from None
-    if validate:
-        from videor4.data.validation import DataValidationError, require_valid
-
-        try:
-            require_valid(rows, "review", allow_empty=True)
-        except DataValidationError as exc:
-            raise ValueError(f"{path} breaks its schema (expectations/review.json): {exc}") from None
-    return {
-        r["traj_id"]: Decision(r["traj_id"], r["decision"], r.get("digest", ""), r.get("note") or "")
-        for r in rows
-    }
 
 
 def save_decisions(path: str | os.PathLike, decisions: Mapping[str, Decision]) -> Path:

@@ -40,7 +40,7 @@ from videor4.core.launch import world_size
 from videor4.core.params import fill, section
 from videor4.core.scoring import normalize_answer
 from videor4.core.statistics import wilson
-from videor4.data.evidence import box_coverage
+from videor4.data.evidence import box_area, crop_covers
 from videor4.data.perception import (
     COLOURS,
     GLYPH_CLASSES,
@@ -541,15 +541,6 @@ def greedy_answers(model, encoder: PolicyEncoder, examples: Sequence[PerceptionE
 TIGHT_AREA = 4.0  # locate_tight_cover: a covering box at most this many times the text's area
 
 
-def crop_covers(box: list[float], evidence: list[float], margin: float, share: float = 0.9) -> bool:
-    """Whether a crop of `box`, widened by the crop margin, covers `share` of the evidence box."""
-    return box_coverage(evidence, [box[0] - margin, box[1] - margin, box[2] + margin, box[3] + margin]) >= share
-
-
-def _area(box: list[float]) -> float:
-    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
-
-
 def perception_metrics(
     checkpoint: str | os.PathLike, world: SyntheticConfig, vision: VisionConfig, settings: PretrainSettings, device: str | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -573,7 +564,7 @@ def perception_metrics(
                 box = phrase_box(p)
                 hit = box is not None and crop_covers(box, e.evidence_box, vision.crop_margin)
                 # a box that covers by being huge gives a crop too coarse to read: count it apart
-                tight.append(hit and _area(box) <= TIGHT_AREA * _area(e.evidence_box))
+                tight.append(hit and box_area(box) <= TIGHT_AREA * box_area(e.evidence_box))
             elif task == "read_mc":  # the whole way: the reading, then the option that holds it
                 hit = extract_boxed(p) == e.choice
             else:
