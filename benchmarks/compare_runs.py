@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from videor4.core.statistics import paired_difference, wilson
-from videor4.data.evidence import box_coverage
+from videor4.data.evidence import crop_covers
 from videor4.rumination.protocol import extract_boxed, phrase_reading
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def why_wrong(row: dict, sample: dict, margin: float) -> str:
         crops = [s["tool_call"]["arguments"].get("bbox_2d") for s in steps if (s.get("tool_call") or {}).get("name") == "cropping"]
         covered = any(
             isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b)
-            and max(box_coverage(e["bbox"], [b[0] - margin, b[1] - margin, b[2] + margin, b[3] + margin]) for e in sample["evidence"]) >= 0.9
+            and any(crop_covers(b, e["bbox"], margin) for e in sample["evidence"])
             for b in crops
         )
         return "misread" if covered else "crop_missed_text" if crops else "no_crop"

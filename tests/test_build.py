@@ -70,6 +70,26 @@ def test_trajectories_are_atomic_or_compositional_and_replay(built):
         assert result.ok, result.problems
 
 
+def test_crp_crops_name_the_clipped_frame_or_the_frame_as_shown(built, tmp_path, source_dir):
+    n_frames = PARAMS["vision"]["num_frames"]
+
+    def first_crop_targets(out: Path) -> list[int]:
+        crp = [Trajectory.from_dict(r) for r in read_jsonl(out / "sft_crp.jsonl")]
+        return [next(s.tool_call.arguments["target_image"] for s in t.steps if s.tool_call.name == "cropping") for t in crp]
+
+    # the paper's CRP: after the clip, the crop is drawn in a clipped frame (numbered after the shown ones)
+    assert min(first_crop_targets(built[0])) > n_frames
+    params = {**PARAMS, "data": {**PARAMS["data"], "synthesis": {"crp_crop_target": "frame"}}}
+    cfg = build_config(params, tmp_path / "built")
+    cfg.ocr_cache_dir = tmp_path / "ocr-cache"
+    build_datasets(load_synthetic_source(source_dir), cfg, validate=validate)
+    targets = first_crop_targets(tmp_path / "built")
+    assert targets and max(targets) <= n_frames  # "frame": in the frame as first shown
+    crp = [Trajectory.from_dict(r) for r in read_jsonl(tmp_path / "built" / "sft_crp.jsonl")]
+    assert all(t.tools_used()[0] == "clipping" for t in crp)  # the clip still comes first
+    assert replay(crp[0], cache=FrameCache()).ok
+
+
 def test_rl_sets_are_disjoint_and_typed(built):
     out, _ = built
     rl_d, rl_c = read_jsonl(out / "rl_d.jsonl"), read_jsonl(out / "rl_c.jsonl")

@@ -89,6 +89,8 @@ def test_data_sizes_come_from_params_and_a_typo_is_an_error():
         data_params({"data": {"qc": {"min_coverage": 0.5}}})
     with pytest.raises(ParamsError, match=r"data.source: 'youtube' is not one of synthetic, m4vitevqa"):
         data_params({"data": {"source": "youtube"}})
+    with pytest.raises(ParamsError, match=r"data.synthesis.crp_crop_target: 'crop' is not one of clip, frame"):
+        data_params({"data": {"synthesis": {"crp_crop_target": "crop"}}})
 
 
 def test_the_curriculum_section_is_strict():
