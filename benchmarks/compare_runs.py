@@ -105,8 +105,12 @@ def main() -> None:
                 "n": len(acc), "acc": ci.value, "wilson95": [ci.low, ci.high],
                 "by_kind": {k: {"n": len(v), "acc": sum(v) / len(v)} for k, v in sorted(kinds.items())},
             }
-            if mode == "rumination":
-                entry[label]["wrong"] = dict(Counter(why_wrong(recs[i], samples[i], margin) for i in ids if not recs[i]["acc"]).most_common())
+            if mode == "rumination":  # {question kind: {how it went wrong: count}}
+                wrong: dict[str, Counter] = defaultdict(Counter)
+                for i in ids:
+                    if not recs[i]["acc"]:
+                        wrong[samples[i]["question_kind"]][why_wrong(recs[i], samples[i], margin)] += 1
+                entry[label]["wrong"] = {k: dict(c.most_common()) for k, c in sorted(wrong.items())}
         d = paired_difference([a[i]["acc"] for i in ids], [b[i]["acc"] for i in ids])
         entry["after_minus_before"] = {"difference": d.difference, "ci95": [d.low, d.high], "p": d.p_value}
         results["checkpoints"][f"{checkpoint}.{mode}"] = entry
