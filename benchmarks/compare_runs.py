@@ -23,7 +23,7 @@ import yaml
 
 from videor4.core.statistics import paired_difference, wilson
 from videor4.data.evidence import crop_covers
-from videor4.rumination.protocol import extract_boxed, phrase_reading
+from videor4.rumination.protocol import phrase_reading
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".dvc/cache/files/md5"

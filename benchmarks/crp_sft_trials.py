@@ -20,18 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections import defaultdict
 from pathlib import Path
 
-import yaml
-
-from videor4.core.statistics import paired_difference, wilson
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trial_repo import load, question_kinds, scored, scratch_repo, summary, train_and_evaluate, trial_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -44,24 +39,9 @@ VARIANTS = {
 }
 
 
-def load(path: Path) -> dict[str, dict]:
-    return {r["sample_id"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
-
-
 def run_variant(name: str, spec: dict, work: Path, env: dict[str, str]) -> Path:
     """Train and evaluate one variant in a scratch copy of the repo; returns its predictions file."""
-    repo = work / name
-    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", ".dvc", "mlruns", "mlartifacts", "mlflow.db", ".cache", "models", "reports", "data"))
-    for link in ("data", "models"):
-        (repo / link).symlink_to(ROOT / link)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in spec["changes"].items():
-        *path, last = key.split(".")
-        section = params
-        for part in path:
-            section = section[part]
-        section[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    repo = scratch_repo(work, name, spec["changes"])
     if spec.get("rebuild"):  # build_data's own code with the changed params, into the scratch copy
         subprocess.run(
             [sys.executable, "stages/build_data.py", "--videos", "data/synthetic", "--out", "built", "--metrics", "built.metrics.json"],
@@ -72,35 +52,9 @@ def run_variant(name: str, spec: dict, work: Path, env: dict[str, str]) -> Path:
         for f in spec.get("data", ["data/built/sft_crp.jsonl"]):
             out.write(((repo if spec.get("rebuild") else ROOT) / f).read_bytes())
     ckpt = work / f"{name}-crp_sft"
-    t = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "stages/sft.py", "crp_sft", "--init", "models/rl_d", "--data", str(data),
-         "--held-out", "data/built/samples_test.jsonl", "--out", str(ckpt),
-         "--metrics", str(work / f"{name}.metrics.json"), "--curve", str(work / f"{name}.curve.json")],
-        cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    train_s = time.perf_counter() - t
-    predictions = work / f"{name}.predictions.jsonl"
-    subprocess.run(
-        [str(Path(sys.executable).parent / "video-r4"), "eval", "--model", str(ckpt), "--set", "synthetic",
-         "--root", "data/built", "--mode", "rumination", "--predictions", str(predictions)],
-        cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    print(f"{name}: trained in {train_s:.0f} s", file=sys.stderr)
-    return predictions
-
-
-def summary(records: dict[str, dict], kinds: dict[str, str]) -> dict:
-    ids = sorted(records)
-    acc = [records[i]["acc"] for i in ids]
-    ci = wilson(sum(acc), len(acc))
-    by_kind = defaultdict(list)
-    for i in ids:
-        by_kind[kinds[i]].append(records[i]["acc"])
-    return {
-        "n": len(acc), "acc": ci.value, "wilson95": [ci.low, ci.high],
-        "by_kind": {k: {"n": len(v), "acc": sum(v) / len(v)} for k, v in sorted(by_kind.items())},
-    }
+    train = ["stages/sft.py", "crp_sft", "--init", "models/rl_d", "--data", str(data), "--held-out", "data/built/samples_test.jsonl",
+             "--out", str(ckpt), "--metrics", str(work / f"{name}.metrics.json"), "--curve", str(work / f"{name}.curve.json")]
+    return train_and_evaluate(repo, work, name, train, ckpt, env)
 
 
 def main() -> None:
@@ -108,8 +62,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/crp_sft_trials.json")
     ap.add_argument("--only", nargs="*", default=None)
     args = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false"}
-    kinds = {r["sample_id"]: r["question_kind"] for r in map(json.loads, (ROOT / "data/built/samples_test.jsonl").read_text().splitlines()) if r}
+    env, kinds = trial_env(), question_kinds()
     reference = {name: load(ROOT / f"reports/eval/{name}.synthetic.rumination.jsonl") for name in ("crp_sft", "rl_d")}
     # a run of some variants (--only) keeps the others' earlier results in the file
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -118,12 +71,7 @@ def main() -> None:
     for name, spec in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        records = load(run_variant(name, spec, work, env))
-        entry = summary(records, kinds)
-        for ref, recs in reference.items():
-            ids = sorted(recs)
-            d = paired_difference([records[i]["acc"] for i in ids], [recs[i]["acc"] for i in ids])
-            entry[f"minus_{ref}"] = {"difference": d.difference, "ci95": [d.low, d.high], "p": d.p_value}
+        entry = scored(load(run_variant(name, spec, work, env)), kinds, reference)
         entry["changes"], entry["data"] = spec["changes"], spec.get("data", ["data/built/sft_crp.jsonl"])
         results[name] = entry
         print(name, json.dumps(entry), flush=True)
