@@ -16,14 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import yaml
 
-from videor4.core.statistics import paired_difference, wilson
+from videor4.core.statistics import paired_difference
 from videor4.data.evidence import crop_covers
 from videor4.rumination.protocol import phrase_reading
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trial_repo import load, summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".dvc/cache/files/md5"
@@ -48,10 +52,6 @@ def reports_at(rev: str) -> dict[str, Path]:
     if not manifest.exists():
         raise SystemExit(f"{rev}: {REPORTS} is not in the DVC cache ({manifest}); run `dvc pull` or `dvc checkout` at that revision")
     return {entry["relpath"]: _cached(entry["md5"]) for entry in json.loads(manifest.read_text())}
-
-
-def load(path: Path) -> dict[str, dict]:
-    return {r["sample_id"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
 
 
 def why_wrong(row: dict, sample: dict, margin: float) -> str:
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/compare_runs.json")
     args = ap.parse_args()
     samples = {r["sample_id"]: r for r in map(json.loads, (ROOT / "data/built/samples_test.jsonl").read_text().splitlines()) if r}
+    kinds = {i: s["question_kind"] for i, s in samples.items()}
     margin = float(yaml.safe_load((ROOT / "params.yaml").read_text())["vision"]["crop_margin"])
     before = reports_at(args.before)
     after = {p.name: p for p in (ROOT / REPORTS).glob("*.jsonl")}
@@ -96,15 +97,7 @@ def main() -> None:
         ids = sorted(a)
         entry = {}
         for label, recs in (("before", b), ("after", a)):
-            acc = [recs[i]["acc"] for i in ids]
-            ci = wilson(sum(acc), len(acc))
-            kinds = defaultdict(list)
-            for i in ids:
-                kinds[samples[i]["question_kind"]].append(recs[i]["acc"])
-            entry[label] = {
-                "n": len(acc), "acc": ci.value, "wilson95": [ci.low, ci.high],
-                "by_kind": {k: {"n": len(v), "acc": sum(v) / len(v)} for k, v in sorted(kinds.items())},
-            }
+            entry[label] = summary(recs, kinds)
             if mode == "rumination":  # {question kind: {how it went wrong: count}}
                 wrong: dict[str, Counter] = defaultdict(Counter)
                 for i in ids:

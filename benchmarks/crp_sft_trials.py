@@ -18,15 +18,12 @@ are drawn in the clipped frame, where pretraining never taught LOCATE.
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trial_repo import load, question_kinds, scored, scratch_repo, summary, train_and_evaluate, trial_env  # noqa: E402
+from trial_repo import run_trials, scratch_repo, train_and_evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -39,46 +36,24 @@ VARIANTS = {
 }
 
 
-def run_variant(name: str, spec: dict, work: Path, env: dict[str, str]) -> Path:
-    """Train and evaluate one variant in a scratch copy of the repo; returns its predictions file."""
+def run_variant(name: str, spec: dict, work: Path, env: dict[str, str]) -> tuple[Path, dict]:
+    """Train and evaluate one variant in a scratch copy of the repo: (its predictions, what it changed)."""
     repo = scratch_repo(work, name, spec["changes"])
     if spec.get("rebuild"):  # build_data's own code with the changed params, into the scratch copy
         subprocess.run(
             [sys.executable, "stages/build_data.py", "--videos", "data/synthetic", "--out", "built", "--metrics", "built.metrics.json"],
             cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
+    sources = spec.get("data", ["data/built/sft_crp.jsonl"])
     data = work / f"{name}.jsonl"
     with open(data, "wb") as out:
-        for f in spec.get("data", ["data/built/sft_crp.jsonl"]):
+        for f in sources:
             out.write(((repo if spec.get("rebuild") else ROOT) / f).read_bytes())
     ckpt = work / f"{name}-crp_sft"
     train = ["stages/sft.py", "crp_sft", "--init", "models/rl_d", "--data", str(data), "--held-out", "data/built/samples_test.jsonl",
              "--out", str(ckpt), "--metrics", str(work / f"{name}.metrics.json"), "--curve", str(work / f"{name}.curve.json")]
-    return train_and_evaluate(repo, work, name, train, ckpt, env)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/crp_sft_trials.json")
-    ap.add_argument("--only", nargs="*", default=None)
-    args = ap.parse_args()
-    env, kinds = trial_env(), question_kinds()
-    reference = {name: load(ROOT / f"reports/eval/{name}.synthetic.rumination.jsonl") for name in ("crp_sft", "rl_d")}
-    # a run of some variants (--only) keeps the others' earlier results in the file
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results.update({name: summary(recs, kinds) for name, recs in reference.items()})
-    work = Path(tempfile.mkdtemp(prefix="videor4-crp-trials-"))
-    for name, spec in VARIANTS.items():
-        if args.only and name not in args.only:
-            continue
-        entry = scored(load(run_variant(name, spec, work, env)), kinds, reference)
-        entry["changes"], entry["data"] = spec["changes"], spec.get("data", ["data/built/sft_crp.jsonl"])
-        results[name] = entry
-        print(name, json.dumps(entry), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    return train_and_evaluate(repo, work, name, train, ckpt, env), {"changes": spec["changes"], "data": sources}
 
 
 if __name__ == "__main__":
-    main()
+    run_trials(__doc__, ROOT / "benchmarks/results/crp_sft_trials.json", ("crp_sft", "rl_d"), VARIANTS, run_variant)

@@ -15,14 +15,12 @@ drp_sft had it; this asks whether more steps move it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trial_repo import load, question_kinds, scored, scratch_repo, summary, train_and_evaluate, trial_env  # noqa: E402
+from trial_repo import run_trials, scratch_repo, train_and_evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -31,36 +29,16 @@ VARIANTS = {
 }
 
 
-def run_variant(name: str, changes: dict, work: Path, env: dict[str, str]) -> Path:
+def run_variant(name: str, changes: dict, work: Path, env: dict[str, str]) -> tuple[Path, dict]:
+    """Train and evaluate one variant in a scratch copy of the repo: (its predictions, what it changed and the stage's metrics)."""
     repo = scratch_repo(work, name, changes)
     ckpt = work / f"{name}-rl_d"
+    metrics = work / f"{name}.metrics.json"
     train = ["stages/rl.py", "rl_d", "--init", "models/drp_sft", "--data", "data/built/rl_d.jsonl", "--held-out", "data/built/samples_test.jsonl",
-             "--out", str(ckpt), "--metrics", str(work / f"{name}.metrics.json"), "--curve", str(work / f"{name}.curve.json")]
-    return train_and_evaluate(repo, work, name, train, ckpt, env)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/rl_trials.json")
-    ap.add_argument("--only", nargs="*", default=None)
-    args = ap.parse_args()
-    env, kinds = trial_env(), question_kinds()
-    reference = {name: load(ROOT / f"reports/eval/{name}.synthetic.rumination.jsonl") for name in ("rl_d", "drp_sft")}
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results.update({name: summary(recs, kinds) for name, recs in reference.items()})
-    work = Path(tempfile.mkdtemp(prefix="videor4-rl-trials-"))
-    for name, changes in VARIANTS.items():
-        if args.only and name not in args.only:
-            continue
-        entry = scored(load(run_variant(name, changes, work, env)), kinds, reference)
-        entry["changes"] = changes
-        entry["rl_metrics"] = json.loads((work / f"{name}.metrics.json").read_text())
-        results[name] = entry
-        print(name, json.dumps({k: v for k, v in entry.items() if k != "rl_metrics"}), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+             "--out", str(ckpt), "--metrics", str(metrics), "--curve", str(work / f"{name}.curve.json")]
+    predictions = train_and_evaluate(repo, work, name, train, ckpt, env)
+    return predictions, {"changes": changes, "rl_metrics": json.loads(metrics.read_text())}
 
 
 if __name__ == "__main__":
-    main()
+    run_trials(__doc__, ROOT / "benchmarks/results/rl_trials.json", ("rl_d", "drp_sft"), VARIANTS, run_variant)

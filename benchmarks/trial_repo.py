@@ -3,14 +3,18 @@ data and models are the workspace's (symlinked), and scoring of rumination predi
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -88,3 +92,30 @@ def scored(records: dict[str, dict], kinds: dict[str, str], references: dict[str
         d = paired_difference([records[i]["acc"] for i in ids], [recs[i]["acc"] for i in ids])
         entry[f"minus_{ref}"] = {"difference": d.difference, "ci95": [d.low, d.high], "p": d.p_value}
     return entry
+
+
+def run_trials(doc: str, default_out: Path, references: tuple[str, ...], variants: dict[str, Any],
+               run_one: Callable[[str, Any, Path, dict[str, str]], tuple[Path, dict]]) -> None:
+    """A trial benchmark's command line: each variant (or those `--only` names) is run by
+    `run_one(name, spec, work, env)` → (its predictions, extra fields for its entry), scored
+    against the pipeline's `references` on the same questions, and merged into `--out` (a run of
+    some variants keeps the others' earlier results in the file)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=default_out)
+    ap.add_argument("--only", nargs="*", default=None)
+    args = ap.parse_args()
+    env, kinds = trial_env(), question_kinds()
+    reference = {name: load(ROOT / f"reports/eval/{name}.synthetic.rumination.jsonl") for name in references}
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results.update({name: summary(recs, kinds) for name, recs in reference.items()})
+    work = Path(tempfile.mkdtemp(prefix=f"videor4-{default_out.stem}-"))
+    for name, spec in variants.items():
+        if args.only and name not in args.only:
+            continue
+        predictions, extra = run_one(name, spec, work, env)
+        entry = scored(load(predictions), kinds, reference)
+        print(name, json.dumps(entry), flush=True)
+        results[name] = {**entry, **extra}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
