@@ -30,6 +30,7 @@ VARIANTS = {
     "lr_3e-4": {"changes": {"sft.crp.learning_rate": 0.0003}},
     "epochs_4": {"changes": {"sft.crp.epochs": 4}},
     "replay_drp": {"changes": {}, "data": ["data/built/sft_crp.jsonl", "data/built/sft_drp.jsonl"]},
+    "replay_drp_epochs_4": {"changes": {"sft.crp.epochs": 4}, "data": ["data/built/sft_crp.jsonl", "data/built/sft_drp.jsonl"]},
     # the data rebuilt with CRP's crops named in the frame as first shown, where pretraining's LOCATE
     # learnt to find text, instead of in the clipped frame
     "crop_in_frame": {"changes": {"data.synthesis.crp_crop_target": "frame"}, "rebuild": True, "data": ["built/sft_crp.jsonl"]},
