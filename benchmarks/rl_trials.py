@@ -54,6 +54,6 @@ def variant_runner(stage: str, init: str):
 if __name__ == "__main__":
     stage_arg = argparse.ArgumentParser(add_help=False)
     stage_arg.add_argument("--stage", choices=sorted(STAGES), default="rl_d")
-    known, rest = stage_arg.parse_known_args()
-    init, results, variants = STAGES[known.stage]
-    run_trials(__doc__, ROOT / "benchmarks/results" / results, (known.stage, init), variants, variant_runner(known.stage, init), argv=rest)
+    stage = stage_arg.parse_known_args()[0].stage
+    init, results, variants = STAGES[stage]
+    run_trials(__doc__, ROOT / "benchmarks/results" / results, (stage, init), variants, variant_runner(stage, init), parents=(stage_arg,))

@@ -95,15 +95,17 @@ def scored(records: dict[str, dict], kinds: dict[str, str], references: dict[str
 
 
 def run_trials(doc: str, default_out: Path, references: tuple[str, ...], variants: dict[str, Any],
-               run_one: Callable[[str, Any, Path, dict[str, str]], tuple[Path, dict]], argv: list[str] | None = None) -> None:
+               run_one: Callable[[str, Any, Path, dict[str, str]], tuple[Path, dict]],
+               parents: tuple[argparse.ArgumentParser, ...] = ()) -> None:
     """A trial benchmark's command line: each variant (or those `--only` names) is run by
     `run_one(name, spec, work, env)` → (its predictions, extra fields for its entry), scored
     against the pipeline's `references` on the same questions, and merged into `--out` (a run of
-    some variants keeps the others' earlier results in the file)."""
-    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    some variants keeps the others' earlier results in the file).  `parents`: the caller's own
+    options, parsed by the caller, listed in --help."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0], parents=list(parents))
     ap.add_argument("--out", type=Path, default=default_out)
     ap.add_argument("--only", nargs="*", default=None)
-    args = ap.parse_args(argv)
+    args = ap.parse_args()
     env, kinds = trial_env(), question_kinds()
     reference = {name: load(ROOT / f"reports/eval/{name}.synthetic.rumination.jsonl") for name in references}
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
