@@ -24,7 +24,8 @@ import yaml
 
 from videor4.core.statistics import paired_difference
 from videor4.data.evidence import crop_covers
-from videor4.rumination.protocol import phrase_reading
+from videor4.rumination.protocol import check_arguments, phrase_reading
+from videor4.rumination.trajectory import Trajectory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trial_repo import load, summary  # noqa: E402
@@ -56,26 +57,19 @@ def reports_at(rev: str) -> dict[str, Path]:
 
 def why_wrong(row: dict, sample: dict, margin: float) -> str:
     """How a rumination answer went wrong, from its trajectory (the first reason that applies)."""
-    trajectory = row.get("trajectory") or {}
-    steps = trajectory.get("steps") or []
-    final = trajectory.get("final_text") or ""
     if row.get("prediction") is None:
         return "no_answer"
-    texts = {e["text"] for e in sample["evidence"]}
-    reading = phrase_reading(final)
-    if sample["question_kind"] == "read":
-        if reading in texts:
-            if sample["problem_type"] == "multiple_choice":
-                return "right_reading_wrong_option"
-            return "right_reading_copied_wrong"
-        crops = [s["tool_call"]["arguments"].get("bbox_2d") for s in steps if (s.get("tool_call") or {}).get("name") == "cropping"]
-        covered = any(
-            isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b)
-            and any(crop_covers(b, e["bbox"], margin) for e in sample["evidence"])
-            for b in crops
-        )
-        return "misread" if covered else "crop_missed_text" if crops else "no_crop"
-    return "wrong_" + sample["question_kind"]
+    if sample["question_kind"] != "read":
+        return "wrong_" + sample["question_kind"]
+    trajectory = Trajectory.from_dict(row["trajectory"])
+    if phrase_reading(trajectory.final_text or "") in {e["text"] for e in sample["evidence"]}:
+        return "right_reading_wrong_option" if sample["problem_type"] == "multiple_choice" else "right_reading_copied_wrong"
+    crops = [  # the well-formed crop calls' boxes
+        s.tool_call.arguments["bbox_2d"] for s in trajectory.steps
+        if s.tool_call is not None and s.tool_call.name == "cropping" and check_arguments(s.tool_call) is None
+    ]
+    covered = any(crop_covers(box, e["bbox"], margin) for box in crops for e in sample["evidence"])
+    return "misread" if covered else "crop_missed_text" if crops else "no_crop"
 
 
 def main() -> None:
@@ -83,7 +77,7 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="git revision whose dvc.lock names the earlier eval reports")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/compare_runs.json")
     args = ap.parse_args()
-    samples = {r["sample_id"]: r for r in map(json.loads, (ROOT / "data/built/samples_test.jsonl").read_text().splitlines()) if r}
+    samples = load(ROOT / "data/built/samples_test.jsonl")
     kinds = {i: s["question_kind"] for i, s in samples.items()}
     margin = float(yaml.safe_load((ROOT / "params.yaml").read_text())["vision"]["crop_margin"])
     before = reports_at(args.before)

@@ -64,7 +64,7 @@ def trial_env() -> dict[str, str]:
 
 def question_kinds() -> dict[str, str]:
     """{sample id: question kind} of the synthetic test split."""
-    return {r["sample_id"]: r["question_kind"] for r in map(json.loads, (ROOT / "data/built/samples_test.jsonl").read_text().splitlines()) if r}
+    return {i: s["question_kind"] for i, s in load(ROOT / "data/built/samples_test.jsonl").items()}
 
 
 def train_and_evaluate(repo: Path, work: Path, name: str, train: list[str], checkpoint: Path, env: dict[str, str]) -> Path:
