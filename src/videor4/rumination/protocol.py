@@ -136,6 +136,11 @@ def count_boxed(text: str) -> int:
 
 
 # ---------------------------------------------------------------- tool calls
+def is_box(value: Any) -> bool:
+    """A list of 4 numbers, the shape of `bbox_2d` (its geometry is the crop tool's to check)."""
+    return isinstance(value, list) and len(value) == 4 and all(is_number(v) for v in value)
+
+
 def check_arguments(call: ToolCall) -> str | None:
     """Type-check a call against its schema; the reason on failure, else None.
 
@@ -165,7 +170,7 @@ def check_arguments(call: ToolCall) -> str | None:
         if not is_int(args["target_image"]):
             return "'target_image' must be an integer"
         box = args["bbox_2d"]
-        if not isinstance(box, list) or len(box) != 4 or not all(is_number(v) for v in box):
+        if not is_box(box):
             return "'bbox_2d' must be a list of 4 numbers [x1, y1, x2, y2]"
         extra = set(args) - {"target_image", "bbox_2d"}
     if extra:
@@ -308,9 +313,7 @@ def phrase_box(turn: str) -> list[float] | None:
         box = json.loads(turn[start + len(" is at ") : end + 1])
     except ValueError:
         return None
-    if isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box):
-        return [float(v) for v in box]
-    return None
+    return [float(v) for v in box] if is_box(box) else None
 
 
 def user_prompt_text(question: str, n_frames: int, timestamps: list[float] | None = None) -> str:
