@@ -1,0 +1,69 @@
+"""The headline numbers of the pipeline run the workspace holds (a `dvc exp run`, applied), as JSON.
+
+    python benchmarks/experiment_summary.py --name more-videos \
+        --setting synthetic.n_videos=400 ... [--out benchmarks/results/<name>.json]
+
+For an experiment whose test split differs from the default's (a world change), question-by-
+question pairing against the default is impossible; what stays paired is each stage against the
+checkpoint it started from and rumination against the single pass, on the experiment's own test
+questions.  This collects those from `metrics/eval.json`, with the pretraining held-out metrics and
+the data build's counts, so that a result can be cited after the workspace moves on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRETRAIN_KEYS = ("read_acc", "read_acc_ci95", "read_lowres_acc", "read_clip_acc", "locate_cover", "locate_clip_cover")
+BUILD_KEYS = ("n_videos", "n_samples_train", "n_samples_test", "n_drp", "n_crp", "n_rl_d", "n_rl_c")
+
+
+def summarize(repo: Path) -> dict:
+    metrics = repo / "metrics"
+    evaluation = json.loads((metrics / "eval.json").read_text())["synthetic"]
+    comparisons = json.loads((metrics / "eval.json").read_text())["comparisons"]["synthetic"]
+    pretrain = json.loads((metrics / "pretrain.json").read_text())
+    build = json.loads((metrics / "build_data.json").read_text())
+    checkpoints = {}
+    for name, cell in evaluation.items():
+        checkpoints[name] = {
+            mode: {"acc": cell[mode]["acc"], "acc_ci": cell[mode]["acc_ci"], "n": cell[mode]["n"]}
+            for mode in ("rumination", "single_pass")
+        }
+        checkpoints[name]["rumination_by_kind"] = {
+            kind: {k: v["rumination"][k] for k in ("acc", "acc_ci", "n")} for kind, v in cell["by_kind"].items()
+        }
+    return {
+        "build_data": {k: build[k] for k in BUILD_KEYS},
+        "pretrain": {k: pretrain.get(k) for k in PRETRAIN_KEYS},
+        "checkpoints": checkpoints,
+        "stage_vs_init_rumination_acc": {k: v["rumination"]["acc"] for k, v in comparisons["stage_vs_init"].items()},
+        "rumination_vs_single_pass_acc": {k: v["acc"] for k, v in comparisons["rumination_vs_single_pass"].items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--setting", action="append", default=[], help="a -S key=value the experiment ran with (recorded)")
+    ap.add_argument("--repo", type=Path, default=ROOT)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    result = {"experiment": args.name, "settings": args.setting, **summarize(args.repo.resolve())}
+    out = args.out or ROOT / f"benchmarks/results/{args.name.replace('-', '_')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("| checkpoint | rumination Acc [95 % CI] | single pass |")
+    print("|---|---:|---:|")
+    for name, row in result["checkpoints"].items():
+        r, s = row["rumination"], row["single_pass"]
+        print(f"| {name} | {100 * r['acc']:.1f} [{100 * r['acc_ci'][0]:.1f}, {100 * r['acc_ci'][1]:.1f}] (n={r['n']}) | {100 * s['acc']:.1f} |")
+    for pair, diff in result["stage_vs_init_rumination_acc"].items():
+        print(f"{pair}: {100 * diff['diff']:+.1f} [{100 * diff['ci'][0]:+.1f}, {100 * diff['ci'][1]:+.1f}], p = {diff['p']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
