@@ -23,8 +23,8 @@ BUILD_KEYS = ("n_videos", "n_samples_train", "n_samples_test", "n_drp", "n_crp",
 
 def summarize(repo: Path) -> dict:
     metrics = repo / "metrics"
-    evaluation = json.loads((metrics / "eval.json").read_text())["synthetic"]
-    comparisons = json.loads((metrics / "eval.json").read_text())["comparisons"]["synthetic"]
+    eval_metrics = json.loads((metrics / "eval.json").read_text())
+    evaluation, comparisons = eval_metrics["synthetic"], eval_metrics["comparisons"]["synthetic"]
     pretrain = json.loads((metrics / "pretrain.json").read_text())
     build = json.loads((metrics / "build_data.json").read_text())
     checkpoints = {}
