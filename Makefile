@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
 TORCH := torch==2.13.0
-.PHONY: setup browser lock pipeline test bench push pull clean
+.PHONY: setup browser lock deps pipeline test bench push pull clean
 
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (docs/DESIGN.md §7).
 # Then every other package at the exact version of requirements.lock, then the project itself.
@@ -38,6 +38,10 @@ lock: setup
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra gpu --override configs/lock/overrides.txt \
 	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --annotation-style line \
 	  --custom-compile-command 'make lock' -o requirements.lock
+
+# each stage's code deps in dvc.yaml: its script's import closure (run after adding or moving an import)
+deps: setup
+	$(VENV)/bin/video-r4 lineage deps --write
 
 pipeline: setup
 	dvc repro

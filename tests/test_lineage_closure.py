@@ -7,11 +7,17 @@ absolute and relative), so a lazy `from videor4.x import y` inside a function co
 
 from __future__ import annotations
 
-import ast
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from videor4.pipeline.code_deps import import_closure, imported_modules, is_code_dep, stage_script, stale_stages, write_code_deps
+from videor4.pipeline.lineage import entry_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
@@ -20,85 +26,22 @@ PACKAGE = SRC / "videor4"
 LAYERS = ("core", "rumination", "data", "policy", "train", "evaluation", "pipeline", "app")
 # third-party packages only the pipeline layer (the DVC / MLflow side) may import
 PIPELINE_ONLY = {"dvc", "dvc_data", "dvc_objects", "mlflow"}
-
-
-def _module_file(module: str) -> Path | None:
-    """The file a `videor4...` module name executes (package → its __init__.py)."""
-    parts = module.split(".")
-    base = SRC.joinpath(*parts)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(SRC).with_suffix("")
-    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-    return ".".join(parts)
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module name a file imports, anywhere in it (relative imports resolved)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    package = _module_name(path).split(".") if path.is_relative_to(SRC) else []
-    if path.is_relative_to(SRC) and path.name != "__init__.py":
-        package = package[:-1]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - node.level + 1]
-                module = ".".join([*base, node.module] if node.module else base)
-            else:
-                module = node.module or ""
-            names.add(module)
-            # `from videor4.data import build` imports the module videor4.data.build
-            names.update(f"{module}.{alias.name}" for alias in node.names)
-    return names
-
-
-def project_files(module: str) -> list[Path]:
-    """The project files importing `module` executes: every enclosing package's __init__ and the module."""
-    parts = module.split(".")
-    files = []
-    for i in range(1, len(parts) + 1):
-        found = _module_file(".".join(parts[:i]))
-        if found is not None:
-            files.append(found)
-    return files
-
-
-def import_closure(script: Path) -> set[Path]:
-    """Every project file (under src/videor4, or the script itself) that running `script` can execute."""
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for module in imported_modules(path):
-            if module == "videor4" or module.startswith("videor4."):
-                todo.extend(f for f in project_files(module) if f not in seen)
-    return seen
+DVC = str(Path(sys.executable).with_name("dvc"))
 
 
 def _stages() -> dict[str, dict]:
     return (yaml.safe_load((ROOT / "dvc.yaml").read_text()) or {})["stages"]
 
 
-def _script(cmd: str) -> Path:
-    words = cmd.split()
-    return ROOT / words[words.index("python") + 1]
+def closure(script: Path) -> set[Path]:
+    return import_closure(script, SRC)
 
 
-def uncovered(stage: str, definition: dict) -> list[str]:
-    deps = [ROOT / (d if isinstance(d, str) else next(iter(d))) for d in definition.get("deps", [])]
+def uncovered(definition: dict) -> list[str]:
+    """Files the stage's script can import that no declared dep covers."""
+    deps = [ROOT / entry_path(d) for d in definition.get("deps", [])]
     missing = []
-    for path in sorted(import_closure(_script(definition["cmd"]))):
+    for path in sorted(closure(ROOT / stage_script(definition["cmd"]))):
         if not any(path == dep or dep in path.parents for dep in deps):
             missing.append(str(path.relative_to(ROOT)))
     return missing
@@ -106,24 +49,109 @@ def uncovered(stage: str, definition: dict) -> list[str]:
 
 @pytest.mark.parametrize("stage", sorted(_stages()))
 def test_every_imported_file_is_a_declared_dep(stage):
-    missing = uncovered(stage, _stages()[stage])
+    missing = uncovered(_stages()[stage])
     assert not missing, f"stage {stage}: imports files no declared dep covers: {', '.join(missing)}"
 
 
-def test_closure_check_fails_when_a_dep_is_removed():
-    """The check has teeth: drop the rumination folder from a training stage and it names the files."""
+def test_dvc_yaml_declares_exactly_the_generated_code_deps():
+    stale = stale_stages(ROOT)
+    assert not stale, f"run `video-r4 lineage deps --write`: {stale}"
+
+
+def _copy_pipeline(tmp_path: Path) -> Path:
+    for name in ("dvc.yaml", "requirements.lock"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "stages", tmp_path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(SRC, tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return tmp_path
+
+
+def _edit_deps(path: Path, stage: str, edit) -> None:
+    document = yaml.safe_load(path.read_text())
+    document["stages"][stage]["deps"] = edit(document["stages"][stage]["deps"])
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def test_the_generated_deps_check_fails_on_a_removed_and_on_an_extra_file(tmp_path):
+    root = _copy_pipeline(tmp_path)
+    _edit_deps(root / "dvc.yaml", "pretrain", lambda deps: [d for d in deps if d != "src/videor4/rumination/tools.py"])
+    _edit_deps(root / "dvc.yaml", "base_model", lambda deps: [*deps, "src/videor4/data/writer.py"])
+    stale = stale_stages(root)
+    assert set(stale) == {"pretrain", "base_model"}
+    assert stale["pretrain"] == (["src/videor4/rumination/tools.py"], [])
+    assert stale["base_model"] == ([], ["src/videor4/data/writer.py"])
+    # and --write puts both right, keeping the data deps
+    assert set(write_code_deps(root)) == {"pretrain", "base_model"} and not stale_stages(root)
+    assert "models/base" in _stages_of(root)["pretrain"]["deps"]
+
+
+def _stages_of(root: Path) -> dict[str, dict]:
+    return yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+
+
+def test_the_closure_check_fails_when_a_folder_dep_is_removed():
+    """A hand-written folder dep covers its files; without it the check names them."""
     definition = dict(_stages()["drp_sft"])
-    definition["deps"] = [d for d in definition["deps"] if d != "src/videor4/rumination"]
-    missing = uncovered("drp_sft", definition)
-    assert "src/videor4/rumination/tools.py" in missing and "src/videor4/rumination/video.py" in missing
+    definition["deps"] = ["src/videor4/core", "src/videor4/pipeline"]
+    missing = uncovered(definition)
+    assert "src/videor4/rumination/tools.py" in missing and "src/videor4/core/io.py" not in missing
 
 
 def test_the_closure_follows_lazy_imports(tmp_path):
     script = tmp_path / "stage.py"
     script.write_text("def main():\n    from videor4.rumination.tools import crop\n")
-    closure = {p.relative_to(ROOT).as_posix() for p in import_closure(script) if p != script}
-    assert {"src/videor4/__init__.py", "src/videor4/rumination/__init__.py", "src/videor4/rumination/tools.py"} <= closure
-    assert "src/videor4/rumination/video.py" in closure  # imported by tools.py
+    found = {p.relative_to(ROOT).as_posix() for p in closure(script) if p != script}
+    assert {"src/videor4/__init__.py", "src/videor4/rumination/__init__.py", "src/videor4/rumination/tools.py"} <= found
+    assert "src/videor4/rumination/video.py" in found  # imported by tools.py
+
+
+def _placeholder_outputs(root: Path) -> None:
+    """Every data dep and out of the pipeline as a small file or folder, so `dvc commit` can lock it."""
+    paths = set()
+    for definition in _stages_of(root).values():
+        for field in ("deps", "outs", "metrics", "plots"):
+            paths.update(entry_path(e) for e in definition.get(field) or [])
+    for rel in sorted(p for p in paths if not is_code_dep(p) and "${" not in p):
+        path = root / rel
+        if Path(rel).suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}\n" if rel.endswith(".json") else "placeholder\n")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "placeholder").write_text(rel)
+
+
+def _changed_stages(root: Path) -> set[str]:
+    done = subprocess.run([DVC, "status", "--json"], cwd=root, capture_output=True, text=True, check=True)
+    return set(json.loads(done.stdout))
+
+
+def test_dvc_reruns_exactly_the_stages_that_execute_an_edited_file(tmp_path):
+    """Real DVC on a copy of the pipeline (placeholder data): the writer edit leaves pretrain up to date,
+    the crop tool's edit re-runs every stage that executes it."""
+    root = _copy_pipeline(tmp_path)
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    for folder in ("expectations", "review"):
+        shutil.copytree(ROOT / folder, root / folder)
+    _placeholder_outputs(root)
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "commit", "-f", "-q"]):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    assert _changed_stages(root) == set()
+
+    def users(rel: str) -> set[str]:
+        return {name for name, d in _stages_of(root).items() if rel in d["deps"]}
+
+    with open(root / "src/videor4/data/writer.py", "a") as fh:
+        fh.write("# an edit\n")
+    changed = _changed_stages(root)
+    assert changed == users("src/videor4/data/writer.py") and "build_data" in changed
+    assert not changed & {"base_model", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c", "eval"}
+    with open(root / "src/videor4/rumination/tools.py", "a") as fh:
+        fh.write("# an edit\n")
+    changed = _changed_stages(root)
+    assert changed == users("src/videor4/rumination/tools.py") | users("src/videor4/data/writer.py")
+    assert {"make_videos", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c", "eval"} <= changed
+    assert "figures" not in changed
 
 
 def test_stages_need_no_sys_path_and_name_paths_only_in_dvc_yaml():
@@ -145,7 +173,7 @@ def layering_violations() -> list[str]:
     for path in sorted(PACKAGE.rglob("*.py")):
         layer = _layer(path)
         rank = LAYERS.index(layer) if layer else len(LAYERS)
-        for module in sorted(imported_modules(path)):
+        for module in sorted(imported_modules(path, SRC)):
             top = module.split(".")[0]
             where = path.relative_to(ROOT)
             if top in PIPELINE_ONLY and layer not in ("pipeline", "app"):

@@ -12,7 +12,9 @@ app = typer.Typer(help="Video-R4: text-rich video reasoning with visual ruminati
 data_app = typer.Typer(help="Build, inspect and validate datasets.", no_args_is_help=True)
 remote_app = typer.Typer(help="The DVC remote on S3 (params `storage:` or $VIDEOR4_S3_BUCKET): configure, check, push, pull.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+lineage_app = typer.Typer(help="The lineage DVC records: each stage's exact code deps.", no_args_is_help=True)
 app.add_typer(remote_app, name="remote")
+app.add_typer(lineage_app, name="lineage")
 
 BUILT = Path("data/built")
 SFT_SETS = ("sft_drp", "sft_crp")
@@ -405,6 +407,30 @@ def _transfer_command(verb: str):
 
 for _verb in ("push", "pull"):
     remote_app.command(_verb)(_transfer_command(_verb))
+
+
+@lineage_app.command("deps")
+def lineage_deps(
+    write: bool = typer.Option(False, "--write", help="Rewrite the stages' deps in dvc.yaml."),
+    dvc_yaml: Path = typer.Option(Path("dvc.yaml"), help="The pipeline file."),
+) -> None:
+    """Each stage's code deps are its script's import closure: list the stages whose dvc.yaml
+    deps differ (exit 1), or with --write make them equal."""
+    from videor4.pipeline.code_deps import stale_stages, write_code_deps
+
+    root, name = dvc_yaml.resolve().parent, dvc_yaml.name
+    if not (root / name).is_file():
+        _die(f"pipeline file not found: {dvc_yaml}")
+    if write:
+        changed = write_code_deps(root, name)
+        typer.echo(f"{name}: deps rewritten for {', '.join(changed)}" if changed else f"{name}: deps up to date")
+        return
+    stale = stale_stages(root, name)
+    for stage, (missing, extra) in stale.items():
+        typer.echo(f"{stage}: missing {', '.join(missing) or 'none'}; extra {', '.join(extra) or 'none'}")
+    if stale:
+        _die(f"{len(stale)} stage(s) declare other code deps than they import: `video-r4 lineage deps --write`")
+    typer.echo(f"{name}: every stage's code deps are its import closure")
 
 
 def _params_or_empty(path: Path) -> dict:
