@@ -61,10 +61,11 @@ pipeline: setup
 test: setup browser
 	$(PY) -m pytest -q
 
+# the quick benchmarks (benchmarks/README.md lists them all, with their cost)
 bench: setup
 	$(PY) benchmarks/data_build.py
-	$(PY) benchmarks/pipeline_timing.py
-	$(PY) benchmarks/remote_roundtrip.py
+	@if [ -d models/rl_c ]; then $(PY) benchmarks/remote_roundtrip.py; else echo "remote_roundtrip.py: run make pipeline first"; fi
+	@echo "The long one (~40 min, both cores, run it alone): $(PY) benchmarks/pipeline_timing.py --fresh-env"
 
 # the S3 remote (README, "Remote storage"): bucket and endpoint from params.yaml or VIDEOR4_S3_BUCKET / AWS_ENDPOINT_URL
 push: setup

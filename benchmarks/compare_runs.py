@@ -1,7 +1,7 @@
 """Two versions of the pipeline, question by question: the eval stage's predictions at a git
 revision (read from the DVC cache by that revision's dvc.lock) against the workspace's.
 
-    python benchmarks/compare_runs.py --before 61db554 [--out benchmarks/results/compare_runs.json]
+    python benchmarks/compare_runs.py --before 61db554 [--out benchmarks/records/compare_runs.json]
 
 Both versions must have evaluated the same test questions (the same data/built).  For each
 checkpoint and mode: Acc before and after with Wilson intervals, the paired-bootstrap CI and
@@ -75,7 +75,7 @@ def why_wrong(row: dict, sample: dict, margin: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", required=True, help="git revision whose dvc.lock names the earlier eval reports")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/compare_runs.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/records/compare_runs.json")
     args = ap.parse_args()
     samples = load(ROOT / "data/built/samples_test.jsonl")
     kinds = {i: s["question_kind"] for i, s in samples.items()}

@@ -1,6 +1,6 @@
 """CRP-SFT variants against the pipeline's own crp_sft, on the same test questions.
 
-    python benchmarks/crp_sft_trials.py [--out benchmarks/results/crp_sft_trials.json]
+    python benchmarks/crp_sft_trials.py [--out benchmarks/records/crp_sft_trials.json]
 
 Run it in a repository whose `dvc repro` is up to date (models/rl_d, models/crp_sft and
 reports/eval present).  Each variant trains stage crp_sft's code (`stages/sft.py crp_sft`, from
@@ -57,4 +57,4 @@ def run_variant(name: str, spec: dict, work: Path, env: dict[str, str]) -> tuple
 
 
 if __name__ == "__main__":
-    run_trials(__doc__, ROOT / "benchmarks/results/crp_sft_trials.json", ("crp_sft", "rl_d"), VARIANTS, run_variant)
+    run_trials(__doc__, ROOT / "benchmarks/records/crp_sft_trials.json", ("crp_sft", "rl_d"), VARIANTS, run_variant)

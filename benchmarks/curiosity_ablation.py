@@ -1,6 +1,6 @@
 """The curiosity ablation: `dvc exp run -S reward.lambda_cur=0.0` against the default, question by question.
 
-    python benchmarks/curiosity_ablation.py [--repo DIR] [--out benchmarks/results/curiosity_ablation.json]
+    python benchmarks/curiosity_ablation.py [--repo DIR] [--out benchmarks/records/curiosity_ablation.json]
 
 Run it in a repository whose `dvc repro` is up to date (the default: this one).  It keeps the
 default's per-question eval predictions (`reports/eval`), runs the experiment in the workspace
@@ -51,7 +51,7 @@ def summary(records: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repo", type=Path, default=ROOT)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/curiosity_ablation.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/records/curiosity_ablation.json")
     args = ap.parse_args()
     repo = args.repo.resolve()
     status = subprocess.run(["dvc", "status"], cwd=repo, capture_output=True, text=True, check=True).stdout

@@ -1,6 +1,6 @@
 """The paper's data recipe on the embedded default: detection evidence and model-written thoughts.
 
-    python benchmarks/data_recipe.py [--writer models/drp_sft] [--out benchmarks/results/data_recipe.json]
+    python benchmarks/data_recipe.py [--writer models/drp_sft] [--out benchmarks/records/data_recipe.json]
 
 Builds the datasets from this repository's `data/synthetic` with `params.yaml` as it is, into a
 temporary folder (never `data/built`), four ways, and reports each build's evidence origins, QC
@@ -55,7 +55,7 @@ def build(params: dict, out: Path, cache: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--writer", default="models/drp_sft", help="the writer model (a checkpoint folder or Hub id)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/data_recipe.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/records/data_recipe.json")
     ap.add_argument("--only", nargs="*", default=None, help="run only these variants")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))

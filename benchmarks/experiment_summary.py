@@ -1,7 +1,7 @@
 """The headline numbers of the pipeline run the workspace holds (a `dvc exp run`, applied), as JSON.
 
     python benchmarks/experiment_summary.py --name more-videos \
-        --setting synthetic.n_videos=400 ... [--out benchmarks/results/<name>.json]
+        --setting synthetic.n_videos=400 ... [--out benchmarks/records/<name>.json]
 
 For an experiment whose test split differs from the default's (a world change), question-by-
 question pairing against the default is impossible; what stays paired is each stage against the
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     result = {"experiment": args.name, "settings": args.setting, **summarize(args.repo.resolve())}
-    out = args.out or ROOT / f"benchmarks/results/{args.name.replace('-', '_')}.json"
+    out = args.out or ROOT / f"benchmarks/records/{args.name.replace('-', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print("| checkpoint | rumination Acc [95 % CI] | single pass |")

@@ -1,6 +1,6 @@
 """Does rendering pretraining's examples in a dataloader worker speed the stage up on this machine?
 
-    python benchmarks/pretrain_workers.py [--steps 150] [--out benchmarks/results/pretrain_workers.json]
+    python benchmarks/pretrain_workers.py [--steps 150] [--out benchmarks/records/pretrain_workers.json]
 
 Runs `videor4.train.pretrain.pretrain` from `models/base` with the committed params for a few
 steps, once with the collator (rendering + encoding) in the main process (the default) and once
@@ -54,7 +54,7 @@ def run(workers: int, steps: int, work: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/pretrain_workers.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/records/pretrain_workers.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run(workers, args.steps, Path(tmp)) for workers in (0, 1)]

@@ -8,7 +8,7 @@ models/crp_sft, as the curriculum does) with changed params, in a scratch copy o
 evaluates it in rumination mode on the synthetic test split with `video-r4 eval`.  Compared
 question by question with the pipeline's RL checkpoint and its SFT start (Wilson interval,
 per-kind accuracy, paired bootstrap CI and sign-flip p); results go to
-benchmarks/results/<stage>_trials.json (rl_d: rl_trials.json, its first name).  Nothing in the
+benchmarks/records/<stage>_trials.json (rl_d: rl_trials.json, its first name).  Nothing in the
 workspace changes.
 
 Why: 16 GRPO steps of 4 prompts (64 of the 156 prompts) left greedy accuracy where the SFT
@@ -56,4 +56,4 @@ if __name__ == "__main__":
     stage_arg.add_argument("--stage", choices=sorted(STAGES), default="rl_d")
     stage = stage_arg.parse_known_args()[0].stage
     init, results, variants = STAGES[stage]
-    run_trials(__doc__, ROOT / "benchmarks/results" / results, (stage, init), variants, variant_runner(stage, init), parents=(stage_arg,))
+    run_trials(__doc__, ROOT / "benchmarks/records" / results, (stage, init), variants, variant_runner(stage, init), parents=(stage_arg,))

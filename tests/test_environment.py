@@ -94,6 +94,20 @@ def test_installed_versions_are_the_tested_minors_and_the_lock():
     assert re.search(r'"trl>=[\d.]+,<1\.17"', text) and re.search(r'"transformers>=[\d.]+,<5\.24"', text), "pyproject.toml must cap trl and transformers"
 
 
+def test_the_documented_caps_and_locked_versions_are_pyprojects_and_the_locks():
+    """docs/DESIGN.md names the caps and the locked versions; they must be the real ones."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    lock = (ROOT / "requirements.lock").read_text()
+    design = (ROOT / "docs/DESIGN.md").read_text()
+    for name in ("trl", "transformers"):
+        cap = re.search(rf'"{name}(>=[\d.]+,<[\d.]+)"', pyproject).group(1)
+        locked = re.search(rf"^{name}==([\d.]+)\s", lock, re.M).group(1)
+        assert f"`{name}` (`{cap}`)" in design or f"`{name}` (`{cap}`)" in design.replace("\n  ", " "), (
+            f"docs/DESIGN.md must give {name}'s cap as pyproject.toml does: {cap}"
+        )
+        assert f"{name} {locked}" in design.replace("\n  ", " "), f"docs/DESIGN.md must name the locked {name} {locked}"
+
+
 def test_the_lock_leaves_torch_to_the_set_up_and_pins_everything_else():
     lines = [ln.split()[0] for ln in (ROOT / "requirements.lock").read_text().splitlines() if ln and not ln.startswith("#")]
     assert all("==" in ln for ln in lines), [ln for ln in lines if "==" not in ln]
