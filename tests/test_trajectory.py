@@ -5,7 +5,7 @@ from PIL import Image
 from videor4.core.io import read_jsonl, write_jsonl
 from videor4.rumination.protocol import ToolCall, parse_turn
 from videor4.rumination.tools import VisionConfig
-from videor4.rumination.trajectory import Trajectory, execute_plan, open_env, replay, trajectory_messages
+from videor4.rumination.trajectory import Trajectory, TrajectoryRecorder, open_env, replay, trajectory_messages
 from videor4.rumination.video import FrameCache, uniform_indices
 
 VISION = VisionConfig(frame_max_pixels=4 * 28 * 28, clip_max_pixels=16 * 28 * 28, crop_min_pixels=16 * 28 * 28)
@@ -19,7 +19,10 @@ def make_traj(video, image_dir) -> Trajectory:
         ("Zoom into the block.", ToolCall("cropping", {"target_image": 6, "bbox_2d": [0.3, 0.3, 0.7, 0.7]})),
         ("Zoom again.", ToolCall("cropping", {"target_image": 7, "bbox_2d": [0.1, 0.1, 0.9, 0.9]})),
     ]
-    steps, _ = execute_plan(env, plan, image_dir, "t-0")
+    recorder = TrajectoryRecorder(env, image_dir, "t-0")
+    for thought, call in plan:
+        recorder.call(thought, call)
+    steps = recorder.steps
     return Trajectory(
         traj_id="t-0", sample_id="s-0", kind="crp", video=str(video), frame_indices=frames,
         num_source_frames=16, question="What colour is the block?", answers=["white"],

@@ -196,19 +196,6 @@ class TrajectoryRecorder:
         return obs
 
 
-def execute_plan(
-    env: RuminationEnv,
-    plan: list[tuple[str, ToolCall]],
-    image_dir: Path | None,
-    traj_id: str,
-) -> tuple[list[Step], list[Observation]]:
-    """Run planned (thought, call) pairs in `env`; save observation images under image_dir."""
-    rec = TrajectoryRecorder(env, image_dir, traj_id)
-    for thought, call in plan:
-        rec.call(thought, call)
-    return rec.steps, rec.observations
-
-
 @dataclass
 class ReplayResult:
     ok: bool
