@@ -126,9 +126,9 @@ def _changed_stages(root: Path) -> set[str]:
     return set(json.loads(done.stdout))
 
 
-def test_dvc_reruns_exactly_the_stages_that_execute_an_edited_file(tmp_path):
-    """Real DVC on a copy of the pipeline (placeholder data): the writer edit leaves pretrain up to date,
-    the crop tool's edit re-runs every stage that executes it."""
+@pytest.fixture
+def locked_copy(tmp_path) -> Path:
+    """A copy of the pipeline with placeholder data, its lock committed by real DVC: nothing to run."""
     root = _copy_pipeline(tmp_path)
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
     for folder in ("expectations", "review"):
@@ -137,6 +137,20 @@ def test_dvc_reruns_exactly_the_stages_that_execute_an_edited_file(tmp_path):
     for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], [DVC, "commit", "-f", "-q"]):
         subprocess.run(cmd, cwd=root, check=True, capture_output=True)
     assert _changed_stages(root) == set()
+    return root
+
+
+def test_a_training_seed_sweep_reruns_the_training_stages_only(locked_copy):
+    params = yaml.safe_load((locked_copy / "params.yaml").read_text())
+    params["train_seed"] = 1
+    (locked_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _changed_stages(locked_copy) == {"drp_sft", "rl_d", "crp_sft", "rl_c"}
+
+
+def test_dvc_reruns_exactly_the_stages_that_execute_an_edited_file(locked_copy):
+    """Real DVC on a copy of the pipeline (placeholder data): the writer edit leaves pretrain up to date,
+    the crop tool's edit re-runs every stage that executes it."""
+    root = locked_copy
 
     def users(rel: str) -> set[str]:
         return {name for name, d in _stages_of(root).items() if rel in d["deps"]}

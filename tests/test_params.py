@@ -99,6 +99,12 @@ def test_the_curriculum_section_is_strict():
         curriculum_inits({"curriculum": {"crp_init": "models/base"}})
 
 
+def test_training_stages_take_train_seed_and_pretraining_keeps_seed():
+    params = {**PARAMS, "seed": 0, "train_seed": 3}
+    assert sft_settings(params, "drp").seed == 3 and grpo_settings(params, "rl_c").seed == 3
+    assert pretrain_settings(params).seed == 0
+
+
 def test_curriculum_sections_name_their_stage():
     with pytest.raises(ParamsError, match=r"unknown params sft.drp: epochz"):
         sft_settings({"sft": {"drp": {"epochz": 3}}}, "drp")

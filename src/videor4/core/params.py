@@ -97,10 +97,11 @@ def section(params: Mapping[str, Any], dotted: str) -> dict[str, Any]:
 
 
 def curriculum_settings(cls: type[T], params: Mapping[str, Any], name: str, which: str, known: tuple[str, ...]) -> T:
-    """`<name>:` shared keys overridden by `<name>.<which>` (one curriculum stage); seed from the top level."""
+    """`<name>:` shared keys overridden by `<name>.<which>` (one curriculum stage); the seed is the
+    top-level `train_seed` (else `seed`), so a seed sweep shares the data and the pretrained base."""
     if which not in known:
         raise ParamsError(f"unknown {name} stage {which!r} (known: {', '.join(known)})")
     shared = {k: v for k, v in section(params, name).items() if k not in known}
     merged = {**shared, **section(params, f"{name}.{which}")}
-    merged.setdefault("seed", int(params.get("seed", 0)))
+    merged.setdefault("seed", int(params.get("train_seed", params.get("seed", 0))))
     return fill(cls, merged, f"{name}.{which}")

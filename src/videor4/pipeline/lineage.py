@@ -8,6 +8,7 @@ with the runner beside it, that knows DVC.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable, Mapping
@@ -187,4 +188,32 @@ def environment_tags(root: str | os.PathLike = ".") -> dict[str, str]:
             tags[f"env.{name}"] = metadata.version(name)
         except metadata.PackageNotFoundError:
             tags[f"env.{name}"] = "not installed"
+    return {**tags, **cpu_tags()}
+
+
+# the variables that pin CPU code paths (videor4.pipeline.runner.CPU_KERNEL_ENV), recorded as set
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+
+
+def cpu_tags() -> dict[str, str]:
+    """The CPU and the kernels torch uses on it: float results (so checkpoint bytes) depend on them."""
+    import re
+
+    import torch
+
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        model = found.group(1).strip() if found else model
+    config = torch.__config__.show()
+    blas = re.search(r"Math Kernel Library Version ([\w.-]+)", config)
+    onednn = re.search(r"MKL-DNN (v[\d.]+)", config)
+    tags = {
+        "env.cpu.model": model,
+        "env.cpu.count": str(os.cpu_count()),
+        "env.torch.cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "env.torch.blas": f"MKL {blas.group(1)}" if blas else "not MKL",
+        "env.torch.onednn": onednn.group(1) if onednn and torch.backends.mkldnn.is_available() else "off",
+    }
+    tags.update({f"env.kernels.{name}": os.environ.get(name, "unset") for name in KERNEL_VARIABLES})
     return tags

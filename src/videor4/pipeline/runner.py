@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from videor4.core.io import is_number, os_error_in, write_json
 from videor4.core.launch import is_main_process, world_size
-from videor4.core.params import fill
+from videor4.core.params import ParamsError, fill
 from videor4.pipeline.lineage import (
     LOCK_FILE,
     declared_params,
@@ -240,9 +240,47 @@ def stage_args(doc: str, *paths: str, stages: Mapping[str, Any] | Sequence[str] 
 
 
 def stage_inputs(doc: str, *paths: str, stages: Mapping[str, Any] | Sequence[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """The stage's command line (`stage_args`) and params.yaml."""
+    """The stage's command line (`stage_args`) and params.yaml, with the CPU kernels pinned as
+    `runtime.cpu_kernels` says (before anything imports torch)."""
     quiet_upstream_warnings()
-    return stage_args(doc, *paths, stages=stages), load_params()
+    args, params = stage_args(doc, *paths, stages=stages), load_params()
+    with one_line_errors(getattr(args, "stage", None) or Path(sys.argv[0]).stem):
+        pin_cpu_kernels(runtime_params(params).cpu_kernels)
+    return args, params
+
+
+# The variables that choose CPU code paths, read once when torch, MKL and oneDNN load.  The same
+# computation on another CPU takes other paths (AVX-512 vs AVX2 kernels, MKL's dispatch), and the
+# float results, hence the checkpoints' bytes, differ; pinned to AVX2 they agree across x86 CPUs
+# that have it.
+CPU_KERNEL_ENV = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "native": {},
+}
+
+
+@dataclass
+class RuntimeParams:
+    """`runtime:` in params.yaml: how the stages use this machine."""
+
+    cpu_kernels: str = "native"  # native: what torch picks for this CPU | avx2: pinned, the same bytes on any x86 CPU with AVX2
+
+    def __post_init__(self) -> None:
+        if self.cpu_kernels not in CPU_KERNEL_ENV:
+            raise ParamsError(f"params runtime.cpu_kernels: {self.cpu_kernels!r} is not one of {', '.join(CPU_KERNEL_ENV)}")
+
+
+def runtime_params(params: Mapping[str, Any]) -> RuntimeParams:
+    return fill(RuntimeParams, params.get("runtime"), "runtime")
+
+
+def pin_cpu_kernels(level: str) -> None:
+    """Set (avx2) or clear (native) the kernel-choosing variables; they act only before torch loads."""
+    if "torch" in sys.modules:
+        raise RuntimeError("runtime.cpu_kernels must be applied before torch is imported")
+    for name in {key for env in CPU_KERNEL_ENV.values() for key in env}:
+        os.environ.pop(name, None)
+    os.environ.update(CPU_KERNEL_ENV[level])
 
 
 class _DropMessages(logging.Filter):
