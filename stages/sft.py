@@ -4,6 +4,8 @@
         --held-out data/built/samples_test.jsonl --out models/drp_sft \
         --metrics metrics/drp_sft.json --curve metrics/drp_sft_loss.json
 
+crp_sft takes no --init: it starts from params `curriculum.crp_sft_init`, read and checked
+against the allowed checkpoints here (a value on its shell command line would run as code).
 Trains with TRL's SFTTrainer (DeepSpeed when `sft.deepspeed` names a config),
 saves a Hugging Face checkpoint to `--out`, measures on held-out prompts how often
 greedy generation gives a well-formed tool call or boxed answer, and writes the
@@ -13,14 +15,25 @@ metrics and the loss curve.  A killed run resumes from its last checkpoint under
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from videor4.pipeline import runner
 from videor4.pipeline.checkpoint import finish_training
 
 PARAMS_KEY = {"drp_sft": "drp", "crp_sft": "crp"}  # stage → its section under sft:
+# crp_sft's start is a param, not a path on its command line (see above)
+PATHS = {"drp_sft": runner.TRAINING_PATHS, "crp_sft": tuple(p for p in runner.TRAINING_PATHS if p != "init")}
 
 
 def main() -> None:
-    args, params, started = runner.training_stage(__doc__, __file__, *runner.TRAINING_PATHS, stages=PARAMS_KEY)
+    paths = PATHS.get(sys.argv[1] if len(sys.argv) > 1 else "", runner.TRAINING_PATHS)
+    args, params, started = runner.training_stage(__doc__, __file__, *paths, stages=PARAMS_KEY)
+    if args.stage == "crp_sft":
+        from videor4.train.lifecycle import curriculum_params
+
+        with runner.one_line_errors(args.stage):
+            args.init = Path(curriculum_params(params).crp_sft_init)
     from videor4.policy.encoding import EncodingError
     from videor4.policy.model import ModelLoadError, model_config
     from videor4.rumination.tools import vision_config

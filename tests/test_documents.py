@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,27 @@ def test_page_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no page images"):
         load_page_folder(tmp_path / "empty", "Q?", [])
+
+
+# ---------------------------------------------------------------- a page with more pixels than PIL decodes
+def test_a_decompression_bomb_page_is_skipped_by_the_build_not_fatal(tmp_path: Path) -> None:
+    """A 24 KB PNG of 20000x10000 (PIL refuses to decode it): its document is skipped and counted,
+    as the first page (PIL raises on open) or hidden among the pages (the build reads every header)."""
+    from collections import Counter
+
+    from videor4.data.build import check_videos
+
+    folders = {name: tmp_path / name for name in ("good", "bomb-first", "bomb-inside")}
+    for name, folder in folders.items():
+        for n, shade in enumerate((40, 90, 140), 1):
+            page(folder / f"p{n}.png", shade)
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 10000)).save(bomb)
+    assert bomb.stat().st_size < 32_000
+    shutil.copy(bomb, folders["bomb-first"] / "p1.png")
+    shutil.copy(bomb, folders["bomb-inside"] / "p2.png")
+    samples = [load_page_folder(f, "What is shown?", ["x"], sample_id=n) for n, f in folders.items()]
+    skipped: Counter = Counter()
+    kept, infos = check_videos(samples, 2, skipped)
+    assert [s.sample_id for s in kept] == ["good"] and skipped == {"video_too_large": 2}
+    assert list(infos) == [kept[0].video]

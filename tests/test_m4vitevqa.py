@@ -231,3 +231,27 @@ def test_video_ocr_malformed_raises(tmp_path: Path, content: str) -> None:
     (tmp_path / "video_ocr" / "00001.json").write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match="00001.json"):
         load_video_ocr(M4ViteVQAConfig(root=tmp_path, split_file=SPLIT_FILE), "00001", 200, 100)
+
+
+@pytest.mark.parametrize(
+    "caps, kept",
+    [
+        ({}, ["00001", "00002", "00003"]),
+        ({"max_frames": 7}, ["00003"]),  # the mp4s have 8 frames, the frame folder 6
+        ({"max_video_pixels": 64 * 48 - 1}, []),
+        ({"max_video_bytes": 1}, []),
+    ],
+)
+def test_caps_on_frames_pixels_and_bytes_skip_a_video_as_too_large(dataset, tmp_path, caps, kept) -> None:
+    from collections import Counter
+
+    from videor4.data.build import build_config, check_videos
+
+    samples, _ = load_m4vitevqa(M4ViteVQAConfig(root=dataset, split_file=SPLIT_FILE))
+    for s in samples:
+        s.video = str(dataset / s.video)
+    skipped: Counter = Counter()
+    limits = build_config({"data": caps}, tmp_path).limits  # params data.max_frames, ...
+    got, _ = check_videos(samples, 4, skipped, limits)
+    assert [s.meta["video_id"] for s in got] == kept
+    assert skipped == ({"video_too_large": 3 - len(kept)} if len(kept) < 3 else {})

@@ -1,13 +1,23 @@
 """Human QC round trip: `video-r4 data review --serve` in real headless Chromium, driven over the
 DevTools protocol (mouse clicks and typed text, as a person would), then a rebuild that drops
-exactly the rejected trajectory."""
+exactly the rejected trajectory.  Then the server against what a person did not send: other
+sites' pages, DNS rebinding, malformed and stalled requests, and a second server on the same file,
+all as real HTTP requests to real servers on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import re
 import shutil
+import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -157,3 +167,188 @@ def test_a_bad_decisions_file_fails_the_build_with_one_line_naming_it(small_buil
         build_datasets(load_synthetic_source(small_built.parent / "synthetic"), cfg)
     assert str(err.value).splitlines()[0].startswith(str(path)) and message in str(err.value)
     assert not (tmp_path / "out").exists()  # nothing was built or half-written
+
+
+# ---------------------------------------------------------------- the server saves only what the page sent
+PAGE = '<html><head><meta name="review-token" content=""></head><body data-digest="d1"></body></html>'
+
+
+def one_decision(traj_id: str, decision: str, digest: str = "1" * 64) -> dict:
+    return {"version": 1, "decisions": {traj_id: {"decision": decision, "digest": digest, "note": ""}}}
+
+
+REJECT, ACCEPT = one_decision("drp-000001", "reject"), one_decision("drp-000001", "accept")
+
+
+def raw_request(port: int, head: str, body: bytes = b"", timeout: float = 30.0) -> tuple[int, dict]:
+    """One real HTTP request over a new socket, its request line and headers exactly as given
+    (no client library fixes them up); the status and the JSON answer.  A connection the
+    server drops without answering fails the test."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    assert data, "the server dropped the connection without an answer"
+    status_line, _, rest = data.partition(b"\r\n")
+    payload = rest.split(b"\r\n\r\n", 1)[1]
+    answer = json.loads(payload) if payload.startswith(b"{") else {"page": payload.decode()}
+    return int(status_line.split()[1]), answer
+
+
+def post(port: int, doc, token: str | None, host: str | None = None, kind: str = "application/json",
+         origin: str | None = None) -> tuple[int, dict]:
+    body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    head = f"POST /decisions HTTP/1.1\nHost: {host or f'127.0.0.1:{port}'}\nContent-Type: {kind}\n"
+    head += f"Content-Length: {len(body)}\n" + (f"X-Review-Token: {token}\n" if token else "")
+    head += f"Origin: {origin}\n" if origin else ""
+    return raw_request(port, head, body)
+
+
+def page_token(port: int, host: str = "127.0.0.1") -> str | None:
+    """The token the served page carries, as the page's script reads it."""
+    status, answer = raw_request(port, f"GET / HTTP/1.1\nHost: {host}:{port}\n")
+    assert status == 200, answer
+    found = re.search(r'name="review-token" content="([^"]+)"', answer["page"])
+    return found and found.group(1)
+
+
+@contextlib.contextmanager
+def serving(decisions: Path, **options) -> Iterator[int]:
+    """make_server on 127.0.0.1 in a thread of this process; stopped and closed on exit."""
+    from videor4.app.review import make_server
+
+    server = make_server(PAGE, decisions, **options)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+EVIL = "http://attacker.example"
+
+
+def test_a_page_of_another_site_cannot_change_a_saved_decision(tmp_path) -> None:
+    decisions = tmp_path / "review" / "decisions.json"
+    with serving(decisions) as port:
+        token = page_token(port)
+        assert post(port, REJECT, token)[0] == 200
+        saved = decisions.read_bytes()
+        attacks = [  # what any web page can send without a preflight, and the token-less variants
+            dict(token=None, kind="text/plain", origin=EVIL, host=f"attacker.example:{port}"),
+            dict(token=None, kind="text/plain", origin=EVIL),
+            dict(token=None, origin=EVIL),
+            dict(token=None),
+            dict(token="not-the-token"),
+            dict(token=token, kind="text/plain"),
+            dict(token=token, origin=EVIL),
+        ]
+        for attack in attacks:
+            status, answer = post(port, ACCEPT, **attack)
+            assert status in (403, 415) and "\n" not in answer["error"], (attack, status, answer)
+        assert decisions.read_bytes() == saved  # still the reject
+        assert post(port, ACCEPT, token, host=f"localhost:{port}")[0] == 200  # the page itself may
+    assert load_decisions(decisions)["drp-000001"].decision == "accept"
+
+
+def test_a_dns_rebinding_page_gets_neither_the_page_nor_its_token(tmp_path) -> None:
+    with serving(tmp_path / "decisions.json") as port:
+        status, answer = raw_request(port, f"GET / HTTP/1.1\nHost: rebind.attacker.example:{port}\n")
+        assert status == 403 and "review-token" not in json.dumps(answer) and "d1" not in json.dumps(answer)
+        status, _ = raw_request(port, f"GET / HTTP/1.1\nHost: 127.0.0.1:{port + 1}\n")  # another server's
+        assert status == 403
+        assert len(page_token(port, "localhost") or "") >= 32
+
+
+@pytest.mark.parametrize(
+    "head, body, status",
+    [
+        ("Content-Length: -1", b"", 400),
+        ("Content-Length: abc", b"", 400),
+        ("Content-Length: 99999999999", b"", 413),
+        ("", b"", 411),
+        ("Content-Length: 200000", b"[" * 200_000, 400),
+        ("Content-Length: 6", b"{oops}", 400),
+        ("Content-Length: 2", b"\xff\xfe", 400),
+    ],
+    ids=["negative", "not-a-number", "over-the-cap", "no-length", "deep-json", "bad-json", "bad-utf8"],
+)
+def test_a_bad_post_gets_a_4xx_with_one_line_never_a_dropped_connection(tmp_path, head, body, status) -> None:
+    decisions = tmp_path / "decisions.json"
+    with serving(decisions) as port:
+        token = page_token(port)
+        request = (f"POST /decisions HTTP/1.1\nHost: 127.0.0.1:{port}\nContent-Type: application/json\n"
+                   f"X-Review-Token: {token}\n")
+        got, answer = raw_request(port, request + (f"{head}\n" if head else ""), body)
+    assert got == status and answer["error"] and "\n" not in answer["error"], answer
+    assert not decisions.exists()
+
+
+def test_a_client_that_never_sends_its_body_does_not_block_a_save(tmp_path) -> None:
+    decisions = tmp_path / "decisions.json"
+    with serving(decisions, timeout=2.0) as port:
+        token = page_token(port)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
+            stalled.sendall(
+                f"POST /decisions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                f"X-Review-Token: {token}\r\nContent-Length: 100\r\n\r\n".encode()
+            )
+            time.sleep(0.2)  # the server is now waiting for 100 bytes that never come
+            t0 = time.monotonic()
+            assert post(port, REJECT, token)[0] == 200
+            assert time.monotonic() - t0 < 2.0  # not held up by the stalled client
+            answer = stalled.recv(1 << 16)  # dropped after the timeout, with an answer
+        assert answer.split()[1] == b"408"
+    assert load_decisions(decisions)["drp-000001"].decision == "reject"
+
+
+SERVE = (
+    "import os, sys; os.chdir(sys.argv[3]); from pathlib import Path;"
+    " from videor4.app.review import make_server;"
+    " make_server('<html></html>', Path(sys.argv[1]), port=int(sys.argv[2])).serve_forever()"
+)
+
+
+def test_two_servers_saving_at_once_on_one_file_lose_nothing(tmp_path) -> None:
+    """Two review servers (two processes, both started outside the repository, so each must find
+    the GX suite from the project root) post at the same time: every decision is kept."""
+    decisions = tmp_path / "review" / "decisions.json"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    servers = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            cmd = [sys.executable, "-c", SERVE, str(decisions), str(port), str(elsewhere)]
+            servers.append(Server(cmd, port, dict(os.environ), tmp_path / f"{name}.log"))
+        tokens = [page_token(s.port) for s in servers]
+
+        def save_many(i: int) -> list[int]:
+            statuses = []
+            for n in range(8):
+                doc = one_decision(f"drp-{i}{n:05d}", "reject", f"{n}" * 64)
+                statuses.append(post(servers[i].port, doc, tokens[i])[0])
+            return statuses
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(save_many, range(2)))
+    finally:
+        for server in servers:
+            server.stop()
+    assert results == [[200] * 8, [200] * 8]
+    assert sorted(load_decisions(decisions)) == sorted(f"drp-{i}{n:05d}" for i in range(2) for n in range(8))
+
+
+def test_serving_beyond_loopback_is_warned_about_and_paths_come_from_the_project(tmp_path, capsys) -> None:
+    from videor4.app.review import decisions_file, make_server
+
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        make_server(PAGE, tmp_path / "d.json", host=host, port=0).server_close()
+        assert ("warning: serving on 0.0.0.0" in capsys.readouterr().err) == warned
+    root = Path(__file__).resolve().parent.parent
+    assert decisions_file(Path("review/decisions.json")) == root / "review" / "decisions.json"
+    assert decisions_file(tmp_path / "d.json") == tmp_path / "d.json"

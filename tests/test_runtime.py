@@ -49,3 +49,16 @@ def test_an_unknown_kernel_level_is_a_params_error():
         runtime_params({"runtime": {"cpu_kernels": "avx9"}})
     with pytest.raises(ParamsError, match=r"unknown params runtime: kernels"):
         runtime_params({"runtime": {"kernels": "avx2"}})
+
+
+def test_after_torch_loaded_only_the_kernels_in_force_may_be_asked_for():
+    import os
+
+    import torch  # noqa: F401  (loaded, as in a test process that trained before)
+
+    from videor4.pipeline.runner import pin_cpu_kernels
+
+    in_force = "avx2" if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" else "native"
+    pin_cpu_kernels(in_force)
+    with pytest.raises(RuntimeError, match="before torch is imported"):
+        pin_cpu_kernels("native" if in_force == "avx2" else "avx2")

@@ -425,3 +425,35 @@ def test_pipeline_key_is_the_same_for_every_stage_of_one_dvc_process(tmp_path) -
     assert len(keys) == 2 and keys[0] == keys[1], keys
     me = psutil.Process()
     assert process_start_stamp(me) == process_start_stamp(me) and str(me.pid) in process_start_stamp(me)
+
+
+def test_user_info_in_a_uri_is_never_logged_tagged_or_printed(store, caplog) -> None:
+    """A token in tracking.uri / storage.endpoint_url (user:token@host) reaches neither the MLflow
+    store (params, tags: the `dvc exp run -S ...` command line is a tag) nor a message."""
+    from videor4.pipeline.storage import S3Settings, StorageError, check
+
+    uri, artifacts = store
+    secret = "s3cr3t-t0ken"
+    params = {"tracking": {"uri": f"http://user:{secret}@127.0.0.1:5000"}, "seed": 0,
+              "storage": {"endpoint_url": f"https://key:{secret}@s3.example.com"}}
+    tags = {"dvc.command": f"dvc exp run -S tracking.uri=http://user:{secret}@127.0.0.1:5000"}
+    config = TrackingConfig(tracking_uri=uri, artifact_location=artifacts, experiment="secrets", strict=True)
+    with start_run("stage", config, params=params, tags=tags) as run:
+        pass
+    logged = client(uri).get_run(run.run_id).data
+    assert logged.params["tracking.uri"] == "http://127.0.0.1:5000"
+    assert logged.params["storage.endpoint_url"] == "https://s3.example.com"
+    assert logged.tags["dvc.command"] == "dvc exp run -S tracking.uri=http://127.0.0.1:5000"
+    assert secret not in json.dumps([logged.params, logged.tags, run.params, run.tags])
+
+    down = f"127.0.0.1:{free_port()}"  # nothing listens: the failure names the server, not the token
+    with caplog.at_level(logging.WARNING, logger="videor4.pipeline.tracking"):
+        with start_run("quiet", TrackingConfig(tracking_uri=f"http://user:{secret}@{down}")):
+            pass
+    with pytest.raises(RuntimeError) as failed:
+        with start_run("strict", TrackingConfig(tracking_uri=f"http://user:{secret}@{down}", strict=True)):
+            pass
+    with pytest.raises(StorageError) as unreachable:
+        check(S3Settings(bucket="b", endpoint_url=f"http://key:{secret}@{down}", region="us-east-1"))
+    for message in (caplog.text, str(failed.value), str(unreachable.value)):
+        assert f"http://{down}" in message and secret not in message, message

@@ -6,27 +6,48 @@ with accept / reject buttons and a note.  The page needs nothing from the networ
 inlined as data URIs, the script is inline.
 
 Saving: served by `--serve` (a small local HTTP server), "Save" posts the decisions and the
-server merges them into the decisions file in the repository (atomically, schema-checked);
-opened as a plain file, "Save" downloads decisions.json for you to put there.  `build_data`
-declares that file and drops what was rejected (`videor4.data.review`).
+server merges them into the decisions file in the repository (atomically, schema-checked, under
+a lock that other servers on the same file respect); opened as a plain file, "Save" downloads
+decisions.json for you to put there.  `build_data` declares that file and drops what was
+rejected (`videor4.data.review`).
+
+The server answers only requests that name it in `Host` (a DNS-rebinding page names its own
+host), and saves only JSON posts carrying the page's per-run token in a custom header: no other
+site's page can send either without a CORS preflight, which this server never grants.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import html
 import io
+import ipaddress
 import json
 import random
-import threading
+import re
+import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from videor4.data.review import DECISIONS, Decision, DecisionSchemaError, decisions_from, load_decisions, save_decisions, trajectory_digest
+from videor4.core.io import project_root
+from videor4.data.review import (
+    DECISIONS,
+    Decision,
+    DecisionSchemaError,
+    decisions_from,
+    trajectory_digest,
+    update_decisions,
+)
 
 MAX_POST_BYTES = 8 << 20
+MAX_JSON_DEPTH = 8  # a decisions file nests three deep
+TOKEN_HEADER = "X-Review-Token"
+TOKEN_META = '<meta name="review-token" content="">'  # make_server fills in the run's token
+REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request before the connection is dropped
 
 _SCRIPT = """
 function decisions() {
@@ -43,7 +64,9 @@ async function save() {
   const body = JSON.stringify(decisions(), null, 2);
   const status = document.getElementById('status');
   if (location.protocol.startsWith('http')) {
-    const resp = await fetch('decisions', {method: 'POST', headers: {'Content-Type': 'application/json'}, body});
+    const token = document.querySelector('meta[name=review-token]').content;
+    const headers = {'Content-Type': 'application/json', 'X-Review-Token': token};
+    const resp = await fetch('decisions', {method: 'POST', headers, body});
     const answer = await resp.json();
     status.textContent = resp.ok ? `saved ${answer.saved} decisions to ${answer.path}` : `not saved: ${answer.error}`;
   } else {
@@ -109,7 +132,8 @@ def review_page(rows: Sequence[dict[str, Any]], decisions: Mapping[str, Decision
             f'<div class="verdict">{radios}<textarea placeholder="note">{note}</textarea></div>\n</section>'
         )
     return (
-        f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+        f"<!doctype html>\n<html><head><meta charset=\"utf-8\">{TOKEN_META}"
+        f"<title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>\n"
         f'<div id="bar"><b>{html.escape(title)}</b> — {len(rows)} trajectories. '
         f'<button id="save">Save</button> <span id="status"></span></div>\n'
@@ -125,16 +149,103 @@ def merge_decisions(path: Path, posted: Any) -> int:
         incoming = decisions_from(posted)
     except DecisionSchemaError as exc:
         raise ValueError(str(exc).splitlines()[0]) from None
-    merged = load_decisions(path) if path.is_file() else {}
-    merged.update(incoming)
-    save_decisions(path, merged)
+    update_decisions(path, incoming)
     return len(incoming)
 
 
-def make_server(page: str, decisions_path: Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """An HTTP server: GET / is the page, POST /decisions saves.  One lock serialises saves."""
-    body = page.encode()
-    lock = threading.Lock()
+def decisions_file(path: str | Path) -> Path:
+    """The decisions file a (relative) path names: from the project root, like params.yaml names it."""
+    return project_root() / path
+
+
+def exposure_warning(host: str) -> str | None:
+    """What to tell someone who serves the page beyond this machine (None on a loopback address)."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        loopback = host.lower() == "localhost"
+    if loopback:
+        return None
+    return (f"warning: serving on {host} lets other machines reach the review page; it answers only "
+            "requests addressed to localhost or that address, with the page's token")
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests arrays / objects deeper than `limit` (strings skipped), checked
+    before parsing: a deep enough body makes the parser raise RecursionError."""
+    depth = 0
+    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        mark = token.group()
+        if mark in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif mark in "]}":
+            depth -= 1
+    return False
+
+
+class Refused(Exception):
+    """A request the server answers with `status` and this one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _allowed_hosts(host: str, port: int) -> set[str]:
+    """The Host header values that name this server: localhost or the bound address, with the port."""
+    names = {"localhost", "127.0.0.1"}
+    try:
+        address = ipaddress.ip_address(host)
+        if not address.is_unspecified:  # 0.0.0.0 names no host
+            names.add(f"[{host}]" if address.version == 6 else host)
+    except ValueError:
+        names.add(host.lower())
+    return {f"{name}:{port}" for name in names}
+
+
+def _read_decisions(handler: BaseHTTPRequestHandler, token: str) -> dict[str, Decision]:
+    """The posted decisions, every check done and the body read before any lock is taken."""
+    kind = (handler.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise Refused(415, "Content-Type must be application/json")
+    if not hmac.compare_digest((handler.headers.get(TOKEN_HEADER) or "").encode(), token.encode()):
+        raise Refused(403, f"missing or wrong {TOKEN_HEADER}: reload the page this server serves")
+    length = handler.headers.get("Content-Length")
+    if length is None:
+        raise Refused(411, "Content-Length is required")
+    if not re.fullmatch(r"[0-9]+", length.strip()):
+        raise Refused(400, f"Content-Length must be an integer >= 0, got {length[:40]!r}")
+    if int(length) > MAX_POST_BYTES:
+        raise Refused(413, f"request too large ({int(length)} bytes; at most {MAX_POST_BYTES})")
+    try:
+        raw = handler.rfile.read(int(length))
+    except TimeoutError:
+        raise Refused(408, f"request body not received within {handler.timeout} s") from None
+    if len(raw) < int(length):
+        raise Refused(400, "request body shorter than its Content-Length")
+    try:
+        text = raw.decode("utf-8")
+        if json_too_deep(text):
+            raise Refused(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return decisions_from(json.loads(text))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, a schema break
+        raise Refused(400, (str(exc).strip().splitlines() or [type(exc).__name__])[0]) from None
+
+
+def make_server(
+    page: str, decisions_path: Path, host: str = "127.0.0.1", port: int = 0, timeout: float = REQUEST_TIMEOUT
+) -> ThreadingHTTPServer:
+    """An HTTP server: GET / is the page (with this run's token), POST /decisions saves.  A relative
+    decisions path is taken from the project root; a refused request gets a 4xx and one line."""
+    decisions_path = decisions_file(decisions_path)
+    warning = exposure_warning(host)
+    if warning:
+        print(warning, file=sys.stderr)
+    token = secrets.token_urlsafe(32)
+    filled = page.replace(TOKEN_META, TOKEN_META.replace('content=""', f'content="{token}"'), 1)
+    body = (filled if filled != page else TOKEN_META.replace('""', f'"{token}"') + page).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, status: int, payload: bytes, kind: str) -> None:
@@ -144,28 +255,41 @@ def make_server(page: str, decisions_path: Path, host: str = "127.0.0.1", port: 
             self.end_headers()
             self.wfile.write(payload)
 
+        def _refuse(self, exc: Refused) -> None:
+            self.close_connection = True  # an unread body must not be taken for the next request
+            self._send(exc.status, json.dumps({"error": str(exc)}).encode(), "application/json")
+
+        def _check_addressed(self) -> None:
+            allowed = _allowed_hosts(host, self.server.server_address[1])
+            if (self.headers.get("Host") or "").lower() not in allowed:
+                raise Refused(403, f"Host must be one of {', '.join(sorted(allowed))}")
+            origin = self.headers.get("Origin")
+            if origin is not None and origin.lower() not in {f"http://{a}" for a in allowed}:
+                raise Refused(403, "requests from other sites' pages are refused")
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            if self.path in ("/", "/index.html"):
-                self._send(200, body, "text/html; charset=utf-8")
-            else:
-                self._send(404, b"not found", "text/plain")
+            try:
+                self._check_addressed()
+                if self.path not in ("/", "/index.html"):
+                    raise Refused(404, "not found")
+            except Refused as exc:
+                return self._refuse(exc)
+            self._send(200, body, "text/html; charset=utf-8")
 
         def do_POST(self) -> None:  # noqa: N802
-            if self.path != "/decisions":
-                self._send(404, b"not found", "text/plain")
-                return
-            length = int(self.headers.get("Content-Length") or 0)
             try:
-                if length > MAX_POST_BYTES:
-                    raise ValueError(f"request too large ({length} bytes)")
-                with lock:
-                    saved = merge_decisions(decisions_path, json.loads(self.rfile.read(length)))
-                answer, status = {"saved": saved, "path": str(decisions_path)}, 200
-            except (ValueError, OSError) as exc:  # json.JSONDecodeError is a ValueError
-                answer, status = {"error": " ".join(str(exc).split())}, 400
-            self._send(status, json.dumps(answer).encode(), "application/json")
+                self._check_addressed()
+                if self.path != "/decisions":
+                    raise Refused(404, "not found")
+                incoming = _read_decisions(self, token)
+            except Refused as exc:
+                return self._refuse(exc)
+            try:
+                update_decisions(decisions_path, incoming)
+            except (ValueError, OSError) as exc:  # the file on disk is broken or cannot be written
+                return self._refuse(Refused(500, " ".join(str(exc).split())))
+            answer = {"saved": len(incoming), "path": str(decisions_path)}
+            self._send(200, json.dumps(answer).encode(), "application/json")
 
-        def log_message(self, format: str, *args: Any) -> None:  # one line per request, on stderr
-            super().log_message(format, *args)
-
+    Handler.timeout = timeout  # a socket timeout: a client that stops sending holds nothing for long
     return ThreadingHTTPServer((host, port), Handler)

@@ -130,10 +130,69 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def iter_jsonl(path: str | os.PathLike, strict: bool = True, bad: list[int] | None = None) -> Iterator[Any]:
+    """The JSON value of each non-blank line of a JSON-lines file, read line by line (a file can
+    be larger than memory).  A line that is not JSON raises JSONLineError when `strict`, else its
+    number is appended to `bad`.  Lines are the same as `parse_json_lines` cuts: text mode turns
+    \r\n and \r into \n, and iteration splits on \n only."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if strict:
+                    raise JSONLineError(str(path), lineno, exc.msg) from exc
+                if bad is not None:
+                    bad.append(lineno)
+                continue
+            yield value
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSON-lines file; a malformed line raises ValueError naming file and line."""
-    with open(path, encoding="utf-8") as fh:
-        return parse_json_lines(fh.read(), str(path))[0]
+    return list(iter_jsonl(path))
+
+
+_NOT_JSON = object()
+
+
+def _whole_json(path: str | os.PathLike) -> Any:
+    try:
+        return load_json_file(path)
+    except ValueError:
+        return _NOT_JSON
+
+
+def read_json_or_lines(
+    path: str | os.PathLike, strict: bool = True, what: str = "file"
+) -> tuple[bool, Any, list[int]]:
+    """A file that holds either one JSON document or JSON lines, streamed as lines first.
+
+    (True, the document, []) when the whole file is one JSON value (a one-line file, or one
+    document spread over lines); else (False, the rows, the numbers of the lines that are not
+    JSON).  `strict`: a bad line of a file that is not one document raises JSONLineError; a file
+    that cannot be read or decoded is a ValueError naming it (`what` says what it is).
+    """
+    rows: list[Any] = []
+    bad: list[int] = []
+    try:
+        rows.extend(iter_jsonl(path, strict, bad))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read {what} ({exc})") from exc
+    except JSONLineError:
+        doc = _whole_json(path)
+        if doc is _NOT_JSON:
+            raise
+        return True, doc, []
+    if bad:  # a document spread over lines (pretty-printed) reads as bad lines
+        doc = _whole_json(path)
+        return (True, doc, []) if doc is not _NOT_JSON else (False, rows, bad)
+    if len(rows) == 1:
+        return True, rows[0], []
+    return False, rows, bad
 
 
 # ---------------------------------------------------------------- JSON values
@@ -145,6 +204,18 @@ def is_int(v: Any) -> bool:
 def is_number(v: Any) -> bool:
     """A finite real number, not a bool (Python's json reads NaN and Infinity)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def path_inside(root: str | os.PathLike, name: str | os.PathLike) -> Path:
+    """`root / name` for a name an input file gave (a video, a deck, a model's artifact), which must
+    stay inside `root`: an absolute name, one that climbs out with `..`, or one naming `root` itself
+    raises ValueError.  The check is on the names, not on resolved links: a dataset folder whose
+    files link to a bigger disk is how large copies are commonly set up."""
+    text = os.fspath(name)
+    rel = Path(os.path.normpath(text)) if text else Path(".")
+    if rel.is_absolute() or rel.parts[:1] == ("..",) or rel == Path("."):
+        raise ValueError(f"{text!r} is not a path inside {root}")
+    return Path(root) / rel
 
 
 def relative_posix(path: Path, root: Path) -> str:
@@ -181,6 +252,36 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     _fsync_dir(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock, across processes, for a read-modify-write of `path` (held until the
+    block ends).  It is taken on the file's folder: every atomic write replaces the file itself,
+    so a lock on the file would guard an inode that is no longer there; and no lock file is left."""
+    import fcntl
+
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def project_root() -> Path:
+    """The project a command works on: the nearest folder at or above the working directory that
+    holds dvc.yaml (a stage, or a command started in a subfolder), else the checkout this package
+    runs from, else the working directory.  Project paths (the GX suites, the review decisions,
+    the model cache) then name the same files wherever a command is started."""
+    here = Path.cwd()
+    checkout = Path(__file__).resolve().parents[3]
+    for folder in (here, *here.parents, checkout):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return here
 
 
 def files_md5(paths: Iterable[str | os.PathLike]) -> str:

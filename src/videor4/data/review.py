@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from videor4.core.io import atomic_write_text, read_json
+from videor4.core.io import atomic_write_text, locked, project_root, read_json
 
 DECISIONS_VERSION = 1
 DECISIONS = ("accept", "reject")
@@ -88,7 +88,8 @@ def decisions_from(doc: Any, validate: bool = True) -> dict[str, Decision]:
         from videor4.data.validation import DataValidationError, require_valid
 
         try:
-            require_valid(rows, "review", allow_empty=True)
+            # the project's suite, wherever the command was started
+            require_valid(rows, "review", project_root() / "expectations", allow_empty=True)
         except DataValidationError as exc:
             raise DecisionSchemaError(str(exc)) from None
     return {
@@ -122,6 +123,16 @@ def save_decisions(path: str | os.PathLike, decisions: Mapping[str, Decision]) -
     path = Path(path)
     atomic_write_text(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def update_decisions(path: str | os.PathLike, incoming: Mapping[str, Decision]) -> Path:
+    """Merge `incoming` into the file at `path` (created when missing).  Load, merge and save are
+    one step under a lock across processes, so two savers at once each keep the other's decisions."""
+    path = Path(path)
+    with locked(path):
+        merged = load_decisions(path) if path.is_file() else {}
+        merged.update(incoming)
+        return save_decisions(path, merged)
 
 
 def apply_decisions(rows: dict[str, list[dict[str, Any]]], decisions: Mapping[str, Decision]) -> Counter:

@@ -27,6 +27,7 @@ from typing import Any
 from videor4.core.params import fill, section
 from videor4.core.scoring import score_answer
 from videor4.core.statistics import RESAMPLES, Estimate, format_estimate, format_p, mean_ci, paired_difference, proportion_ci
+from videor4.train.lifecycle import curriculum_params
 
 SINGLE_PASS, RUMINATION = "single_pass", "rumination"
 
@@ -348,20 +349,13 @@ DEFAULT_SETS = {
 
 
 # ---------------------------------------------------------------- paired comparisons
-@dataclass
-class CurriculumParams:
-    """`curriculum:` in params.yaml: the schedule (dvc.yaml passes it as crp_sft's `--init`)."""
-
-    crp_sft_init: str = "models/rl_d"  # models/rl_d (full) | models/drp_sft | models/base (ablations)
-
-
 def curriculum_inits(params: Mapping[str, Any]) -> dict[str, str]:
     """{checkpoint: the checkpoint it was trained from}, as the `--init` flags in dvc.yaml.
 
     CRP-SFT starts from `curriculum.crp_sft_init` (models/rl_d, or models/drp_sft / models/pretrain in
     the schedule ablations), so each stage is compared against the start it really had.
     """
-    crp_init = fill(CurriculumParams, section(params, "curriculum"), "curriculum").crp_sft_init
+    crp_init = curriculum_params(params).crp_sft_init
     return {"pretrain": "base", "drp_sft": "pretrain", "rl_d": "drp_sft", "crp_sft": Path(crp_init).name, "rl_c": "crp_sft"}
 
 

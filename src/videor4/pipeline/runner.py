@@ -275,12 +275,19 @@ def runtime_params(params: Mapping[str, Any]) -> RuntimeParams:
 
 
 def pin_cpu_kernels(level: str) -> None:
-    """Set (avx2) or clear (native) the kernel-choosing variables; they act only before torch loads."""
+    """Set (avx2) or clear (native) the kernel-choosing variables; they act only before torch loads,
+    so a process that already imported torch may only ask for the kernels it has."""
+    names = sorted({key for env in CPU_KERNEL_ENV.values() for key in env})
+    wanted = {name: CPU_KERNEL_ENV[level].get(name) for name in names}
     if "torch" in sys.modules:
-        raise RuntimeError("runtime.cpu_kernels must be applied before torch is imported")
-    for name in {key for env in CPU_KERNEL_ENV.values() for key in env}:
-        os.environ.pop(name, None)
-    os.environ.update(CPU_KERNEL_ENV[level])
+        if wanted != {name: os.environ.get(name) for name in names}:
+            raise RuntimeError(f"runtime.cpu_kernels={level} must be applied before torch is imported")
+        return
+    for name, value in wanted.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 class _DropMessages(logging.Filter):
@@ -301,6 +308,10 @@ def quiet_upstream_warnings() -> None:
     # DeepSpeed (imported by accelerate/transformers when installed) warns on every import that it
     # found no GPU and uses the CPU; that is this machine's normal case, not a problem.
     logging.getLogger("DeepSpeed").addFilter(_DropMessages("Setting accelerator to CPU"))
+    # MLflow 3.17 warns when a logged model has a signature but no input example; given one, Model.log
+    # loads the model and predicts on it (a rumination over the example's video, which does not ship
+    # with the model), and pyfunc's save_model refuses the switch that skips that check.
+    warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
 
 
 @contextlib.contextmanager

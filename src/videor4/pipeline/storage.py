@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from videor4.pipeline.tracking import redact_uri
+
 # Environment variables that override params.yaml's `storage:` section (the AWS ones are standard).
 BUCKET_ENV = "VIDEOR4_S3_BUCKET"
 PREFIX_ENV = "VIDEOR4_S3_PREFIX"
@@ -53,8 +55,8 @@ class S3Settings:
 
     @property
     def endpoint_name(self) -> str:
-        """How messages name the endpoint."""
-        return self.endpoint_url or "AWS"
+        """How messages name the endpoint (without any user:token@ in its URL)."""
+        return redact_uri(self.endpoint_url) if self.endpoint_url else "AWS"
 
     def url(self, *parts: str) -> str:
         """s3://bucket/prefix/parts..."""
@@ -151,7 +153,8 @@ def check(settings: S3Settings, write: bool = False) -> None:
             s3.put_object(Bucket=settings.bucket, Key=probe_key, Body=b"")
             s3.delete_object(Bucket=settings.bucket, Key=probe_key)
     except Exception as exc:  # botocore's errors; anything else is described as it is
-        raise StorageError(describe_error(exc, settings)) from exc
+        # botocore's text holds the endpoint URL, user-info and all
+        raise StorageError(redact_uri(describe_error(exc, settings))) from exc
 
 
 def mlflow_environment(settings: S3Settings) -> dict[str, str]:

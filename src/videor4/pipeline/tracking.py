@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -51,6 +52,17 @@ FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 
 # MLflow accepts only these characters in keys (alphanumerics, _ - . space / :).
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. /:")
+
+
+# user-info in a URI (scheme://user:token@host): greedy up to the last "@" before the path, since
+# a password sometimes holds a raw "@"
+_USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def redact_uri(text: Any) -> str:
+    """`text` (a URI, a param value, a message) with the user-info of every URI in it removed:
+    what is logged, tagged or printed must not carry a token (http://user:token@host → http://host)."""
+    return _USER_INFO.sub(r"\g<scheme>", str(text))
 
 
 def is_model_uri(ref: str | os.PathLike) -> bool:
@@ -127,7 +139,7 @@ def _clean_key(key: str) -> str:
 
 
 def _truncate(value: Any, limit: int) -> str:
-    text = str(value)
+    text = redact_uri(value)  # every param and tag value passes here
     if len(text) <= limit:
         return text
     return text[: limit - len(TRUNCATED)] + TRUNCATED
@@ -190,7 +202,7 @@ class Run:
     def _backend_failed(self, action: str, exc: BaseException, quiet: bool = False) -> None:
         """Strict: raise.  Otherwise warn once and carry on without the backend."""
         self._client = None
-        message = f"MLflow tracking at {self.tracking_uri} failed ({action}): {_one_line(exc)}"
+        message = redact_uri(f"MLflow tracking at {self.tracking_uri} failed ({action}): {_one_line(exc)}")
         if self.config.strict and not quiet:
             raise TrackingError(message) from exc
         if not self._failed:  # one warning per run; later calls are silent no-ops
@@ -249,7 +261,8 @@ class Run:
             condition = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
             found = self._client.search_runs([experiment_id], filter_string=condition, order_by=["attributes.start_time DESC"], max_results=1)
         except Exception as exc:  # a lookup is informative only: never fail or deactivate the run for it
-            logger.warning("MLflow search for runs tagged %s failed: %s", dict(tags), _one_line(exc))
+            failed = redact_uri(_one_line(exc))
+            logger.warning("MLflow search for runs tagged %s failed: %s", dict(tags), failed)
             return None
         return found[0].info.run_id if found else None
 

@@ -39,8 +39,23 @@ class FrameRangeError(VideoError, IndexError):
 
 # What reading a video or a page image raises when the file, not the code, is at fault: a missing,
 # empty or undecodable source (VideoError) or what PIL and the file system raise (OSError, which
-# PIL's UnidentifiedImageError is).  Callers that skip bad inputs catch these and nothing broader.
-READ_ERRORS = (VideoError, OSError)
+# PIL's UnidentifiedImageError is, and DecompressionBombError: a small file declaring more pixels
+# than PIL will decode).  Callers that skip bad inputs catch these and nothing broader.
+READ_ERRORS = (VideoError, OSError, Image.DecompressionBombError)
+
+
+def _page_error(page: Path, exc: Exception) -> VideoError:
+    reason = "too_large" if isinstance(exc, Image.DecompressionBombError) else "corrupt"
+    return VideoError(reason, f"cannot read page image {page}: {exc}")
+
+
+def page_size(page: Path) -> tuple[int, int]:
+    """A page image's (width, height) from its header, nothing decoded; VideoError if unreadable."""
+    try:
+        with Image.open(page) as im:
+            return im.size
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise _page_error(page, exc) from exc
 
 
 # ---------------------------------------------------------------- pixel budgets
@@ -126,11 +141,7 @@ class FrameSource:
                 raise VideoError("missing", f"page image not found: {missing[0]}")
             self.num_frames = len(self.pages)
             self.fps = 1.0
-            try:
-                with Image.open(self.pages[0]) as im:
-                    self.width, self.height = im.size
-            except OSError as exc:
-                raise VideoError("corrupt", f"cannot read page image {self.pages[0]}: {exc}") from exc
+            self.width, self.height = page_size(self.pages[0])
             return
         if not self.path.exists():
             raise VideoError("missing", f"video not found: {self.path}")
@@ -160,8 +171,8 @@ class FrameSource:
                 try:
                     with Image.open(self.pages[i]) as im:
                         out.append(np.asarray(im.convert("RGB")))
-                except OSError as exc:
-                    raise VideoError("corrupt", f"cannot read page image {self.pages[i]}: {exc}") from exc
+                except (OSError, Image.DecompressionBombError) as exc:
+                    raise _page_error(self.pages[i], exc) from exc
             return out
         try:
             batch = self._reader.get_batch(list(indices)).asnumpy()

@@ -16,9 +16,30 @@ from pathlib import Path
 from typing import Any
 
 from videor4.core.io import read_json
+from videor4.core.params import ParamsError, fill, section
 
 LogFn = Callable[[Mapping[str, float], int], None]
 FINGERPRINT_FILE = "fingerprint.json"
+# The checkpoints CRP-SFT may start from: the full schedule (rl_d) and the paper's ablations.
+CRP_SFT_INITS = ("models/rl_d", "models/drp_sft", "models/pretrain", "models/base")
+
+
+@dataclass
+class CurriculumParams:
+    """`curriculum:` in params.yaml: the schedule.  crp_sft reads its start from here, not from its
+    command line: DVC puts `${...}` values into a shell command unquoted, so a value there would
+    run as shell code before anything could check it."""
+
+    crp_sft_init: str = "models/rl_d"  # one of CRP_SFT_INITS
+
+    def __post_init__(self) -> None:
+        if self.crp_sft_init not in CRP_SFT_INITS:
+            allowed = f"is not one of {', '.join(CRP_SFT_INITS)}"
+            raise ParamsError(f"params curriculum.crp_sft_init: {self.crp_sft_init!r} {allowed}")
+
+
+def curriculum_params(params: Mapping[str, Any]) -> CurriculumParams:
+    return fill(CurriculumParams, section(params, "curriculum"), "curriculum")
 
 
 def fingerprint(**parts: Any) -> str:

@@ -18,16 +18,15 @@ Broken files raise ValueError; broken items are skipped and counted by reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from videor4.core.io import is_int, load_json_file, parse_json_lines, read_text, relative_posix
+from videor4.core.io import is_int, load_json_file, read_json_or_lines, relative_posix
 from videor4.core.schema import Sample, SkipItem
-from videor4.data.sources.m4vitevqa import SkipCounter, resolve_split_file
+from videor4.data.sources.m4vitevqa import SkipCounter, inside, resolve_split_file
 from videor4.rumination.video import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -221,16 +220,13 @@ def _read_jsonl_items(path: Path) -> tuple[list[Any], list[int]]:
     A whole-file JSON list (or {"data": [...]}) is accepted too, since some copies of
     SlidesVQA are re-saved that way.
     """
-    text = read_text(path)
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
-        whole = None
-    if isinstance(whole, list):
-        return whole, []
-    if isinstance(whole, dict):
-        return (whole["data"], []) if isinstance(whole.get("data"), list) else ([whole], [])
-    items, bad_lines = parse_json_lines(text, str(path), strict=False)
+    whole, items, bad_lines = read_json_or_lines(path, strict=False)  # JSON lines are streamed
+    if whole and isinstance(items, list):
+        return items, []
+    if whole and isinstance(items, dict):
+        return (items["data"], []) if isinstance(items.get("data"), list) else ([items], [])
+    if whole:  # a bare value: one item
+        return [items], []
     if not items and bad_lines:
         raise ValueError(f"{path}: no line is valid JSON (expected JSON lines of SlidesVQA questions)")
     return items, bad_lines
@@ -244,9 +240,9 @@ def _parse_slidesvqa_item(
     qa_id = _int_id(item, "qa_id")
     question = _question(item)
     deck = item.get("deck_name")
-    # The deck name becomes a folder name: refuse anything that could leave images/.
-    if not isinstance(deck, str) or not deck.strip() or "/" in deck or "\\" in deck or deck in (".", ".."):
-        raise SkipItem("malformed_item:deck_name", f"deck_name must be a plain folder name, got {deck!r}")
+    if not isinstance(deck, str) or not deck.strip():
+        raise SkipItem("malformed_item:deck_name", f"deck_name must be a folder name, got {deck!r}")
+    deck_dir = inside(images_dir, deck, "deck_name")  # the name becomes a folder: it must stay in images/
 
     if item.get("answer") is None:
         if not allow_missing_answers:
@@ -265,10 +261,10 @@ def _parse_slidesvqa_item(
         raise SkipItem("malformed_item:evidence_pages", f"evidence_pages must be 1-based ints, got {evidence_pages!r:.80}")
 
     if deck not in decks:
-        decks[deck] = _deck_slides(images_dir / deck)
+        decks[deck] = _deck_slides(deck_dir)
     slides = decks[deck]
     if not slides:
-        raise SkipItem("missing_pages", f"no slide images under {images_dir / deck}")
+        raise SkipItem("missing_pages", f"no slide images under {deck_dir}")
     numbers = sorted(slides)
     absent = [n for n in evidence_pages if n not in slides]
     if absent:

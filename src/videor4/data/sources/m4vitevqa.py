@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from videor4.core.io import load_json_file, relative_posix
+from videor4.core.io import load_json_file, path_inside, relative_posix
 from videor4.core.schema import Sample, SkipItem, TextBox
 from videor4.data.ocr import load_ocr_file, ocr_to_text_boxes
 from videor4.rumination.video import IMAGE_SUFFIXES
@@ -105,6 +105,15 @@ class SkipCounter:
 
 
 # ---------------------------------------------------------------- file-level helpers
+def inside(root: Path, name: str, key: str) -> Path:
+    """`root / name` for a name an annotation item gives (every source joins item names through
+    here): one that would leave `root` (absolute, `..`) skips the item as malformed_item:<key>."""
+    try:
+        return path_inside(root, name)
+    except ValueError as exc:
+        raise SkipItem(f"malformed_item:{key}", str(exc)) from None
+
+
 def resolve_split_file(root: Path, split_file: str | Path) -> Path:
     """`split_file` under `root`, else as given (absolute, or relative to the cwd)."""
     given = Path(split_file)
@@ -323,7 +332,7 @@ def load_video_ocr(cfg: M4ViteVQAConfig, video_id: str, width: int, height: int)
     """
     if cfg.ocr_dir is None:
         return None
-    path = Path(cfg.root) / cfg.ocr_dir / f"{video_id}.json"
+    path = path_inside(Path(cfg.root) / cfg.ocr_dir, f"{video_id}.json")
     if not path.is_file():
         return None
     if width <= 0 or height <= 0:

@@ -16,15 +16,14 @@ Broken files raise ValueError naming the file; broken items are skipped and coun
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
-from videor4.core.io import JSONLineError, parse_json_lines
+from videor4.core.io import JSONLineError, read_json_or_lines
 from videor4.core.schema import OPTION_LETTERS, Sample, SkipItem
-from videor4.data.sources.m4vitevqa import SkipCounter, resolve_split_file
+from videor4.data.sources.m4vitevqa import SkipCounter, inside, resolve_split_file
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +37,13 @@ _LABEL = re.compile(r"^\s*[\(\[]?([A-Z])[\)\].:]\s+")
 def _read_items(path: Path) -> list[Any]:
     if not path.is_file():
         raise ValueError(f"multiple-choice annotation file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:  # not one document: JSON lines
-        try:
-            return parse_json_lines(text, str(path))[0]
-        except JSONLineError as exc:
-            raise ValueError(f"{path}: line {exc.lineno} is neither a JSON document nor JSON lines ({exc.msg})") from exc
+    try:  # JSON lines are streamed; one document is read whole
+        whole, doc, _ = read_json_or_lines(path, what="annotation file")
+    except JSONLineError as exc:
+        neither = f"line {exc.lineno} is neither a JSON document nor JSON lines ({exc.msg})"
+        raise ValueError(f"{path}: {neither}") from exc
+    if not whole:
+        return doc
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
         return doc["data"]
     if isinstance(doc, list):
@@ -130,7 +128,7 @@ def load_mcvqa(
 
     def resolve(pos: int, sample: Sample) -> None:
         name = names[sample.sample_id]
-        video = videos / name
+        video = inside(videos, name, "video")
         if not video.suffix and not video.is_dir():
             video = video.with_name(video.name + video_ext)
         if not video.exists():
