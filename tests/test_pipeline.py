@@ -145,7 +145,9 @@ def test_a_pipeline_run_prints_no_warning(reproduced):
     """Our code raises none; the ones only upstream can fix are filtered at the stage runner
     (videor4.pipeline.runner.quiet_upstream_warnings)."""
     path, _, _ = reproduced
-    lines = (path.parent / "repro.log").read_text().replace("\r", "\n").splitlines()
+    log = (path.parent / "repro.log").read_text()
+    assert "Running stage 'pretrain'" in log and "Running stage 'rl_c'" in log  # the whole run's output
+    lines = log.replace("\r", "\n").splitlines()
     warned = sorted({line.strip() for line in lines if WARNING_LINE.search(line)})
     assert not warned, "\n".join(warned)
 

@@ -167,7 +167,7 @@ def data_review(
     sets: list[str] = typer.Option(list(SFT_SETS), "--set", help="Trajectory sets to review (repeatable)."),
     limit: int = typer.Option(40, help="Review a seeded random sample of this many trajectories per set; 0 = all."),
     seed: int = typer.Option(0, help="Seed of that sample."),
-    decisions: Path = typer.Option(None, help="Decisions file (default: params data.review.decisions)."),
+    decisions: Path = typer.Option(None, help="Decisions file, relative to the project root (default: params data.review.decisions)."),
     params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (for the decisions file)."),
     out: Path = typer.Option(Path("reports/review/index.html"), help="The page to write."),
     serve: bool = typer.Option(False, help="Serve the page; its Save button writes the decisions file."),
@@ -175,7 +175,7 @@ def data_review(
     port: int = typer.Option(8765, help="Port to serve on (0: any free one)."),
 ) -> None:
     """Human QC: a self-contained HTML page to accept or reject trajectories; build_data drops the rejected."""
-    from videor4.app.review import make_server, pick_rows, review_page
+    from videor4.app.review import decisions_file, make_server, pick_rows, review_page
     from videor4.core.io import atomic_write_text, read_jsonl
     from videor4.data.review import load_decisions
     from videor4.rumination.video import VideoError
@@ -189,6 +189,7 @@ def data_review(
         except ParamsError as exc:
             _die(str(exc))
         decisions = Path(configured or "review/decisions.json")
+    decisions = decisions_file(decisions)  # from the project root, as the server saves it
     rows = []
     for name in sets:
         if name not in SFT_SETS:
@@ -230,9 +231,41 @@ def ask(
     report: Path = typer.Option(None, help="HTML report to write (default reports/ask/<video-stem>.html)."),
 ) -> None:
     """Ruminate over a video: stream each step, print the answer, write an HTML report."""
+    from videor4.app.ask import AskError, default_report_path, load_model, open_env, open_source, ruminate, write_report
+
+    vision, settings, tracking_uri = _ask_settings(params, max_steps, max_new_tokens, temperature)
+    try:
+        sample = open_source(video, question)
+        env = open_env(sample, vision, max_images=settings.max_images)
+        video_info = env.video
+        typer.echo(
+            f"{video}: {len(video_info.frames)} of {video_info.num_source_frames} frames shown "
+            f"({video_info.width}x{video_info.height}); tool budget {settings.max_tool_calls}"
+        )
+        policy = load_model(model, tracking_uri=tracking_uri)
+        rollout = ruminate(policy, sample, vision, settings, on_step=_print_step, env=env)
+    except AskError as exc:
+        _die(str(exc))
+    except Exception as exc:  # noqa: BLE001  (e.g. an EncodingError: report it on one line)
+        _die(f"rumination failed: {_first_line(exc)}")
+    traj = rollout.to_trajectory()
+    typer.secho(f"answer: {traj.final_answer if traj.final_answer is not None else '(none)'}", bold=True)
+    typer.echo(f"finish: {traj.finish_reason} ({len(traj.turn_texts())} turns, {len(traj.steps)} tool calls)")
+    try:
+        path = write_report(traj, report or default_report_path(video), model=str(model))
+    except OSError as exc:
+        _die(f"cannot write the report: {exc}")
+    typer.echo(f"report: {path}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _ask_settings(params: Path, max_steps: int | None, max_new_tokens: int, temperature: float):
+    """(vision config, rollout settings, tracking URI) for `ask`: params.yaml's, or the defaults."""
     import yaml
 
-    from videor4.app.ask import AskError, call_text, default_report_path, load_model, open_env, open_source, ruminate, write_report
     from videor4.policy.rollout import RolloutSettings, rollout_limits
     from videor4.rumination.tools import VisionConfig, vision_config
 
@@ -255,39 +288,21 @@ def ask(
         batch_size=1,
         force_answer=True,
     )
+    return vision, settings, tracking_uri
 
-    def on_step(traj) -> None:  # the trajectory so far: print its newest turn
-        typer.secho(f"[step {len(traj.turn_texts())}]", bold=True)
-        step = traj.steps[-1] if traj.final_text is None else None  # None: the turn made no executed call
-        thought = step.thought if step is not None else traj.final_text.strip()
-        for line in (thought or "(no text)").splitlines():
-            typer.echo(f"  {line}")
-        if step is not None:
-            typer.echo(f"  -> {call_text(step)}")
-            typer.secho(f"  <- {step.observation_text}", fg=typer.colors.RED if step.error is not None else None)
 
-    try:
-        sample = open_source(video, question)
-        env = open_env(sample, vision, max_images=settings.max_images)
-        video_info = env.video
-        typer.echo(
-            f"{video}: {len(video_info.frames)} of {video_info.num_source_frames} frames shown "
-            f"({video_info.width}x{video_info.height}); tool budget {settings.max_tool_calls}"
-        )
-        policy = load_model(model, tracking_uri=tracking_uri)
-        rollout = ruminate(policy, sample, vision, settings, on_step=on_step, env=env)
-    except AskError as exc:
-        _die(str(exc))
-    except Exception as exc:  # noqa: BLE001  (e.g. an EncodingError: report it on one line)
-        _die(f"rumination failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    traj = rollout.to_trajectory()
-    typer.secho(f"answer: {traj.final_answer if traj.final_answer is not None else '(none)'}", bold=True)
-    typer.echo(f"finish: {traj.finish_reason} ({len(traj.turn_texts())} turns, {len(traj.steps)} tool calls)")
-    try:
-        path = write_report(traj, report or default_report_path(video), model=str(model))
-    except OSError as exc:
-        _die(f"cannot write the report: {exc}")
-    typer.echo(f"report: {path}")
+def _print_step(traj) -> None:
+    """Print the newest turn of the trajectory so far (its thought, call and observation)."""
+    from videor4.app.ask import call_text
+
+    typer.secho(f"[step {len(traj.turn_texts())}]", bold=True)
+    step = traj.steps[-1] if traj.final_text is None else None  # None: the turn made no executed call
+    thought = step.thought if step is not None else traj.final_text.strip()
+    for line in (thought or "(no text)").splitlines():
+        typer.echo(f"  {line}")
+    if step is not None:
+        typer.echo(f"  -> {call_text(step)}")
+        typer.secho(f"  <- {step.observation_text}", fg=typer.colors.RED if step.error is not None else None)
 
 
 def _tracking_uri(params: dict) -> str:
@@ -311,28 +326,42 @@ def evaluate(
     params: Path = typer.Option(Path("params.yaml"), help="Vision config, rollout limits and eval settings (defaults if absent)."),
 ) -> None:
     """Evaluate one checkpoint on one eval set with the stage's engine and scoring: the table to stdout, predictions to a file."""
+    from videor4.app.ask import AskError, check_checkpoint, checkpoint_path
+    from videor4.core.io import write_jsonl
+    from videor4.evaluation.evaluate import MODE_LABELS, EvalDataError, eval_set_from_root
+    from videor4.pipeline.tracking import is_model_uri
+
+    if mode not in ("both", *MODE_LABELS):
+        _die(f"unknown mode {mode!r} (single_pass, rumination or both)")
+    settings, vision, max_images, tracking_uri = _eval_settings(params, max_steps, max_questions)
+    try:
+        sets = eval_set_from_root(eval_set, root, settings, file=file, subset=subset)
+        path = check_checkpoint(checkpoint_path(model, tracking_uri))
+    except (EvalDataError, AskError) as exc:
+        _die(str(exc))
+    name = model if is_model_uri(model) else path.name
+    try:
+        rows = _evaluate_rows(name, path, sets, mode, vision, settings, max_images, eval_set)
+    except Exception as exc:  # noqa: BLE001  (a checkpoint or video that fails: one line)
+        _die(f"evaluation failed: {_first_line(exc)}")
+    out = predictions or Path("reports/eval_cli") / f"{Path(name).name.replace(':', '_')}.{eval_set}.jsonl"
+    try:
+        write_jsonl(out, rows)
+    except OSError as exc:
+        _die(f"cannot write the predictions: {exc}")
+    typer.echo(f"predictions: {out} ({len(rows)} records)")
+
+
+def _eval_settings(params: Path, max_steps: int | None, max_questions: int | None):
+    """(eval settings, vision config, max images, tracking URI) for `eval`, with the command's overrides."""
     import dataclasses
 
     import yaml
 
-    from videor4.app.ask import AskError, check_checkpoint, checkpoint_path
-    from videor4.core.io import write_jsonl
-    from videor4.evaluation.evaluate import (
-        MODE_LABELS,
-        EvalDataError,
-        eval_set_from_root,
-        eval_settings,
-        evaluate_checkpoint,
-        evaluate_mode,
-        format_cell_table,
-        paper_table,
-    )
-    from videor4.pipeline.tracking import is_model_uri
+    from videor4.evaluation.evaluate import eval_settings
     from videor4.policy.rollout import rollout_limits
     from videor4.rumination.tools import vision_config
 
-    if mode not in ("both", *MODE_LABELS):
-        _die(f"unknown mode {mode!r} (single_pass, rumination or both)")
     try:
         p = _params(params) if params.is_file() else {}
         settings = eval_settings(p)
@@ -341,36 +370,30 @@ def evaluate(
         if max_questions is not None:
             settings = dataclasses.replace(settings, max_questions=max_questions)
         vision, max_images = vision_config(p, settings.vision), rollout_limits(p).max_images
-        tracking_uri = _tracking_uri(p)
+        return settings, vision, max_images, _tracking_uri(p)
     except (yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
         _die(f"bad params file {params}: {' '.join(str(exc).split())}")
-    try:
-        sets = eval_set_from_root(eval_set, root, settings, file=file, subset=subset)
-        path = check_checkpoint(checkpoint_path(model, tracking_uri))
-    except (EvalDataError, AskError) as exc:
-        _die(str(exc))
-    name = model if is_model_uri(model) else path.name
-    rows = []
-    try:
-        if mode == "both":
-            result = evaluate_checkpoint(name, path, sets, vision, settings, max_images, _progress)
-            typer.echo(paper_table([result], sets, settings.max_steps, title=f"{name} on {eval_set}"))
-            rows = [{"set": s, "mode": m, **r} for s, modes in result.predictions.items() for m, recs in modes.items() for r in recs]
-        else:
-            cells = []
-            for s in sets:
-                cell, records = evaluate_mode(path, s, mode, vision, settings, max_images, _progress(f"eval {s.name}", len(s.rows)))
-                cells.append((s, cell))
-                rows += [{"set": s.name, "mode": mode, **r} for r in records]
-            typer.echo(format_cell_table(name, mode, cells))
-    except Exception as exc:  # noqa: BLE001  (a checkpoint or video that fails: one line)
-        _die(f"evaluation failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    out = predictions or Path("reports/eval_cli") / f"{Path(name).name.replace(':', '_')}.{eval_set}.jsonl"
-    try:
-        write_jsonl(out, rows)
-    except OSError as exc:
-        _die(f"cannot write the predictions: {exc}")
-    typer.echo(f"predictions: {out} ({len(rows)} records)")
+
+
+def _evaluate_rows(name, path, sets, mode, vision, settings, max_images, eval_set) -> list[dict]:
+    """Score the checkpoint in `mode` (both: the stage's table and scaling curve), print the table,
+    return the per-question records."""
+    from videor4.evaluation.evaluate import evaluate_checkpoint, evaluate_mode, format_cell_table, paper_table
+
+    if mode == "both":
+        result = evaluate_checkpoint(name, path, sets, vision, settings, max_images, _progress)
+        typer.echo(paper_table([result], sets, settings.max_steps, title=f"{name} on {eval_set}"))
+        return [
+            {"set": s, "mode": m, **r} for s, modes in result.predictions.items() for m, recs in modes.items() for r in recs
+        ]
+    rows, cells = [], []
+    for s in sets:
+        progress = _progress(f"eval {s.name}", len(s.rows))
+        cell, records = evaluate_mode(path, s, mode, vision, settings, max_images, progress)
+        cells.append((s, cell))
+        rows += [{"set": s.name, "mode": mode, **r} for r in records]
+    typer.echo(format_cell_table(name, mode, cells))
+    return rows
 
 
 @remote_app.command("configure")

@@ -97,11 +97,11 @@ class TrackingConfig:
     strict: bool = False
 
     def resolved_uri(self) -> str:
-        """MLFLOW_TRACKING_URI, else the configured URI, else ./mlflow.db (sqlite)."""
+        """MLFLOW_TRACKING_URI, else the configured URI, else the workspace's mlflow.db (sqlite)."""
         uri = os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
         if uri:
             return uri
-        return f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+        return f"sqlite:///{workspace_root() / DEFAULT_DB}"
 
     @property
     def local_store(self) -> bool:
@@ -117,8 +117,17 @@ class TrackingConfig:
         if self.artifact_location:
             return self.artifact_location
         if is_local_store(uri):
-            return Path(DEFAULT_ARTIFACTS).resolve().as_uri()
+            return (workspace_root() / DEFAULT_ARTIFACTS).as_uri()
         return None
+
+
+def workspace_root() -> Path:
+    """Where the default store lives: the repository `dvc repro` / `dvc exp run` was started in.
+
+    A queued or `--temp` experiment runs in a copy under .dvc/tmp/exps/; DVC names the repository
+    it came from in $DVC_ROOT, so its runs join the workspace's store instead of a store that goes
+    with the copy.  Outside DVC: the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
