@@ -254,8 +254,23 @@ pre { white-space: pre-wrap; background: #fafafa; border: 1px solid #eee; paddin
 def render_report(traj: Trajectory, model: str | None = None) -> str:
     """The report of a trajectory as one HTML string (images embedded as base64 PNG; all model
     text escaped).  The calls are re-executed for their pixels: the trajectory keeps sha256s."""
-    e = html.escape
     env, observations = reexecute(traj)
+    video = env.video
+    out = _report_head(traj, env, model)
+    turns = traj.turn_texts()
+    for i, text in enumerate(turns):
+        out.append(f'<div class="step"><h2>Step {i + 1}</h2>')
+        out.append(f"<pre>{html.escape(text)}</pre>")
+        if i < len(traj.steps):
+            out += _step_html(traj, video, traj.steps[i], observations[i])
+        out.append("</div>")
+    out += _report_tail(traj, env, len(turns))
+    return "\n".join(out) + "\n"
+
+
+def _report_head(traj: Trajectory, env: RuminationEnv, model: str | None) -> list[str]:
+    """The report's HTML up to the steps: the question, the source and the frames shown."""
+    e = html.escape
     video = env.video
     out = [
         "<!DOCTYPE html>",
@@ -268,7 +283,8 @@ def render_report(traj: Trajectory, model: str | None = None) -> str:
         + e(str(video.path))
         + "</code>"
         + (f" &middot; model: <code>{e(str(model))}</code>" if model else "")
-        + f" &middot; {len(video.frames)} of {video.num_source_frames} frames shown ({video.width}x{video.height})</p>",
+        + f" &middot; {len(video.frames)} of {video.num_source_frames} frames shown"
+        + f" ({video.width}x{video.height})</p>",
         f"<h2>Frames shown ({len(video.frames)})</h2>",
         '<div class="row">',
     ]
@@ -277,43 +293,48 @@ def render_report(traj: Trajectory, model: str | None = None) -> str:
         caption = f"{frame_label(traj, video, pos)}; model saw {seen.width}x{seen.height}"
         out.append(_figure(_thumb(frame, THUMB_SIDE // 2), caption, "frame"))
     out.append("</div>")
+    return out
 
-    turns = traj.turn_texts()
-    for i, text in enumerate(turns):
-        out.append(f'<div class="step"><h2>Step {i + 1}</h2>')
-        out.append(f"<pre>{e(text)}</pre>")
-        if i < len(traj.steps):
-            step, obs = traj.steps[i], observations[i]
-            out.append(f'<p class="call">tool call: <code>{e(call_text(step))}</code></p>')
-            if step.error is not None:
-                out.append(f'<p class="error">Execution error: {e(step.error)}</p>')
-            else:
-                out.append(f'<p class="obs">{e(obs_text(traj, video, step, obs))}</p>')
-                out.append('<div class="row">')
-                for (pos, region), img in zip(obs.regions, obs.images):
-                    if step.tool_call.name == "cropping" and tuple(region) != FULL_FRAME:
-                        source = draw_box(_thumb(video.frames[pos], THUMB_SIDE), region)
-                        attrs = f' data-region="{",".join(f"{v:.6f}" for v in region)}"'
-                        out.append(_figure(source, f"{frame_label(traj, video, pos)}, box {_box(region)}", "crop-source", attrs))
-                        out.append(_figure(_thumb(img, IMAGE_SIDE), f"cropped region ({img.width}x{img.height})", "returned"))
-                    else:
-                        out.append(_figure(_thumb(img, IMAGE_SIDE), f"{frame_label(traj, video, pos)} ({img.width}x{img.height})", "returned"))
-                out.append("</div>")
-        out.append("</div>")
 
+def _step_html(traj: Trajectory, video: VideoFrames, step: Step, obs: Observation) -> list[str]:
+    """A tool call's HTML: the call, then its error or its observation and the images it returned
+    (a crop next to its region outlined on the source frame)."""
+    e = html.escape
+    out = [f'<p class="call">tool call: <code>{e(call_text(step))}</code></p>']
+    if step.error is not None:
+        out.append(f'<p class="error">Execution error: {e(step.error)}</p>')
+        return out
+    out.append(f'<p class="obs">{e(obs_text(traj, video, step, obs))}</p>')
+    out.append('<div class="row">')
+    for (pos, region), img in zip(obs.regions, obs.images):
+        label = frame_label(traj, video, pos)
+        if step.tool_call.name == "cropping" and tuple(region) != FULL_FRAME:
+            source = draw_box(_thumb(video.frames[pos], THUMB_SIDE), region)
+            attrs = f' data-region="{",".join(f"{v:.6f}" for v in region)}"'
+            out.append(_figure(source, f"{label}, box {_box(region)}", "crop-source", attrs))
+            cropped = f"cropped region ({img.width}x{img.height})"
+            out.append(_figure(_thumb(img, IMAGE_SIDE), cropped, "returned"))
+        else:
+            out.append(_figure(_thumb(img, IMAGE_SIDE), f"{label} ({img.width}x{img.height})", "returned"))
+    out.append("</div>")
+    return out
+
+
+def _report_tail(traj: Trajectory, env: RuminationEnv, n_turns: int) -> list[str]:
+    """The report's HTML after the steps: the answer and a summary of the run."""
+    e = html.escape
     answer = traj.final_answer if traj.final_answer is not None else "(no answer)"
     failed = sum(step.error is not None for step in traj.steps)
-    out += [
+    return [
         "<h2>Answer</h2>",
         f'<p class="answer">{e(answer)}</p>',
         (
             f'<p class="meta">finish reason: <code>{e(str(traj.finish_reason))}</code> &middot; '
-            f"{len(turns)} turns, {len(traj.steps)} tool calls ({failed} failed), "
+            f"{n_turns} turns, {len(traj.steps)} tool calls ({failed} failed), "
             f"{len(env.seen)} images seen</p>"
         ),
         "</body></html>",
     ]
-    return "\n".join(out) + "\n"
 
 
 def write_report(traj: Trajectory, path: str | os.PathLike, model: str | None = None) -> Path:

@@ -42,10 +42,33 @@ def trajectory_image(traj: Trajectory) -> Image.Image:
     # re-executing the calls gives each crop's region in its source frame and the returned images
     env, observations = reexecute(traj)
     font, bold = _font(14), _font(16)
-    blocks: list[tuple[str, object]] = [("text", f"{traj.traj_id} ({traj.kind})  Q: {traj.question}")]
+    return _draw_rows(_layout(_blocks(traj, env.video.frames, observations)), font, bold)
 
-    # shown frames with crop regions outlined, coloured by step
-    thumbs = [_thumb(Image.fromarray(frame), 80) for frame in env.video.frames]
+
+def _blocks(traj: Trajectory, frames: list, observations: list) -> list[tuple[str, object]]:
+    """What the picture shows, top to bottom: ("text", str), ("images", [(label, image)]) or
+    ("step", (k, thought, call, observation text))."""
+    blocks: list[tuple[str, object]] = [("text", f"{traj.traj_id} ({traj.kind})  Q: {traj.question}")]
+    blocks.append(("images", [(f"{i + 1}", t) for i, t in enumerate(_outlined_thumbs(frames, observations))]))
+    for k, (step, obs) in enumerate(zip(traj.steps, observations)):
+        if step.tool_call is not None:
+            call = json.dumps(step.tool_call.to_dict())
+        else:
+            call = f"invalid tool call: {step.text or ''}"
+        blocks.append(("step", (k, step.thought, call, step.observation_text)))
+        if obs.images:
+            blocks.append(("images", [("", _thumb(im, 140)) for im in obs.images]))
+    if traj.final_answer is not None:
+        answer = f"\\boxed{{{traj.final_answer}}}"
+    else:
+        answer = f"no answer ({traj.finish_reason})"
+    blocks.append(("text", f"{traj.final_thought}  ->  {answer}   (reference: {', '.join(traj.answers)})"))
+    return blocks
+
+
+def _outlined_thumbs(frames: list, observations: list) -> list[Image.Image]:
+    """The shown frames with crop regions outlined, coloured by step."""
+    thumbs = [_thumb(Image.fromarray(frame), 80) for frame in frames]
     for k, obs in enumerate(observations):
         for frame_pos, region in obs.regions:
             if region == (0.0, 0.0, 1.0, 1.0):
@@ -55,16 +78,11 @@ def trajectory_image(traj: Trajectory) -> Image.Image:
                 [region[0] * im.width, region[1] * im.height, region[2] * im.width, region[3] * im.height],
                 outline=COLOURS[k % len(COLOURS)], width=2,
             )
-    blocks.append(("images", [(f"{i + 1}", t) for i, t in enumerate(thumbs)]))
-    for k, (step, obs) in enumerate(zip(traj.steps, observations)):
-        call = json.dumps(step.tool_call.to_dict()) if step.tool_call is not None else f"invalid tool call: {step.text or ''}"
-        blocks.append(("step", (k, step.thought, call, step.observation_text)))
-        if obs.images:
-            blocks.append(("images", [("", _thumb(im, 140)) for im in obs.images]))
-    answer = f"\\boxed{{{traj.final_answer}}}" if traj.final_answer is not None else f"no answer ({traj.finish_reason})"
-    blocks.append(("text", f"{traj.final_thought}  ->  {answer}   (reference: {', '.join(traj.answers)})"))
+    return thumbs
 
-    # lay out
+
+def _layout(blocks: list[tuple[str, object]]) -> list[tuple[str, object, int]]:
+    """Each block as (kind, what to draw, height): text wrapped into lines, images as they are."""
     rows: list[tuple[str, object, int]] = []
     for kind, content in blocks:
         if kind == "text":
@@ -77,6 +95,13 @@ def trajectory_image(traj: Trajectory) -> Image.Image:
         else:
             h = max(im.height for _, im in content) + 22
             rows.append(("images", content, h + PAD))
+    return rows
+
+
+def _draw_rows(
+    rows: list[tuple[str, object, int]], font: ImageFont.ImageFont, bold: ImageFont.ImageFont
+) -> Image.Image:
+    """The laid-out rows drawn one under the other on a white canvas."""
     canvas = Image.new("RGB", (WIDTH, sum(h for *_, h in rows) + PAD), "white")
     draw = ImageDraw.Draw(canvas)
     y = PAD

@@ -24,20 +24,63 @@ from videor4.core.params import ParamsError, fill, section
 from videor4.core.schema import Evidence, Sample, TextBox, VideoRecord
 from videor4.data.evidence import crop_covers
 from videor4.data.review import REVIEWED_SETS, apply_decisions, load_decisions
-from videor4.data.synthesis import CRP_CROP_TARGETS, CRP_VARIANTS, SampleContext, SynthesisConfig, remove_images, synthesize
+from videor4.data.synthesis import (
+    CRP_CROP_TARGETS,
+    CRP_VARIANTS,
+    SampleContext,
+    SynthesisConfig,
+    SynthesisResult,
+    remove_images,
+    synthesize,
+)
 from videor4.data.writer import ThoughtWriter, WriterConfig, rewrite_thoughts
 from videor4.rumination.tools import VisionConfig, vision_config
-from videor4.rumination.video import FRAME_CACHE, READ_ERRORS, load_frames, uniform_indices
+from videor4.rumination.video import (
+    FRAME_CACHE,
+    READ_ERRORS,
+    FrameSource,
+    VideoError,
+    load_frames,
+    page_size,
+    uniform_indices,
+)
 
 if TYPE_CHECKING:
     from videor4.data.detection import Detection
     from videor4.data.synthetic import SyntheticConfig
+    from videor4.rumination.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("samples_train", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c")
 MULTI_EVIDENCE_KINDS = ("compare", "count")
 DETECTION_CACHE = ".cache/detection"  # detections by frame content, and the tiny detector's folder
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """The most one video (or page folder) may hold; more is skipped as video_too_large, since
+    decoding it would take the machine's memory or hours (a 24 KB PNG can declare 200 megapixels)."""
+
+    max_pixels: int = 50_000_000  # per frame or page: data.max_video_pixels
+    max_frames: int = 100_000  # data.max_frames
+    max_bytes: int = 8 << 30  # the file, or its pages together: data.max_video_bytes
+
+    def check(self, src: FrameSource) -> None:
+        """Raise VideoError("too_large") for a source over a limit (page sizes are read from headers)."""
+        files = src.pages if src.pages is not None else [src.path]
+        size = sum(p.stat().st_size for p in files)
+        if size > self.max_bytes:
+            over = f"{size} bytes, over data.max_video_bytes={self.max_bytes}"
+            raise VideoError("too_large", f"{src.path}: {over}")
+        if src.num_frames > self.max_frames:
+            over = f"{src.num_frames} frames, over data.max_frames={self.max_frames}"
+            raise VideoError("too_large", f"{src.path}: {over}")
+        for page in src.pages or [None]:
+            width, height = (src.width, src.height) if page is None else page_size(page)
+            if width * height > self.max_pixels:
+                over = f"{width}x{height}, over data.max_video_pixels={self.max_pixels}"
+                raise VideoError("too_large", f"{page or src.path}: {over}")
 
 
 @dataclass
@@ -56,6 +99,7 @@ class BuildConfig:
     review_decisions: Path | None = None  # a reviewer's accept/reject file (`video-r4 data review`); None: no human QC
     cot: WriterConfig = field(default_factory=WriterConfig)  # the model writer's settings, when build_datasets gets one
     detection: DetectionParams | None = None  # a zero-shot detector for what OCR cannot find; None: off
+    limits: VideoLimits = field(default_factory=VideoLimits)
 
 
 @dataclass
@@ -158,14 +202,17 @@ class _VideoInfo:
     height: int
 
 
-def check_videos(samples: list[Sample], num_frames: int, skipped: Counter) -> tuple[list[Sample], dict[str, _VideoInfo]]:
-    """Drop samples whose video is missing, empty or undecodable (counted by reason)."""
+def check_videos(
+    samples: list[Sample], num_frames: int, skipped: Counter, limits: VideoLimits = VideoLimits()
+) -> tuple[list[Sample], dict[str, _VideoInfo]]:
+    """Drop samples whose video is missing, empty, undecodable or over a limit (counted by reason)."""
     infos: dict[str, _VideoInfo] = {}
     bad: dict[str, str] = {}
     sources = {s.video: s.frame_source() for s in samples}
     for video in sorted(sources):
         try:
             src = FRAME_CACHE.source(sources[video])  # the reader is reused by OCR and synthesis
+            limits.check(src)
             idx = uniform_indices(src.num_frames, num_frames)
             FRAME_CACHE.get(src, idx[:1] + idx[-1:])  # decode the ends: catches truncated files
             infos[video] = _VideoInfo(sources[video], idx, src.num_frames, src.width, src.height)
@@ -382,8 +429,58 @@ def build_datasets(
     t0 = time.perf_counter()
     decisions = load_decisions(cfg.review_decisions) if cfg.review_decisions is not None else None  # bad file: fail first
     skipped = Counter(source.skipped)
+    samples, infos, n_bad = _usable_videos(source, cfg, skipped)
+    train = [s for s in samples if s.split == "train"]
+    test = [s for s in samples if s.split != "train"]
+    train_videos = sorted({s.video for s in train})
+    ocr = _ocr_pass(source, train_videos, infos, cfg, progress)
+    grounded = _ground_train(train, train_videos, infos, ocr.boxes, source, cfg)
+    with atomic_dir(cfg.out_dir) as tmp:
+        written = _write_datasets(tmp, cfg, grounded, test, infos, decisions, validate, progress, writer)
+    reviewed, rewritten = decisions is not None, writer is not None
+    return _build_metrics(t0, cfg, infos, n_bad, skipped, ocr, grounded, written, reviewed, rewritten)
+
+
+@dataclass
+class _OCRPass:
+    """The build's OCR: boxes by video, which videos have them, and their agreement with the ground truth."""
+
+    boxes: dict[str, list[TextBox]]  # the source's own OCR and what the build read
+    videos: list[str]  # every video with OCR
+    read: list[str]  # the videos the build read itself
+    gt_hits: float = 0.0  # agreement rate x ground-truth boxes, summed over the videos that have them
+    gt_boxes: int = 0
+
+
+@dataclass
+class _Grounding:
+    """The training samples with evidence (synthesis contexts), and what happened to the others."""
+
+    contexts: list[SampleContext]
+    dropped: Counter  # samples (and later trajectories) dropped, by reason
+    evidence_origin: Counter
+    detects: dict[str, Detect]  # a detector per video, where one was asked for
+
+
+@dataclass
+class _Written:
+    """What the build wrote, for its metrics."""
+
+    trajectories: dict[str, list[Trajectory]]  # drp / crp, as kept after review
+    rl_d: list[SampleContext]
+    rl_c: list[SampleContext]
+    n_test: int
+    review: Counter  # review_accepted / _rejected / _stale (empty without a review)
+    thoughts: Counter  # the writer's thoughts kept or replaced, by reason (empty without a writer)
+
+
+def _usable_videos(
+    source: SourceData, cfg: BuildConfig, skipped: Counter
+) -> tuple[list[Sample], dict[str, _VideoInfo], int]:
+    """(samples whose video can be used, each such video's info, how many videos cannot be used);
+    BuildError when there are no samples or too many bad videos."""
     n_videos_in = len({s.video for s in source.samples})
-    samples, infos = check_videos(source.samples, cfg.vision.num_frames, skipped)
+    samples, infos = check_videos(source.samples, cfg.vision.num_frames, skipped, cfg.limits)
     n_bad = n_videos_in - len(infos)
     if n_videos_in == 0:
         raise BuildError("the data source has no samples")
@@ -392,120 +489,217 @@ def build_datasets(
             f"{n_bad} of {n_videos_in} videos cannot be used ({dict(skipped)}); "
             f"more than data.max_bad_fraction={cfg.max_bad_fraction}"
         )
-    train = [s for s in samples if s.split == "train"]
-    test = [s for s in samples if s.split != "train"]
+    return samples, infos, n_bad
 
-    # OCR the first training videos (all of them with ocr_max_videos = -1)
-    train_videos = sorted({s.video for s in train})
+
+def _ocr_pass(
+    source: SourceData,
+    train_videos: list[str],
+    infos: dict[str, _VideoInfo],
+    cfg: BuildConfig,
+    progress: Callable[[str, int], Callable[[int], None]] | None,
+) -> _OCRPass:
+    """OCR the first training videos (all of them with ocr_max_videos = -1) that the source has no OCR for."""
+    from videor4.data.evidence import ocr_gt_agreement
+
     n_ocr = len(train_videos) if cfg.ocr_max_videos < 0 else min(cfg.ocr_max_videos, len(train_videos))
     ocr_videos = sorted(set(train_videos[:n_ocr]) | (set(source.ocr_boxes) & set(infos)))
     to_read = [v for v in ocr_videos if v not in source.ocr_boxes]
     ocr = dict(source.ocr_boxes)
     ocr.update(run_ocr(to_read, infos, cfg.ocr_cache_dir, progress("OCR", len(to_read)) if progress else None))
 
-    from videor4.data.evidence import ocr_gt_agreement
-
-    agree_hits, agree_n = 0.0, 0
+    found = _OCRPass(ocr, ocr_videos, to_read)
     for video, boxes in ocr.items():
         gt = source.gt_text_boxes.get(video)
         if gt:
             rate, n = ocr_gt_agreement(gt, boxes, set(infos[video].frame_indices))
-            agree_hits += rate * n
-            agree_n += n
+            found.gt_hits += rate * n
+            found.gt_boxes += n
+    return found
 
-    # evidence + contexts for synthesis
-    dropped: Counter = Counter()
-    evidence_origin: Counter = Counter()
-    contexts: list[SampleContext] = []
+
+def _train_detectors(
+    cfg: BuildConfig, train_videos: list[str], infos: dict[str, _VideoInfo], ocr: dict[str, list[TextBox]]
+) -> dict[str, Detect]:
+    """A detector, where asked for, on the same videos as OCR: for what OCR cannot find."""
+    if cfg.detection is None:
+        return {}
+    detector = detector_for(cfg.detection, cfg.seed)
+    max_videos = cfg.detection.max_videos
+    n_det = len(train_videos) if max_videos < 0 else min(max_videos, len(train_videos))
+    cache_dir = cfg.detection.cache_dir
+    return {v: video_detector(detector, cache_dir, infos[v]) for v in train_videos[:n_det] if v in ocr}
+
+
+def _ground_train(
+    train: list[Sample],
+    train_videos: list[str],
+    infos: dict[str, _VideoInfo],
+    ocr: dict[str, list[TextBox]],
+    source: SourceData,
+    cfg: BuildConfig,
+) -> _Grounding:
+    """Evidence for each training sample (one seeded rng over them all, in order) and its synthesis
+    context."""
+    grounded = _Grounding([], Counter(), Counter(), {})
     rng = random.Random(cfg.seed)
-    # a detector, where asked for, on the same videos as OCR: for what OCR cannot find
-    detects: dict[str, Detect] = {}
-    if cfg.detection is not None:
-        detector = detector_for(cfg.detection, cfg.seed)
-        n_det = len(train_videos) if cfg.detection.max_videos < 0 else min(cfg.detection.max_videos, len(train_videos))
-        detects = {v: video_detector(detector, cfg.detection.cache_dir, infos[v]) for v in train_videos[:n_det] if v in ocr}
+    grounded.detects = _train_detectors(cfg, train_videos, infos, ocr)
     for s in train:
         info = infos[s.video]
+        detect = grounded.detects.get(s.video)
         evidence, qc, origin = ground_evidence(
-            s, info, ocr.get(s.video), cfg.ocr_min_anls, rng, cfg.evidence_frame, detects.get(s.video)
+            s, info, ocr.get(s.video), cfg.ocr_min_anls, rng, cfg.evidence_frame, detect
         )
-        evidence_origin[origin] += 1
+        grounded.evidence_origin[origin] += 1
         if not evidence:
-            dropped["no_ocr_evidence" if origin == "ocr_miss" else "no_evidence"] += 1
+            grounded.dropped["no_ocr_evidence" if origin == "ocr_miss" else "no_evidence"] += 1
             continue
         known = ocr.get(s.video) or source.gt_text_boxes.get(s.video, [])
-        contexts.append(SampleContext(s, info.frame_indices, evidence, qc, _frame_texts(known)))
+        grounded.contexts.append(SampleContext(s, info.frame_indices, evidence, qc, _frame_texts(known)))
+    return grounded
 
-    with atomic_dir(cfg.out_dir) as tmp:
-        image_dir = tmp / "images"
-        n_candidates = min(cfg.synthesis.n_drp, 2 * len(contexts)) + min(cfg.synthesis.n_crp, 3 * len(contexts))
-        result = synthesize(
-            contexts, cfg.vision, cfg.synthesis, image_dir, progress("synthesis", n_candidates) if progress else None
-        )
-        for reason, n in result.dropped.items():
-            dropped[reason] += n
-        thoughts: Counter = Counter()
-        if writer is not None:  # the calls and answers stay the plan's; only the prose changes
-            for name, trajs in result.trajectories.items():
-                result.trajectories[name], counts = rewrite_thoughts(trajs, writer, cfg.cot)
-                thoughts.update(counts)
 
-        rl_d, rl_c = split_rl(contexts, cfg.n_rl_d, cfg.n_rl_c, cfg.seed)
-        test_rows = []
-        for s in test:
-            row = s.to_dict()
-            row.update(frame_indices=infos[s.video].frame_indices, num_source_frames=infos[s.video].num_source_frames)
-            test_rows.append(row)
-        rows = {
-            "samples_train": [c.sample.to_dict() for c in contexts],
-            "samples_test": test_rows,
-            "sft_drp": [t.to_dict() for t in result.trajectories["drp"]],
-            "sft_crp": [t.to_dict() for t in result.trajectories["crp"]],
-            "rl_d": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "single") for c in rl_d],
-            "rl_c": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "mixed") for c in rl_c],
-        }
-        review = Counter()
-        if decisions is not None:  # human QC: drop what a reviewer rejected, with its observation images
-            review = apply_decisions(rows, decisions)
-            kept = {r["traj_id"] for name in REVIEWED_SETS for r in rows[name]}
-            for trajs in result.trajectories.values():
-                for t in trajs:
-                    if t.traj_id not in kept:
-                        remove_images(image_dir / t.traj_id)
-            result.trajectories = {k: [t for t in v if t.traj_id in kept] for k, v in result.trajectories.items()}
-            dropped["review_rejected"] += review["review_rejected"]
-        if validate is not None:  # before anything is swapped in: invalid data never replaces valid data
-            for name in DATASETS:
-                validate(rows[name], name)
-        for traj in rows["sft_drp"] + rows["sft_crp"]:  # rows name the final folder, not the temporary one
-            for step in traj["steps"]:
-                obs = step["observation"]
-                obs["images"] = [str(cfg.out_dir / Path(p).relative_to(tmp)) for p in obs["images"]]
-        for name, data in rows.items():
-            write_jsonl(tmp / f"{name}.jsonl", data)
+def _write_datasets(
+    tmp: Path,
+    cfg: BuildConfig,
+    grounded: _Grounding,
+    test: list[Sample],
+    infos: dict[str, _VideoInfo],
+    decisions: dict[str, Any] | None,
+    validate: Callable[[list[dict[str, Any]], str], None] | None,
+    progress: Callable[[str, int], Callable[[int], None]] | None,
+    writer: ThoughtWriter | None,
+) -> _Written:
+    """Synthesize the trajectories (images under `tmp/images`) and write every dataset into `tmp`,
+    the build's temporary folder; the rows name the final folder."""
+    image_dir = tmp / "images"
+    result, thoughts = _synthesize_trajectories(grounded, cfg, image_dir, progress, writer)
+    rl_d, rl_c = split_rl(grounded.contexts, cfg.n_rl_d, cfg.n_rl_c, cfg.seed)
+    rows = _dataset_rows(grounded.contexts, test, infos, result, rl_d, rl_c)
+    n_test = len(rows["samples_test"])
+    review = Counter()
+    if decisions is not None:  # human QC: drop what a reviewer rejected, with its observation images
+        review = _apply_review(rows, decisions, result, image_dir)
+        grounded.dropped["review_rejected"] += review["review_rejected"]
+    if validate is not None:  # before anything is swapped in: invalid data never replaces valid data
+        for name in DATASETS:
+            validate(rows[name], name)
+    for traj in rows["sft_drp"] + rows["sft_crp"]:  # rows name the final folder, not the temporary one
+        for step in traj["steps"]:
+            obs = step["observation"]
+            obs["images"] = [str(cfg.out_dir / Path(p).relative_to(tmp)) for p in obs["images"]]
+    for name, data in rows.items():
+        write_jsonl(tmp / f"{name}.jsonl", data)
+    return _Written(result.trajectories, rl_d, rl_c, n_test, review, thoughts)
 
-    kinds = Counter(t.kind for trajs in result.trajectories.values() for t in trajs)
+
+def _synthesize_trajectories(
+    grounded: _Grounding,
+    cfg: BuildConfig,
+    image_dir: Path,
+    progress: Callable[[str, int], Callable[[int], None]] | None,
+    writer: ThoughtWriter | None,
+) -> tuple[SynthesisResult, Counter]:
+    """DRP and CRP trajectories (their drops counted into `grounded.dropped`), and with a `writer`
+    their thoughts rewritten: (result, the writer's counts by reason)."""
+    contexts = grounded.contexts
+    n_candidates = min(cfg.synthesis.n_drp, 2 * len(contexts)) + min(cfg.synthesis.n_crp, 3 * len(contexts))
+    tick = progress("synthesis", n_candidates) if progress else None
+    result = synthesize(contexts, cfg.vision, cfg.synthesis, image_dir, tick)
+    for reason, n in result.dropped.items():
+        grounded.dropped[reason] += n
+    thoughts: Counter = Counter()
+    if writer is not None:  # the calls and answers stay the plan's; only the prose changes
+        for name, trajs in result.trajectories.items():
+            result.trajectories[name], counts = rewrite_thoughts(trajs, writer, cfg.cot)
+            thoughts.update(counts)
+    return result, thoughts
+
+
+def _dataset_rows(
+    contexts: list[SampleContext],
+    test: list[Sample],
+    infos: dict[str, _VideoInfo],
+    result: SynthesisResult,
+    rl_d: list[SampleContext],
+    rl_c: list[SampleContext],
+) -> dict[str, list[dict[str, Any]]]:
+    """Every dataset's rows by name, in DATASETS order (the order they are written in)."""
+    test_rows = []
+    for s in test:
+        row = s.to_dict()
+        info = infos[s.video]
+        row.update(frame_indices=info.frame_indices, num_source_frames=info.num_source_frames)
+        test_rows.append(row)
+    return {
+        "samples_train": [c.sample.to_dict() for c in contexts],
+        "samples_test": test_rows,
+        "sft_drp": [t.to_dict() for t in result.trajectories["drp"]],
+        "sft_crp": [t.to_dict() for t in result.trajectories["crp"]],
+        "rl_d": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "single") for c in rl_d],
+        "rl_c": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "mixed") for c in rl_c],
+    }
+
+
+def _apply_review(
+    rows: dict[str, list[dict[str, Any]]], decisions: dict[str, Any], result: SynthesisResult, image_dir: Path
+) -> Counter:
+    """Drop what a reviewer rejected from `rows` and `result`, with its observation images; returns
+    the review's counts."""
+    review = apply_decisions(rows, decisions)
+    kept = {r["traj_id"] for name in REVIEWED_SETS for r in rows[name]}
+    for trajs in result.trajectories.values():
+        for t in trajs:
+            if t.traj_id not in kept:
+                remove_images(image_dir / t.traj_id)
+    result.trajectories = {k: [t for t in v if t.traj_id in kept] for k, v in result.trajectories.items()}
+    return review
+
+
+def _build_metrics(
+    t0: float,
+    cfg: BuildConfig,
+    infos: dict[str, _VideoInfo],
+    n_bad: int,
+    skipped: Counter,
+    ocr: _OCRPass,
+    grounded: _Grounding,
+    written: _Written,
+    reviewed: bool,
+    rewritten: bool,
+) -> dict[str, Any]:
+    """The build's metrics (the key order is the metrics file's); `seconds` since `t0`."""
+    kinds = Counter(t.kind for trajs in written.trajectories.values() for t in trajs)
+    review = written.review
     return {
         "n_videos": len(infos),
         "n_videos_skipped": n_bad,
-        "n_samples_train": len(contexts),
-        "n_samples_test": len(test_rows),
-        "n_drp": len(result.trajectories["drp"]),
-        "n_crp": len(result.trajectories["crp"]),
+        "n_samples_train": len(grounded.contexts),
+        "n_samples_test": written.n_test,
+        "n_drp": len(written.trajectories["drp"]),
+        "n_crp": len(written.trajectories["crp"]),
         "n_drp_clip": kinds["drp_clip"],
         "n_drp_crop": kinds["drp_crop"],
-        "n_rl_d": len(rl_d),
-        "n_rl_c": len(rl_c),
-        "dropped": dict(sorted(dropped.items())),
+        "n_rl_d": len(written.rl_d),
+        "n_rl_c": len(written.rl_c),
+        "dropped": dict(sorted(grounded.dropped.items())),
         "skipped": dict(sorted(skipped.items())),
-        "evidence_origin": dict(sorted(evidence_origin.items())),
-        **(detection_agreement(contexts, detects, cfg.vision.crop_margin) if cfg.detection is not None else {}),
-        **({"review_accepted": review["review_accepted"], "review_stale": review["review_stale"]} if decisions is not None else {}),
-        **({"thoughts": dict(sorted(thoughts.items()))} if writer is not None else {}),
-        "ocr_videos": len(ocr_videos),
-        "ocr_frames_read": sum(len(infos[v].frame_indices) for v in to_read),
-        "ocr_gt_boxes": agree_n,
-        "ocr_gt_agreement": round(agree_hits / agree_n, 4) if agree_n else None,
+        "evidence_origin": dict(sorted(grounded.evidence_origin.items())),
+        **(
+            detection_agreement(grounded.contexts, grounded.detects, cfg.vision.crop_margin)
+            if cfg.detection is not None
+            else {}
+        ),
+        **(
+            {"review_accepted": review["review_accepted"], "review_stale": review["review_stale"]}
+            if reviewed
+            else {}
+        ),
+        **({"thoughts": dict(sorted(written.thoughts.items()))} if rewritten else {}),
+        "ocr_videos": len(ocr.videos),
+        "ocr_frames_read": sum(len(infos[v].frame_indices) for v in ocr.read),
+        "ocr_gt_boxes": ocr.gt_boxes,
+        "ocr_gt_agreement": round(ocr.gt_hits / ocr.gt_boxes, 4) if ocr.gt_boxes else None,
         "frame_cache_hit_rate": round(FRAME_CACHE.hits / max(1, FRAME_CACHE.hits + FRAME_CACHE.misses), 4),
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -616,6 +810,9 @@ class DataParams:
     cot: CotParams = field(default_factory=CotParams)
     review: ReviewParams = field(default_factory=ReviewParams)
     max_bad_fraction: float = 0.5
+    max_video_pixels: int = VideoLimits.max_pixels  # per frame or page; more: skipped as video_too_large
+    max_frames: int = VideoLimits.max_frames
+    max_video_bytes: int = VideoLimits.max_bytes
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -659,6 +856,7 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built") -> 
         vision=vision_config(params),
         review_decisions=Path(data.review.decisions) if data.review.decisions else None,
         detection=data.detection if data.detection.model else None,
+        limits=VideoLimits(data.max_video_pixels, data.max_frames, data.max_video_bytes),
         cot=WriterConfig(
             name_or_path=data.cot.model or "",
             max_new_tokens=data.cot.max_new_tokens,

@@ -540,9 +540,34 @@ def generate_video(
     N = cfg.num_frames
     style = cfg.style
     shown = uniform_indices(N, cfg.num_shown_frames)
-    everywhere = range(N)
+    # Every draw below comes from `rng` in this order: features, panels, placement, questions,
+    # background, multiple choice.  Reordering any step changes the video's bytes.
+    panels = _make_panels(_panel_features(rng, shown), shown, N, style, rng)
+    placed, compare_panels = _place_panels(panels, cfg, rng)
 
-    # Which question-bearing features this video has.
+    # Questions first, so text roles can say which strings are asked about.
+    special = _special_questions(placed, compare_panels, style, rng)
+    reads = _read_questions(placed, style, rng)
+    chosen = _choose_questions(special, reads, cfg.questions_per_video)
+
+    frames, text_boxes, boxes = _render_frames(placed, cfg, rng)
+    _write_mp4(Path(path), frames, cfg.fps)
+    samples = _video_samples(video_id, path, chosen, placed, shown, boxes, cfg, rng)
+
+    record = VideoRecord(
+        video_id=video_id,
+        path=Path(path).as_posix(),
+        width=cfg.width,
+        height=cfg.height,
+        num_frames=N,
+        fps=float(cfg.fps),
+        text_boxes=text_boxes,
+    )
+    return record, samples
+
+
+def _panel_features(rng: np.random.Generator, shown: list[int]) -> list[tuple[str, str]]:
+    """(kind, feature) of each panel of a video: the question-bearing features it has, then fillers."""
     want_transient = len(shown) >= 3 and rng.random() < 0.45
     want_count = len(shown) >= 2 and rng.random() < 0.4
     want_compare = rng.random() < 0.45
@@ -559,7 +584,14 @@ def generate_video(
     n_panels = max(int(rng.integers(3, 6)), len(kinds))
     while len(kinds) < n_panels:
         kinds.append((str(rng.choice(FILLER_KINDS)), ""))
+    return kinds
 
+
+def _make_panels(
+    kinds: list[tuple[str, str]], shown: list[int], N: int, style: Style, rng: np.random.Generator
+) -> list[tuple[_Panel, str]]:
+    """Each (kind, feature) as a laid-out panel in its own colour, with its strings and when they show."""
+    everywhere = range(N)
     colours = [str(c) for c in rng.choice(list(PALETTE), size=len(kinds), replace=False)]
     used: set[str] = set()
     panels: list[tuple[_Panel, str]] = []
@@ -583,8 +615,16 @@ def generate_video(
             for t in panel.main_texts():
                 t.role = "caption"
         panels.append((panel, feature))
+    return panels
 
-    # Place essential panels first, bigger first, so fillers are what gets dropped if space runs out.
+
+def _place_panels(
+    panels: list[tuple[_Panel, str]], cfg: SyntheticConfig, rng: np.random.Generator
+) -> tuple[list[tuple[_Panel, str]], list[_Panel]]:
+    """(the panels that fit, in their original order; the compare panels among them).
+
+    Essential panels are placed first, bigger first, so fillers are what gets dropped if space runs out.
+    """
     taken: list[tuple[int, int, int, int]] = []
     order = sorted(range(len(panels)), key=lambda i: (panels[i][1] == "", -panels[i][0].w * panels[i][0].h))
     ok = set()
@@ -598,9 +638,14 @@ def generate_video(
     if len(compare_panels) < 2:
         # A compare partner that did not fit: the other number is just an ordinary panel.
         placed = [(p, "" if f == "compare" else f) for p, f in placed]
-    features = {f for _, f in placed if f}
+    return placed, compare_panels
 
-    # Questions first, so text roles can say which strings are asked about.
+
+def _special_questions(
+    placed: list[tuple[_Panel, str]], compare_panels: list[_Panel], style: Style, rng: np.random.Generator
+) -> list[_Question]:
+    """The transient, count and compare questions of the placed panels, shuffled."""
+    features = {f for _, f in placed if f}
     special: list[_Question] = []
     for panel, feature in placed:
         main = panel.main_texts()
@@ -616,7 +661,13 @@ def generate_video(
         question = f"Which is larger: the number on the {p1.name} or the number on the {p2.name}?"
         sources = [(p1, p1.main_texts()), (p2, p2.main_texts())]
         special.append(_Question("compare", question, max(n1, n2, key=int), sources, DIGITS, pool=[n1, n2]))
-    special = [special[int(i)] for i in rng.permutation(len(special))]
+    return [special[int(i)] for i in rng.permutation(len(special))]
+
+
+def _read_questions(
+    placed: list[tuple[_Panel, str]], style: Style, rng: np.random.Generator
+) -> list[_Question]:
+    """A read question about each placed panel without a transient or count feature, shuffled."""
     reads: list[_Question] = []
     for panel, feature in placed:
         if feature in ("transient", "count"):
@@ -624,19 +675,28 @@ def generate_video(
         t = panel.main_texts()[0]
         reads.append(_Question("read", READ_TEMPLATES[panel.kind].format(c=panel.colour), t.text, [(panel, [t])],
                                DIGITS if panel.kind in NUMBER_KINDS else style.alphabet))
-    reads = [reads[int(i)] for i in rng.permutation(len(reads))]
+    return [reads[int(i)] for i in rng.permutation(len(reads))]
+
+
+def _choose_questions(special: list[_Question], reads: list[_Question], n: int) -> list[_Question]:
+    """The first `n` questions, special ones first; the texts they ask about become targets."""
     # Ask first about panels no other question already covers (stable sort keeps the shuffle).
     covered = {id(panel) for q in special for panel, _ in q.sources}
     reads.sort(key=lambda q: id(q.sources[0][0]) in covered)
-    chosen = (special + reads)[: cfg.questions_per_video]
+    chosen = (special + reads)[:n]
     for q in chosen:
         for _, texts in q.sources:
             for t in texts:
                 t.role = "target"
+    return chosen
 
-    # Render frames and collect per-frame ground-truth boxes.
+
+def _render_frames(
+    placed: list[tuple[_Panel, str]], cfg: SyntheticConfig, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[TextBox], dict[tuple[int, int], list[float]]]:
+    """Every source frame, with its ground-truth text boxes (as records, and by (frame, id(text)))."""
     bg = _background(cfg, rng)
-    W, H = cfg.width, cfg.height
+    W, H, N, style = cfg.width, cfg.height, cfg.num_frames, cfg.style
     frames: list[np.ndarray] = []
     text_boxes: list[TextBox] = []
     boxes: dict[tuple[int, int], list[float]] = {}
@@ -655,8 +715,20 @@ def generate_video(
                 boxes[(f, id(t))] = bbox
                 text_boxes.append(TextBox(frame=f, text=t.text, bbox=bbox, role=t.role))
         frames.append(np.asarray(img))
-    _write_mp4(Path(path), frames, cfg.fps)
+    return frames, text_boxes, boxes
 
+
+def _video_samples(
+    video_id: str,
+    path: Path,
+    chosen: list[_Question],
+    placed: list[tuple[_Panel, str]],
+    shown: list[int],
+    boxes: dict[tuple[int, int], list[float]],
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+) -> list[Sample]:
+    """The chosen questions as samples with their evidence; some become multiple choice."""
     all_codes = sorted({t.text for p, _ in placed for t in p.main_texts() if p.kind not in NUMBER_KINDS})
     all_numbers = sorted({t.text for p, _ in placed for t in p.main_texts() if p.kind in NUMBER_KINDS})
     samples: list[Sample] = []
@@ -674,7 +746,10 @@ def generate_video(
         )
         if rng.random() < cfg.mc_fraction:
             # readable codes are digits too: the asked-about panel's kind says which pool fits
-            numeric = q.alphabet == DIGITS if style.letter_required else q.sources[0][0].kind in NUMBER_KINDS
+            if cfg.style.letter_required:
+                numeric = q.alphabet == DIGITS
+            else:
+                numeric = q.sources[0][0].kind in NUMBER_KINDS
             pool = q.pool if q.pool is not None else (all_numbers if numeric else all_codes)
             options = choice_options(q.answer, pool, rng, q.alphabet)
             sample.problem_type = "multiple_choice"
@@ -682,17 +757,7 @@ def generate_video(
             sample.answers = [OPTION_LETTERS[options.index(q.answer)]]
             sample.meta = {"answer_text": q.answer}
         samples.append(sample)
-
-    record = VideoRecord(
-        video_id=video_id,
-        path=Path(path).as_posix(),
-        width=W,
-        height=H,
-        num_frames=N,
-        fps=float(cfg.fps),
-        text_boxes=text_boxes,
-    )
-    return record, samples
+    return samples
 
 
 # ---------------------------------------------------------------- still scenes (perception pretraining)

@@ -375,49 +375,11 @@ def _checked_arguments(name: Any, args: Any) -> tuple[dict[str, Any] | None, str
 def _trajectory_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.DataFrame]:
     trajs, frames, steps, targets, images = [], [], [], [], []
     for i, r in enumerate(rows):
-        tid = r.get("traj_id")
         fi = r.get("frame_indices")
         n_shown = len(fi) if isinstance(fi, list) else 0
         frames += _frame_rows(i, "traj_id", r)
-        seen = n_shown  # images the model has seen so far (frames, then observation images)
-        tools: set[str] = set()
         raw_steps = r.get("steps") if isinstance(r.get("steps"), list) else []
-        for s, step in enumerate(raw_steps):
-            step = step if isinstance(step, dict) else {}
-            call = step.get("tool_call") if isinstance(step.get("tool_call"), dict) else {}
-            obs = step.get("observation") if isinstance(step.get("observation"), dict) else {}
-            name, args = call.get("name"), call.get("arguments")
-            args, err = _checked_arguments(name, args)
-            if name in TOOL_NAMES:  # unknown names are reported once, by the tool_name check
-                tools.add(name)
-            rec: dict[str, Any] = {
-                "row": i + 1, "traj_id": tid, "step": s, "tool_name": name, "args_error": err,
-                "n_frames_shown": float(n_shown), "images_before": float(seen), "n_targets": None,
-                "crop_target": None, "x1": None, "y1": None, "x2": None, "y2": None,
-                "thought": step.get("thought"), "obs_text": obs.get("text"),
-                "obs_n_images": None, "obs_n_sha256": None, "obs_error": obs.get("error"),
-            }
-            if err is None and name == "clipping":
-                tf = args["target_frames"]
-                rec["n_targets"] = float(len(tf))
-                targets += [{"row": i + 1, "traj_id": tid, "step": s, "target": float(t),
-                             "n_frames_shown": float(n_shown)} for t in tf]
-            elif err is None and name == "cropping":
-                rec["crop_target"] = float(args["target_image"])
-                rec.update(_box(args["bbox_2d"])[0])
-            obs_imgs = obs.get("images") if isinstance(obs.get("images"), list) else None
-            shas = obs.get("image_sha256") if isinstance(obs.get("image_sha256"), list) else None
-            rec["obs_n_images"] = None if obs_imgs is None else float(len(obs_imgs))
-            rec["obs_n_sha256"] = None if shas is None else float(len(shas))
-            for k, path in enumerate(obs_imgs or []):
-                sha = shas[k] if shas is not None and k < len(shas) else None
-                images.append({
-                    "row": i + 1, "traj_id": tid, "step": s, "image": k, "path": path,
-                    "missing_path": files.missing(path),
-                    "sha256": None if sha is None else str(sha),
-                })
-            steps.append(rec)
-            seen += len(obs_imgs or [])
+        tools = _step_rows(i, r.get("traj_id"), raw_steps, n_shown, files, steps, targets, images)
         tools_used = "+".join(sorted(tools))
         trajs.append({
             **_sample_common(r, i, files), "final_answer_chars": _nonblank_chars(r.get("final_answer")),
@@ -434,6 +396,82 @@ def _trajectory_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, p
         "clip_targets": _frame(targets, TABLE_COLUMNS["clip_targets"]),
         "images": _frame(images, TABLE_COLUMNS["images"]),
     }
+
+
+def _step_rows(
+    i: int,
+    tid: Any,
+    raw_steps: list[Any],
+    n_shown: int,
+    files: _Files,
+    steps: list[dict[str, Any]],
+    targets: list[dict[str, Any]],
+    images: list[dict[str, Any]],
+) -> set[str]:
+    """Append trajectory row `i`'s steps, clip targets and observation images to their tables;
+    returns the known tools it calls."""
+    seen = n_shown  # images the model has seen so far (frames, then observation images)
+    tools: set[str] = set()
+    for s, step in enumerate(raw_steps):
+        step = step if isinstance(step, dict) else {}
+        call = step.get("tool_call") if isinstance(step.get("tool_call"), dict) else {}
+        obs = step.get("observation") if isinstance(step.get("observation"), dict) else {}
+        name, args = call.get("name"), call.get("arguments")
+        args, err = _checked_arguments(name, args)
+        if name in TOOL_NAMES:  # unknown names are reported once, by the tool_name check
+            tools.add(name)
+        rec = _step_record(i, tid, s, name, err, n_shown, seen, step, obs)
+        if err is None and name == "clipping":
+            tf = args["target_frames"]
+            rec["n_targets"] = float(len(tf))
+            targets += [{"row": i + 1, "traj_id": tid, "step": s, "target": float(t),
+                         "n_frames_shown": float(n_shown)} for t in tf]
+        elif err is None and name == "cropping":
+            rec["crop_target"] = float(args["target_image"])
+            rec.update(_box(args["bbox_2d"])[0])
+        obs_imgs = _observation_images(i, tid, s, obs, files, rec, images)
+        steps.append(rec)
+        seen += len(obs_imgs or [])
+    return tools
+
+
+def _step_record(
+    i: int, tid: Any, s: int, name: Any, err: str | None, n_shown: int, seen: int, step: dict, obs: dict
+) -> dict[str, Any]:
+    """Step `s`'s row of the steps table; the call's details and the observation's counts are filled
+    in later."""
+    return {
+        "row": i + 1, "traj_id": tid, "step": s, "tool_name": name, "args_error": err,
+        "n_frames_shown": float(n_shown), "images_before": float(seen), "n_targets": None,
+        "crop_target": None, "x1": None, "y1": None, "x2": None, "y2": None,
+        "thought": step.get("thought"), "obs_text": obs.get("text"),
+        "obs_n_images": None, "obs_n_sha256": None, "obs_error": obs.get("error"),
+    }
+
+
+def _observation_images(
+    i: int,
+    tid: Any,
+    s: int,
+    obs: dict[str, Any],
+    files: _Files,
+    rec: dict[str, Any],
+    images: list[dict[str, Any]],
+) -> list[Any] | None:
+    """Count step `s`'s observation images and hashes into its record `rec`, append one row per image
+    to `images`; returns the image list (None when it is not a list)."""
+    obs_imgs = obs.get("images") if isinstance(obs.get("images"), list) else None
+    shas = obs.get("image_sha256") if isinstance(obs.get("image_sha256"), list) else None
+    rec["obs_n_images"] = None if obs_imgs is None else float(len(obs_imgs))
+    rec["obs_n_sha256"] = None if shas is None else float(len(shas))
+    for k, path in enumerate(obs_imgs or []):
+        sha = shas[k] if shas is not None and k < len(shas) else None
+        images.append({
+            "row": i + 1, "traj_id": tid, "step": s, "image": k, "path": path,
+            "missing_path": files.missing(path),
+            "sha256": None if sha is None else str(sha),
+        })
+    return obs_imgs
 
 
 def _review_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.DataFrame]:

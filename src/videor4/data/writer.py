@@ -312,6 +312,23 @@ def check_thought(thought: str, traj: Trajectory, step_index: int, max_chars: in
       question, observations), nor an existing frame/image number.
     """
     text = thought.strip()
+    reason = _form_problem(text, max_chars)
+    if reason is not None:
+        return reason
+    final = step_index == len(traj.steps)
+    template = _template_thought(traj, step_index)
+    reason = _reference_problem(text, traj, step_index, None if final else traj.steps[step_index].tool_call)
+    if reason is not None:
+        return reason
+    if any(not _has_text(text, r) for r in readings(template)):
+        return "missing_reading"
+    if final:
+        return _final_answer_problem(text, traj)
+    return None
+
+
+def _form_problem(text: str, max_chars: int) -> str | None:
+    """empty, too_long, format or unfinished (see `check_thought`), or None."""
     if not text:
         return "empty"
     if len(text) > max_chars:
@@ -329,12 +346,14 @@ def check_thought(thought: str, traj: Trajectory, step_index: int, max_chars: in
         return "format"
     if not _SENTENCE_END.search(text):
         return "unfinished"
+    return None
 
-    final = step_index == len(traj.steps)
-    template = _template_thought(traj, step_index)
+
+def _reference_problem(text: str, traj: Trajectory, step_index: int, call: ToolCall | None) -> str | None:
+    """wrong_frame, wrong_image, wrong_box or missing_box (see `check_thought`) for the step whose
+    call is `call` (None: the final thought), or None."""
     n = len(traj.frame_indices)
     frames = image_frames(traj, step_index)
-    call = None if final else traj.steps[step_index].tool_call
     args = call.arguments if call is not None else {}
 
     allowed_frames = set(range(1, n + 1))
@@ -360,19 +379,20 @@ def check_thought(thought: str, traj: Trajectory, step_index: int, max_chars: in
             return "missing_box"
     elif boxes:
         return "wrong_box"
+    return None
 
-    if any(not _has_text(text, r) for r in readings(template)):
-        return "missing_reading"
 
-    if final:
-        if any(not _is_answer(said, traj) for said in _SAID_ANSWER.findall(text)):
-            return "wrong_answer"
-        if traj.problem_type == "multiple_choice" and any(not _is_answer(x, traj) for x in _SAID_OPTION.findall(text)):
-            return "wrong_answer"
-        known = " ".join(_known_texts(traj))
-        without_refs = _IMAGES.sub(" ", _FRAMES.sub(" ", text))
-        if any(not _has_text(known, code) for code in _CODE.findall(without_refs)):
-            return "wrong_answer"
+def _final_answer_problem(text: str, traj: Trajectory) -> str | None:
+    """wrong_answer (see `check_thought`) for a final thought, or None."""
+    if any(not _is_answer(said, traj) for said in _SAID_ANSWER.findall(text)):
+        return "wrong_answer"
+    options_said = _SAID_OPTION.findall(text)
+    if traj.problem_type == "multiple_choice" and any(not _is_answer(x, traj) for x in options_said):
+        return "wrong_answer"
+    known = " ".join(_known_texts(traj))
+    without_refs = _IMAGES.sub(" ", _FRAMES.sub(" ", text))
+    if any(not _has_text(known, code) for code in _CODE.findall(without_refs)):
+        return "wrong_answer"
     return None
 
 
@@ -419,33 +439,8 @@ def rewrite_thoughts(
     `rejected_<reason>` per rejection.  Calls, observations, images and answers are untouched;
     the inputs are not modified.
     """
-    jobs: list[tuple[int, int, str]] = []  # (trajectory, step index, cache key)
-    prompts: dict[str, list[dict[str, Any]]] = {}
-    for t, traj in enumerate(trajectories):
-        if traj.kind == ROLLOUT_KIND or any(s.text is not None for s in traj.steps):
-            raise ValueError(f"{traj.traj_id}: a policy's rollout keeps the turns it wrote; only synthesized thoughts are rewritten")
-        for k in range(len(traj.steps) + 1):
-            messages = writer_prompt(traj, k)
-            key = cache_key(writer.writer_id, messages)
-            jobs.append((t, k, key))
-            prompts.setdefault(key, messages)
-
-    texts: dict[str, str] = {}
-    todo = []
-    for key in prompts:
-        hit = cached_text(cfg.cache_dir, key)
-        if hit is None:
-            todo.append(key)
-        else:
-            texts[key] = hit
-    for start in range(0, len(todo), max(1, cfg.batch_size)):  # each batch is cached before the next starts
-        keys = todo[start : start + max(1, cfg.batch_size)]
-        written = writer.write([prompts[k] for k in keys])
-        if len(written) != len(keys):
-            raise RuntimeError(f"the writer returned {len(written)} texts for {len(keys)} prompts")
-        for key, text in zip(keys, written):
-            texts[key] = text
-            _store(cfg.cache_dir, key, writer.writer_id, text)
+    jobs, prompts = _thought_prompts(trajectories, writer)
+    texts = _written_texts(prompts, writer, cfg)
 
     counts: Counter = Counter(model=0, template=0)  # both always reported, zero included
     chosen: dict[tuple[int, int], str] = {}
@@ -467,3 +462,46 @@ def rewrite_thoughts(
         steps = [replace(s, thought=chosen[t, k]) for k, s in enumerate(base.steps)]
         out.append(replace(base, steps=steps, final_thought=chosen[t, len(traj.steps)]))
     return out, counts
+
+
+def _thought_prompts(
+    trajectories: list[Trajectory], writer: ThoughtWriter
+) -> tuple[list[tuple[int, int, str]], dict[str, list[dict[str, Any]]]]:
+    """(every thought to write as (trajectory, step index, cache key), each distinct prompt by key)."""
+    jobs: list[tuple[int, int, str]] = []  # (trajectory, step index, cache key)
+    prompts: dict[str, list[dict[str, Any]]] = {}
+    for t, traj in enumerate(trajectories):
+        if traj.kind == ROLLOUT_KIND or any(s.text is not None for s in traj.steps):
+            raise ValueError(
+                f"{traj.traj_id}: a policy's rollout keeps the turns it wrote; "
+                "only synthesized thoughts are rewritten"
+            )
+        for k in range(len(traj.steps) + 1):
+            messages = writer_prompt(traj, k)
+            key = cache_key(writer.writer_id, messages)
+            jobs.append((t, k, key))
+            prompts.setdefault(key, messages)
+    return jobs, prompts
+
+
+def _written_texts(
+    prompts: dict[str, list[dict[str, Any]]], writer: ThoughtWriter, cfg: WriterConfig
+) -> dict[str, str]:
+    """The writer's text for each prompt by key: from the cache, else generated in batches (and cached)."""
+    texts: dict[str, str] = {}
+    todo = []
+    for key in prompts:
+        hit = cached_text(cfg.cache_dir, key)
+        if hit is None:
+            todo.append(key)
+        else:
+            texts[key] = hit
+    for start in range(0, len(todo), max(1, cfg.batch_size)):  # each batch is cached before the next starts
+        keys = todo[start : start + max(1, cfg.batch_size)]
+        written = writer.write([prompts[k] for k in keys])
+        if len(written) != len(keys):
+            raise RuntimeError(f"the writer returned {len(written)} texts for {len(keys)} prompts")
+        for key, text in zip(keys, written):
+            texts[key] = text
+            _store(cfg.cache_dir, key, writer.writer_id, text)
+    return texts

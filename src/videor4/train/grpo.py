@@ -197,70 +197,8 @@ def pack_rollouts(rollouts, encoder, device) -> dict[str, Any]:
 
 
 def _trainer_class():
-    import torch
-    from trl import GRPOTrainer
-    from trl.models import unwrap_model_for_generation
-
-    class RuminationGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer whose completions are multi-turn rumination rollouts with image observations."""
-
-        def setup_rumination(self, encoder, vision, rollout: RolloutSettings, rewards: RewardConfig, sample_count: int):
-            self.encoder, self.vision, self.rollout_settings = encoder, vision, rollout
-            features = VisionFeatures(self.accelerator.unwrap_model(self.model), encoder.image_processor)
-            self.reward_context = RewardContext(rewards, features)
-            self.add_callback(_features_callback(features))  # a trained tower's cached features go stale
-            self.sample_count, self.samples = sample_count, []
-
-        def rollouts_for(self, rows: Sequence[dict[str, Any]]):
-            """G rollouts of each prompt; `rows` holds each prompt G times in a row (TRL's sampler).
-            A group's id is its position in the batch: a prompt drawn twice makes two groups."""
-            G = self.num_generations
-            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as unwrapped:
-                engine = RolloutEngine(unwrapped, self.encoder, self.rollout_settings)
-                return engine.run([r for g in range(0, len(rows), G) for r in start_group(engine, rows[g], self.vision, G, g // G)])
-
-        def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-            device, G = self.accelerator.device, self.num_generations
-            mode = "train" if self.model.training else "eval"
-            if len(inputs) % G or any(inputs[i]["index"] != inputs[i - i % G]["index"] for i in range(len(inputs))):
-                raise RuntimeError("a generation batch must hold whole groups of G rollouts of one prompt")
-            rollouts = self.rollouts_for([json.loads(x["sample"]) for x in inputs])
-            scores = score(rollouts, self.reward_context)
-
-            rewards = torch.tensor(scores["total"], dtype=torch.float32, device=device)
-            advantages, zero_std = group_advantages(rewards, G, self.args.scale_rewards)
-
-            for name, value in rollout_stats(rollouts, scores).items():
-                self._metrics[mode][name].append(float(self.accelerator.gather(torch.tensor(value, device=device)).mean()))
-            self._metrics[mode]["reward_std"].append(float(rewards.view(-1, G).std(1).mean()))
-            self._metrics[mode]["frac_reward_zero_std"].append(float(self.accelerator.gather(zero_std.float()).mean()))
-            self._metrics[mode]["zero_variance_groups"].append(float(self.accelerator.gather(zero_std.float()).sum()))
-            self.samples = [transcript(r.to_trajectory(), t) for r, t in list(zip(rollouts, scores["total"]))[: self.sample_count]]
-            batch = pack_rollouts(rollouts, self.encoder, device)
-            batch["advantages"] = advantages
-            batch["num_items_in_batch"] = self.accelerator.gather(batch["tool_mask"].sum()).sum()
-            if self.beta != 0.0:
-                batch["ref_per_token_logps"] = self.reference_logps(batch)
-            return batch
-
-        def reference_logps(self, batch: dict[str, Any]):
-            from trl.trainer.grpo_trainer import use_adapter
-
-            ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-            mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-            kwargs = {k: batch[k] for k in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids") if k in batch}
-            with torch.no_grad():
-                if self.ref_model is not None:
-                    logps, _, _ = self._get_per_token_logps_and_entropies(
-                        self.ref_model, ids, mask, batch["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size, **kwargs
-                    )
-                    return logps
-                model = self.accelerator.unwrap_model(self.model)  # LoRA: the reference is the adapter disabled
-                with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
-                    logps, _, _ = self._get_per_token_logps_and_entropies(
-                        self.model, ids, mask, batch["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size, **kwargs
-                    )
-                    return logps
+    """`RuminationGRPOTrainer`, imported here: its module imports torch and TRL."""
+    from videor4.train.grpo_trainer import RuminationGRPOTrainer
 
     return RuminationGRPOTrainer
 
@@ -382,10 +320,9 @@ def train_grpo(
 
     Returns (metrics, per-step curve, held-out transcripts before/after); processes other
     than rank 0 of a multi-process launch return empty ones.  Held-out rewards
-    are measured before and after with the same seeded rollouts.  Resumes from `work_dir`'s last checkpoint when the
-    inputs and settings are unchanged since an interrupted run.
+    are measured before and after with the same seeded rollouts.  Resumes from `work_dir`'s last
+    checkpoint when the inputs and settings are unchanged since an interrupted run.
     """
-    from videor4.core.io import files_md5
     from videor4.core.launch import is_main_process, local_device, world_size
     from videor4.policy.encoding import PolicyEncoder
 
@@ -401,22 +338,10 @@ def train_grpo(
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
 
     work = Path(work_dir)
-    key = fingerprint(
-        data=files_md5([prompts_path, held_out_path]),
-        init=dir_digest(init),
-        model=asdict(model_config),
-        settings=asdict(settings),
-        rollout=asdict(rollout),
-        rewards=asdict(rewards),
-    )
-
-    def held_out_eval(path) -> tuple[dict[str, float], list[str]]:
-        model = load_policy(path, dtype=dtype, device=device).model
-        stats, rollouts, scores = evaluate_policy(model, encoder, held_out, vision, rollout, rewards, settings.eval_group_size, settings.seed)
-        return stats, [transcript(r.to_trajectory(), t) for r, t in list(zip(rollouts, scores["total"]))[: settings.sample_trajectories]]
-
+    key = _run_key(prompts_path, held_out_path, init, model_config, settings, rollout, rewards)
+    scorer = _HeldOut(encoder, held_out, vision, rollout, rewards, settings, dtype, device)
     if main:
-        before, before_samples = held_out_eval(init)
+        before, before_samples = scorer.evaluate(init)
 
     trainer = make_trainer(policy, encoder, rows, settings, rollout, rewards, vision, model_config, work, log_fn, progress)
     if on_samples:
@@ -426,10 +351,76 @@ def train_grpo(
         return {}, [], {}
 
     # the saved checkpoint, as every later stage will load it (also whole under ZeRO-3)
-    after, after_samples = held_out_eval(out_dir)
+    after, after_samples = scorer.evaluate(out_dir)
     curve = logged_curve(trainer, "reward")
+    metrics = _grpo_metrics(before, after, curve, trainer, trained, len(held_out), len(rows), settings)
+    metrics.update(seconds=time.time() - started, parameters=count_parameters(policy.model))
+    metrics.update(bf16=bf16, processes=world_size())
+    return metrics, curve, {"before": before_samples, "after": after_samples}
+
+
+def _run_key(
+    prompts_path: str | os.PathLike,
+    held_out_path: str | os.PathLike,
+    init: str | os.PathLike,
+    model_config: ModelConfig,
+    settings: GRPOSettings,
+    rollout: RolloutSettings,
+    rewards: RewardConfig,
+) -> str:
+    """The fingerprint of a run's inputs and settings: a work dir's checkpoints resume only the same run."""
+    from videor4.core.io import files_md5
+
+    return fingerprint(
+        data=files_md5([prompts_path, held_out_path]),
+        init=dir_digest(init),
+        model=asdict(model_config),
+        settings=asdict(settings),
+        rollout=asdict(rollout),
+        rewards=asdict(rewards),
+    )
+
+
+@dataclass
+class _HeldOut:
+    """The held-out prompts and everything needed to score a checkpoint on them, the same way before
+    and after training."""
+
+    encoder: Any
+    rows: list[dict[str, Any]]
+    vision: Any
+    rollout: RolloutSettings
+    rewards: RewardConfig
+    settings: GRPOSettings
+    dtype: str
+    device: Any
+
+    def evaluate(self, path: str | os.PathLike) -> tuple[dict[str, float], list[str]]:
+        """(mean rewards and tool use, the first rollouts' transcripts) of the checkpoint at `path`."""
+        settings = self.settings
+        model = load_policy(path, dtype=self.dtype, device=self.device).model
+        group_size, seed = settings.eval_group_size, settings.seed
+        stats, rollouts, scores = evaluate_policy(
+            model, self.encoder, self.rows, self.vision, self.rollout, self.rewards, group_size, seed
+        )
+        pairs = list(zip(rollouts, scores["total"]))[: settings.sample_trajectories]
+        return stats, [transcript(r.to_trajectory(), t) for r, t in pairs]
+
+
+def _grpo_metrics(
+    before: dict[str, float],
+    after: dict[str, float],
+    curve: list[dict[str, float]],
+    trainer,
+    trained,
+    n_held_out: int,
+    n_prompts: int,
+    settings: GRPOSettings,
+) -> dict[str, Any]:
+    """The run's metrics up to `train_seconds` (the caller adds the total time, the model's size and
+    the devices)."""
     kls = [h["kl"] for h in trainer.state.log_history if "kl" in h]
-    metrics = {
+    return {
         "reward_start": before["reward"],
         "reward_end": after["reward"],
         "accuracy_start": before["accuracy"],
@@ -439,20 +430,20 @@ def train_grpo(
         "crop_calls_per_rollout": after["tools/crop_calls_per_rollout"],
         "invalid_call_rate": after["tools/invalid_call_rate"],
         "rumination_steps": after["rumination_steps"],
-        "held_out": {"prompts": len(held_out), "group_size": settings.eval_group_size, "before": before, "after": after},
+        "held_out": {
+            "prompts": n_held_out,
+            "group_size": settings.eval_group_size,
+            "before": before,
+            "after": after,
+        },
         "train_reward_first": curve[0]["reward"] if curve else None,
         "train_reward_last": curve[-1]["reward"] if curve else None,
         "zero_variance_groups": sum(p.get("zero_variance_groups", 0.0) for p in curve),
         "steps": int(trained.output.global_step),
         "resumed_from_step": trained.resumed_from_step,
-        "prompts": len(rows),
+        "prompts": n_prompts,
         "train_seconds": trained.seconds,
-        "seconds": time.time() - started,
-        "parameters": count_parameters(policy.model),
-        "bf16": bf16,
-        "processes": world_size(),
     }
-    return metrics, curve, {"before": before_samples, "after": after_samples}
 
 
 def _features_callback(features: VisionFeatures):

@@ -356,75 +356,8 @@ def continuation_loss(hidden, labels, lm_head):
 
 
 def _trainer_class():
-    from trl import SFTTrainer
-
-    from videor4.policy.model import vision_tower
-
-    class PerceptionTrainer(SFTTrainer):
-        """SFTTrainer whose loss adds the dense heads' cross-entropies on the vision tower's merged tokens
-        and the LOCATE attention loss."""
-
-        def __init__(self, *args, dense_loss_weight: float = 1.0, attention_loss_weight: float = 1.0, attention_layer: int = 2,
-                     continuation_weight: float = 0.1, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.dense_loss_weight, self.attention_loss_weight, self.attention_layer = dense_loss_weight, attention_loss_weight, attention_layer
-            self.continuation_weight = continuation_weight
-            self._aux: dict[str, list[float]] = {}
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = {key: inputs.pop(key) for key in DENSE_LABELS}
-            targets = {name: inputs.pop(name) for name in ATTENTION_HEADS}
-            continuation = inputs.pop("continuation_labels")
-            if self.attention_loss_weight > 0:
-                inputs["output_attentions"] = True
-            unwrapped = self.accelerator.unwrap_model(model)
-            captured: dict[str, Any] = {}
-
-            # what the one forward with gradients saw: the vision tower's merged tokens and the language
-            # model's attention weights (asking TRL for its outputs instead would run a second, gradient-free
-            # forward, and losses on it would train nothing)
-            def keep(name: str, field: str):
-                def hook(module, args, out) -> None:  # returning None leaves the output as it is
-                    captured.setdefault(name, getattr(out, field))
-
-                return hook
-
-            hooks = [vision_tower(unwrapped).register_forward_hook(keep("tokens", "pooler_output"))]
-            if self.attention_loss_weight > 0:
-                hooks.append(unwrapped.model.language_model.register_forward_hook(keep("attentions", "attentions")))
-            if self.continuation_weight > 0:  # TRL's fused LM head never calls lm_head: keep the hidden states
-                hooks.append(unwrapped.model.language_model.register_forward_hook(keep("hidden", "last_hidden_state")))
-            try:
-                loss = super().compute_loss(model, inputs, return_outputs=False, num_items_in_batch=num_items_in_batch)
-            finally:
-                for hook in hooks:
-                    hook.remove()
-            tokens = captured["tokens"]
-            if not tokens.requires_grad and model.training:
-                raise RuntimeError("the vision tower's tokens carry no gradient: the dense losses would not train it")
-            if tokens.shape[0] != labels["glyph_labels"].shape[0]:
-                raise RuntimeError(f"{tokens.shape[0]} merged visual tokens but {labels['glyph_labels'].shape[0]} glyph labels")
-            losses = dense_losses(getattr(unwrapped, HEAD_ATTRIBUTE)(tokens, unwrapped.get_input_embeddings().weight), labels)
-            loss = loss + self.dense_loss_weight * sum(losses.values())
-            if self.attention_loss_weight > 0:
-                losses["attention"] = attention_loss(captured["attentions"], self.attention_layer, targets)
-                loss = loss + self.attention_loss_weight * losses["attention"]
-            if self.continuation_weight > 0 and (continuation != IGNORE_INDEX).any():
-                losses["continuation"] = continuation_loss(captured["hidden"], continuation, unwrapped.lm_head)
-                loss = loss + self.continuation_weight * losses["continuation"]
-            for name, value in losses.items():
-                self._aux.setdefault(name.replace("_labels", "") + "_loss", []).append(float(value.detach()))
-            if return_outputs:
-                raise ValueError("PerceptionTrainer computes its loss only; it does not return the model's outputs")
-            return loss
-
-        def log(self, logs, start_time=None):
-            if "loss" in logs:
-                for name, values in self._aux.items():
-                    if values:
-                        logs[name] = sum(values) / len(values)
-                        values.clear()
-            super().log(logs, start_time)
+    """`PerceptionTrainer`, imported here: its module imports TRL."""
+    from videor4.train.perception_trainer import PerceptionTrainer
 
     return PerceptionTrainer
 
@@ -454,33 +387,16 @@ def pretrain(
     from trl import SFTConfig
 
     bf16 = use_bf16(settings.bf16)
-    # the attention loss reads attention weights, which only the eager implementation returns
-    attention = "eager" if settings.attention_loss_weight > 0 else model_config.attn_implementation
-    policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=attention)
-    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
-    # pretraining is where the vision tower learns: it always trains here, never through LoRA
-    model = prepare_for_training(policy.model, replace(model_config, freeze_vision=False, lora=replace(model_config.lora, enabled=False)))
-    torch.manual_seed(settings.seed)
-    hidden = model.config.get_text_config().hidden_size
-    heads = _heads(hidden, perception_token_ids(policy.tokenizer, vision.box_step), len(coord_values(vision.box_step)))
-    setattr(model, HEAD_ATTRIBUTE, heads.to(model.device, model.dtype))
+    policy, encoder, model = _trainable_policy(init, model_config, settings, bf16)
+    torch.manual_seed(settings.seed)  # the heads' initial weights
+    _attach_heads(model, policy.tokenizer, vision)
     collator = PerceptionCollator(encoder, world, vision, settings, steps)
     work = Path(work_dir)
-    key = fingerprint(init=dir_digest(init), world=asdict(world), vision=asdict(vision), model=asdict(model_config),
-                      settings=asdict(settings), steps=steps)
+    key = _run_key(init, world, vision, model_config, settings, steps)
     n_rows = steps * settings.batch_size * world_size()
-    args = SFTConfig(
-        **{**trainer_arguments(work, settings, model_config), "lr_scheduler_type": settings.lr_scheduler},
-        lr_scheduler_kwargs={"min_lr_rate": settings.min_lr_ratio} if settings.lr_scheduler == "cosine_with_min_lr" else {},
-        max_steps=steps,
-        per_device_train_batch_size=settings.batch_size,
-        train_sampling_strategy="sequential",  # row i is example i, so the task mix can follow the steps
-        max_length=None,
-        dataset_kwargs={"skip_prepare_dataset": True},
-    )
     trainer = _trainer_class()(
         model=model,
-        args=args,
+        args=SFTConfig(**_trainer_settings(work, settings, model_config, steps)),
         train_dataset=datasets.Dataset.from_dict({"index": list(range(n_rows))}),
         data_collator=collator,
         processing_class=policy.tokenizer,
@@ -495,22 +411,86 @@ def pretrain(
         trainer, policy, out_dir, work, key, merge_lora=False,
         before_save=lambda: delattr(trainer.accelerator.unwrap_model(trainer.model), HEAD_ATTRIBUTE),
     )
-
     curve = logged_curve(trainer, "loss")
-    metrics = {
+    return _pretrain_metrics(trained, curve, n_rows, collator.tokens_seen, policy, bf16), curve
+
+
+def _run_key(
+    init: str | os.PathLike,
+    world: SyntheticConfig,
+    vision: VisionConfig,
+    model_config: ModelConfig,
+    settings: PretrainSettings,
+    steps: int,
+) -> str:
+    """The fingerprint of a run's inputs and settings: a work dir's checkpoints resume only the same run."""
+    return fingerprint(
+        init=dir_digest(init),
+        world=asdict(world),
+        vision=asdict(vision),
+        model=asdict(model_config),
+        settings=asdict(settings),
+        steps=steps,
+    )
+
+
+def _trainable_policy(
+    init: str | os.PathLike, model_config: ModelConfig, settings: PretrainSettings, bf16: bool
+):
+    """(the policy at `init`, its encoder, its model ready to train)."""
+    # the attention loss reads attention weights, which only the eager implementation returns
+    attention = "eager" if settings.attention_loss_weight > 0 else model_config.attn_implementation
+    policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=attention)
+    encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
+    # pretraining is where the vision tower learns: it always trains here, never through LoRA
+    config = replace(model_config, freeze_vision=False, lora=replace(model_config.lora, enabled=False))
+    return policy, encoder, prepare_for_training(policy.model, config)
+
+
+def _attach_heads(model, tokenizer, vision: VisionConfig) -> None:
+    """Give `model` the training-only dense heads (initialised from torch's global rng), in its
+    device and dtype."""
+    hidden = model.config.get_text_config().hidden_size
+    token_ids = perception_token_ids(tokenizer, vision.box_step)
+    heads = _heads(hidden, token_ids, len(coord_values(vision.box_step)))
+    setattr(model, HEAD_ATTRIBUTE, heads.to(model.device, model.dtype))
+
+
+def _trainer_settings(
+    work: Path, settings: PretrainSettings, model_config: ModelConfig, steps: int
+) -> dict[str, Any]:
+    """SFTConfig's keyword arguments: the shared trainer arguments, `settings.lr_scheduler` (by default
+    a cosine decay to `min_lr_ratio`), `steps` steps, and the rows in order."""
+    cosine_min = settings.lr_scheduler == "cosine_with_min_lr"
+    return {
+        **trainer_arguments(work, settings, model_config),
+        "lr_scheduler_type": settings.lr_scheduler,
+        "lr_scheduler_kwargs": {"min_lr_rate": settings.min_lr_ratio} if cosine_min else {},
+        "max_steps": steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "train_sampling_strategy": "sequential",  # row i is example i, so the task mix can follow the steps
+        "max_length": None,
+        "dataset_kwargs": {"skip_prepare_dataset": True},
+    }
+
+
+def _pretrain_metrics(
+    trained, curve: list[dict[str, float]], n_rows: int, tokens_seen: int, policy, bf16: bool
+) -> dict[str, Any]:
+    """The run's metrics: steps, losses (the last of each auxiliary one), throughput and sizes."""
+    return {
         "steps": int(trained.output.global_step),
         "resumed_from_step": trained.resumed_from_step,
         "examples": n_rows,
         "train_loss_first": curve[0]["loss"] if curve else None,
         "train_loss_last": curve[-1]["loss"] if curve else None,
         **{f"{name}_last": curve[-1].get(name) if curve else None for name in AUX_LOSSES},
-        "train_tokens_per_second": collator.tokens_seen / max(trained.seconds, 1e-9),
+        "train_tokens_per_second": tokens_seen / max(trained.seconds, 1e-9),
         "train_seconds": trained.seconds,
         "parameters": count_parameters(policy.model),
         "bf16": bf16,
         "processes": world_size(),
     }
-    return metrics, curve
 
 
 def _copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:

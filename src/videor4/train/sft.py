@@ -194,29 +194,38 @@ def train_sft(
 
     model = prepare_for_training(policy.model, model_config)
     collator = TrajectoryCollator(encoder, data.trajectories)
-    train_set = datasets.Dataset.from_dict({"index": list(range(len(data.trajectories)))})
-    args = SFTConfig(
-        **trainer_arguments(work, settings, model_config),
-        num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        max_length=None,  # our encoder enforces max_length by skipping, never truncating
-        dataset_kwargs={"skip_prepare_dataset": True},
-    )
     trainer = SFTTrainer(
         model=model,
-        args=args,
-        train_dataset=train_set,
+        train_dataset=datasets.Dataset.from_dict({"index": list(range(len(data.trajectories)))}),
+        args=SFTConfig(**_trainer_settings(work, settings, model_config)),
         data_collator=collator,
         processing_class=policy.tokenizer,
         callbacks=[step_logger(log_fn, progress)],
     )
     quiet(trainer)
     trained = train_resumable(trainer, policy, out_dir, work, key, model_config.lora.enabled)
-
     curve = logged_curve(trainer, "loss")
+    return _sft_metrics(trained, curve, data, collator.tokens_seen, policy, bf16), curve
+
+
+def _trainer_settings(work: Path, settings: SFTSettings, model_config: ModelConfig) -> dict[str, Any]:
+    """SFTConfig's keyword arguments: the shared trainer arguments, epochs and batch sizes."""
+    return {
+        **trainer_arguments(work, settings, model_config),
+        "num_train_epochs": settings.epochs,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.grad_accum,
+        "max_length": None,  # our encoder enforces max_length by skipping, never truncating
+        "dataset_kwargs": {"skip_prepare_dataset": True},
+    }
+
+
+def _sft_metrics(
+    trained, curve: list[dict[str, float]], data: SFTData, tokens_seen: int, policy, bf16: bool
+) -> dict[str, Any]:
+    """The run's metrics: losses, steps, what was trained on and skipped, throughput and sizes."""
     losses = [p["loss"] for p in curve]
-    metrics = {
+    return {
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
         "train_loss_mean": float(trained.output.training_loss),
@@ -226,13 +235,12 @@ def train_sft(
         "skipped": dict(sorted(data.skipped.items())),
         "skipped_total": sum(data.skipped.values()),
         "tokens_per_epoch": data.tokens,
-        "train_tokens_per_second": collator.tokens_seen / max(trained.seconds, 1e-9),
+        "train_tokens_per_second": tokens_seen / max(trained.seconds, 1e-9),
         "train_seconds": trained.seconds,
         "parameters": count_parameters(policy.model),
         "bf16": bf16,
         "processes": world_size(),
     }
-    return metrics, curve
 
 
 # ---------------------------------------------------------------- format check

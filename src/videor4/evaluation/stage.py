@@ -1,0 +1,133 @@
+"""The work of stage eval (stages/eval.py): every checkpoint of the curriculum on every eval set
+that is present, the paper-style table and the output files.
+
+The stage keeps what is not evaluation: the parameters file, the MLflow run (its lineage tags
+and metrics) and the one-line errors.  `evaluate` is used through its module, so that what it
+holds at call time is what runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from videor4.core.io import atomic_dir, atomic_write_text, write_json, write_jsonl
+from videor4.evaluation import evaluate
+from videor4.evaluation.evaluate import CheckpointResult, EvalSet, EvalSettings
+from videor4.evaluation.figures import FIGURES
+from videor4.policy.rollout import rollout_limits
+from videor4.rumination.tools import VisionConfig, vision_config
+
+
+@dataclass
+class EvalPlan:
+    """What stage eval evaluates, from params: the settings, each checkpoint's folder and the
+    checkpoint it was trained from, the vision config and image budget, and the eval sets."""
+
+    settings: EvalSettings
+    inits: dict[str, str]  # checkpoint -> the checkpoint it was trained from (curriculum_inits)
+    vision: VisionConfig
+    max_images: int
+    sets: list[EvalSet]
+    checkpoints: dict[str, Path]  # name -> folder, in `eval.checkpoints` order
+
+    def missing(self) -> list[str]:
+        """The checkpoint folders that do not exist."""
+        return [str(p) for p in self.checkpoints.values() if not p.is_dir()]
+
+
+def eval_plan(params: dict[str, Any], models: Path, held_out: str | Path | None) -> EvalPlan:
+    """The plan from params (`eval:`, `curriculum:`, `vision:`, `rollout:`), checkpoints under `models`
+    and the synthetic test split `held_out`; raises EvalDataError / ValueError / OSError on bad input."""
+    settings = evaluate.eval_settings(params)
+    inits = evaluate.curriculum_inits(params)
+    vision = vision_config(params, settings.vision)
+    max_images = rollout_limits(params).max_images
+    sets = evaluate.load_eval_sets(settings, held_out)
+    checkpoints = {name: models / name for name in settings.checkpoints}
+    return EvalPlan(settings, inits, vision, max_images, sets, checkpoints)
+
+
+def evaluate_all(
+    plan: EvalPlan,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    on_result: Callable[[CheckpointResult], None] | None = None,
+) -> list[CheckpointResult]:
+    """Each checkpoint in single-pass and rumination mode on every set, in order; `on_result`
+    gets each result as soon as it is done."""
+    results = []
+    for name, path in plan.checkpoints.items():
+        settings, max_images = plan.settings, plan.max_images
+        result = evaluate.evaluate_checkpoint(
+            name, path, plan.sets, plan.vision, settings, max_images, progress
+        )
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+def scaling_bands(
+    result: CheckpointResult, sets: Sequence[EvalSet]
+) -> Iterator[tuple[dict[str, float], int]]:
+    """(metrics, step) for each point of the checkpoint's scaling curve on each set: Acc and ANLS
+    with their 95 % band, named `scaling/<set>/<checkpoint>/<score>[_low|_high]`, at its step budget."""
+    for s in sets:
+        for point in result.summaries[s.name]["scaling"]:
+            prefix, scores = f"scaling/{s.name}/{result.name}", ("acc", "anls")
+            band = {f"{prefix}/{m}": point[m] for m in scores}
+            ends = list(enumerate(("low", "high")))
+            band |= {f"{prefix}/{m}_{end}": point[f"{m}_ci"][i] for m in scores for i, end in ends}
+            yield band, point["steps"]
+
+
+def compare(results: Sequence[CheckpointResult], plan: EvalPlan) -> dict[str, Any]:
+    """The paired comparisons: rumination vs single pass per checkpoint, each stage vs its init."""
+    return evaluate.paired_comparisons(results, plan.sets, plan.inits, plan.settings.bootstrap_resamples)
+
+
+def eval_table(
+    results: Sequence[CheckpointResult],
+    plan: EvalPlan,
+    comparisons: Mapping[str, Any],
+    md5s: Mapping[str, str],
+) -> str:
+    """The paper-style Markdown table, noting each checkpoint's md5 (`md5s`, by name) and linking
+    the figures stage's PNGs."""
+    notes = ["checkpoints: " + ", ".join(f"{n} ({md5s[n][:8]})" for n in plan.checkpoints)]
+    figures = ", ".join(f"[{what}](figures/{name})" for name, what in FIGURES.items())
+    notes.append("figures (stage figures): " + figures)
+    max_steps = plan.settings.max_steps
+    return evaluate.paper_table(results, plan.sets, max_steps, notes=notes, comparisons=comparisons)
+
+
+def write_eval_outputs(
+    results: Sequence[CheckpointResult],
+    plan: EvalPlan,
+    table: str,
+    predictions: Path,
+    table_path: Path,
+    scaling_path: Path,
+    accuracy_path: Path,
+) -> None:
+    """The per-question predictions (one file per checkpoint, set and mode, swapped in atomically),
+    the table, and the first set's scaling curve and accuracy bars."""
+    with atomic_dir(predictions) as out:
+        for r in results:
+            for set_name, modes in r.predictions.items():
+                for mode, records in modes.items():
+                    write_jsonl(out / f"{r.name}.{set_name}.{mode}.jsonl", records)
+    atomic_write_text(table_path, table)
+    primary = plan.sets[0].name
+    write_json(scaling_path, evaluate.scaling_rows(results, primary))
+    write_json(accuracy_path, evaluate.accuracy_rows(results, primary))
+
+
+def eval_summaries(
+    results: Sequence[CheckpointResult], plan: EvalPlan, comparisons: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the headline metrics: Acc and ANLS per set, checkpoint and mode; the full metrics)."""
+    headline = evaluate.headline_metrics(results, plan.sets)
+    return headline, evaluate.eval_metrics(results, plan.sets, plan.settings.max_steps, comparisons)
