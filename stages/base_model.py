@@ -1,9 +1,10 @@
 """Stage base_model: the policy the curriculum starts from.
 
-    python stages/base_model.py --corpus data/built/sft_drp.jsonl data/built/sft_crp.jsonl --out models/base --metrics metrics/base_model.json
+    python stages/base_model.py --corpus data/built/tokenizer_corpus.jsonl --out models/base --metrics metrics/base_model.json
 
 `model.name_or_path: tiny` builds the embedded default here (tokenizer trained on
-the trajectories in `--corpus`, Qwen2.5-VL architecture from `model.tiny`) and
+the trajectories in `--corpus`: the SFT sets of a build at `data.tokenizer_corpus`'s sizes,
+whatever `data.sizes` are; Qwen2.5-VL architecture from `model.tiny`) and
 saves a Hugging Face checkpoint.  Any other value (a Hub id or a local path) is
 recorded as a reference, so lineage names the exact base without copying its weights.
 """

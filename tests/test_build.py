@@ -22,7 +22,10 @@ PARAMS = {
         "num_frames": 6, "frame_max_pixels": 6272, "clip_max_pixels": 25088,
         "crop_min_pixels": 12544, "crop_max_pixels": 50176,
     },
-    "data": {"ocr": {"max_videos": 1}, "sizes": {"drp": 12, "crp": 12, "rl_d": 6, "rl_c": 6}},
+    "data": {
+        "ocr": {"max_videos": 1}, "sizes": {"drp": 12, "crp": 12, "rl_d": 6, "rl_c": 6},
+        "tokenizer_corpus": {"drp": 12, "crp": 12},
+    },
 }
 
 
@@ -165,3 +168,35 @@ def test_a_page_deck_goes_through_the_same_build(tmp_path):
     crp = [Trajectory.from_dict(r) for r in read_jsonl(tmp_path / "built" / "sft_crp.jsonl")]
     assert crp and all(t.final_answer == "7K3X" for t in crp)
     assert replay(crp[0], cache=FrameCache()).ok
+
+
+def test_a_video_in_train_and_test_fails_the_build_and_keeps_the_last_one(tmp_path, source_dir, built):
+    """Separation checked where it can fail: a source whose test split reuses a training video."""
+    out, _ = built
+    before = sorted(p.name for p in out.iterdir())
+    source = load_synthetic_source(source_dir)
+    train_video = next(s.video for s in source.samples if s.split == "train")
+    leaked = next(s for s in source.samples if s.split != "train")
+    leaked.video = train_video  # the test question now asks about a training video
+    cfg = build_config(PARAMS, out)
+    cfg.ocr_cache_dir = tmp_path / "ocr"
+    with pytest.raises(DataValidationError, match="the splits are disjoint"):
+        build_datasets(source, cfg, validate=validate)
+    assert sorted(p.name for p in out.iterdir()) == before  # the last valid build stays
+
+
+def test_the_tokenizer_corpus_does_not_depend_on_the_data_sizes(tmp_path, source_dir, built):
+    """base_model trains its tokenizer on tokenizer_corpus.jsonl: the same bytes at other sizes."""
+    out, _ = built
+    params = {**PARAMS, "data": {**PARAMS["data"], "sizes": {**PARAMS["data"]["sizes"], "drp": 5}}}
+    cfg = build_config(params, tmp_path / "small")
+    cfg.ocr_cache_dir = tmp_path / "ocr"
+    build_datasets(load_synthetic_source(source_dir), cfg, validate=validate)
+    assert len(read_jsonl(tmp_path / "small" / "sft_drp.jsonl")) == 5
+    corpus = (out / "tokenizer_corpus.jsonl").read_bytes()
+    assert (tmp_path / "small" / "tokenizer_corpus.jsonl").read_bytes() == corpus
+    rows = read_jsonl(out / "tokenizer_corpus.jsonl")  # at the reference sizes: the SFT sets, text only
+    sft = read_jsonl(out / "sft_drp.jsonl") + read_jsonl(out / "sft_crp.jsonl")
+    assert [r["traj_id"] for r in rows] == [r["traj_id"] for r in sft]
+    assert all(not step["observation"]["images"] for r in rows for step in r["steps"])
+    assert not (tmp_path / "small" / "tokenizer_corpus_images").exists()

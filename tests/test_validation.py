@@ -105,6 +105,7 @@ VALID = {
         {"traj_id": "drp-000001", "decision": "reject", "digest": "a" * 64, "note": "reads the wrong panel"},
         {"traj_id": "crp-000007", "decision": "accept", "digest": "b" * 64, "note": ""},
     ],
+    "splits": sample_rows,
 }
 
 
@@ -130,7 +131,7 @@ def assert_fails(rows: list[dict[str, Any]], dataset: str, base: Path, *needles:
 def test_valid_rows_pass(dataset: str, base: Path) -> None:
     report = check(VALID[dataset](), dataset, base)
     assert report.success, report.summary()
-    assert report.n_rows == 2 and report.n_expectations > 10
+    assert report.n_rows == 2 and report.n_expectations > (3 if dataset == "splits" else 10)
     assert "OK" in report.summary()
 
 
@@ -157,6 +158,13 @@ def test_every_suite_column_exists_in_its_table(base: Path) -> None:
 
 
 # ------------------------------------------------------------------ broken data
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_a_video_in_two_splits_fails_the_splits_suite(base: Path, split: str) -> None:
+    rows = VALID["splits"]()
+    rows.append({**rows[1], "sample_id": "s9", "split": split})  # v2's questions in train and in another split
+    assert_fails(rows, "splits", base, "the splits are disjoint", "videos/v2.mp4")
+
+
 def test_duplicate_ids(base: Path) -> None:
     rows = video_rows()
     rows[1]["video_id"] = "v1"

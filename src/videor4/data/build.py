@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATASETS = ("samples_train", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c")
+TOKENIZER_CORPUS = "tokenizer_corpus"  # data/built/tokenizer_corpus.jsonl: what base_model trains its tokenizer on
 MULTI_EVIDENCE_KINDS = ("compare", "count")
 DETECTION_CACHE = ".cache/detection"  # detections by frame content, and the tiny detector's folder
 
@@ -100,6 +102,7 @@ class BuildConfig:
     cot: WriterConfig = field(default_factory=WriterConfig)  # the model writer's settings, when build_datasets gets one
     detection: DetectionParams | None = None  # a zero-shot detector for what OCR cannot find; None: off
     limits: VideoLimits = field(default_factory=VideoLimits)
+    tokenizer_corpus: tuple[int, int] = (300, 300)  # DRP, CRP trajectories of the build the tokenizer reads
 
 
 @dataclass
@@ -584,6 +587,8 @@ def _write_datasets(
     if validate is not None:  # before anything is swapped in: invalid data never replaces valid data
         for name in DATASETS:
             validate(rows[name], name)
+        validate(rows["samples_train"] + rows["samples_test"], "splits")  # no video in two splits
+    rows[TOKENIZER_CORPUS] = _tokenizer_corpus(rows, grounded, cfg, tmp, decisions, validate, writer)
     for traj in rows["sft_drp"] + rows["sft_crp"]:  # rows name the final folder, not the temporary one
         for step in traj["steps"]:
             obs = step["observation"]
@@ -591,6 +596,45 @@ def _write_datasets(
     for name, data in rows.items():
         write_jsonl(tmp / f"{name}.jsonl", data)
     return _Written(result.trajectories, rl_d, rl_c, n_test, review, thoughts)
+
+
+def _tokenizer_corpus(
+    rows: dict[str, list[dict[str, Any]]],
+    grounded: _Grounding,
+    cfg: BuildConfig,
+    tmp: Path,
+    decisions: dict[str, Any] | None,
+    validate: Callable[[list[dict[str, Any]], str], None] | None,
+    writer: ThoughtWriter | None,
+) -> list[dict[str, Any]]:
+    """The trajectories the tiny model's tokenizer is trained on: the SFT sets of a build at the
+    reference sizes (`data.tokenizer_corpus`), whatever `data.sizes` are, so that a data-size sweep
+    leaves the tokenizer, the base model and pretraining as they are.  At the reference sizes they
+    are this build's own SFT sets; at other sizes they are synthesized again (thoughts, review and
+    validation as for the SFT sets).  Text only: without image paths the file has the same bytes
+    either way, and base_model, which depends on it, stays up to date."""
+    n_drp, n_crp = cfg.tokenizer_corpus
+    if (cfg.synthesis.n_drp, cfg.synthesis.n_crp) == (n_drp, n_crp):
+        return [_text_only(t) for t in rows["sft_drp"] + rows["sft_crp"]]
+    reference = dataclasses.replace(cfg, synthesis=dataclasses.replace(cfg.synthesis, n_drp=n_drp, n_crp=n_crp))
+    scratch = _Grounding(grounded.contexts, Counter(), Counter(), grounded.detects)  # its drops are not the build's
+    image_dir = tmp / "tokenizer_corpus_images"
+    result, _ = _synthesize_trajectories(scratch, reference, image_dir, None, writer)
+    corpus = {"sft_drp": [t.to_dict() for t in result.trajectories["drp"]]}
+    corpus["sft_crp"] = [t.to_dict() for t in result.trajectories["crp"]]
+    if decisions is not None:
+        _apply_review(corpus, decisions, result, image_dir)
+    for name, part in corpus.items():
+        if validate is not None:
+            validate(part, name)
+    shutil.rmtree(image_dir, ignore_errors=True)
+    return [_text_only(t) for t in corpus["sft_drp"] + corpus["sft_crp"]]
+
+
+def _text_only(traj: dict[str, Any]) -> dict[str, Any]:
+    """A trajectory row without its observation images' paths (their sha256s stay)."""
+    steps = [{**step, "observation": {**step["observation"], "images": []}} for step in traj["steps"]]
+    return {**traj, "steps": steps}
 
 
 def _synthesize_trajectories(
@@ -733,6 +777,14 @@ class SizesParams:
 
 
 @dataclass
+class TokenizerCorpusParams:
+    """`data.tokenizer_corpus`: the sizes of the build whose SFT trajectories train the tiny model's tokenizer."""
+
+    drp: int = 300
+    crp: int = 300
+
+
+@dataclass
 class QCParams:
     min_evidence_coverage: float = 0.9  # share of the evidence box the final crop must cover
     min_answer_similarity: float = 1.0  # ANLS similarity of what was read to the answer
@@ -804,6 +856,7 @@ class DataParams:
     m4vitevqa: M4ViteVQASourceParams = field(default_factory=M4ViteVQASourceParams)
     ocr: OCRParams = field(default_factory=OCRParams)
     sizes: SizesParams = field(default_factory=SizesParams)
+    tokenizer_corpus: TokenizerCorpusParams = field(default_factory=TokenizerCorpusParams)
     qc: QCParams = field(default_factory=QCParams)
     synthesis: SynthesisParams = field(default_factory=SynthesisParams)
     detection: DetectionParams = field(default_factory=DetectionParams)
@@ -857,6 +910,7 @@ def build_config(params: dict[str, Any], out_dir: str | Path = "data/built") -> 
         review_decisions=Path(data.review.decisions) if data.review.decisions else None,
         detection=data.detection if data.detection.model else None,
         limits=VideoLimits(data.max_video_pixels, data.max_frames, data.max_video_bytes),
+        tokenizer_corpus=(data.tokenizer_corpus.drp, data.tokenizer_corpus.crp),
         cot=WriterConfig(
             name_or_path=data.cot.model or "",
             max_new_tokens=data.cot.max_new_tokens,

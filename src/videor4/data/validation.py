@@ -230,6 +230,7 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     "clip_targets": ["row", "traj_id", "step", "target", "n_frames_shown"],
     "images": ["row", "traj_id", "step", "image", "path", "missing_path", "sha256"],
     "decisions": ["row", "traj_id", "decision", "digest", "note", "unknown_keys"],
+    "splits": ["row", "video", "split"],
 }
 
 # Columns that identify an offending row in the summary (besides the offending values).
@@ -245,6 +246,7 @@ INDEX_COLUMNS: dict[str, list[str]] = {
     "clip_targets": ["row", "traj_id", "step"],
     "images": ["row", "traj_id", "step", "image"],
     "decisions": ["row", "traj_id"],
+    "splits": ["row", "video"],
 }
 
 
@@ -483,6 +485,13 @@ def _review_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.Da
     return {"decisions": _frame(decisions, TABLE_COLUMNS["decisions"])}
 
 
+def _split_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.DataFrame]:
+    """One row per (video, split) that the rows' samples use: a video in two splits appears twice."""
+    pairs = sorted({(str(r.get("video")), str(r.get("split"))) for r in rows})
+    videos = [{"row": i + 1, "video": video, "split": split} for i, (video, split) in enumerate(pairs)]
+    return {"splits": _frame(videos, TABLE_COLUMNS["splits"])}
+
+
 _Builder = Callable[[list[dict[str, Any]], _Files], dict[str, pd.DataFrame]]
 DATASETS: dict[str, _Builder] = {
     "videos": _video_tables,
@@ -492,6 +501,7 @@ DATASETS: dict[str, _Builder] = {
     "rl_d": _rl_tables,
     "rl_c": _rl_tables,
     "review": _review_tables,
+    "splits": _split_tables,
 }
 
 
