@@ -79,6 +79,21 @@ def test_every_section_of_the_shipped_params_fills_its_dataclass():
         grpo_settings(PARAMS, which)
 
 
+def test_the_dataclass_defaults_are_the_shipped_params():
+    """A default in code that disagrees with params.yaml misleads whoever reads either."""
+    import dataclasses
+
+    from videor4.data.build import DataParams
+    from videor4.data.synthetic import SyntheticConfig
+
+    world = dataclasses.asdict(SyntheticConfig())
+    assert {k: world[k] for k in PARAMS["synthetic"]} == PARAMS["synthetic"]
+    data = dataclasses.asdict(DataParams())
+    # (data.synthesis and data.qc default to the paper's recipe, which their dataclasses say; params.yaml tunes them)
+    for key in ("sizes", "tokenizer_corpus", "ocr", "max_bad_fraction", "max_video_pixels", "max_frames"):
+        assert data[key] == PARAMS["data"][key], key
+
+
 def test_data_sizes_come_from_params_and_a_typo_is_an_error():
     cfg = build_config(PARAMS)
     assert (cfg.synthesis.n_drp, cfg.synthesis.n_crp) == (PARAMS["data"]["sizes"]["drp"], PARAMS["data"]["sizes"]["crp"])

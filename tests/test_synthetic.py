@@ -12,7 +12,7 @@ from videor4.core.schema import OPTION_LETTERS, Sample, VideoRecord
 from videor4.data.synthetic import ALPHABET, QUESTION_KINDS, SyntheticConfig, generate_dataset
 from videor4.rumination.video import load_frames, resize_to_budget, uniform_indices
 
-SMALL = dict(num_frames=16, num_shown_frames=8)
+SMALL = dict(num_frames=16, num_shown_frames=8, preset="legacy")  # the tests below were written for legacy
 LOW_RES_BUDGET = 8 * 28 * 28  # the shown-frame budget of the embedded default
 
 
@@ -23,7 +23,7 @@ def _sha(path: Path) -> str:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, SyntheticConfig, list[VideoRecord], list[Sample]]:
     root = tmp_path_factory.mktemp("syn")
-    cfg = SyntheticConfig(n_videos=8, mc_fraction=0.5, seed=3, **SMALL)
+    cfg = SyntheticConfig(n_videos=8, mc_fraction=0.5, seed=3, test_fraction=0.25, **SMALL)
     ticks: list[int] = []
     records, samples = generate_dataset(root, cfg, progress=ticks.append)
     assert ticks == [1] * cfg.n_videos

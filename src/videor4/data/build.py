@@ -23,8 +23,20 @@ from typing import TYPE_CHECKING, Any
 from videor4.core.io import atomic_dir, files_md5, read_jsonl, write_jsonl
 from videor4.core.params import ParamsError, fill, section
 from videor4.core.schema import Evidence, Sample, TextBox, VideoRecord
-from videor4.data.evidence import crop_covers
+from videor4.core.scoring import normalize_answer
+from videor4.data.detection import (
+    DetectionCache,
+    ZeroShotDetector,
+    best_detection,
+    build_tiny_detector,
+    detect_cached,
+    detection_gt_agreement,
+    noun_phrases,
+)
+from videor4.data.evidence import crop_covers, match_evidence, ocr_gt_agreement
+from videor4.data.ocr import ocr_to_text_boxes, ocr_video
 from videor4.data.review import REVIEWED_SETS, apply_decisions, load_decisions
+from videor4.data.sources.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa, load_video_ocr
 from videor4.data.synthesis import (
     CRP_CROP_TARGETS,
     CRP_VARIANTS,
@@ -34,17 +46,10 @@ from videor4.data.synthesis import (
     remove_images,
     synthesize,
 )
+from videor4.data.synthetic import generate_dataset
 from videor4.data.writer import ThoughtWriter, WriterConfig, rewrite_thoughts
 from videor4.rumination.tools import VisionConfig, vision_config
-from videor4.rumination.video import (
-    FRAME_CACHE,
-    READ_ERRORS,
-    FrameSource,
-    VideoError,
-    load_frames,
-    page_size,
-    uniform_indices,
-)
+from videor4.rumination.video import FRAME_CACHE, READ_ERRORS, FrameSource, VideoError, load_frames, page_size, uniform_indices
 
 if TYPE_CHECKING:
     from videor4.data.detection import Detection
@@ -122,7 +127,7 @@ class BuildError(RuntimeError):
 def validate_dataset(rows: list[dict[str, Any]], dataset: str, allow_empty: bool = False) -> None:
     """Check one built dataset with its GX suite (both sample splits share `samples`);
     raises validation.DataValidationError.  An empty test split is allowed."""
-    from videor4.data.validation import require_valid
+    from videor4.data.validation import require_valid  # Great Expectations and pandas: seconds to import
 
     suite = "samples" if dataset.startswith("samples_") else dataset
     require_valid(rows, suite, allow_empty=allow_empty or dataset == "samples_test")
@@ -137,7 +142,6 @@ def load_synthetic_source(root: Path) -> SourceData:
 
 def load_m4vitevqa_source(section: dict[str, Any]) -> SourceData:
     """M4-ViteVQA train + test annotation files, with the per-video OCR files where present."""
-    from videor4.data.sources.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa, load_video_ocr
 
     if not section.get("root"):
         raise BuildError("data.source is m4vitevqa but data.m4vitevqa.root is not set")
@@ -166,7 +170,6 @@ def load_m4vitevqa_source(section: dict[str, Any]) -> SourceData:
 
 def make_synthetic_source(out_dir: Path, cfg: "SyntheticConfig", progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Generate the procedural videos into `out_dir` (atomically) with manifest.jsonl and samples.jsonl."""
-    from videor4.data.synthetic import generate_dataset
 
     t0 = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
@@ -239,7 +242,6 @@ def run_ocr(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, list[TextBox]]:
     """OCR every shown frame of the given videos (RapidOCR, cached by video content)."""
-    from videor4.data.ocr import ocr_to_text_boxes, ocr_video
 
     out = {}
     for video in videos:
@@ -263,7 +265,6 @@ def evidence_groups(
     Sources list a text on every shown frame where it is visible; a reader needs
     it once, from any of them.
     """
-    from videor4.core.scoring import normalize_answer
 
     groups: dict[str, list[Evidence]] = {}
     for e in evidence:
@@ -306,8 +307,6 @@ def ground_evidence(
     the text is read, the annotation says what it reads (origin `detection`).
     Without OCR the generator's (or annotation's) evidence is used as is.
     """
-    from videor4.data.detection import noun_phrases
-    from videor4.data.evidence import match_evidence
 
     groups = evidence_groups(sample.evidence, rng, frame_order, sample.question)
     if ocr_boxes is None:
@@ -348,7 +347,6 @@ def ground_evidence(
 def detector_for(params: DetectionParams, seed: int) -> Any:
     """The zero-shot detector `data.detection` names (`tiny`: a random tiny OWLv2 built locally from
     config, which exercises the code path but cannot see)."""
-    from videor4.data.detection import ZeroShotDetector, build_tiny_detector
 
     path = params.model
     if path == "tiny":
@@ -358,7 +356,6 @@ def detector_for(params: DetectionParams, seed: int) -> Any:
 
 def video_detector(detector: Any, cache_dir: str | None, info: _VideoInfo) -> Detect:
     """`Detect` on one video's shown frames (decoded once, detections cached by frame content)."""
-    from videor4.data.detection import DetectionCache, best_detection, detect_cached
 
     cache = DetectionCache(cache_dir or DETECTION_CACHE)
     frames: dict[int, Any] = {}
@@ -376,7 +373,6 @@ def video_detector(detector: Any, cache_dir: str | None, info: _VideoInfo) -> De
 def detection_agreement(contexts: list[SampleContext], detects: dict[str, Detect], margin: float) -> dict[str, Any]:
     """How the detector's box for each ground-truth evidence's label compares with the generator's text box:
     IoU >= 0.5, and the share a crop of it (widened by the crop margin) covers >= 90 % of (what QC asks)."""
-    from videor4.data.detection import detection_gt_agreement
 
     pairs = []
     for ctx in contexts:
@@ -503,7 +499,6 @@ def _ocr_pass(
     progress: Callable[[str, int], Callable[[int], None]] | None,
 ) -> _OCRPass:
     """OCR the first training videos (all of them with ocr_max_videos = -1) that the source has no OCR for."""
-    from videor4.data.evidence import ocr_gt_agreement
 
     n_ocr = len(train_videos) if cfg.ocr_max_videos < 0 else min(cfg.ocr_max_videos, len(train_videos))
     ocr_videos = sorted(set(train_videos[:n_ocr]) | (set(source.ocr_boxes) & set(infos)))

@@ -2,20 +2,18 @@
 
 Each video is a moving gradient background with 3-5 coloured "panels" (signs,
 caption bars, slides, app screens, licence plates, scoreboards, price tags)
-carrying short codes drawn from a small, visually distinct alphabet.  The text
-is small (10-14 px at 448x252): legible at full resolution, a blur of a few
-pixels in the model's low-resolution view, so answering needs clipping and
-cropping.  Some videos hold a caption that flashes in exactly one shown frame,
-a plate whose code changes over time, or two numbers to compare.
+carrying short codes, small in the model's low-resolution view of the frame, so
+that answering needs clipping and cropping.  Some videos hold a caption that
+flashes in exactly one shown frame, a plate whose code changes over time, or two
+numbers to compare.
 
-Two drawings (`synthetic.preset`): `legacy`, the original one above, and
-`readable`, the embedded default: codes of three digits drawn about one
+Two drawings (`synthetic.preset`): `readable`, the embedded default: codes of three digits drawn about one
 merged 28x28 visual token per glyph once cropped, each digit in its own
 saturated colour on a neutral panel framed in the panel's named colour, and
 caption bars larger still, so that their text is legible once the frame is
-clipped.  A tiny model learns to read those in minutes on a CPU; the legacy
-15 px glyphs (two per token) it does not (docs/DESIGN.md §8).  In both, the
-low-resolution view shows a few pixels per glyph: the answer needs the tools.
+clipped; and `legacy`, the original drawing: codes from a small, visually distinct
+alphabet at 10-14 px (two glyphs per token).  A tiny model learns to read the
+readable codes in minutes on a CPU and the legacy ones it does not (docs/DESIGN.md §8).
 
 Everything is drawn from an rng seeded by (seed, video index), so the same
 config gives byte-identical mp4s and identical records, and video i does not
@@ -136,18 +134,20 @@ NEUTRAL_PANEL = (236, 236, 230)
 
 @dataclass
 class SyntheticConfig:
-    n_videos: int = 24
+    """`synthetic:` in params.yaml; the defaults are params.yaml's (a test checks they agree)."""
+
+    n_videos: int = 160
     width: int = 448
     height: int = 252
     num_frames: int = 32  # source frames per video
     fps: float = 8.0
     num_shown_frames: int = 8  # frames the model is shown: uniform_indices(num_frames, num_shown_frames)
     questions_per_video: int = 3
-    test_fraction: float = 0.25  # videos whose samples go to split "test" (by video, deterministic)
+    test_fraction: float = 0.35  # videos whose samples go to split "test" (by video, deterministic)
     mc_fraction: float = 0.25  # fraction of questions turned into 4-option multiple choice
     seed: int = 0
     workers: int = 0  # processes drawing videos; 0 = one per core.  The bytes do not depend on it
-    preset: str = "legacy"  # legacy | readable: how text and panels are drawn (STYLES)
+    preset: str = "readable"  # readable | legacy: how text and panels are drawn (STYLES)
 
     def __post_init__(self) -> None:
         if self.preset not in STYLES:

@@ -19,16 +19,20 @@ sft_drp, sft_crp   trajectories (trajectory), frames (shown frame), steps (tool 
                    clip_targets (clipping target), images (observation image)
 rl_d, rl_c         samples (sample), evidence (evidence box), frames (shown frame)
 review             decisions (a reviewer's decision on one trajectory)
+splits             splits (a video and a split its samples are in: a video twice is a leak)
 =================  =====================================================================
 
 Derived columns carry what GX cannot compute itself, e.g. ``missing_video`` /
 ``missing_path`` (the path when the file does not exist, else null; for a video given
 as a list of page images, the first missing page), ``n_answers``
 (non-blank answer strings), ``bbox_error`` / ``args_error`` (why a box or tool call
-is malformed, else null; a tool call by ``protocol.check_arguments``, the tools' own rule), ``x1..y2`` (a box's corners), ``images_before`` (images the
+is malformed, else null; by the protocol's own rules, ``is_box`` and ``check_arguments``),
+``x1..y2`` (a box's corners), ``images_before`` (images the
 model had seen before a step: the shown frames, then every earlier observation image),
 ``tools_used`` ("clipping", "cropping", "clipping+cropping" or "").  Non-numeric values
-in top-level numeric fields become null, and ``numeric_errors`` keeps the originals.  Evidence frames of
+in top-level numeric fields become null, and ``numeric_errors`` keeps the originals.
+Rows are flattened from the raw dicts, not through ``Trajectory.from_dict``: a malformed
+row must still become table rows whose columns say what is wrong with it.  Evidence frames of
 the ``samples`` dataset are checked against ``meta["num_frames"]`` only when a row has
 it (samples do not record their frame count otherwise).
 
@@ -56,7 +60,7 @@ from typing import Any
 import pandas as pd
 
 from videor4.core.io import is_number, read_json, read_jsonl
-from videor4.rumination.protocol import TOOL_NAMES, ToolCall, check_arguments
+from videor4.rumination.protocol import TOOL_NAMES, ToolCall, check_arguments, is_box
 
 __all__ = [
     "DATASETS",
@@ -149,8 +153,8 @@ def _short(v: Any, limit: int = 80) -> str:
 
 
 def _box(v: Any) -> tuple[dict[str, float | None], str | None]:
-    """Corner columns and an error (None when ``v`` is a list of 4 numbers)."""
-    if isinstance(v, (list, tuple)) and len(v) == 4 and all(is_number(x) for x in v):
+    """Corner columns and an error (None when ``v`` is a box: the protocol's `is_box`)."""
+    if is_box(v):
         x1, y1, x2, y2 = (float(x) for x in v)
         return {"x1": x1, "y1": y1, "x2": x2, "y2": y2}, None
     return {"x1": None, "y1": None, "x2": None, "y2": None}, f"not [x1, y1, x2, y2] numbers: {_short(v)}"

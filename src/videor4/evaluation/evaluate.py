@@ -81,7 +81,7 @@ def _root(spec: dict[str, Any], where: str) -> Path | None:
     return root
 
 
-def _answered(samples: Sequence[Any], skipped: dict[str, int]) -> list[dict[str, Any]]:
+def _with_reference_answers(samples: Sequence[Any], skipped: dict[str, int]) -> list[dict[str, Any]]:
     """Scorable rows: a question without ground truth (a hidden test split) is counted, not scored."""
     rows = [s.to_dict() for s in samples if s.answers]
     if len(rows) < len(samples):
@@ -120,18 +120,18 @@ def load_eval_sets(settings: EvalSettings, synthetic_test: str | Path | None) ->
                 samples, skipped = load_m4vitevqa(cfg, check_videos=True, allow_missing_answers=True)
                 for s in samples:
                     s.video = str(root / s.video)
-                sets.append(EvalSet(f"m4_{tag}", M4_TITLES.get(tag, f"M4-ViteVQA {tag}"), _answered(samples, skipped), skipped))
+                sets.append(EvalSet(f"m4_{tag}", M4_TITLES.get(tag, f"M4-ViteVQA {tag}"), _with_reference_answers(samples, skipped), skipped))
         for name, loader, title in (("mpdocvqa", load_mpdocvqa, "MP-DocVQA"), ("slidesvqa", load_slidesvqa, "SlidesVQA")):
             doc = spec.get(name) or {}
             if root := _root(doc, name):
                 samples, skipped = loader(root, doc["split_file"], allow_missing_answers=True)
-                sets.append(EvalSet(name, title, _answered(_rooted_pages(samples, root), skipped), skipped))
+                sets.append(EvalSet(name, title, _with_reference_answers(_rooted_pages(samples, root), skipped), skipped))
         for name, mc in (spec.get("mcvqa") or {}).items():
             if root := _root(mc, f"mcvqa.{name}"):
                 samples, skipped = load_mcvqa(
                     root, mc["annotation_file"], dataset=name, videos_dir=mc.get("videos_dir", "videos"), video_ext=mc.get("video_ext", ".mp4")
                 )
-                sets.append(EvalSet(name, mc.get("title", name), _answered(samples, skipped), skipped))
+                sets.append(EvalSet(name, mc.get("title", name), _with_reference_answers(samples, skipped), skipped))
     except KeyError as exc:
         raise EvalDataError(f"eval.sets: missing key {exc}") from exc
     except ValueError as exc:  # a loader's file-level error names the file

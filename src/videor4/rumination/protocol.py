@@ -137,8 +137,9 @@ def count_boxed(text: str) -> int:
 
 # ---------------------------------------------------------------- tool calls
 def is_box(value: Any) -> bool:
-    """A list of 4 numbers, the shape of `bbox_2d` (its geometry is the crop tool's to check)."""
-    return isinstance(value, list) and len(value) == 4 and all(is_number(v) for v in value)
+    """4 numbers in a list (as JSON gives them) or a tuple (as a dataclass row holds them): the shape
+    of `bbox_2d` and of every box in the data (its geometry is the crop tool's to check)."""
+    return isinstance(value, (list, tuple)) and len(value) == 4 and all(is_number(v) for v in value)
 
 
 def check_arguments(call: ToolCall) -> str | None:
