@@ -1,6 +1,7 @@
 """Stage base_model: the policy the curriculum starts from.
 
-    python stages/base_model.py --corpus data/built/tokenizer_corpus.jsonl --out models/base --metrics metrics/base_model.json
+    python stages/base_model.py --corpus data/built/tokenizer_corpus.jsonl --out models/base \
+        --metrics metrics/base_model.json
 
 `model.name_or_path: tiny` builds the embedded default here (tokenizer trained on
 the trajectories in `--corpus`: the SFT sets of a build at `data.tokenizer_corpus`'s sizes,
@@ -19,7 +20,15 @@ STAGE = "base_model"
 def main() -> None:
     args, params = stage_inputs(__doc__, "corpus+", "out", "metrics")
     from videor4.core.io import atomic_dir
-    from videor4.policy.model import TINY, ModelLoadError, build_tiny_checkpoint, describe, load_policy, model_config, write_reference
+    from videor4.policy.model import (
+        TINY,
+        ModelLoadError,
+        build_tiny_checkpoint,
+        describe,
+        load_policy,
+        model_config,
+        write_reference,
+    )
 
     with one_line_errors(STAGE):
         cfg = model_config(params)
@@ -31,7 +40,11 @@ def main() -> None:
                 # load once so a wrong id or path fails here, not three stages later
                 policy = load_policy(cfg.name_or_path, dtype="bfloat16", revision=cfg.revision)
                 write_reference(tmp, cfg.name_or_path, cfg.revision)
-        metrics = {**describe(policy.model), "tokenizer_size": len(policy.tokenizer), "source": cfg.name_or_path}
+        metrics = {
+            **describe(policy.model),
+            "tokenizer_size": len(policy.tokenizer),
+            "source": cfg.name_or_path,
+        }
         write_metrics(args.metrics, metrics, run)
 
 

@@ -16,7 +16,14 @@ STAGE = "build_data"
 
 def main() -> None:
     args, params = stage_inputs(__doc__, "videos", "out", "metrics")
-    from videor4.data.build import BuildError, build_config, build_datasets, data_params, load_source, validate_dataset
+    from videor4.data.build import (
+        BuildError,
+        build_config,
+        build_datasets,
+        data_params,
+        load_source,
+        validate_dataset,
+    )
     from videor4.data.validation import DataValidationError
 
     with one_line_errors(STAGE):
@@ -28,7 +35,13 @@ def main() -> None:
                 from videor4.policy.writer import thought_writer
 
                 writer = thought_writer(data, cfg.cot)
-            metrics = build_datasets(load_source(data, args.videos), cfg, validate=validate_dataset, progress=progress_bar, writer=writer)
+            metrics = build_datasets(
+                load_source(data, args.videos),
+                cfg,
+                validate=validate_dataset,
+                progress=progress_bar,
+                writer=writer,
+            )
         write_metrics(args.metrics, metrics, run)
 
 

@@ -20,13 +20,23 @@ from __future__ import annotations
 import sys
 import time
 
-from videor4.pipeline.runner import declared_dep_md5, fail, one_line_errors, progress_bar, stage_inputs, stage_run, write_metrics
+from videor4.pipeline.runner import (
+    declared_dep_md5,
+    fail,
+    one_line_errors,
+    progress_bar,
+    stage_inputs,
+    stage_run,
+    write_metrics,
+)
 
 STAGE = "eval"
 
 
 def main() -> None:
-    args, params = stage_inputs(__doc__, "models", "held-out", "predictions", "table", "headline", "metrics", "scaling", "accuracy")
+    args, params = stage_inputs(
+        __doc__, "models", "held-out", "predictions", "table", "headline", "metrics", "scaling", "accuracy"
+    )
     from videor4.core.io import write_json
     from videor4.evaluation import stage as evaluation
     from videor4.evaluation.evaluate import EvalDataError, tracked_numbers

@@ -1,7 +1,9 @@
 """Stage figures: the pipeline's pictures as PNG, for people and for MLflow.
 
-    python stages/figures.py --sft-curves metrics/pretrain_loss.json metrics/drp_sft_loss.json metrics/crp_sft_loss.json \
-        --rl-curves metrics/rl_d_curve.json metrics/rl_c_curve.json --eval metrics/eval.json --out reports/figures
+    python stages/figures.py \
+        --sft-curves metrics/pretrain_loss.json metrics/drp_sft_loss.json metrics/crp_sft_loss.json \
+        --rl-curves metrics/rl_d_curve.json metrics/rl_c_curve.json --eval metrics/eval.json \
+        --out reports/figures
 
 Training loss (pretraining, DRP-SFT, CRP-SFT), GRPO reward and accuracy per step (RL_d, RL_c),
 the test-time scaling curve with its 95 % band and accuracy per checkpoint and mode with its

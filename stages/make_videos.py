@@ -1,6 +1,6 @@
 """Stage make_videos: the embedded default's procedural text-rich videos and questions.
 
-    python stages/make_videos.py --out data/synthetic --metrics metrics/make_videos.json
+python stages/make_videos.py --out data/synthetic --metrics metrics/make_videos.json
 """
 
 from __future__ import annotations

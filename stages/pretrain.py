@@ -1,10 +1,11 @@
 """Stage pretrain: perception pretraining of the base, between base_model and drp_sft.
 
     python stages/pretrain.py pretrain --init models/base --out models/pretrain \
-        --metrics metrics/pretrain.json --curve metrics/pretrain_loss.json --held-out-report reports/pretrain_held_out.jsonl
+        --metrics metrics/pretrain.json --curve metrics/pretrain_loss.json \
+        --held-out-report reports/pretrain_held_out.jsonl
 
-Renders READ / READ_MC / READ_CLIP / LOCATE / LOCATE_CLIP examples on the fly from the synthetic generator (a seed
-stream no video uses) and trains the vision tower and the language model on them with TRL's
+Renders READ / READ_MC / READ_CLIP / LOCATE / LOCATE_CLIP examples on the fly from the synthetic
+generator (a seed stream no video uses) and trains the vision tower and the language model on them with TRL's
 SFTTrainer plus a dense glyph loss, then scores the checkpoint on held-out renders
 (read_acc, read_lowres_acc, read_mc_acc, read_clip_acc, locate_cover, locate_clip_cover, each with
 its Wilson interval).
@@ -36,7 +37,15 @@ def main() -> None:
     with runner.training_run(args, params, {"pretrain.steps": str(effective_steps(settings, cfg))}) as run:
         with runner.one_line_errors(STAGE, ModelLoadError, ValueError):
             metrics, curve = pretrain(
-                args.init, args.out, args.work, world, vision, cfg, settings, log_fn=run.log_metrics, progress=runner.progress_bar
+                args.init,
+                args.out,
+                args.work,
+                world,
+                vision,
+                cfg,
+                settings,
+                log_fn=run.log_metrics,
+                progress=runner.progress_bar,
             )
             if not runner.is_main_process():
                 return

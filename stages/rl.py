@@ -17,7 +17,16 @@ from videor4.pipeline import runner
 from videor4.pipeline.checkpoint import finish_training
 
 STAGES = ("rl_d", "rl_c")
-CURVE_KEYS = ("step", "reward", "reward_std", "accuracy", "kl", "loss", "rumination_steps", "tools/invalid_call_rate")
+CURVE_KEYS = (
+    "step",
+    "reward",
+    "reward_std",
+    "accuracy",
+    "kl",
+    "loss",
+    "rumination_steps",
+    "tools/invalid_call_rate",
+)
 
 
 def main() -> None:
@@ -32,16 +41,31 @@ def main() -> None:
     with runner.one_line_errors(args.stage):
         settings = grpo_settings(params, args.stage)
         settings.validate()
-        configs = (model_config(params), settings, rollout_limits(params), reward_config(params), vision_config(params))
-    with runner.training_run(args, params, {"prompts": str(args.data), "held_out": str(args.held_out)}) as run:
+        configs = (
+            model_config(params),
+            settings,
+            rollout_limits(params),
+            reward_config(params),
+            vision_config(params),
+        )
+    with runner.training_run(
+        args, params, {"prompts": str(args.data), "held_out": str(args.held_out)}
+    ) as run:
 
         def log_samples(step: int, texts: list[str]) -> None:
             run.log_text("\n\n---\n\n".join(texts), f"rollouts/step_{step:05d}.md")
 
         with runner.one_line_errors(args.stage, RLDataError, EncodingError, ModelLoadError, ValueError):
             metrics, curve, samples = train_grpo(
-                args.data, args.held_out, args.init, args.out, args.work, *configs,
-                log_fn=run.log_metrics, progress=runner.progress_bar, on_samples=log_samples,
+                args.data,
+                args.held_out,
+                args.init,
+                args.out,
+                args.work,
+                *configs,
+                log_fn=run.log_metrics,
+                progress=runner.progress_bar,
+                on_samples=log_samples,
             )
         if not runner.is_main_process():
             return

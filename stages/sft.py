@@ -44,12 +44,23 @@ def main() -> None:
     with runner.training_run(args, params, {"trajectories": str(args.data)}) as run:
         with runner.one_line_errors(args.stage, SFTDataError, EncodingError, ModelLoadError, ValueError):
             metrics, curve = train_sft(
-                args.data, args.init, args.out, args.work, cfg, settings, log_fn=run.log_metrics, progress=runner.progress_bar
+                args.data,
+                args.init,
+                args.out,
+                args.work,
+                cfg,
+                settings,
+                log_fn=run.log_metrics,
+                progress=runner.progress_bar,
             )
             if not runner.is_main_process():
                 return
             rate, generations = format_check(
-                args.out, args.held_out, vision_config(params), settings.format_eval_prompts, settings.format_eval_max_new_tokens
+                args.out,
+                args.held_out,
+                vision_config(params),
+                settings.format_eval_prompts,
+                settings.format_eval_max_new_tokens,
             )
         metrics["format_valid_rate"] = rate
         metrics["format_eval_prompts"] = len(generations)

@@ -21,9 +21,18 @@ from pathlib import Path
 
 # package → (its bundle in the tarball, the tarball's npm integrity)
 PACKAGES = {
-    "vega@5.20.2": ("package/build/vega.min.js", "sha512-qmH7aD9GGPpssVdxL1xgcdxTbQzyRUeRR16Os385ymvQhiwCYQNA6+eXUPAZDTVLfk0RXu6Jzj6kUE5jQ80EVw=="),
-    "vega-lite@5.2.0": ("package/build/vega-lite.min.js", "sha512-Yxcg8MvYfxHcG6BbkaKT0oVCIMIcE19UvqIsEwBmyd/7h2nzW7oRnID81T8UrY7hpDrIr6wa2JADOT2dhGNErw=="),
-    "vega-embed@6.18.2": ("package/build/vega-embed.min.js", "sha512-wcDyQPE4J5aiCDc3/suH5RQDvrKkjuLkhzUcbOLwEkNF8/+pp17tS0JghzEvAPNRg+5aG1/N2ydixq8Lk3dOlg=="),
+    "vega@5.20.2": (
+        "package/build/vega.min.js",
+        "sha512-qmH7aD9GGPpssVdxL1xgcdxTbQzyRUeRR16Os385ymvQhiwCYQNA6+eXUPAZDTVLfk0RXu6Jzj6kUE5jQ80EVw==",
+    ),
+    "vega-lite@5.2.0": (
+        "package/build/vega-lite.min.js",
+        "sha512-Yxcg8MvYfxHcG6BbkaKT0oVCIMIcE19UvqIsEwBmyd/7h2nzW7oRnID81T8UrY7hpDrIr6wa2JADOT2dhGNErw==",
+    ),
+    "vega-embed@6.18.2": (
+        "package/build/vega-embed.min.js",
+        "sha512-wcDyQPE4J5aiCDc3/suH5RQDvrKkjuLkhzUcbOLwEkNF8/+pp17tS0JghzEvAPNRg+5aG1/N2ydixq8Lk3dOlg==",
+    ),
 }
 
 PAGE = """<!DOCTYPE html>
@@ -47,9 +56,16 @@ PAGE = """<!DOCTYPE html>
 
 def fetch(spec: str, member: str, integrity: str, work: Path) -> str:
     """The bundle `member` of npm package `spec`, after checking the tarball's sha512."""
-    done = subprocess.run(["npm", "pack", "--json", "--pack-destination", str(work), spec], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["npm", "pack", "--json", "--pack-destination", str(work), spec],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
-        raise SystemExit(f"error: npm pack {spec} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+        raise SystemExit(
+            f"error: npm pack {spec} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}"
+        )
     tarball = work / json.loads(done.stdout)[0]["filename"]
     digest = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
     if digest != integrity:
@@ -60,7 +76,9 @@ def fetch(spec: str, member: str, integrity: str, work: Path) -> str:
 
 def main(out: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        bundles = [fetch(spec, member, integrity, Path(tmp)) for spec, (member, integrity) in PACKAGES.items()]
+        bundles = [
+            fetch(spec, member, integrity, Path(tmp)) for spec, (member, integrity) in PACKAGES.items()
+        ]
     # a literal "</script" inside a bundle would end its inline <script> element early
     escaped = [js.replace("</script", "<\\/script") for js in bundles]
     scripts = "\n".join(f"    <script>{js}</script>" for js in escaped)

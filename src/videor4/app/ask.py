@@ -126,7 +126,9 @@ def check_checkpoint(path: Path) -> Path:
     from videor4.policy.model import REFERENCE_FILE
 
     if not path.exists():
-        raise AskError(f"model not found: {path} (a checkpoint directory, e.g. models/rl_c after `dvc repro`)")
+        raise AskError(
+            f"model not found: {path} (a checkpoint directory, e.g. models/rl_c after `dvc repro`)"
+        )
     if not path.is_dir():
         raise AskError(f"model path is not a directory: {path}")
     if not (path / "config.json").is_file() and not (path / REFERENCE_FILE).is_file():
@@ -167,7 +169,9 @@ def ruminate(
     from videor4.policy.rollout import ruminate as run_rollout
 
     env = env or open_env(sample, vision, max_images=settings.max_images)
-    return run_rollout(policy, sample, env, settings, on_turn=(lambda r: on_step(r.to_trajectory())) if on_step else None)
+    return run_rollout(
+        policy, sample, env, settings, on_turn=(lambda r: on_step(r.to_trajectory())) if on_step else None
+    )
 
 
 # ---------------------------------------------------------------- describing
@@ -196,7 +200,9 @@ def obs_text(traj: Trajectory, video: VideoFrames, step: Step, obs: Observation)
     if step.tool_call.name == "cropping":
         parts = []
         for (pos, region), img in zip(obs.regions, obs.images):
-            parts.append(f"region {_box(region)} of {frame_label(traj, video, pos)} -> {img.width}x{img.height} px")
+            parts.append(
+                f"region {_box(region)} of {frame_label(traj, video, pos)} -> {img.width}x{img.height} px"
+            )
         return "; ".join(parts)
     return "looked at " + ", ".join(frame_label(traj, video, pos) for pos, _ in obs.regions)
 
@@ -239,7 +245,8 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
 .meta { color: #555; } .meta code { color: #222; }
-.question, .answer { font-size: 1.15em; padding: .5em .8em; background: #f3f3f7; border-left: 4px solid #4363d8; }
+.question, .answer { font-size: 1.15em; padding: .5em .8em; background: #f3f3f7;
+                     border-left: 4px solid #4363d8; }
 .answer { border-color: #3cb44b; }
 .row { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-start; }
 figure { margin: 0; } figcaption { font-size: .85em; color: #444; max-width: 480px; }

@@ -10,7 +10,10 @@ import typer
 
 app = typer.Typer(help="Video-R4: text-rich video reasoning with visual rumination.", no_args_is_help=True)
 data_app = typer.Typer(help="Build, inspect and validate datasets.", no_args_is_help=True)
-remote_app = typer.Typer(help="The DVC remote on S3 (params `storage:` or $VIDEOR4_S3_BUCKET): configure, check, push, pull.", no_args_is_help=True)
+remote_app = typer.Typer(
+    help="The DVC remote on S3 (params `storage:` or $VIDEOR4_S3_BUCKET): configure, check, push, pull.",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 lineage_app = typer.Typer(help="The lineage DVC records: each stage's exact code deps.", no_args_is_help=True)
 app.add_typer(remote_app, name="remote")
@@ -71,7 +74,13 @@ def data_build(
             from videor4.policy.writer import thought_writer
 
             writer = thought_writer(data, cfg.cot)
-        metrics = build_datasets(load_source(data, synthetic_dir), cfg, validate=validate_dataset, progress=_progress, writer=writer)
+        metrics = build_datasets(
+            load_source(data, synthetic_dir),
+            cfg,
+            validate=validate_dataset,
+            progress=_progress,
+            writer=writer,
+        )
     except (BuildError, DataValidationError, ValueError, OSError) as exc:
         _die(str(exc))
     typer.echo(json.dumps(metrics, indent=2))
@@ -101,16 +110,25 @@ def _find_trajectory(traj_id: str, data_dir: Path, file: Path | None):
                     return Trajectory.from_dict(d)
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     _die(f"malformed trajectory '{traj_id}' in {path}: {type(exc).__name__}: {exc}")
-    where = str(file) if file is not None else f"{data_dir}/{{{','.join(SFT_SETS)}}}.jsonl (run `video-r4 data build` first?)"
+    where = (
+        str(file)
+        if file is not None
+        else f"{data_dir}/{{{','.join(SFT_SETS)}}}.jsonl (run `video-r4 data build` first?)"
+    )
     _die(f"no trajectory '{traj_id}' in {where}")
 
 
-FILE_HELP = "A JSONL of trajectories or of eval predictions (reports/eval/<ckpt>.<set>.<mode>.jsonl) to read instead of --data-dir."
+FILE_HELP = (
+    "A JSONL of trajectories or of eval predictions (reports/eval/<ckpt>.<set>.<mode>.jsonl) "
+    "to read instead of --data-dir."
+)
 
 
 @data_app.command("show")
 def data_show(
-    traj_id: str = typer.Argument(..., help="A trajectory id, e.g. drp-000003, or an eval prediction's sample id."),
+    traj_id: str = typer.Argument(
+        ..., help="A trajectory id, e.g. drp-000003, or an eval prediction's sample id."
+    ),
     data_dir: Path = typer.Option(BUILT, help="Folder with sft_drp.jsonl / sft_crp.jsonl."),
     file: Path = typer.Option(None, help=FILE_HELP),
     out: Path = typer.Option(None, help="PNG to write (default reports/render/<id>.png)."),
@@ -165,16 +183,21 @@ def data_replay(
 def data_review(
     data_dir: Path = typer.Option(BUILT, help="Folder with the trajectory sets."),
     sets: list[str] = typer.Option(list(SFT_SETS), "--set", help="Trajectory sets to review (repeatable)."),
-    limit: int = typer.Option(40, help="Review a seeded random sample of this many trajectories per set; 0 = all."),
+    limit: int = typer.Option(
+        40, help="Review a seeded random sample of this many trajectories per set; 0 = all."
+    ),
     seed: int = typer.Option(0, help="Seed of that sample."),
-    decisions: Path = typer.Option(None, help="Decisions file, relative to the project root (default: params data.review.decisions)."),
+    decisions: Path = typer.Option(
+        None, help="Decisions file, relative to the project root (default: params data.review.decisions)."
+    ),
     params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (for the decisions file)."),
     out: Path = typer.Option(Path("reports/review/index.html"), help="The page to write."),
     serve: bool = typer.Option(False, help="Serve the page; its Save button writes the decisions file."),
     host: str = typer.Option("127.0.0.1", help="Address to serve on."),
     port: int = typer.Option(8765, help="Port to serve on (0: any free one)."),
 ) -> None:
-    """Human QC: a self-contained HTML page to accept or reject trajectories; build_data drops the rejected."""
+    """Human QC: a self-contained HTML page to accept or reject trajectories; build_data drops the
+    rejected."""
     from videor4.app.review import decisions_file, make_server, pick_rows, review_page
     from videor4.core.io import atomic_write_text, read_jsonl
     from videor4.data.review import load_decisions
@@ -223,15 +246,27 @@ def data_review(
 def ask(
     video: Path = typer.Argument(..., help="A video file (mp4, ...) or a folder of page images."),
     question: str = typer.Argument(..., help="The question to answer."),
-    model: str = typer.Option("models/rl_c", help="Checkpoint directory, runs:/<run id>/model or models:/<name>/<version>."),
-    params: Path = typer.Option(Path("params.yaml"), help="Vision config and rollout limits (defaults if absent)."),
+    model: str = typer.Option(
+        "models/rl_c", help="Checkpoint directory, runs:/<run id>/model or models:/<name>/<version>."
+    ),
+    params: Path = typer.Option(
+        Path("params.yaml"), help="Vision config and rollout limits (defaults if absent)."
+    ),
     max_steps: int = typer.Option(None, min=0, help="Tool-call budget (default: rollout.max_tool_calls)."),
     max_new_tokens: int = typer.Option(128, min=1, help="Tokens per turn."),
     temperature: float = typer.Option(0.0, min=0.0, help="Sampling temperature; 0 = greedy."),
     report: Path = typer.Option(None, help="HTML report to write (default reports/ask/<video-stem>.html)."),
 ) -> None:
     """Ruminate over a video: stream each step, print the answer, write an HTML report."""
-    from videor4.app.ask import AskError, default_report_path, load_model, open_env, open_source, ruminate, write_report
+    from videor4.app.ask import (
+        AskError,
+        default_report_path,
+        load_model,
+        open_env,
+        open_source,
+        ruminate,
+        write_report,
+    )
 
     vision, settings, tracking_uri = _ask_settings(params, max_steps, max_new_tokens, temperature)
     try:
@@ -306,7 +341,8 @@ def _print_step(traj) -> None:
 
 
 def _tracking_uri(params: dict) -> str:
-    """Where `runs:/` and `models:/` are looked up: $MLFLOW_TRACKING_URI, params `tracking.uri`, ./mlflow.db."""
+    """Where `runs:/` and `models:/` are looked up: $MLFLOW_TRACKING_URI, params `tracking.uri`,
+    ./mlflow.db."""
     from videor4.pipeline.runner import tracking_config
 
     return tracking_config(params).resolved_uri()
@@ -314,18 +350,31 @@ def _tracking_uri(params: dict) -> str:
 
 @app.command("eval")
 def evaluate(
-    model: str = typer.Option(..., help="Checkpoint directory, runs:/<run id>/model or models:/<name>/<version>."),
+    model: str = typer.Option(
+        ..., help="Checkpoint directory, runs:/<run id>/model or models:/<name>/<version>."
+    ),
     eval_set: str = typer.Option(..., "--set", help="synthetic | m4vitevqa | mpdocvqa | slidesvqa | mcvqa."),
     root: Path = typer.Option(..., help="The set's folder (synthetic: data/built or a samples .jsonl file)."),
     mode: str = typer.Option("both", help="single_pass | rumination | both (both adds the scaling curve)."),
     max_steps: int = typer.Option(None, min=0, help="Rumination budget K (default: eval.max_steps)."),
-    max_questions: int = typer.Option(None, help="Answer only the first N questions (default: eval.max_questions)."),
-    file: str = typer.Option(None, help="The annotation file under --root (default: the set's, as in params eval.sets)."),
-    subset: str = typer.Option(None, help="mcvqa: which benchmark (mvbench, videomme, ...; default mvbench)."),
-    predictions: Path = typer.Option(None, help="Per-question predictions (.jsonl; default reports/eval_cli/<model>.<set>.jsonl)."),
-    params: Path = typer.Option(Path("params.yaml"), help="Vision config, rollout limits and eval settings (defaults if absent)."),
+    max_questions: int = typer.Option(
+        None, help="Answer only the first N questions (default: eval.max_questions)."
+    ),
+    file: str = typer.Option(
+        None, help="The annotation file under --root (default: the set's, as in params eval.sets)."
+    ),
+    subset: str = typer.Option(
+        None, help="mcvqa: which benchmark (mvbench, videomme, ...; default mvbench)."
+    ),
+    predictions: Path = typer.Option(
+        None, help="Per-question predictions (.jsonl; default reports/eval_cli/<model>.<set>.jsonl)."
+    ),
+    params: Path = typer.Option(
+        Path("params.yaml"), help="Vision config, rollout limits and eval settings (defaults if absent)."
+    ),
 ) -> None:
-    """Evaluate one checkpoint on one eval set with the stage's engine and scoring: the table to stdout, predictions to a file."""
+    """Evaluate one checkpoint on one eval set with the stage's engine and scoring: the table to stdout,
+    predictions to a file."""
     from videor4.app.ask import AskError, check_checkpoint, checkpoint_path
     from videor4.core.io import write_jsonl
     from videor4.evaluation.evaluate import MODE_LABELS, EvalDataError, eval_set_from_root
@@ -384,7 +433,10 @@ def _evaluate_rows(name, path, sets, mode, vision, settings, max_images, eval_se
         result = evaluate_checkpoint(name, path, sets, vision, settings, max_images, _progress)
         typer.echo(paper_table([result], sets, settings.max_steps, title=f"{name} on {eval_set}"))
         return [
-            {"set": s, "mode": m, **r} for s, modes in result.predictions.items() for m, recs in modes.items() for r in recs
+            {"set": s, "mode": m, **r}
+            for s, modes in result.predictions.items()
+            for m, recs in modes.items()
+            for r in recs
         ]
     rows, cells = [], []
     for s in sets:
@@ -408,7 +460,9 @@ def remote_configure(
 
 
 @remote_app.command("check")
-def remote_check(params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (`storage:`).")) -> None:
+def remote_check(
+    params: Path = typer.Option(Path("params.yaml"), help="Pipeline params (`storage:`)."),
+) -> None:
     """Check the bucket can be reached, listed and written."""
     from videor4.pipeline.remote import check_remote, remote_settings
 
@@ -446,13 +500,17 @@ def lineage_deps(
         _die(f"pipeline file not found: {dvc_yaml}")
     if write:
         changed = write_code_deps(root, name)
-        typer.echo(f"{name}: deps rewritten for {', '.join(changed)}" if changed else f"{name}: deps up to date")
+        typer.echo(
+            f"{name}: deps rewritten for {', '.join(changed)}" if changed else f"{name}: deps up to date"
+        )
         return
     stale = stale_stages(root, name)
     for stage, (missing, extra) in stale.items():
         typer.echo(f"{stage}: missing {', '.join(missing) or 'none'}; extra {', '.join(extra) or 'none'}")
     if stale:
-        _die(f"{len(stale)} stage(s) declare other code deps than they import: `video-r4 lineage deps --write`")
+        _die(
+            f"{len(stale)} stage(s) declare other code deps than they import: `video-r4 lineage deps --write`"
+        )
     typer.echo(f"{name}: every stage's code deps are its import closure")
 
 

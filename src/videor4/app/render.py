@@ -76,7 +76,8 @@ def _outlined_thumbs(frames: list, observations: list) -> list[Image.Image]:
             im = thumbs[frame_pos]
             ImageDraw.Draw(im).rectangle(
                 [region[0] * im.width, region[1] * im.height, region[2] * im.width, region[3] * im.height],
-                outline=COLOURS[k % len(COLOURS)], width=2,
+                outline=COLOURS[k % len(COLOURS)],
+                width=2,
             )
     return thumbs
 
@@ -90,7 +91,11 @@ def _layout(blocks: list[tuple[str, object]]) -> list[tuple[str, object, int]]:
             rows.append(("text", lines, 20 * len(lines) + PAD))
         elif kind == "step":
             k, thought, call, obs_text = content
-            lines = [f"step {k + 1}: " + line for line in textwrap.wrap(thought, 120)] + textwrap.wrap(call, 130) + [obs_text]
+            lines = (
+                [f"step {k + 1}: " + line for line in textwrap.wrap(thought, 120)]
+                + textwrap.wrap(call, 130)
+                + [obs_text]
+            )
             rows.append(("step", (k, lines), 20 * len(lines) + PAD))
         else:
             h = max(im.height for _, im in content) + 22
@@ -112,7 +117,9 @@ def _draw_rows(
         elif kind == "step":
             k, lines = content
             for i, line in enumerate(lines):
-                draw.text((PAD, y + 20 * i), line, fill=COLOURS[k % len(COLOURS)] if i == 0 else "black", font=font)
+                draw.text(
+                    (PAD, y + 20 * i), line, fill=COLOURS[k % len(COLOURS)] if i == 0 else "black", font=font
+                )
         else:
             x = PAD
             for label, im in content:

@@ -68,7 +68,8 @@ async function save() {
     const headers = {'Content-Type': 'application/json', 'X-Review-Token': token};
     const resp = await fetch('decisions', {method: 'POST', headers, body});
     const answer = await resp.json();
-    status.textContent = resp.ok ? `saved ${answer.saved} decisions to ${answer.path}` : `not saved: ${answer.error}`;
+    status.textContent = resp.ok ? `saved ${answer.saved} decisions to ${answer.path}`
+                                 : `not saved: ${answer.error}`;
   } else {
     const a = document.createElement('a');
     a.href = URL.createObjectURL(new Blob([body], {type: 'application/json'}));
@@ -117,22 +118,23 @@ def review_page(rows: Sequence[dict[str, Any]], decisions: Mapping[str, Decision
         current = earlier if earlier is not None and earlier.digest == digest else None
         radios = "".join(
             f'<label><input type="radio" name="{html.escape(traj.traj_id)}" value="{v}"'
-            f'{" checked" if current and current.decision == v else ""}> {v}</label>'
+            f"{' checked' if current and current.decision == v else ''}> {v}</label>"
             for v in DECISIONS
         )
         note = html.escape(current.note) if current else ""
         steps = "".join(f"<li>{html.escape(s.turn_text)}</li>" for s in traj.steps)
         sections.append(
-            f'<section class="traj" id="{html.escape(traj.traj_id)}" data-traj-id="{html.escape(traj.traj_id)}" '
+            f'<section class="traj" id="{html.escape(traj.traj_id)}" '
+            f'data-traj-id="{html.escape(traj.traj_id)}" '
             f'data-digest="{digest}">\n<h2>{html.escape(traj.traj_id)} · {html.escape(traj.kind)} · '
-            f'{html.escape(traj.sample_id)}</h2>\n<p>{html.escape(traj.question)}</p>\n'
+            f"{html.escape(traj.sample_id)}</h2>\n<p>{html.escape(traj.question)}</p>\n"
             f'<img alt="{html.escape(traj.traj_id)}" src="{_png_data_uri(trajectory_image(traj))}">\n'
-            f'<details><summary>turns as the model is trained on them</summary><ol>{steps}</ol>'
+            f"<details><summary>turns as the model is trained on them</summary><ol>{steps}</ol>"
             f"<p>{html.escape(traj.final_thought)} → {html.escape(str(traj.final_answer))}</p></details>\n"
             f'<div class="verdict">{radios}<textarea placeholder="note">{note}</textarea></div>\n</section>'
         )
     return (
-        f"<!doctype html>\n<html><head><meta charset=\"utf-8\">{TOKEN_META}"
+        f'<!doctype html>\n<html><head><meta charset="utf-8">{TOKEN_META}'
         f"<title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>\n"
         f'<div id="bar"><b>{html.escape(title)}</b> — {len(rows)} trajectories. '
@@ -166,8 +168,10 @@ def exposure_warning(host: str) -> str | None:
         loopback = host.lower() == "localhost"
     if loopback:
         return None
-    return (f"warning: serving on {host} lets other machines reach the review page; it answers only "
-            "requests addressed to localhost or that address, with the page's token")
+    return (
+        f"warning: serving on {host} lets other machines reach the review page; it answers only "
+        "requests addressed to localhost or that address, with the page's token"
+    )
 
 
 def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:

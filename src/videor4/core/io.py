@@ -313,7 +313,9 @@ def folder_fingerprint(path: str | os.PathLike, block: int = 1 << 16) -> str:
     return h.hexdigest()
 
 
-_RUST_IO_ERROR = re.compile(r"os error (\d+)")  # how Rust-backed writers (safetensors, tokenizers) report errno
+_RUST_IO_ERROR = re.compile(
+    r"os error (\d+)"
+)  # how Rust-backed writers (safetensors, tokenizers) report errno
 
 
 def os_error_in(exc: BaseException) -> OSError | None:

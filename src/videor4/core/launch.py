@@ -34,16 +34,24 @@ class LaunchSettings:
 
     def validate(self) -> None:
         if self.num_processes < 1 or self.num_machines < 1:
-            raise ValueError(f"launch.num_processes ({self.num_processes}) and launch.num_machines ({self.num_machines}) must be >= 1")
+            raise ValueError(
+                f"launch.num_processes ({self.num_processes}) and launch.num_machines ({self.num_machines}) "
+                "must be >= 1"
+            )
         if self.num_processes % self.num_machines:
             raise ValueError(
                 f"launch.num_processes ({self.num_processes}) counts processes on all machines; "
                 f"it must be a multiple of launch.num_machines ({self.num_machines})"
             )
         if not 0 <= self.machine_rank < self.num_machines:
-            raise ValueError(f"launch.machine_rank ({self.machine_rank}) must be in 0..{self.num_machines - 1}")
+            raise ValueError(
+                f"launch.machine_rank ({self.machine_rank}) must be in 0..{self.num_machines - 1}"
+            )
         if self.num_machines > 1 and not self.main_process_ip:
-            raise ValueError(f"a {self.num_machines}-machine launch needs the head node's address: set ${ENV_PREFIX}MAIN_PROCESS_IP")
+            raise ValueError(
+                f"a {self.num_machines}-machine launch needs the head node's address: set "
+                f"${ENV_PREFIX}MAIN_PROCESS_IP"
+            )
 
     @property
     def distributed(self) -> bool:
@@ -71,7 +79,9 @@ def launch_settings(params: Mapping[str, Any], environ: Mapping[str, str] | None
     known = fields(LaunchSettings)
     unknown = sorted(set(section) - {f.name for f in known})
     if unknown:
-        raise ValueError(f"unknown params launch: {', '.join(unknown)} (known: {', '.join(sorted(f.name for f in known))})")
+        raise ValueError(
+            f"unknown params launch: {', '.join(unknown)} (known: {', '.join(sorted(f.name for f in known))})"
+        )
     values: dict[str, Any] = {}
     for field in known:
         raw = environ.get(ENV_PREFIX + field.name.upper()) or section.get(field.name)

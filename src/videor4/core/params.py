@@ -96,7 +96,9 @@ def section(params: Mapping[str, Any], dotted: str) -> dict[str, Any]:
     return dict(node or {})
 
 
-def curriculum_settings(cls: type[T], params: Mapping[str, Any], name: str, which: str, known: tuple[str, ...]) -> T:
+def curriculum_settings(
+    cls: type[T], params: Mapping[str, Any], name: str, which: str, known: tuple[str, ...]
+) -> T:
     """`<name>:` shared keys overridden by `<name>.<which>` (one curriculum stage); the seed is the
     top-level `train_seed` (else `seed`), so a seed sweep shares the data and the pretrained base."""
     if which not in known:

@@ -23,7 +23,9 @@ OPTION_LETTERS = "ABCDEFGH"
 
 def question_with_options(question: str, options: list[str]) -> str:
     """A multiple-choice question as the model sees it: the question, then "(A) ..." a line each."""
-    return "\n".join([question, "Options:"] + [f"({OPTION_LETTERS[i]}) {opt}" for i, opt in enumerate(options)])
+    return "\n".join(
+        [question, "Options:"] + [f"({OPTION_LETTERS[i]}) {opt}" for i, opt in enumerate(options)]
+    )
 
 
 @dataclass
@@ -90,7 +92,15 @@ class Sample:
     @classmethod
     def unanswered(cls, video: str, question: str, sample_id: str, source: str) -> "Sample":
         """A question someone asks about a video, with no reference answer (ask, a served model)."""
-        return cls(sample_id=sample_id, video=video, question=question, answers=[], problem_type="open", source=source, split="test")
+        return cls(
+            sample_id=sample_id,
+            video=video,
+            question=question,
+            answers=[],
+            problem_type="open",
+            source=source,
+            split="test",
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sample":

@@ -23,13 +23,45 @@ from collections.abc import Sequence
 from videor4.core.schema import OPTION_LETTERS
 
 # ---------------------------------------------------------------- VQA normalization
-_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+_PUNCT = (
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
+)
 _COMMA_BETWEEN_DIGITS = re.compile(r"(\d)(,)(\d)")
 # A period not followed by a digit ("U.S." -> "US", but "3.5" stays).
 _PERIOD_STRIP = re.compile(r"\.(?!\d)")
 _NUMBER_WORDS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
 }
 _ARTICLES = frozenset({"a", "an", "the"})
 # The contractions of the VQA table in canonical form; the lookup table maps every

@@ -57,8 +57,13 @@ class PairedDifference:
         return self.p_value < ALPHA
 
     def to_dict(self) -> dict[str, object]:
-        return {"diff": self.difference, "ci": [self.low, self.high], "p": self.p_value, "n": self.n,
-                "significant": self.significant}
+        return {
+            "diff": self.difference,
+            "ci": [self.low, self.high],
+            "p": self.p_value,
+            "n": self.n,
+            "significant": self.significant,
+        }
 
 
 def _scores(values: Sequence[float]) -> np.ndarray:
@@ -125,8 +130,14 @@ def mean_ci(scores: Sequence[float], resamples: int = RESAMPLES, seed: int = SEE
     return bootstrap_ci(s, resamples, seed)
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], ids_a: Sequence[str] | None = None,
-                      ids_b: Sequence[str] | None = None, resamples: int = RESAMPLES, seed: int = SEED) -> PairedDifference:
+def paired_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    ids_a: Sequence[str] | None = None,
+    ids_b: Sequence[str] | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> PairedDifference:
     """mean(a) - mean(b) for two runs on the same questions in the same order.
 
     Pairing removes the between-question variance (hard questions are hard for both), so a
@@ -166,7 +177,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], ids_a: Sequence[st
 
 
 def format_estimate(e: Estimate, scale: float = 100.0, digits: int = 1, with_n: bool = True) -> str:
-    """"57.3 [48.1, 66.0] (n=150)": the value and interval in points (scale 100), n optional."""
+    """ "57.3 [48.1, 66.0] (n=150)": the value and interval in points (scale 100), n optional."""
     text = f"{scale * e.value:.{digits}f} [{scale * e.low:.{digits}f}, {scale * e.high:.{digits}f}]"
     return f"{text} (n={e.n})" if with_n else text
 

@@ -1,1 +1,2 @@
-"""Datasets: the procedural video world (synthetic), evidence matching (ocr, evidence), trajectory synthesis, quality control, validation (Great Expectations) and the build."""
+"""Datasets: the procedural video world (synthetic), evidence matching (ocr, evidence), trajectory synthesis,
+quality control, validation (Great Expectations) and the build."""

@@ -49,7 +49,15 @@ from videor4.data.synthesis import (
 from videor4.data.synthetic import generate_dataset
 from videor4.data.writer import ThoughtWriter, WriterConfig, rewrite_thoughts
 from videor4.rumination.tools import VisionConfig, vision_config
-from videor4.rumination.video import FRAME_CACHE, READ_ERRORS, FrameSource, VideoError, load_frames, page_size, uniform_indices
+from videor4.rumination.video import (
+    FRAME_CACHE,
+    READ_ERRORS,
+    FrameSource,
+    VideoError,
+    load_frames,
+    page_size,
+    uniform_indices,
+)
 
 if TYPE_CHECKING:
     from videor4.data.detection import Detection
@@ -59,7 +67,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATASETS = ("samples_train", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c")
-TOKENIZER_CORPUS = "tokenizer_corpus"  # data/built/tokenizer_corpus.jsonl: what base_model trains its tokenizer on
+TOKENIZER_CORPUS = (
+    "tokenizer_corpus"  # data/built/tokenizer_corpus.jsonl: what base_model trains its tokenizer on
+)
 MULTI_EVIDENCE_KINDS = ("compare", "count")
 DETECTION_CACHE = ".cache/detection"  # detections by frame content, and the tiny detector's folder
 
@@ -103,8 +113,12 @@ class BuildConfig:
     evidence_frame: str = "random"  # first | random: which frame showing a text its trajectories read it from
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
-    review_decisions: Path | None = None  # a reviewer's accept/reject file (`video-r4 data review`); None: no human QC
-    cot: WriterConfig = field(default_factory=WriterConfig)  # the model writer's settings, when build_datasets gets one
+    review_decisions: Path | None = (
+        None  # a reviewer's accept/reject file (`video-r4 data review`); None: no human QC
+    )
+    cot: WriterConfig = field(
+        default_factory=WriterConfig
+    )  # the model writer's settings, when build_datasets gets one
     detection: DetectionParams | None = None  # a zero-shot detector for what OCR cannot find; None: off
     limits: VideoLimits = field(default_factory=VideoLimits)
     tokenizer_corpus: tuple[int, int] = (300, 300)  # DRP, CRP trajectories of the build the tokenizer reads
@@ -153,22 +167,29 @@ def load_m4vitevqa_source(section: dict[str, Any]) -> SourceData:
         if not section.get(key):
             continue
         cfg = M4ViteVQAConfig(
-            root=root, split_file=section[key], videos_dir=section.get("videos_dir", "videos"),
-            ocr_dir=section.get("ocr_dir"), split=split,
+            root=root,
+            split_file=section[key],
+            videos_dir=section.get("videos_dir", "videos"),
+            ocr_dir=section.get("ocr_dir"),
+            split=split,
         )
         loaded, skips = load_m4vitevqa(cfg, check_videos=True, allow_missing_answers=(split == "test"))
         skipped.update(skips)
         for s in loaded:
             s.video = str(root / s.video)  # rows name paths from the working directory
             if split == "train" and s.video not in ocr_boxes and cfg.ocr_dir:
-                boxes = load_video_ocr(cfg, s.meta["video_id"], int(s.meta["video_width"]), int(s.meta["video_height"]))
+                boxes = load_video_ocr(
+                    cfg, s.meta["video_id"], int(s.meta["video_width"]), int(s.meta["video_height"])
+                )
                 if boxes is not None:
                     ocr_boxes[s.video] = boxes
         samples += loaded
     return SourceData(samples=samples, ocr_boxes=ocr_boxes, skipped=skipped)
 
 
-def make_synthetic_source(out_dir: Path, cfg: "SyntheticConfig", progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def make_synthetic_source(
+    out_dir: Path, cfg: "SyntheticConfig", progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """Generate the procedural videos into `out_dir` (atomically) with manifest.jsonl and samples.jsonl."""
 
     t0 = time.perf_counter()
@@ -269,6 +290,7 @@ def evidence_groups(
     groups: dict[str, list[Evidence]] = {}
     for e in evidence:
         groups.setdefault(normalize_answer(e.text), []).append(e)
+
     def mention(group: list[Evidence]) -> int:
         where = question.find(group[0].label) if group[0].label else -1
         return where if where != -1 else len(question)
@@ -350,7 +372,11 @@ def detector_for(params: DetectionParams, seed: int) -> Any:
 
     path = params.model
     if path == "tiny":
-        path = str(build_tiny_detector(Path(params.cache_dir or DETECTION_CACHE) / f"tiny-detector-{seed}", seed=seed))
+        path = str(
+            build_tiny_detector(
+                Path(params.cache_dir or DETECTION_CACHE) / f"tiny-detector-{seed}", seed=seed
+            )
+        )
     return ZeroShotDetector(path, box_threshold=params.box_threshold, max_per_phrase=params.max_per_phrase)
 
 
@@ -370,7 +396,9 @@ def video_detector(detector: Any, cache_dir: str | None, info: _VideoInfo) -> De
     return detect
 
 
-def detection_agreement(contexts: list[SampleContext], detects: dict[str, Detect], margin: float) -> dict[str, Any]:
+def detection_agreement(
+    contexts: list[SampleContext], detects: dict[str, Detect], margin: float
+) -> dict[str, Any]:
     """How the detector's box for each ground-truth evidence's label compares with the generator's text box:
     IoU >= 0.5, and the share a crop of it (widened by the crop margin) covers >= 90 % of (what QC asks)."""
 
@@ -382,7 +410,11 @@ def detection_agreement(contexts: list[SampleContext], detects: dict[str, Detect
                     pairs.append((detects[ctx.sample.video](gt.label, [gt.frame]), gt.bbox))
     iou_rate, n = detection_gt_agreement(pairs)
     covered = sum(1 for det, gt in pairs if det is not None and crop_covers(det.bbox, gt, margin))
-    return {"detection_gt_boxes": n, "detection_gt_iou50": round(iou_rate, 4), "detection_gt_cover": round(covered / n, 4) if n else None}
+    return {
+        "detection_gt_boxes": n,
+        "detection_gt_iou50": round(iou_rate, 4),
+        "detection_gt_cover": round(covered / n, 4) if n else None,
+    }
 
 
 def _frame_texts(boxes: list[TextBox]) -> dict[int, list[TextBox]]:
@@ -395,11 +427,15 @@ def _frame_texts(boxes: list[TextBox]) -> dict[int, list[TextBox]]:
 def _rl_row(sample: Sample, info: _VideoInfo, evidence: list[Evidence], tool_mode: str) -> dict[str, Any]:
     row = sample.to_dict()
     row["evidence"] = [e.__dict__ for e in evidence]
-    row.update(tool_mode=tool_mode, frame_indices=info.frame_indices, num_source_frames=info.num_source_frames)
+    row.update(
+        tool_mode=tool_mode, frame_indices=info.frame_indices, num_source_frames=info.num_source_frames
+    )
     return row
 
 
-def split_rl(contexts: list[SampleContext], n_rl_d: int, n_rl_c: int, seed: int) -> tuple[list[SampleContext], list[SampleContext]]:
+def split_rl(
+    contexts: list[SampleContext], n_rl_d: int, n_rl_c: int, seed: int
+) -> tuple[list[SampleContext], list[SampleContext]]:
     """Disjoint RL sets: single-evidence questions alternate between RL_d and RL_c;
     questions that need several readings (compare, count) go to RL_c (mixed tools)."""
     order = list(contexts)
@@ -426,7 +462,9 @@ def build_datasets(
     """Run the whole build; returns the metrics.  `validate(rows, dataset)` raises on invalid data.
     With a `writer`, a model writes the trajectories' thoughts (`videor4.data.writer`)."""
     t0 = time.perf_counter()
-    decisions = load_decisions(cfg.review_decisions) if cfg.review_decisions is not None else None  # bad file: fail first
+    decisions = (
+        load_decisions(cfg.review_decisions) if cfg.review_decisions is not None else None
+    )  # bad file: fail first
     skipped = Counter(source.skipped)
     samples, infos, n_bad = _usable_videos(source, cfg, skipped)
     train = [s for s in samples if s.split == "train"]
@@ -504,7 +542,9 @@ def _ocr_pass(
     ocr_videos = sorted(set(train_videos[:n_ocr]) | (set(source.ocr_boxes) & set(infos)))
     to_read = [v for v in ocr_videos if v not in source.ocr_boxes]
     ocr = dict(source.ocr_boxes)
-    ocr.update(run_ocr(to_read, infos, cfg.ocr_cache_dir, progress("OCR", len(to_read)) if progress else None))
+    ocr.update(
+        run_ocr(to_read, infos, cfg.ocr_cache_dir, progress("OCR", len(to_read)) if progress else None)
+    )
 
     found = _OCRPass(ocr, ocr_videos, to_read)
     for video, boxes in ocr.items():
@@ -611,8 +651,12 @@ def _tokenizer_corpus(
     n_drp, n_crp = cfg.tokenizer_corpus
     if (cfg.synthesis.n_drp, cfg.synthesis.n_crp) == (n_drp, n_crp):
         return [_text_only(t) for t in rows["sft_drp"] + rows["sft_crp"]]
-    reference = dataclasses.replace(cfg, synthesis=dataclasses.replace(cfg.synthesis, n_drp=n_drp, n_crp=n_crp))
-    scratch = _Grounding(grounded.contexts, Counter(), Counter(), grounded.detects)  # its drops are not the build's
+    reference = dataclasses.replace(
+        cfg, synthesis=dataclasses.replace(cfg.synthesis, n_drp=n_drp, n_crp=n_crp)
+    )
+    scratch = _Grounding(
+        grounded.contexts, Counter(), Counter(), grounded.detects
+    )  # its drops are not the build's
     image_dir = tmp / "tokenizer_corpus_images"
     result, _ = _synthesize_trajectories(scratch, reference, image_dir, None, writer)
     corpus = {"sft_drp": [t.to_dict() for t in result.trajectories["drp"]]}
@@ -773,7 +817,8 @@ class SizesParams:
 
 @dataclass
 class TokenizerCorpusParams:
-    """`data.tokenizer_corpus`: the sizes of the build whose SFT trajectories train the tiny model's tokenizer."""
+    """`data.tokenizer_corpus`: the sizes of the build whose SFT trajectories train the tiny model's
+    tokenizer."""
 
     drp: int = 300
     crp: int = 300
@@ -783,35 +828,49 @@ class TokenizerCorpusParams:
 class QCParams:
     min_evidence_coverage: float = 0.9  # share of the evidence box the final crop must cover
     min_answer_similarity: float = 1.0  # ANLS similarity of what was read to the answer
-    min_clip_text_px: float = 0.0  # a clip-only trajectory reads text at least this tall in the clipped frame; 0: any
+    min_clip_text_px: float = (
+        0.0  # a clip-only trajectory reads text at least this tall in the clipped frame; 0: any
+    )
 
 
 @dataclass
 class SynthesisParams:
     """`data.synthesis`: how trajectories are planned.  The defaults are the paper's recipe."""
 
-    evidence_frame: str = "random"  # first | random: which of the frames showing a text a trajectory reads it from
-    clip_all_kinds: list[str] = field(default_factory=list)  # question kinds whose clip selects every shown frame
+    evidence_frame: str = (
+        "random"  # first | random: which of the frames showing a text a trajectory reads it from
+    )
+    clip_all_kinds: list[str] = field(
+        default_factory=list
+    )  # question kinds whose clip selects every shown frame
     crp_variants: list[str] = field(default_factory=lambda: list(CRP_VARIANTS))  # direct, recrop, miss
     crp_crop_target: str = "clip"  # clip | frame: which image a CRP trajectory's crops name after its clip
 
     def __post_init__(self) -> None:
         if self.crp_crop_target not in CRP_CROP_TARGETS:
             raise ParamsError(
-                f"params data.synthesis.crp_crop_target: {self.crp_crop_target!r} is not one of {', '.join(CRP_CROP_TARGETS)}"
+                f"params data.synthesis.crp_crop_target: {self.crp_crop_target!r} is not one of "
+                f"{', '.join(CRP_CROP_TARGETS)}"
             )
         if self.evidence_frame not in ("first", "random"):
-            raise ParamsError(f"params data.synthesis.evidence_frame: {self.evidence_frame!r} is not one of first, random")
+            raise ParamsError(
+                f"params data.synthesis.evidence_frame: {self.evidence_frame!r} is not one of first, random"
+            )
         unknown = sorted(set(self.crp_variants) - set(CRP_VARIANTS))
         if unknown or not self.crp_variants:
-            raise ParamsError(f"params data.synthesis.crp_variants: {unknown or 'none'} (known: {', '.join(CRP_VARIANTS)})")
+            raise ParamsError(
+                f"params data.synthesis.crp_variants: {unknown or 'none'} (known: {', '.join(CRP_VARIANTS)})"
+            )
 
 
 @dataclass
 class DetectionParams:
-    """`data.detection`: a zero-shot detector grounds what the question names where OCR finds no answer text."""
+    """`data.detection`: a zero-shot detector grounds what the question names where OCR finds no answer
+    text."""
 
-    model: str | None = None  # null: off; a local folder or Hub id (OWLv2 / OWL-ViT / Grounding DINO); tiny: see detector_for
+    model: str | None = (
+        None  # null: off; a local folder or Hub id (OWLv2 / OWL-ViT / Grounding DINO); tiny: see detector_for
+    )
     max_videos: int = 4  # detect on the OCR'd training videos, at most this many; -1 = all
     box_threshold: float = 0.1
     max_per_phrase: int = 3
@@ -840,7 +899,9 @@ class CotParams:
 class ReviewParams:
     """`data.review`: human quality control (`video-r4 data review`)."""
 
-    decisions: str | None = None  # the reviewer's decisions file (kept in git, a dep of build_data); null: none
+    decisions: str | None = (
+        None  # the reviewer's decisions file (kept in git, a dep of build_data); null: none
+    )
 
 
 @dataclass

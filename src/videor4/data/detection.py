@@ -55,7 +55,11 @@ class Detection:
     score: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.bbox, (list, tuple)) or len(self.bbox) != 4 or not all(_finite(v) for v in self.bbox):
+        if (
+            not isinstance(self.bbox, (list, tuple))
+            or len(self.bbox) != 4
+            or not all(_finite(v) for v in self.bbox)
+        ):
             raise ValueError(f"bbox must be 4 finite numbers, got {self.bbox!r:.80}")
         self.bbox = [min(max(float(v), 0.0), 1.0) for v in self.bbox]
         if self.bbox[0] > self.bbox[2] or self.bbox[1] > self.bbox[3]:
@@ -81,7 +85,9 @@ def _finite(v: Any) -> bool:
 def _check_frame(frame: Any, i: int) -> np.ndarray:
     arr = np.asarray(frame)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"frame {i}: expected an HxWx3 uint8 RGB array, got dtype {arr.dtype} shape {arr.shape}")
+        raise ValueError(
+            f"frame {i}: expected an HxWx3 uint8 RGB array, got dtype {arr.dtype} shape {arr.shape}"
+        )
     return arr
 
 
@@ -119,7 +125,9 @@ class ZeroShotDetector:
         batch_size: int = 4,
     ) -> None:
         if max_per_phrase < 1 or batch_size < 1:
-            raise ValueError(f"max_per_phrase and batch_size must be >= 1, got {max_per_phrase} and {batch_size}")
+            raise ValueError(
+                f"max_per_phrase and batch_size must be >= 1, got {max_per_phrase} and {batch_size}"
+            )
         self.name_or_path = str(name_or_path)
         self.device = device
         self.box_threshold = float(box_threshold)
@@ -176,7 +184,9 @@ class ZeroShotDetector:
                 results = self._run(batch, phrases)
                 self.calls += len(batch)
             for arr, index, result in zip(batch, indices[start : start + self.batch_size], results):
-                out.append(self._to_detections(result, phrases, index, width=arr.shape[1], height=arr.shape[0]))
+                out.append(
+                    self._to_detections(result, phrases, index, width=arr.shape[1], height=arr.shape[0])
+                )
         return out
 
     def _run(self, batch: list[np.ndarray], phrases: list[str]) -> list[dict[str, Any]]:
@@ -193,7 +203,10 @@ class ZeroShotDetector:
             outputs = model(**inputs)
             if hasattr(processor, "post_process_grounded_object_detection"):
                 results = processor.post_process_grounded_object_detection(
-                    outputs, threshold=self.box_threshold, target_sizes=sizes, text_labels=[phrases] * len(batch)
+                    outputs,
+                    threshold=self.box_threshold,
+                    target_sizes=sizes,
+                    text_labels=[phrases] * len(batch),
                 )
             else:
                 results = processor.image_processor.post_process_object_detection(
@@ -212,7 +225,10 @@ class ZeroShotDetector:
             phrase = _label_phrase(label, phrases)
             if phrase is None or not math.isfinite(score):
                 continue
-            x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in (box[0] / width, box[1] / height, box[2] / width, box[3] / height))
+            x1, y1, x2, y2 = (
+                min(max(v, 0.0), 1.0)
+                for v in (box[0] / width, box[1] / height, box[2] / width, box[3] / height)
+            )
             if x2 <= x1 or y2 <= y1:
                 continue  # nothing left inside the frame (OWLv2 boxes can lie in its padding)
             bbox = [round(v, 6) for v in (x1, y1, x2, y2)]
@@ -269,7 +285,9 @@ class DetectionCache:
     def key(frame_rgb: np.ndarray, phrases: Sequence[str], detector_id: str) -> str:
         """sha256 over the frame's shape and pixels, the sorted phrases and the detector id."""
         arr = _check_frame(frame_rgb, 0)
-        header = json.dumps({"shape": list(arr.shape), "phrases": sorted(_check_phrases(phrases)), "detector": detector_id})
+        header = json.dumps(
+            {"shape": list(arr.shape), "phrases": sorted(_check_phrases(phrases)), "detector": detector_id}
+        )
         h = hashlib.sha256(header.encode() + b"\0")
         h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
@@ -285,7 +303,9 @@ class DetectionCache:
         data = load_json_file(path, "detection cache file")
         items = data.get("detections") if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise ValueError(f"{path}: not a detection cache file (expected an object with a 'detections' list)")
+            raise ValueError(
+                f"{path}: not a detection cache file (expected an object with a 'detections' list)"
+            )
         found = []
         for i, item in enumerate(items):
             try:
@@ -295,9 +315,14 @@ class DetectionCache:
             found.append({"label": d.label, "bbox": d.bbox, "score": d.score})
         return found
 
-    def put(self, key: str, detections: Iterable[Detection], phrases: Sequence[str], detector_id: str) -> None:
+    def put(
+        self, key: str, detections: Iterable[Detection], phrases: Sequence[str], detector_id: str
+    ) -> None:
         items = [{"label": d.label, "bbox": d.bbox, "score": d.score} for d in detections]
-        write_json(self.path(key), {"detector": detector_id, "phrases": sorted(_check_phrases(phrases)), "detections": items})
+        write_json(
+            self.path(key),
+            {"detector": detector_id, "phrases": sorted(_check_phrases(phrases)), "detections": items},
+        )
 
 
 def detect_cached(
@@ -339,22 +364,144 @@ def detect_cached(
 _DETERMINERS = {"the", "a", "an"}
 # A phrase ends at any of these (or at punctuation).
 _BREAKS = {
-    "on", "in", "at", "of", "to", "from", "with", "near", "above", "below", "under", "behind", "beside", "between",
-    "by", "over", "for", "inside", "onto", "into", "across", "along", "around", "after", "before", "during",
-    "and", "or", "but", "that", "which", "who", "whose", "where", "when", "while", "than", "as", "if",
-    "is", "are", "was", "were", "be", "been", "does", "do", "did", "say", "says", "said", "show", "shows", "shown",
-    "read", "reads", "display", "displays", "displayed", "have", "has", "had", "appear", "appears", "contain",
-    "contains", "written", "can", "will", "next",
+    "on",
+    "in",
+    "at",
+    "of",
+    "to",
+    "from",
+    "with",
+    "near",
+    "above",
+    "below",
+    "under",
+    "behind",
+    "beside",
+    "between",
+    "by",
+    "over",
+    "for",
+    "inside",
+    "onto",
+    "into",
+    "across",
+    "along",
+    "around",
+    "after",
+    "before",
+    "during",
+    "and",
+    "or",
+    "but",
+    "that",
+    "which",
+    "who",
+    "whose",
+    "where",
+    "when",
+    "while",
+    "than",
+    "as",
+    "if",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "does",
+    "do",
+    "did",
+    "say",
+    "says",
+    "said",
+    "show",
+    "shows",
+    "shown",
+    "read",
+    "reads",
+    "display",
+    "displays",
+    "displayed",
+    "have",
+    "has",
+    "had",
+    "appear",
+    "appears",
+    "contain",
+    "contains",
+    "written",
+    "can",
+    "will",
+    "next",
 }
 # Words that name no detectable object (positions, the video itself, the text itself); phrases made
 # only of them are dropped, and they are trimmed from a phrase's start.
 _NON_OBJECTS = {
-    "one", "ones", "number", "numbers", "text", "word", "words", "letter", "letters", "value", "digit", "digits",
-    "name", "code", "answer", "left", "right", "top", "bottom", "middle", "center", "centre", "front", "back",
-    "background", "foreground", "side", "corner", "video", "clip", "frame", "frames", "screen", "image", "picture",
-    "scene", "time", "moment", "end", "beginning", "start", "same", "other", "previous", "first", "second",
-    "third", "last", "price", "title", "date", "year", "color", "colour", "score", "total", "amount", "type", "kind",
-    "most", "largest", "smallest", "biggest", "only",
+    "one",
+    "ones",
+    "number",
+    "numbers",
+    "text",
+    "word",
+    "words",
+    "letter",
+    "letters",
+    "value",
+    "digit",
+    "digits",
+    "name",
+    "code",
+    "answer",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "middle",
+    "center",
+    "centre",
+    "front",
+    "back",
+    "background",
+    "foreground",
+    "side",
+    "corner",
+    "video",
+    "clip",
+    "frame",
+    "frames",
+    "screen",
+    "image",
+    "picture",
+    "scene",
+    "time",
+    "moment",
+    "end",
+    "beginning",
+    "start",
+    "same",
+    "other",
+    "previous",
+    "first",
+    "second",
+    "third",
+    "last",
+    "price",
+    "title",
+    "date",
+    "year",
+    "color",
+    "colour",
+    "score",
+    "total",
+    "amount",
+    "type",
+    "kind",
+    "most",
+    "largest",
+    "smallest",
+    "biggest",
+    "only",
 }
 _MAX_WORDS = 4
 
@@ -394,13 +541,19 @@ def noun_phrases(question: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- choosing and scoring
-def best_detection(detections: Iterable[Iterable[Detection]], frames: Iterable[int], phrase: str) -> Detection | None:
+def best_detection(
+    detections: Iterable[Iterable[Detection]], frames: Iterable[int], phrase: str
+) -> Detection | None:
     """The highest-scoring detection of `phrase` on one of the source `frames` (ties: earliest frame)."""
     wanted = {int(f) for f in frames}
     best: Detection | None = None
     for per_frame in detections:
         for d in per_frame:
-            if d.label == phrase and d.frame in wanted and (best is None or (-d.score, d.frame) < (-best.score, best.frame)):
+            if (
+                d.label == phrase
+                and d.frame in wanted
+                and (best is None or (-d.score, d.frame) < (-best.score, best.frame))
+            ):
                 best = d
     return best
 
@@ -445,7 +598,9 @@ def _byte_level_tokenizer() -> Any:
         Path(tmp, "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
         tokenizer = CLIPTokenizer.from_pretrained(tmp, pad_token="!", model_max_length=_TINY_TEXT_LENGTH)
     if tokenizer.pad_token_id != 0 or tokenizer.eos_token_id != len(tokenizer) - 1:
-        raise RuntimeError(f"unexpected tiny tokenizer ids: pad {tokenizer.pad_token_id}, eos {tokenizer.eos_token_id}")
+        raise RuntimeError(
+            f"unexpected tiny tokenizer ids: pad {tokenizer.pad_token_id}, eos {tokenizer.eos_token_id}"
+        )
     return tokenizer
 
 
@@ -470,13 +625,23 @@ def build_tiny_detector(out_dir: str | Path, seed: int = 0) -> Path:
     tokenizer = _byte_level_tokenizer()
     config = Owlv2Config(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": _TINY_TEXT_LENGTH, "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": _TINY_TEXT_LENGTH,
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
         },
         vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "image_size": _TINY_IMAGE_SIZE, "patch_size": 16,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": _TINY_IMAGE_SIZE,
+            "patch_size": 16,
         },
         projection_dim=32,
     )

@@ -102,12 +102,14 @@ def _best_substring(pattern: str, text: str) -> tuple[int, int, int]:
         cur = [(i, 0)]
         for j in range(1, len(text) + 1):
             cost = int(pattern[i - 1] != text[j - 1])
-            cur.append(min(
-                (prev[j - 1][0] + cost, prev[j - 1][1]),
-                (prev[j][0] + 1, prev[j][1]),  # pattern char unmatched
-                (cur[j - 1][0] + 1, cur[j - 1][1]),  # extra text char
-                key=lambda c: (c[0], abs(j - c[1] - i)),
-            ))
+            cur.append(
+                min(
+                    (prev[j - 1][0] + cost, prev[j - 1][1]),
+                    (prev[j][0] + 1, prev[j][1]),  # pattern char unmatched
+                    (cur[j - 1][0] + 1, cur[j - 1][1]),  # extra text char
+                    key=lambda c: (c[0], abs(j - c[1] - i)),
+                )
+            )
         prev = cur
     end = min(range(len(text) + 1), key=lambda j: (prev[j][0], abs(j - prev[j][1] - m)))
     return prev[end][0], prev[end][1], end
@@ -140,7 +142,9 @@ def match_token(answer: str, line: str) -> TokenMatch | None:
         if len(compact) >= MIN_CHAR_MATCH_LEN and n > len(compact):
             _, start, end = _best_substring(compact, low)
             if end > start:
-                cand = TokenMatch(anls_similarity(compact, low[start:end]), _CHARS, start, end, n, raw[start:end])
+                cand = TokenMatch(
+                    anls_similarity(compact, low[start:end]), _CHARS, start, end, n, raw[start:end]
+                )
                 if cand.rank() > best.rank():
                     best = cand
     return best

@@ -105,11 +105,7 @@ def _parse_item(item: Any, where: str) -> dict[str, Any]:
     # Accept [[x, y] * 4] as well as the flat 8-number form.
     if isinstance(points, list) and all(isinstance(p, list) for p in points):
         points = [v for p in points for v in p]
-    if (
-        not isinstance(points, list)
-        or len(points) != 8
-        or not all(is_number(v) for v in points)
-    ):
+    if not isinstance(points, list) or len(points) != 8 or not all(is_number(v) for v in points):
         raise ValueError(f"{where}: 'points' must be 8 finite numbers, got {item['points']!r:.80}")
     parsed: dict[str, Any] = {"ocr": str(text), "points": [float(v) for v in points]}
     if "score" in item:
@@ -186,7 +182,9 @@ def ocr_video(
         if index in cached or index in new:
             continue
         lines = (engine or get_engine()).read(frame)
-        new[index] = [{"ocr": text, "points": points, "score": round(score, 4)} for text, points, score in lines]
+        new[index] = [
+            {"ocr": text, "points": points, "score": round(score, 4)} for text, points, score in lines
+        ]
 
     if new and path is not None:
         # Re-read just before writing: another worker may have added frames meanwhile.
@@ -197,7 +195,9 @@ def ocr_video(
     return {int(i): everything[int(i)] for i in frame_indices}
 
 
-def ocr_to_text_boxes(ocr: Mapping[int, Sequence[Mapping[str, Any]]], width: int, height: int) -> list[TextBox]:
+def ocr_to_text_boxes(
+    ocr: Mapping[int, Sequence[Mapping[str, Any]]], width: int, height: int
+) -> list[TextBox]:
     """OCR items -> TextBoxes: axis-aligned box around each quad, normalized and clamped."""
     if width <= 0 or height <= 0:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
@@ -214,5 +214,9 @@ def ocr_to_text_boxes(ocr: Mapping[int, Sequence[Mapping[str, Any]]], width: int
                 min(max(max(xs) / width, 0.0), 1.0),
                 min(max(max(ys) / height, 0.0), 1.0),
             ]
-            boxes.append(TextBox(frame=int(index), text=text, bbox=bbox, role="ocr", score=float(item.get("score", 1.0))))
+            boxes.append(
+                TextBox(
+                    frame=int(index), text=text, bbox=bbox, role="ocr", score=float(item.get("score", 1.0))
+                )
+            )
     return boxes

@@ -95,11 +95,21 @@ class PerceptionExample:
     task: str
     messages: list[dict[str, Any]]  # user (image + question) → assistant (the answer)
     answer: str
-    glyph_labels: list[np.ndarray] = field(default_factory=list)  # per image: (rows, cols) int64 of merged cells
-    slot_labels: list[np.ndarray] = field(default_factory=list)  # per image: the asked text's character places, or NO_SLOT
-    colour_labels: list[np.ndarray] = field(default_factory=list)  # per image (LOCATE): colour of the text centred in a cell
-    coord_labels: list[np.ndarray] = field(default_factory=list)  # per image (LOCATE): (rows, cols, 4) box in box steps
-    target_cell: int | None = None  # LOCATE: the flat index of the cell holding the asked text's centre (first image)
+    glyph_labels: list[np.ndarray] = field(
+        default_factory=list
+    )  # per image: (rows, cols) int64 of merged cells
+    slot_labels: list[np.ndarray] = field(
+        default_factory=list
+    )  # per image: the asked text's character places, or NO_SLOT
+    colour_labels: list[np.ndarray] = field(
+        default_factory=list
+    )  # per image (LOCATE): colour of the text centred in a cell
+    coord_labels: list[np.ndarray] = field(
+        default_factory=list
+    )  # per image (LOCATE): (rows, cols, 4) box in box steps
+    target_cell: int | None = (
+        None  # LOCATE: the flat index of the cell holding the asked text's centre (first image)
+    )
     evidence_box: list[float] | None = None  # normalized, for LOCATE's metric
     # how the answer begins: what is read off the image ('It reads "917".', 'The red sign is at [..].');
     # the rest of the turn (the copies into the call or the answer) is taught at a lower weight
@@ -113,10 +123,14 @@ def example_rng(seed: int, stream: int, index: int) -> np.random.Generator:
 
 def _still(scene: Scene) -> VideoFrames:
     h, w = scene.frame.shape[:2]
-    return VideoFrames(path="<scene>", indices=[0], frames=[scene.frame], fps=1.0, num_source_frames=1, width=w, height=h)
+    return VideoFrames(
+        path="<scene>", indices=[0], frames=[scene.frame], fps=1.0, num_source_frames=1, width=w, height=h
+    )
 
 
-def centre_cell(image: Image.Image, region_px: tuple[int, int, int, int], box: tuple[float, ...]) -> tuple[int, int] | None:
+def centre_cell(
+    image: Image.Image, region_px: tuple[int, int, int, int], box: tuple[float, ...]
+) -> tuple[int, int] | None:
     """The merged token (row, col) of `image` (frame pixels `region_px`, resized) holding the centre of
     `box` (frame pixels), or None when it falls outside."""
     left, top, right, bottom = region_px
@@ -130,9 +144,14 @@ def centre_cell(image: Image.Image, region_px: tuple[int, int, int, int], box: t
 
 
 def _cell_grid(
-    image: Image.Image, region_px: tuple[int, int, int, int], labelled: list[tuple[Any, tuple[float, ...]]], empty: Any, depth: int = 0
+    image: Image.Image,
+    region_px: tuple[int, int, int, int],
+    labelled: list[tuple[Any, tuple[float, ...]]],
+    empty: Any,
+    depth: int = 0,
 ) -> np.ndarray:
-    """Each merged token of `image` labelled by the box whose centre lies in it (`depth` > 0: a vector label)."""
+    """Each merged token of `image` labelled by the box whose centre lies in it (`depth` > 0: a vector
+    label)."""
     shape = (image.height // MERGED_CELL, image.width // MERGED_CELL) + ((depth,) if depth else ())
     grid = np.full(shape, empty, dtype=np.int64)
     for label, box in labelled:
@@ -146,7 +165,12 @@ def glyph_grid(
     image: Image.Image, region_px: tuple[int, int, int, int], glyphs: list[tuple[str, tuple[float, ...]]]
 ) -> np.ndarray:
     """The glyph class of each merged token of `image`, which shows frame pixels `region_px` resized."""
-    return _cell_grid(image, region_px, [(GLYPH_CLASSES.index(ch), box) for ch, box in glyphs if ch in GLYPH_CLASSES], NO_GLYPH)
+    return _cell_grid(
+        image,
+        region_px,
+        [(GLYPH_CLASSES.index(ch), box) for ch, box in glyphs if ch in GLYPH_CLASSES],
+        NO_GLYPH,
+    )
 
 
 def slot_grid(
@@ -170,32 +194,51 @@ def _conversation(image: Image.Image, question: str, answer: str) -> list[dict[s
 def _jitter(box: list[float], rng: np.random.Generator, amount: float) -> list[float]:
     x1, y1, x2, y2 = (v + float(rng.uniform(-amount, amount)) for v in box)
     x1, y1 = min(max(x1, 0.0), 1.0), min(max(y1, 0.0), 1.0)
-    return [round(x1, 2), round(y1, 2), round(min(max(x2, x1 + 0.02), 1.0), 2), round(min(max(y2, y1 + 0.02), 1.0), 2)]
+    return [
+        round(x1, 2),
+        round(y1, 2),
+        round(min(max(x2, x1 + 0.02), 1.0), 2),
+        round(min(max(y2, y1 + 0.02), 1.0), 2),
+    ]
 
 
 def crop_example(
-    scene: Scene, target: SceneText, vision: VisionConfig, rng: np.random.Generator, multiple_choice: bool = False
+    scene: Scene,
+    target: SceneText,
+    vision: VisionConfig,
+    rng: np.random.Generator,
+    multiple_choice: bool = False,
 ) -> PerceptionExample:
     env = RuminationEnv(_still(scene), vision)
     box = _jitter(target.box, rng, BOX_JITTER)
-    if rng.random() < OUTWARD_SHARE:  # as the policy writes it: rounded outward, so a wider crop and smaller glyphs
+    if (
+        rng.random() < OUTWARD_SHARE
+    ):  # as the policy writes it: rounded outward, so a wider crop and smaller glyphs
         box = outward_box(box, vision.box_step)
     obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": box}))
     if not obs.ok:  # a jittered box that became too small: the exact box always fits
-        obs = env.execute(ToolCall("cropping", {"target_image": 1, "bbox_2d": [round(v, 2) for v in target.box]}))
+        obs = env.execute(
+            ToolCall("cropping", {"target_image": 1, "bbox_2d": [round(v, 2) for v in target.box]})
+        )
     image = obs.images[0]
     h, w = scene.frame.shape[:2]
     px = region_pixels(obs.regions[0][1], w, h)
     question, letter = target.question, None
-    if multiple_choice:  # the options as a video question lists them: other texts of the scene, then near misses
+    if (
+        multiple_choice
+    ):  # the options as a video question lists them: other texts of the scene, then near misses
         pool = [t.text for t in scene.texts if t.text != target.text]
         options = choice_options(target.text, pool, rng, DIGITS if target.text.isdigit() else ALPHABET)
         letter = OPTION_LETTERS[options.index(target.text)]
         question = question_with_options(question, options)
     return PerceptionExample(
-        "read_mc" if multiple_choice else "read", _conversation(image, question, read_answer_turn(target.text, letter)),
-        target.text, [glyph_grid(image, px, _all_glyphs(scene))], [slot_grid(image, px, target.glyphs)],
-        phrase=read_phrase(target.text), choice=letter,
+        "read_mc" if multiple_choice else "read",
+        _conversation(image, question, read_answer_turn(target.text, letter)),
+        target.text,
+        [glyph_grid(image, px, _all_glyphs(scene))],
+        [slot_grid(image, px, target.glyphs)],
+        phrase=read_phrase(target.text),
+        choice=letter,
     )
 
 
@@ -207,7 +250,11 @@ def whole_frame_example(
     h, w = scene.frame.shape[:2]
     whole = (0, 0, w, h)
     example = PerceptionExample(
-        task, [], target.text, [glyph_grid(image, whole, _all_glyphs(scene))], [slot_grid(image, whole, target.glyphs)],
+        task,
+        [],
+        target.text,
+        [glyph_grid(image, whole, _all_glyphs(scene))],
+        [slot_grid(image, whole, target.glyphs)],
         evidence_box=list(target.box),
     )
     if task not in LOCATE_TASKS:
@@ -217,7 +264,9 @@ def whole_frame_example(
     said = outward_box(target.box, vision.box_step)
     example.answer = box_text(said)
     thought, call = zoom_turn(target.panel, said)
-    example.messages = _conversation(image, LOCATE_QUESTION.format(question=target.question), format_assistant_turn(thought, call))
+    example.messages = _conversation(
+        image, LOCATE_QUESTION.format(question=target.question), format_assistant_turn(thought, call)
+    )
     example.phrase = locate_phrase(target.panel, said)
     centred = [(t, _pixel_box(t.box, w, h)) for t in scene.texts]
     colour = [(COLOURS.index(t.panel.split()[0]), box) for t, box in centred]
@@ -252,7 +301,9 @@ def make_example(
     while True:
         # READ_CLIP asks about captions, so its scenes always hold one
         background = _backgrounds(astuple(world), seed)[int(rng.integers(0, BACKGROUNDS))]
-        scene = render_scene(world, rng, caption_chance=1.0 if task == "read_clip" else 0.4, background=background)
+        scene = render_scene(
+            world, rng, caption_chance=1.0 if task == "read_clip" else 0.4, background=background
+        )
         pool = [t for t in scene.texts if t.kind == "caption"] if task == "read_clip" else scene.texts
         if pool:
             break
@@ -260,9 +311,13 @@ def make_example(
     if task in ("read", "read_mc"):
         return crop_example(scene, target, vision, rng, multiple_choice=task == "read_mc")
     if task in ("read_clip", "locate_clip"):
-        return whole_frame_example(scene, target, task, vision.clip_max_pixels, vision.clip_min_pixels, vision)
+        return whole_frame_example(
+            scene, target, task, vision.clip_max_pixels, vision.clip_min_pixels, vision
+        )
     if task in ("locate", "read_lowres"):
-        return whole_frame_example(scene, target, task, vision.frame_max_pixels, vision.frame_min_pixels, vision)
+        return whole_frame_example(
+            scene, target, task, vision.frame_max_pixels, vision.frame_min_pixels, vision
+        )
     raise ValueError(f"unknown perception task {task!r} (known: {', '.join(HELD_OUT_TASKS)})")
 
 

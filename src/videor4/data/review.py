@@ -51,7 +51,13 @@ def trajectory_digest(row: Mapping[str, Any]) -> str:
         "frame_indices": row.get("frame_indices"),
         "question": row.get("question"),
         "steps": [
-            [s.get("thought"), s.get("tool_call"), s.get("observation_text"), s.get("image_sha256"), s.get("text")]
+            [
+                s.get("thought"),
+                s.get("tool_call"),
+                s.get("observation_text"),
+                s.get("image_sha256"),
+                s.get("text"),
+            ]
             for s in row.get("steps") or []
         ],
         "final_thought": row.get("final_thought"),
@@ -65,7 +71,9 @@ def decision_rows(doc: Any) -> list[dict[str, Any]]:
     if not isinstance(doc, dict) or set(doc) - {"version", "decisions"}:
         raise ValueError('expected {"version": 1, "decisions": {<trajectory id>: {...}}}')
     if doc.get("version") != DECISIONS_VERSION:
-        raise ValueError(f"unsupported version {doc.get('version')!r} (this code reads version {DECISIONS_VERSION})")
+        raise ValueError(
+            f"unsupported version {doc.get('version')!r} (this code reads version {DECISIONS_VERSION})"
+        )
     decisions = doc.get("decisions")
     if not isinstance(decisions, dict):
         raise ValueError("'decisions' must be an object mapping trajectory ids to decisions")

@@ -30,7 +30,16 @@ from pathlib import Path
 from videor4.core.schema import OPTION_LETTERS, Evidence, Sample, TextBox
 from videor4.core.scoring import anls_similarity, normalize_answer
 from videor4.data.evidence import box_coverage
-from videor4.rumination.protocol import ZOOM, ToolCall, answer_phrase, box_text, option_phrase, outward_box, read_phrase, zoom_turn
+from videor4.rumination.protocol import (
+    ZOOM,
+    ToolCall,
+    answer_phrase,
+    box_text,
+    option_phrase,
+    outward_box,
+    read_phrase,
+    zoom_turn,
+)
 from videor4.rumination.tools import RuminationEnv, VisionConfig
 from videor4.rumination.trajectory import Trajectory, TrajectoryRecorder
 from videor4.rumination.video import FRAME_CACHE, FrameCache, load_frames
@@ -107,7 +116,10 @@ def final_answer_for(sample: Sample, derived: str | None, min_similarity: float)
                 return letter if letter in sample.answers else None
         return None
     for ans in sample.answers:
-        if normalize_answer(ans) == normalize_answer(derived) or anls_similarity(ans, derived) >= min_similarity:
+        if (
+            normalize_answer(ans) == normalize_answer(derived)
+            or anls_similarity(ans, derived) >= min_similarity
+        ):
             return ans
     return None
 
@@ -145,7 +157,14 @@ def _conclusion(sample: Sample, readings: list[str], answer: str) -> str:
 class _Planner:
     """Plans and records one trajectory; raises _Drop with a QC reason."""
 
-    def __init__(self, ctx: SampleContext, env: RuminationEnv, rec: TrajectoryRecorder, rng: random.Random, cfg: SynthesisConfig):
+    def __init__(
+        self,
+        ctx: SampleContext,
+        env: RuminationEnv,
+        rec: TrajectoryRecorder,
+        rng: random.Random,
+        cfg: SynthesisConfig,
+    ):
         self.ctx, self.env, self.rec, self.rng, self.cfg = ctx, env, rec, rng, cfg
         self.readings: list[str] = []
         self.pending = ""  # reaction to the last observation, prefixed to the next thought
@@ -169,7 +188,9 @@ class _Planner:
             positions = sorted({self.ctx.pos(e.frame) for e in evidence})
         frames = [p + 1 for p in positions]
         first = len(self.env.seen) + 1
-        self.call(_look_frames(frames, len(self.ctx.frame_indices)), ToolCall("clipping", {"target_frames": frames}))
+        self.call(
+            _look_frames(frames, len(self.ctx.frame_indices)), ToolCall("clipping", {"target_frames": frames})
+        )
         return {p: first + i for i, p in enumerate(positions)}
 
     def crop(self, image: int, box: list[float], thought: str):
@@ -214,7 +235,8 @@ class _Planner:
     def _distractor(self, ev: Evidence) -> TextBox | None:
         target = normalize_answer(ev.text)
         others = [
-            t for t in self.ctx.frame_texts.get(ev.frame, [])
+            t
+            for t in self.ctx.frame_texts.get(ev.frame, [])
             if normalize_answer(t.text) != target and box_coverage(t.bbox, _widen(ev.bbox, 0.1)) == 0.0
         ]
         return self.rng.choice(others) if others else None
@@ -233,7 +255,12 @@ def _widen(box: list[float], m: float) -> list[float]:
 def _relative(box: list[float], region: tuple[float, ...]) -> list[float]:
     """`box` (source-normalized) in the coordinates of an image showing `region`."""
     w, h = region[2] - region[0], region[3] - region[1]
-    rel = [(box[0] - region[0]) / w, (box[1] - region[1]) / h, (box[2] - region[0]) / w, (box[3] - region[1]) / h]
+    rel = [
+        (box[0] - region[0]) / w,
+        (box[1] - region[1]) / h,
+        (box[2] - region[0]) / w,
+        (box[3] - region[1]) / h,
+    ]
     return [min(1.0, max(0.0, v)) for v in rel]
 
 
@@ -326,7 +353,9 @@ def synthesize(
                 break
             traj_id = f"{name}-{attempt:06d}"
             try:
-                traj = synthesize_one(ctx, kind, variant, traj_id, vision, image_dir, cfg, random.Random(rng.random()))
+                traj = synthesize_one(
+                    ctx, kind, variant, traj_id, vision, image_dir, cfg, random.Random(rng.random())
+                )
             except _Drop as drop:
                 dropped[drop.reason] += 1
                 if image_dir is not None:

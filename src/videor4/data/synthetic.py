@@ -251,7 +251,9 @@ def _number(rng: np.random.Generator, used: set[str], style: Style = STYLES["leg
             return num
 
 
-def _layout_panel(panel: _Panel, rng: np.random.Generator, main: list[str], style: Style = STYLES["legacy"]) -> None:
+def _layout_panel(
+    panel: _Panel, rng: np.random.Generator, main: list[str], style: Style = STYLES["legacy"]
+) -> None:
     """Fill in the panel's texts and size from its kind and main strings."""
     size = int(rng.choice(style.code_font_sizes))
     if panel.kind == "caption" and style.caption_font_size:
@@ -297,7 +299,9 @@ def _text_box(t: _Text, x: int, y: int, W: int, H: int) -> list[float]:
 
 
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int) -> bool:
-    return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
+    return not (
+        a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1]
+    )
 
 
 def _place(
@@ -374,7 +378,8 @@ def _mutate(text: str, rng: np.random.Generator, alphabet: str) -> str:
 
 
 def choice_options(answer: str, pool: list[str], rng: np.random.Generator, alphabet: str) -> list[str]:
-    """The answer plus 3 distinct plausible wrong options: other strings from the video first, then near misses."""
+    """The answer plus 3 distinct plausible wrong options: other strings from the video first, then near
+    misses."""
     wrong: list[str] = []
     for cand in [pool[int(i)] for i in rng.permutation(len(pool))] if pool else []:
         if cand != answer and cand not in wrong and len(wrong) < 2:
@@ -396,7 +401,9 @@ def _evidence(
         for t in texts:
             key = (f, id(t))
             if key in boxes:
-                out.append(Evidence(frame=f, bbox=list(boxes[key]), text=t.text, origin="ground_truth", label=label))
+                out.append(
+                    Evidence(frame=f, bbox=list(boxes[key]), text=t.text, origin="ground_truth", label=label)
+                )
     return out
 
 
@@ -408,13 +415,15 @@ def _background(cfg: SyntheticConfig, rng: np.random.Generator) -> Callable[[int
     c2 = rng.uniform(45, 135, 3)
     angle = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    a = (np.cos(angle) * xx / W + np.sin(angle) * yy / H)
+    a = np.cos(angle) * xx / W + np.sin(angle) * yy / H
     a = (a - a.min()) / max(float(a.max() - a.min()), 1e-6)
     grad = (1 - a)[..., None] * c1 + a[..., None] * c2
     pad = 64
     coarse = rng.uniform(-18, 18, (6, 10, 3)).astype(np.float32)
     size = (W + 2 * pad, H + 2 * pad)
-    channels = [Image.fromarray(np.ascontiguousarray(coarse[..., c])).resize(size, Image.BICUBIC) for c in range(3)]
+    channels = [
+        Image.fromarray(np.ascontiguousarray(coarse[..., c])).resize(size, Image.BICUBIC) for c in range(3)
+    ]
     tex = np.stack([np.asarray(ch) for ch in channels], axis=-1)
     # Pan at 0.8-1.5 px/frame in a random direction so that frames always differ.
     speed, heading = rng.uniform(0.8, 1.5), rng.uniform(0, 2 * math.pi)
@@ -433,7 +442,9 @@ def _text_colour(colour: str) -> tuple[int, int, int]:
     return DARK_TEXT if 0.299 * r + 0.587 * g + 0.114 * b > 140 else LIGHT_TEXT
 
 
-def _draw_panel(draw: ImageDraw.ImageDraw, panel: _Panel, x: int, y: int, frame: int, style: Style = STYLES["legacy"]) -> None:
+def _draw_panel(
+    draw: ImageDraw.ImageDraw, panel: _Panel, x: int, y: int, frame: int, style: Style = STYLES["legacy"]
+) -> None:
     if style.digit_colours:
         # the named colour frames a neutral panel; each glyph is inked by its digit
         draw.rectangle([x, y, x + panel.w - 1, y + panel.h - 1], fill=PALETTE[panel.colour])
@@ -650,10 +661,19 @@ def _special_questions(
     for panel, feature in placed:
         main = panel.main_texts()
         if feature == "transient":
-            special.append(_Question("transient", f"What code flashes briefly in the {panel.colour} caption bar?",
-                                     main[0].text, [(panel, main)], style.alphabet))
+            special.append(
+                _Question(
+                    "transient",
+                    f"What code flashes briefly in the {panel.colour} caption bar?",
+                    main[0].text,
+                    [(panel, main)],
+                    style.alphabet,
+                )
+            )
         elif feature == "count":
-            question = f"How many different codes appear on the {panel.colour} license plate during the video?"
+            question = (
+                f"How many different codes appear on the {panel.colour} license plate during the video?"
+            )
             special.append(_Question("count", question, str(len(main)), [(panel, main)], "123456", pool=[]))
     if "compare" in features:
         p1, p2 = compare_panels[:2]
@@ -673,8 +693,15 @@ def _read_questions(
         if feature in ("transient", "count"):
             continue
         t = panel.main_texts()[0]
-        reads.append(_Question("read", READ_TEMPLATES[panel.kind].format(c=panel.colour), t.text, [(panel, [t])],
-                               DIGITS if panel.kind in NUMBER_KINDS else style.alphabet))
+        reads.append(
+            _Question(
+                "read",
+                READ_TEMPLATES[panel.kind].format(c=panel.colour),
+                t.text,
+                [(panel, [t])],
+                DIGITS if panel.kind in NUMBER_KINDS else style.alphabet,
+            )
+        )
     return [reads[int(i)] for i in rng.permutation(len(reads))]
 
 
@@ -785,7 +812,10 @@ def background_frame(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarr
 
 
 def render_scene(
-    cfg: SyntheticConfig, rng: np.random.Generator, caption_chance: float = 0.4, background: np.ndarray | None = None
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+    caption_chance: float = 0.4,
+    background: np.ndarray | None = None,
 ) -> Scene:
     """One still frame drawn like a video frame (same panels, fonts and background), and its strings.
 
@@ -817,7 +847,9 @@ def render_scene(
         for t in panel.main_texts():
             ox, oy = x + t.dx, y + t.dy
             box = _text_box(t, x, y, W, H)
-            glyphs = [(ch, (ox + a, oy + b, ox + c, oy + d)) for ch, (a, b, c, d) in glyph_boxes(t.text, t.size)]
+            glyphs = [
+                (ch, (ox + a, oy + b, ox + c, oy + d)) for ch, (a, b, c, d) in glyph_boxes(t.text, t.size)
+            ]
             question = READ_TEMPLATES[panel.kind].format(c=panel.colour)
             texts.append(SceneText(panel.name, panel.kind, question, t.text, box, glyphs))
     return Scene(decoded_like(np.asarray(img)), texts)

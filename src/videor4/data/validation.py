@@ -203,12 +203,33 @@ class _Files:
 VIDEO_NUMERIC = ["width", "height", "num_frames", "fps"]
 VIDEO_FIELDS = ["video_id", "path", "width", "height", "num_frames", "fps", "split", "text_boxes"]
 SAMPLE_FIELDS = [
-    "sample_id", "video", "question", "answers", "problem_type", "options",
-    "question_kind", "source", "split", "evidence", "meta",
+    "sample_id",
+    "video",
+    "question",
+    "answers",
+    "problem_type",
+    "options",
+    "question_kind",
+    "source",
+    "split",
+    "evidence",
+    "meta",
 ]
 TRAJ_FIELDS = [
-    "traj_id", "sample_id", "kind", "video", "frame_indices", "num_source_frames", "question",
-    "answers", "problem_type", "options", "vision", "steps", "final_thought", "final_answer",
+    "traj_id",
+    "sample_id",
+    "kind",
+    "video",
+    "frame_indices",
+    "num_source_frames",
+    "question",
+    "answers",
+    "problem_type",
+    "options",
+    "vision",
+    "steps",
+    "final_thought",
+    "final_answer",
 ]
 RL_FIELDS = SAMPLE_FIELDS + ["tool_mode", "frame_indices", "num_source_frames"]
 
@@ -219,17 +240,44 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     "text_boxes": ["row", "video_id", "box", "frame", "num_frames", "text", *BOX_COLS, "role", "score"],
     "samples": ["row", *SAMPLE_FIELDS, "missing_video", "n_answers", "options_error"],
     "rl_samples": [
-        "row", *RL_FIELDS, "missing_video", "n_answers", "options_error", "n_frames_shown", "numeric_errors",
+        "row",
+        *RL_FIELDS,
+        "missing_video",
+        "n_answers",
+        "options_error",
+        "n_frames_shown",
+        "numeric_errors",
     ],
     "evidence": ["row", "sample_id", "evidence", "frame", "num_frames", "text", *BOX_COLS, "origin"],
     "trajectories": [
-        "row", *TRAJ_FIELDS, "missing_video", "n_answers", "options_error", "final_answer_chars",
-        "n_frames_shown", "n_steps", "tools_used", "kind_tools", "numeric_errors",
+        "row",
+        *TRAJ_FIELDS,
+        "missing_video",
+        "n_answers",
+        "options_error",
+        "final_answer_chars",
+        "n_frames_shown",
+        "n_steps",
+        "tools_used",
+        "kind_tools",
+        "numeric_errors",
     ],
     "steps": [
-        "row", "traj_id", "step", "tool_name", "args_error", "n_frames_shown", "images_before",
-        "n_targets", "crop_target", *BOX_COLS[:4], "thought", "obs_text", "obs_n_images",
-        "obs_n_sha256", "obs_error",
+        "row",
+        "traj_id",
+        "step",
+        "tool_name",
+        "args_error",
+        "n_frames_shown",
+        "images_before",
+        "n_targets",
+        "crop_target",
+        *BOX_COLS[:4],
+        "thought",
+        "obs_text",
+        "obs_n_images",
+        "obs_n_sha256",
+        "obs_error",
     ],
     "clip_targets": ["row", "traj_id", "step", "target", "n_frames_shown"],
     "images": ["row", "traj_id", "step", "image", "path", "missing_path", "sha256"],
@@ -293,11 +341,19 @@ def _evidence_rows(i: int, sid: Any, evidence: Any, num_frames: Any) -> list[dic
     for j, ev in enumerate(evidence if isinstance(evidence, list) else []):
         ev = ev if isinstance(ev, dict) else {}
         corners, err = _box(ev.get("bbox"))
-        out.append({
-            "row": i + 1, "sample_id": sid, "evidence": j, "frame": _num(ev.get("frame")),
-            "num_frames": _num(num_frames), "text": ev.get("text"), **corners, "bbox_error": err,
-            "origin": ev.get("origin"),
-        })
+        out.append(
+            {
+                "row": i + 1,
+                "sample_id": sid,
+                "evidence": j,
+                "frame": _num(ev.get("frame")),
+                "num_frames": _num(num_frames),
+                "text": ev.get("text"),
+                **corners,
+                "bbox_error": err,
+                "origin": ev.get("origin"),
+            }
+        )
     return out
 
 
@@ -308,8 +364,13 @@ def _frame_rows(i: int, id_col: str, row: dict[str, Any]) -> list[dict[str, Any]
     """One row per shown frame; ``position`` is the 1-based index the model uses."""
     fi = row.get("frame_indices")
     return [
-        {"row": i + 1, id_col: row.get(id_col), "position": k + 1, "frame_index": _num(f),
-         "num_source_frames": _num(row.get("num_source_frames"))}
+        {
+            "row": i + 1,
+            id_col: row.get(id_col),
+            "position": k + 1,
+            "frame_index": _num(f),
+            "num_source_frames": _num(row.get("num_source_frames")),
+        }
         for k, f in enumerate(fi if isinstance(fi, list) else [])
     ]
 
@@ -318,26 +379,43 @@ def _video_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.Dat
     videos, boxes = [], []
     for i, r in enumerate(rows):
         tbs = r.get("text_boxes")
-        videos.append({**_raw(r, i), "missing_video": files.missing(r.get("path")),
-                       "n_text_boxes": len(tbs) if isinstance(tbs, list) else None,
-                       "numeric_errors": _numeric_errors(r, VIDEO_NUMERIC)})
+        videos.append(
+            {
+                **_raw(r, i),
+                "missing_video": files.missing(r.get("path")),
+                "n_text_boxes": len(tbs) if isinstance(tbs, list) else None,
+                "numeric_errors": _numeric_errors(r, VIDEO_NUMERIC),
+            }
+        )
         for j, tb in enumerate(tbs if isinstance(tbs, list) else []):
             tb = tb if isinstance(tb, dict) else {}
             corners, err = _box(tb.get("bbox"))
-            boxes.append({
-                "row": i + 1, "video_id": r.get("video_id"), "box": j, "frame": _num(tb.get("frame")),
-                "num_frames": _num(r.get("num_frames")), "text": tb.get("text"), **corners,
-                "bbox_error": err, "role": tb.get("role"), "score": _num(tb.get("score")),
-            })
+            boxes.append(
+                {
+                    "row": i + 1,
+                    "video_id": r.get("video_id"),
+                    "box": j,
+                    "frame": _num(tb.get("frame")),
+                    "num_frames": _num(r.get("num_frames")),
+                    "text": tb.get("text"),
+                    **corners,
+                    "bbox_error": err,
+                    "role": tb.get("role"),
+                    "score": _num(tb.get("score")),
+                }
+            )
     vdf = _frame(videos, TABLE_COLUMNS["videos"], keep_extra=True)
     _coerce_numeric(vdf, VIDEO_NUMERIC)
     return {"videos": vdf, "text_boxes": _frame(boxes, TABLE_COLUMNS["text_boxes"])}
 
 
 def _sample_common(r: dict[str, Any], i: int, files: _Files) -> dict[str, Any]:
-    return {**_raw(r, i), "missing_video": files.missing(r.get("video")),
-            "n_answers": _n_nonblank(r.get("answers")),
-            "options_error": _options_error(r.get("problem_type"), r.get("options"))}
+    return {
+        **_raw(r, i),
+        "missing_video": files.missing(r.get("video")),
+        "n_answers": _n_nonblank(r.get("answers")),
+        "options_error": _options_error(r.get("problem_type"), r.get("options")),
+    }
 
 
 def _sample_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.DataFrame]:
@@ -346,23 +424,32 @@ def _sample_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.Da
         samples.append(_sample_common(r, i, files))
         meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
         evidence += _evidence_rows(i, r.get("sample_id"), r.get("evidence"), meta.get("num_frames"))
-    return {"samples": _frame(samples, TABLE_COLUMNS["samples"], keep_extra=True),
-            "evidence": _frame(evidence, TABLE_COLUMNS["evidence"])}
+    return {
+        "samples": _frame(samples, TABLE_COLUMNS["samples"], keep_extra=True),
+        "evidence": _frame(evidence, TABLE_COLUMNS["evidence"]),
+    }
 
 
 def _rl_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.DataFrame]:
     samples, evidence, frames = [], [], []
     for i, r in enumerate(rows):
         fi = r.get("frame_indices")
-        samples.append({**_sample_common(r, i, files),
-                        "n_frames_shown": len(fi) if isinstance(fi, list) else None,
-                        "numeric_errors": _numeric_errors(r, ["num_source_frames"])})
+        samples.append(
+            {
+                **_sample_common(r, i, files),
+                "n_frames_shown": len(fi) if isinstance(fi, list) else None,
+                "numeric_errors": _numeric_errors(r, ["num_source_frames"]),
+            }
+        )
         evidence += _evidence_rows(i, r.get("sample_id"), r.get("evidence"), r.get("num_source_frames"))
         frames += _frame_rows(i, "sample_id", r)
     sdf = _frame(samples, TABLE_COLUMNS["rl_samples"], keep_extra=True)
     _coerce_numeric(sdf, ["num_source_frames"])
-    return {"samples": sdf, "evidence": _frame(evidence, TABLE_COLUMNS["evidence"]),
-            "frames": _frame(frames, ["row", "sample_id", *FRAME_COLS])}
+    return {
+        "samples": sdf,
+        "evidence": _frame(evidence, TABLE_COLUMNS["evidence"]),
+        "frames": _frame(frames, ["row", "sample_id", *FRAME_COLS]),
+    }
 
 
 def _checked_arguments(name: Any, args: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -387,12 +474,17 @@ def _trajectory_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, p
         raw_steps = r.get("steps") if isinstance(r.get("steps"), list) else []
         tools = _step_rows(i, r.get("traj_id"), raw_steps, n_shown, files, steps, targets, images)
         tools_used = "+".join(sorted(tools))
-        trajs.append({
-            **_sample_common(r, i, files), "final_answer_chars": _nonblank_chars(r.get("final_answer")),
-            "n_frames_shown": float(n_shown), "n_steps": float(len(raw_steps)),
-            "tools_used": tools_used, "kind_tools": f"{r.get('kind')}:{tools_used}",
-            "numeric_errors": _numeric_errors(r, ["num_source_frames"]),
-        })
+        trajs.append(
+            {
+                **_sample_common(r, i, files),
+                "final_answer_chars": _nonblank_chars(r.get("final_answer")),
+                "n_frames_shown": float(n_shown),
+                "n_steps": float(len(raw_steps)),
+                "tools_used": tools_used,
+                "kind_tools": f"{r.get('kind')}:{tools_used}",
+                "numeric_errors": _numeric_errors(r, ["num_source_frames"]),
+            }
+        )
     tdf = _frame(trajs, TABLE_COLUMNS["trajectories"], keep_extra=True)
     _coerce_numeric(tdf, ["num_source_frames"])
     return {
@@ -430,8 +522,16 @@ def _step_rows(
         if err is None and name == "clipping":
             tf = args["target_frames"]
             rec["n_targets"] = float(len(tf))
-            targets += [{"row": i + 1, "traj_id": tid, "step": s, "target": float(t),
-                         "n_frames_shown": float(n_shown)} for t in tf]
+            targets += [
+                {
+                    "row": i + 1,
+                    "traj_id": tid,
+                    "step": s,
+                    "target": float(t),
+                    "n_frames_shown": float(n_shown),
+                }
+                for t in tf
+            ]
         elif err is None and name == "cropping":
             rec["crop_target"] = float(args["target_image"])
             rec.update(_box(args["bbox_2d"])[0])
@@ -447,11 +547,24 @@ def _step_record(
     """Step `s`'s row of the steps table; the call's details and the observation's counts are filled
     in later."""
     return {
-        "row": i + 1, "traj_id": tid, "step": s, "tool_name": name, "args_error": err,
-        "n_frames_shown": float(n_shown), "images_before": float(seen), "n_targets": None,
-        "crop_target": None, "x1": None, "y1": None, "x2": None, "y2": None,
-        "thought": step.get("thought"), "obs_text": obs.get("text"),
-        "obs_n_images": None, "obs_n_sha256": None, "obs_error": obs.get("error"),
+        "row": i + 1,
+        "traj_id": tid,
+        "step": s,
+        "tool_name": name,
+        "args_error": err,
+        "n_frames_shown": float(n_shown),
+        "images_before": float(seen),
+        "n_targets": None,
+        "crop_target": None,
+        "x1": None,
+        "y1": None,
+        "x2": None,
+        "y2": None,
+        "thought": step.get("thought"),
+        "obs_text": obs.get("text"),
+        "obs_n_images": None,
+        "obs_n_sha256": None,
+        "obs_error": obs.get("error"),
     }
 
 
@@ -472,18 +585,28 @@ def _observation_images(
     rec["obs_n_sha256"] = None if shas is None else float(len(shas))
     for k, path in enumerate(obs_imgs or []):
         sha = shas[k] if shas is not None and k < len(shas) else None
-        images.append({
-            "row": i + 1, "traj_id": tid, "step": s, "image": k, "path": path,
-            "missing_path": files.missing(path),
-            "sha256": None if sha is None else str(sha),
-        })
+        images.append(
+            {
+                "row": i + 1,
+                "traj_id": tid,
+                "step": s,
+                "image": k,
+                "path": path,
+                "missing_path": files.missing(path),
+                "sha256": None if sha is None else str(sha),
+            }
+        )
     return obs_imgs
 
 
 def _review_tables(rows: list[dict[str, Any]], files: _Files) -> dict[str, pd.DataFrame]:
     known = {"traj_id", "decision", "digest", "note"}
     decisions = [
-        {"row": i + 1, **{k: r.get(k) for k in known}, "unknown_keys": ", ".join(sorted(set(r) - known)) or None}
+        {
+            "row": i + 1,
+            **{k: r.get(k) for k in known},
+            "unknown_keys": ", ".join(sorted(set(r) - known)) or None,
+        }
         for i, r in enumerate(rows)
     ]
     return {"decisions": _frame(decisions, TABLE_COLUMNS["decisions"])}
@@ -514,7 +637,9 @@ def _index_columns(dataset: str, table: str) -> list[str]:
     return INDEX_COLUMNS[key]
 
 
-def build_tables(rows: list[dict[str, Any]], dataset: str, base_dir: Path | None = None) -> dict[str, pd.DataFrame]:
+def build_tables(
+    rows: list[dict[str, Any]], dataset: str, base_dir: Path | None = None
+) -> dict[str, pd.DataFrame]:
     """The flat tables a dataset is validated as (useful for debugging a suite)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
@@ -589,8 +714,11 @@ def _fmt(v: Any) -> str:
 
 def _example(entry: dict[str, Any], index_cols: list[str], value_cols: list[str]) -> str:
     """``row 3 traj_id='t3' step=1: tool_name='zoom'`` from one unexpected_index_list entry."""
-    ids = [f"row {_fmt(entry[c])}" if c == "row" else f"{c}={_fmt(entry[c])}"
-           for c in index_cols if c in entry and c not in value_cols]
+    ids = [
+        f"row {_fmt(entry[c])}" if c == "row" else f"{c}={_fmt(entry[c])}"
+        for c in index_cols
+        if c in entry and c not in value_cols
+    ]
     vals = ", ".join(f"{c}={_fmt(entry[c])}" for c in value_cols if c in entry)
     return f"{' '.join(ids)}: {vals}" if vals else " ".join(ids)
 
@@ -634,7 +762,11 @@ def _fold_missing_columns(failures: list[Failure]) -> list[Failure]:
     if schema is None:
         return failures
     missing = set(schema.columns)
-    folded = [f for f in failures if f.detail.startswith("could not run") and f.columns and set(f.columns) <= missing]
+    folded = [
+        f
+        for f in failures
+        if f.detail.startswith("could not run") and f.columns and set(f.columns) <= missing
+    ]
     if folded:
         schema.detail += f" ({len(folded)} expectation(s) on them could not run)"
     # The schema failure goes first: it explains the rest.
@@ -659,14 +791,26 @@ def validate_rows(
     failures: list[Failure] = []
     n_expectations = 2  # the two checks below
     if not rows and not allow_empty:
-        failures.append(Failure(table=dataset, expectation="dataset_not_empty", columns=[],
-                                detail="dataset is empty (0 rows); pass allow_empty=True if that is expected"))
+        failures.append(
+            Failure(
+                table=dataset,
+                expectation="dataset_not_empty",
+                columns=[],
+                detail="dataset is empty (0 rows); pass allow_empty=True if that is expected",
+            )
+        )
     not_objects = [(i + 1, r) for i, r in enumerate(rows) if not isinstance(r, dict)]
     if not_objects:
-        failures.append(Failure(
-            table=dataset, expectation="rows_are_objects", columns=[], unexpected_count=len(not_objects),
-            element_count=len(rows), examples=[f"row {i}: {_short(r)}" for i, r in not_objects[:MAX_EXAMPLES]],
-        ))
+        failures.append(
+            Failure(
+                table=dataset,
+                expectation="rows_are_objects",
+                columns=[],
+                unexpected_count=len(not_objects),
+                element_count=len(rows),
+                examples=[f"row {i}: {_short(r)}" for i, r in not_objects[:MAX_EXAMPLES]],
+            )
+        )
     with _LOCK:  # GX's shared execution engine keeps per-batch state
         for table, suite in suites.items():
             df = tables[table]
@@ -677,9 +821,16 @@ def validate_rows(
                 result_format={"result_format": "SUMMARY", "unexpected_index_column_names": index_cols},
             )
             n_expectations += len(result.results)
-            failures += _fold_missing_columns([_failure(table, r, index_cols) for r in result.results if not r.success])
-    return ValidationReport(dataset=dataset, success=not failures, n_rows=len(rows),
-                            failures=failures, n_expectations=n_expectations)
+            failures += _fold_missing_columns(
+                [_failure(table, r, index_cols) for r in result.results if not r.success]
+            )
+    return ValidationReport(
+        dataset=dataset,
+        success=not failures,
+        n_rows=len(rows),
+        failures=failures,
+        n_expectations=n_expectations,
+    )
 
 
 def validate_jsonl(

@@ -38,7 +38,15 @@ from videor4.core.io import atomic_write_text
 from videor4.core.schema import OPTION_LETTERS
 from videor4.core.scoring import normalize_answer
 from videor4.data.synthesis import MISS_PHRASE
-from videor4.rumination.protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToolCall, box_text, count_boxed, extract_boxed, parse_turn
+from videor4.rumination.protocol import (
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    ToolCall,
+    box_text,
+    count_boxed,
+    extract_boxed,
+    parse_turn,
+)
 from videor4.rumination.trajectory import ROLLOUT_KIND, Step, Trajectory
 
 MAX_THOUGHT_CHARS = 300  # two sentences; the longest template thought is about half of it
@@ -150,8 +158,10 @@ def _option_text(traj: Trajectory, answer: str | None) -> str | None:
 # ---------------------------------------------------------------- the prompt
 WRITER_SYSTEM = (
     "You write the private reasoning of an assistant that answers questions about a video. "
-    "It was shown a few low-resolution frames and looks closer with two tools: clipping returns chosen frames "
-    "at higher resolution, cropping zooms into a box of an image. You are told what it has done and read so far "
+    "It was shown a few low-resolution frames and looks closer with two tools: clipping returns chosen "
+    "frames "
+    "at higher resolution, cropping zooms into a box of an image. You are told what it has done and read "
+    "so far "
     "and what it does next; write the one or two sentences it thinks right before that. "
     "Write plain sentences only: no tool-call tags, no JSON, no \\boxed{}, no lists. "
     "Quote texts exactly as they were read, write boxes exactly as given, and call frames and images "
@@ -169,14 +179,21 @@ def _describe_call(call: ToolCall, frames: dict[int, int | None], template: str)
         frame = frames.get(image)
         where = f"image {image}" + (f" (frame {frame})" if frame is not None and image != frame else "")
         thing = _THING.search(template)
-        what = f"the {thing.group(1)}" if thing and "may be" not in thing.group(0) else "a region that may hold the text"
+        what = (
+            f"the {thing.group(1)}"
+            if thing and "may be" not in thing.group(0)
+            else "a region that may hold the text"
+        )
         return f"zoom into {what} in {where}, box {box_text(args.get('bbox_2d') or [])}"
     return f"call {call.name} {json.dumps(args)}"
 
 
 def _quote_readings(template: str) -> str:
     missed = _miss_texts(template)
-    return ", ".join(f'"{t}"' + (" (not the text the question asks about)" if t in missed else "") for t in readings(template))
+    return ", ".join(
+        f'"{t}"' + (" (not the text the question asks about)" if t in missed else "")
+        for t in readings(template)
+    )
 
 
 def writer_prompt(traj: Trajectory, step_index: int) -> list[dict[str, Any]]:
@@ -189,12 +206,19 @@ def writer_prompt(traj: Trajectory, step_index: int) -> list[dict[str, Any]]:
     """
     template = _template_thought(traj, step_index)
     n = len(traj.frame_indices)
-    lines = [f"Question: {traj.question}", f"The assistant was shown {n} frames of the video (images 1 to {n})."]
+    lines = [
+        f"Question: {traj.question}",
+        f"The assistant was shown {n} frames of the video (images 1 to {n}).",
+    ]
     if step_index:
         lines.append("What it did so far:")
     for j, step in enumerate(traj.steps[:step_index]):
         frames = image_frames(traj, j)
-        call = _describe_call(step.tool_call, frames, step.thought) if step.tool_call else "make a malformed tool call"
+        call = (
+            _describe_call(step.tool_call, frames, step.thought)
+            if step.tool_call
+            else "make a malformed tool call"
+        )
         lines.append(f"{j + 1}. It chose to {call}. Result: {step.observation_text}")
         if j + 1 < step_index:  # what it read there is what the next thought reported
             read = _quote_readings(_template_thought(traj, j + 1))
@@ -216,7 +240,9 @@ def writer_prompt(traj: Trajectory, step_index: int) -> list[dict[str, Any]]:
         asks.append("Do not give the answer yet.")
     else:
         option = _option_text(traj, traj.final_answer)
-        answer = f"{traj.final_answer}" + (f" (option {traj.final_answer}: {option})" if option is not None else "")
+        answer = f"{traj.final_answer}" + (
+            f" (option {traj.final_answer}: {option})" if option is not None else ""
+        )
         lines.append(f"Next it gives the final answer: {answer}.")
         asks.append("Conclude with that answer in words.")
     lines.append(" ".join(asks))
@@ -236,7 +262,9 @@ _IMAGES = re.compile(
 _RANGE = re.compile(r"(\d+)\s*(?:to|through|-|–)\s*(\d+)", re.IGNORECASE)
 _BOX = re.compile(r"\[\s*-?\d+(?:\.\d+)?(?:\s*,\s*-?\d+(?:\.\d+)?){3}\s*\]")
 _CODE = re.compile(r"[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[.,]\d+)*")
-_SAID_ANSWER = re.compile(r"\banswer\s*(?:is|:)\s*(?:the\s+)?(?:option\s*)?[\"'“(]*\s*([^\s\"'”.,;:!?)]+)", re.IGNORECASE)
+_SAID_ANSWER = re.compile(
+    r"\banswer\s*(?:is|:)\s*(?:the\s+)?(?:option\s*)?[\"'“(]*\s*([^\s\"'”.,;:!?)]+)", re.IGNORECASE
+)
 _SAID_OPTION = re.compile(r"\b[Oo]ption\s*\(?([A-H])\)?(?![A-Za-z])")
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*$")
 
@@ -273,7 +301,11 @@ def _is_answer(said: str, traj: Trajectory) -> bool:
     if traj.problem_type == "multiple_choice" and len(said) == 1 and said.isalpha():
         return said.upper() == answer.upper()
     option = _option_text(traj, answer)
-    return any(said.lower() == a.lower() or normalize_answer(said) == normalize_answer(a) != "" for a in (answer, option) if a)
+    return any(
+        said.lower() == a.lower() or normalize_answer(said) == normalize_answer(a) != ""
+        for a in (answer, option)
+        if a
+    )
 
 
 def _boxes(text: str) -> list[list[float]]:
@@ -293,7 +325,9 @@ def _known_texts(traj: Trajectory) -> list[str]:
     return texts
 
 
-def check_thought(thought: str, traj: Trajectory, step_index: int, max_chars: int = MAX_THOUGHT_CHARS) -> str | None:
+def check_thought(
+    thought: str, traj: Trajectory, step_index: int, max_chars: int = MAX_THOUGHT_CHARS
+) -> str | None:
     """Why a written thought cannot replace thought `step_index` of `traj`, or None if it can.
 
     Rules (first failing one wins; reasons in `REASONS`):
@@ -359,7 +393,11 @@ def _reference_problem(text: str, traj: Trajectory, step_index: int, call: ToolC
     allowed_frames = set(range(1, n + 1))
     if call is not None and call.name == "clipping":
         allowed_frames &= {int(f) for f in args.get("target_frames") or []}
-    elif call is not None and call.name == "cropping" and frames.get(int(args.get("target_image", 0))) is not None:
+    elif (
+        call is not None
+        and call.name == "cropping"
+        and frames.get(int(args.get("target_image", 0))) is not None
+    ):
         allowed_frames &= {frames[int(args["target_image"])]}
     if any(f not in allowed_frames for f in _mentions(_FRAMES, text)):
         return "wrong_frame"
@@ -420,7 +458,10 @@ def cached_text(cache_dir: str | os.PathLike | None, key: str) -> str | None:
 
 def _store(cache_dir: str | os.PathLike | None, key: str, writer_id: str, text: str) -> None:
     if cache_dir is not None:  # temp file + os.replace: a kill leaves no half-written entry
-        atomic_write_text(_cache_path(cache_dir, key), json.dumps({"writer": writer_id, "text": text}, ensure_ascii=False) + "\n")
+        atomic_write_text(
+            _cache_path(cache_dir, key),
+            json.dumps({"writer": writer_id, "text": text}, ensure_ascii=False) + "\n",
+        )
 
 
 def _clean(text: str) -> str:

@@ -1,1 +1,2 @@
-"""Evaluation: every checkpoint single pass vs rumination, test-time scaling, tool use and the paper-style table."""
+"""Evaluation: every checkpoint single pass vs rumination, test-time scaling, tool use and the paper-style
+table."""

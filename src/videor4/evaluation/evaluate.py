@@ -26,7 +26,15 @@ from typing import Any
 
 from videor4.core.params import fill, section
 from videor4.core.scoring import score_answer
-from videor4.core.statistics import RESAMPLES, Estimate, format_estimate, format_p, mean_ci, paired_difference, proportion_ci
+from videor4.core.statistics import (
+    RESAMPLES,
+    Estimate,
+    format_estimate,
+    format_p,
+    mean_ci,
+    paired_difference,
+    proportion_ci,
+)
 from videor4.train.lifecycle import curriculum_params
 
 SINGLE_PASS, RUMINATION = "single_pass", "rumination"
@@ -36,7 +44,9 @@ SINGLE_PASS, RUMINATION = "single_pass", "rumination"
 class EvalSettings:
     """`eval:` in params.yaml (the eval sets are read by `load_eval_sets`)."""
 
-    checkpoints: list[str] = field(default_factory=lambda: ["base", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c"])
+    checkpoints: list[str] = field(
+        default_factory=lambda: ["base", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c"]
+    )
     max_steps: int = 5  # K: the rumination budget and the end of the scaling curve
     max_new_tokens: int = 96  # per assistant turn
     max_total_tokens: int = 8192
@@ -44,7 +54,9 @@ class EvalSettings:
     max_questions: int = -1  # per set; -1 = all
     bf16: str = "auto"
     bootstrap_resamples: int = RESAMPLES  # for the ANLS intervals and the paired comparisons
-    vision: dict[str, Any] = field(default_factory=dict)  # overrides of `vision:` at evaluation (e.g. larger crops)
+    vision: dict[str, Any] = field(
+        default_factory=dict
+    )  # overrides of `vision:` at evaluation (e.g. larger crops)
     sets: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -100,9 +112,6 @@ def _rooted_pages(samples: Sequence[Any], root: Path) -> Sequence[Any]:
 def load_eval_sets(settings: EvalSettings, synthetic_test: str | Path | None) -> list[EvalSet]:
     """The synthetic test split (always, when given) and every configured set under `eval.sets`."""
     from videor4.core.io import read_jsonl
-    from videor4.data.sources.documents import load_mpdocvqa, load_slidesvqa
-    from videor4.data.sources.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa
-    from videor4.data.sources.mcvqa import load_mcvqa
 
     sets: list[EvalSet] = []
     if synthetic_test is not None:
@@ -113,25 +122,9 @@ def load_eval_sets(settings: EvalSettings, synthetic_test: str | Path | None) ->
     if unknown:
         raise EvalDataError(f"unknown eval.sets: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     try:
-        m4 = spec.get("m4vitevqa") or {}
-        if root := _root(m4, "m4vitevqa"):
-            for tag, split_file in (m4.get("files") or {}).items():
-                cfg = M4ViteVQAConfig(root=root, split_file=split_file, videos_dir=m4.get("videos_dir", "videos"), ocr_dir=None, split="test")
-                samples, skipped = load_m4vitevqa(cfg, check_videos=True, allow_missing_answers=True)
-                for s in samples:
-                    s.video = str(root / s.video)
-                sets.append(EvalSet(f"m4_{tag}", M4_TITLES.get(tag, f"M4-ViteVQA {tag}"), _with_reference_answers(samples, skipped), skipped))
-        for name, loader, title in (("mpdocvqa", load_mpdocvqa, "MP-DocVQA"), ("slidesvqa", load_slidesvqa, "SlidesVQA")):
-            doc = spec.get(name) or {}
-            if root := _root(doc, name):
-                samples, skipped = loader(root, doc["split_file"], allow_missing_answers=True)
-                sets.append(EvalSet(name, title, _with_reference_answers(_rooted_pages(samples, root), skipped), skipped))
-        for name, mc in (spec.get("mcvqa") or {}).items():
-            if root := _root(mc, f"mcvqa.{name}"):
-                samples, skipped = load_mcvqa(
-                    root, mc["annotation_file"], dataset=name, videos_dir=mc.get("videos_dir", "videos"), video_ext=mc.get("video_ext", ".mp4")
-                )
-                sets.append(EvalSet(name, mc.get("title", name), _with_reference_answers(samples, skipped), skipped))
+        sets += _m4vitevqa_sets(spec.get("m4vitevqa") or {})
+        sets += _document_sets(spec)
+        sets += _multiple_choice_sets(spec.get("mcvqa") or {})
     except KeyError as exc:
         raise EvalDataError(f"eval.sets: missing key {exc}") from exc
     except ValueError as exc:  # a loader's file-level error names the file
@@ -140,7 +133,65 @@ def load_eval_sets(settings: EvalSettings, synthetic_test: str | Path | None) ->
         if settings.max_questions > 0:
             s.rows = s.rows[: settings.max_questions]
         if not s.rows:
-            raise EvalDataError(f"eval set {s.name} has no scorable questions (skipped: {s.skipped or 'none'})")
+            raise EvalDataError(
+                f"eval set {s.name} has no scorable questions (skipped: {s.skipped or 'none'})"
+            )
+    return sets
+
+
+def _m4vitevqa_sets(m4: dict[str, Any]) -> list[EvalSet]:
+    """One set per configured M4-ViteVQA test file (`eval.sets.m4vitevqa.files`)."""
+    from videor4.data.sources.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa
+
+    sets = []
+    if root := _root(m4, "m4vitevqa"):
+        for tag, split_file in (m4.get("files") or {}).items():
+            videos_dir = m4.get("videos_dir", "videos")
+            cfg = M4ViteVQAConfig(
+                root=root, split_file=split_file, videos_dir=videos_dir, ocr_dir=None, split="test"
+            )
+            samples, skipped = load_m4vitevqa(cfg, check_videos=True, allow_missing_answers=True)
+            for s in samples:
+                s.video = str(root / s.video)
+            title = M4_TITLES.get(tag, f"M4-ViteVQA {tag}")
+            sets.append(EvalSet(f"m4_{tag}", title, _with_reference_answers(samples, skipped), skipped))
+    return sets
+
+
+def _document_sets(spec: dict[str, Any]) -> list[EvalSet]:
+    """MP-DocVQA and SlidesVQA, each a set when configured: pages as frames."""
+    from videor4.data.sources.documents import load_mpdocvqa, load_slidesvqa
+
+    sets = []
+    for name, loader, title in (
+        ("mpdocvqa", load_mpdocvqa, "MP-DocVQA"),
+        ("slidesvqa", load_slidesvqa, "SlidesVQA"),
+    ):
+        doc = spec.get(name) or {}
+        if root := _root(doc, name):
+            samples, skipped = loader(root, doc["split_file"], allow_missing_answers=True)
+            rows = _with_reference_answers(_rooted_pages(samples, root), skipped)
+            sets.append(EvalSet(name, title, rows, skipped))
+    return sets
+
+
+def _multiple_choice_sets(spec: dict[str, Any]) -> list[EvalSet]:
+    """One set per configured multiple-choice benchmark (`eval.sets.mcvqa.<name>`)."""
+    from videor4.data.sources.mcvqa import load_mcvqa
+
+    sets = []
+    for name, mc in spec.items():
+        if root := _root(mc, f"mcvqa.{name}"):
+            samples, skipped = load_mcvqa(
+                root,
+                mc["annotation_file"],
+                dataset=name,
+                videos_dir=mc.get("videos_dir", "videos"),
+                video_ext=mc.get("video_ext", ".mp4"),
+            )
+            sets.append(
+                EvalSet(name, mc.get("title", name), _with_reference_answers(samples, skipped), skipped)
+            )
     return sets
 
 
@@ -166,8 +217,16 @@ def _record(r: Any) -> dict[str, Any]:
     }
 
 
-def answer_all(model, encoder, rows: Sequence[dict[str, Any]], vision, settings: EvalSettings, budget: int, max_images: int,
-               progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+def answer_all(
+    model,
+    encoder,
+    rows: Sequence[dict[str, Any]],
+    vision,
+    settings: EvalSettings,
+    budget: int,
+    max_images: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
     """Greedy rumination on every row under a budget of `budget` tool calls; one record per row."""
     from videor4.policy.rollout import RolloutEngine, RolloutSettings
     from videor4.rumination.trajectory import sample_env
@@ -176,24 +235,42 @@ def answer_all(model, encoder, rows: Sequence[dict[str, Any]], vision, settings:
         model,
         encoder,
         RolloutSettings(
-            max_tool_calls=budget, max_images=max_images, max_new_tokens=settings.max_new_tokens,
-            max_total_tokens=settings.max_total_tokens, temperature=0.0, batch_size=settings.batch_size, force_answer=True,
+            max_tool_calls=budget,
+            max_images=max_images,
+            max_new_tokens=settings.max_new_tokens,
+            max_total_tokens=settings.max_total_tokens,
+            temperature=0.0,
+            batch_size=settings.batch_size,
+            force_answer=True,
         ),
     )
     records = []
     # rollouts hold images and caches: a batch at a time
     for start in range(0, len(rows), settings.batch_size):
         chunk = rows[start : start + settings.batch_size]
-        rollouts = engine.run([engine.start(row, sample_env(row, vision, max_images=max_images), start + i) for i, row in enumerate(chunk)])
+        rollouts = engine.run(
+            [
+                engine.start(row, sample_env(row, vision, max_images=max_images), start + i)
+                for i, row in enumerate(chunk)
+            ]
+        )
         records += [_record(r) for r in rollouts]
         if progress:
             progress(len(chunk))
     return records
 
 
-def sweep_budgets(model, encoder, rows: Sequence[dict[str, Any]], vision, settings: EvalSettings, max_images: int,
-                  progress: Callable[[int], None] | None = None) -> dict[int, list[dict[str, Any]]]:
-    """Records under every budget 0..K; a question is decoded again at budget k only if it used more than k calls."""
+def sweep_budgets(
+    model,
+    encoder,
+    rows: Sequence[dict[str, Any]],
+    vision,
+    settings: EvalSettings,
+    max_images: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict[int, list[dict[str, Any]]]:
+    """Records under every budget 0..K; a question is decoded again at budget k only if it used more than k
+    calls."""
     k_max = settings.max_steps
     runs = {k_max: answer_all(model, encoder, rows, vision, settings, k_max, max_images, progress)}
     for k in range(k_max - 1, -1, -1):
@@ -224,8 +301,11 @@ def question_kinds(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     return {row["sample_id"]: str(row["question_kind"]) for row in rows if row.get("question_kind")}
 
 
-def by_kind(runs: dict[int, list[dict[str, Any]]], kinds: Mapping[str, str], resamples: int = RESAMPLES) -> dict[str, Any]:
-    """{kind: {single_pass: cell, rumination: cell}}: a mean over mixed kinds can hide that one kind carries it."""
+def by_kind(
+    runs: dict[int, list[dict[str, Any]]], kinds: Mapping[str, str], resamples: int = RESAMPLES
+) -> dict[str, Any]:
+    """{kind: {single_pass: cell, rumination: cell}}: a mean over mixed kinds can hide that one kind carries
+    it."""
     out: dict[str, Any] = {}
     for kind in sorted(set(kinds.values())):
         out[kind] = {
@@ -235,7 +315,9 @@ def by_kind(runs: dict[int, list[dict[str, Any]]], kinds: Mapping[str, str], res
     return out
 
 
-def summarize(runs: dict[int, list[dict[str, Any]]], rows: Sequence[dict[str, Any]] = (), resamples: int = RESAMPLES) -> dict[str, Any]:
+def summarize(
+    runs: dict[int, list[dict[str, Any]]], rows: Sequence[dict[str, Any]] = (), resamples: int = RESAMPLES
+) -> dict[str, Any]:
     """Acc / ANLS (with n and 95 % intervals) of single pass (budget 0) and rumination (budget K),
     the curve with its band, tool use under K, and the same by question kind when `rows` carry one."""
     k_max = max(runs)
@@ -281,8 +363,15 @@ def _load(path: str | Path, settings: EvalSettings):
     return policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor)
 
 
-def evaluate_checkpoint(name: str, path: str | Path, sets: Sequence[EvalSet], vision, settings: EvalSettings, max_images: int,
-                        progress: Callable[[str, int], Callable[[int], None]] | None = None) -> CheckpointResult:
+def evaluate_checkpoint(
+    name: str,
+    path: str | Path,
+    sets: Sequence[EvalSet],
+    vision,
+    settings: EvalSettings,
+    max_images: int,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> CheckpointResult:
     started = time.time()
     model, encoder = _load(path, settings)
     summaries, predictions = {}, {}
@@ -294,8 +383,15 @@ def evaluate_checkpoint(name: str, path: str | Path, sets: Sequence[EvalSet], vi
     return CheckpointResult(name, summaries, predictions, time.time() - started)
 
 
-def evaluate_mode(path: str | Path, s: EvalSet, mode: str, vision, settings: EvalSettings, max_images: int,
-                  progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_mode(
+    path: str | Path,
+    s: EvalSet,
+    mode: str,
+    vision,
+    settings: EvalSettings,
+    max_images: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One mode on one set, without the budget sweep: (its Acc / ANLS cell, the records)."""
     if mode not in MODE_LABELS:
         raise ValueError(f"unknown mode {mode!r} (single_pass or rumination)")
@@ -308,7 +404,9 @@ def evaluate_mode(path: str | Path, s: EvalSet, mode: str, vision, settings: Eva
 SET_NAMES = ("synthetic", "m4vitevqa", "mpdocvqa", "slidesvqa", "mcvqa")
 
 
-def eval_set_from_root(name: str, root: str | Path, settings: EvalSettings, file: str | None = None, subset: str | None = None) -> list[EvalSet]:
+def eval_set_from_root(
+    name: str, root: str | Path, settings: EvalSettings, file: str | None = None, subset: str | None = None
+) -> list[EvalSet]:
     """The eval set(s) `name` read from `root`, as `eval.sets` would configure them (its file names from
     params unless `file` is given): synthetic takes a samples file or a folder holding samples_test.jsonl;
     m4vitevqa gives one set per configured split (or just `file`); mcvqa reads `subset` (default mvbench)."""
@@ -326,7 +424,12 @@ def eval_set_from_root(name: str, root: str | Path, settings: EvalSettings, file
     configured = dict((settings.sets or {}).get(name) or {})
     if name == "mcvqa":
         subset = subset or "mvbench"
-        spec = {"annotation_file": f"{subset}.json", "videos_dir": "videos", **(configured.get(subset) or {}), "root": str(root)}
+        spec = {
+            "annotation_file": f"{subset}.json",
+            "videos_dir": "videos",
+            **(configured.get(subset) or {}),
+            "root": str(root),
+        }
         if file:
             spec["annotation_file"] = file
         picked_sets = {"mcvqa": {subset: spec}}
@@ -342,7 +445,14 @@ def eval_set_from_root(name: str, root: str | Path, settings: EvalSettings, file
 
 # the file names `eval.sets` uses when params.yaml has none (the datasets' own)
 DEFAULT_SETS = {
-    "m4vitevqa": {"videos_dir": "videos", "files": {"t1s1": "ViteVQA_0.0.2_t1s1test.json", "t1s2": "ViteVQA_0.0.2_t1s2test.json", "t2": "ViteVQA_0.0.2_t2test.json"}},
+    "m4vitevqa": {
+        "videos_dir": "videos",
+        "files": {
+            "t1s1": "ViteVQA_0.0.2_t1s1test.json",
+            "t1s2": "ViteVQA_0.0.2_t1s2test.json",
+            "t2": "ViteVQA_0.0.2_t2test.json",
+        },
+    },
     "mpdocvqa": {"split_file": "val.json"},
     "slidesvqa": {"split_file": "test.jsonl"},
 }
@@ -356,20 +466,32 @@ def curriculum_inits(params: Mapping[str, Any]) -> dict[str, str]:
     the schedule ablations), so each stage is compared against the start it really had.
     """
     crp_init = curriculum_params(params).crp_sft_init
-    return {"pretrain": "base", "drp_sft": "pretrain", "rl_d": "drp_sft", "crp_sft": Path(crp_init).name, "rl_c": "crp_sft"}
+    return {
+        "pretrain": "base",
+        "drp_sft": "pretrain",
+        "rl_d": "drp_sft",
+        "crp_sft": Path(crp_init).name,
+        "rl_c": "crp_sft",
+    }
 
 
 def _paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], resamples: int) -> dict[str, Any]:
     """a - b on Acc and ANLS, question by question (alignment checked by sample id)."""
     ids_a, ids_b = [r["sample_id"] for r in a], [r["sample_id"] for r in b]
     return {
-        metric: paired_difference([r[metric] for r in a], [r[metric] for r in b], ids_a, ids_b, resamples).to_dict()
+        metric: paired_difference(
+            [r[metric] for r in a], [r[metric] for r in b], ids_a, ids_b, resamples
+        ).to_dict()
         for metric in ("acc", "anls")
     }
 
 
-def paired_comparisons(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], inits: Mapping[str, str],
-                       resamples: int = RESAMPLES) -> dict[str, Any]:
+def paired_comparisons(
+    results: Sequence[CheckpointResult],
+    sets: Sequence[EvalSet],
+    inits: Mapping[str, str],
+    resamples: int = RESAMPLES,
+) -> dict[str, Any]:
     """Per eval set: rumination - single pass for every checkpoint, and every stage - its init
     (`inits`, e.g. `curriculum_inits`) in both modes, each paired on the same questions.
 
@@ -387,7 +509,8 @@ def paired_comparisons(results: Sequence[CheckpointResult], sets: Sequence[EvalS
             },
             "stage_vs_init": {
                 f"{r.name}_vs_{inits[r.name]}": {
-                    mode: _paired(modes[r.name][mode], modes[inits[r.name]][mode], resamples) for mode in (SINGLE_PASS, RUMINATION)
+                    mode: _paired(modes[r.name][mode], modes[inits[r.name]][mode], resamples)
+                    for mode in (SINGLE_PASS, RUMINATION)
                 }
                 for r in results
                 if r.name in inits and inits[r.name] in by_name
@@ -397,14 +520,20 @@ def paired_comparisons(results: Sequence[CheckpointResult], sets: Sequence[EvalS
 
 
 # ---------------------------------------------------------------- reports
-def eval_metrics(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], max_steps: int,
-                 comparisons: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def eval_metrics(
+    results: Sequence[CheckpointResult],
+    sets: Sequence[EvalSet],
+    max_steps: int,
+    comparisons: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """metrics/eval.json: per set and checkpoint, both modes' Acc/ANLS (n, 95 % intervals), the
     scaling curve with its band, the per-kind breakdown and tool use; the paired comparisons."""
     metrics: dict[str, Any] = {}
     keys = (SINGLE_PASS, RUMINATION, "scaling", "by_kind", "tools")
     for s in sets:
-        metrics[s.name] = {r.name: {k: r.summaries[s.name][k] for k in keys if k in r.summaries[s.name]} for r in results}
+        metrics[s.name] = {
+            r.name: {k: r.summaries[s.name][k] for k in keys if k in r.summaries[s.name]} for r in results
+        }
     metrics["questions"] = {s.name: len(s.rows) for s in sets}
     metrics["skipped"] = {s.name: sum(s.skipped.values()) for s in sets}
     metrics["max_steps"] = max_steps
@@ -417,7 +546,10 @@ def headline_metrics(results: Sequence[CheckpointResult], sets: Sequence[EvalSet
     """What people compare across experiments: Acc and ANLS per set, checkpoint and mode (the
     intervals, kinds and comparisons stay in the full eval metrics)."""
     return {
-        s.name: {r.name: {mode: {m: r.summaries[s.name][mode][m] for m in ("acc", "anls")} for mode in MODE_LABELS} for r in results}
+        s.name: {
+            r.name: {mode: {m: r.summaries[s.name][mode][m] for m in ("acc", "anls")} for mode in MODE_LABELS}
+            for r in results
+        }
         for s in sets
     }
 
@@ -435,12 +567,16 @@ def tracked_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, floa
             continue
         elif isinstance(value, (int, float)):
             out[name] = float(value)
-        elif (key == "ci" or str(key).endswith("_ci")) and isinstance(value, (list, tuple)) and len(value) == 2:
+        elif (
+            (key == "ci" or str(key).endswith("_ci")) and isinstance(value, (list, tuple)) and len(value) == 2
+        ):
             out[f"{name}_low"], out[f"{name}_high"] = float(value[0]), float(value[1])
     return out
 
 
-def scaling_rows(results: Sequence[CheckpointResult], set_name: str, key: str = "acc") -> list[dict[str, Any]]:
+def scaling_rows(
+    results: Sequence[CheckpointResult], set_name: str, key: str = "acc"
+) -> list[dict[str, Any]]:
     """[{steps: k, <checkpoint>: score}, ...] for a plot with one line per checkpoint."""
     by_steps: dict[int, dict[str, Any]] = {}
     for r in results:
@@ -456,8 +592,18 @@ def accuracy_rows(results: Sequence[CheckpointResult], set_name: str) -> list[di
     for r in results:
         for mode in (SINGLE_PASS, RUMINATION):
             c = r.summaries[set_name][mode]
-            rows.append({"run": f"{r.name} · {mode.replace('_', '-')}", "acc": c["acc"], "anls": c["anls"], "n": c["n"],
-                         "acc_low": c["acc_ci"][0], "acc_high": c["acc_ci"][1], "anls_low": c["anls_ci"][0], "anls_high": c["anls_ci"][1]})
+            rows.append(
+                {
+                    "run": f"{r.name} · {mode.replace('_', '-')}",
+                    "acc": c["acc"],
+                    "anls": c["anls"],
+                    "n": c["n"],
+                    "acc_low": c["acc_ci"][0],
+                    "acc_high": c["acc_ci"][1],
+                    "anls_low": c["anls_ci"][0],
+                    "anls_high": c["anls_ci"][1],
+                }
+            )
     return rows
 
 
@@ -466,7 +612,7 @@ def _pct(x: float) -> str:
 
 
 def _cell(cell: Mapping[str, Any], metric: str = "acc") -> str:
-    """"57.3 [48.1, 66.0]": the mean and its 95 % interval in %, n is in the column header."""
+    """ "57.3 [48.1, 66.0]": the mean and its 95 % interval in %, n is in the column header."""
     return format_estimate(Estimate(cell[metric], *cell[f"{metric}_ci"], cell["n"]), with_n=False)
 
 
@@ -479,14 +625,21 @@ MODE_LABELS = {SINGLE_PASS: "single-pass", RUMINATION: "rumination"}
 
 def comparison_table(comparisons: Mapping[str, Any], sets: Sequence[EvalSet]) -> list[str]:
     """The "Paired comparisons" section: one row per pair, mode and metric."""
-    lines = ["## Paired comparisons (same questions; A - B in points)", "",
-             "| Set | Pair | Mode | Metric | Difference | 95 % CI | p | significant |", "|---|---|---|---|---:|---|---:|---|"]
+    lines = [
+        "## Paired comparisons (same questions; A - B in points)",
+        "",
+        "| Set | Pair | Mode | Metric | Difference | 95 % CI | p | significant |",
+        "|---|---|---|---|---:|---|---:|---|",
+    ]
 
     def row(title, pair, mode, stats):
         for metric, label in (("acc", "Acc"), ("anls", "ANLS")):
             d = stats[metric]
-            lines.append(f"| {title} | {pair} | {mode} | {label} | {_points(d['diff'])} | [{_points(d['ci'][0])}, {_points(d['ci'][1])}] | "
-                         f"{format_p(d['p'])} | {'yes' if d['significant'] else 'no'} |")
+            lines.append(
+                f"| {title} | {pair} | {mode} | {label} | {_points(d['diff'])} | [{_points(d['ci'][0])}, "
+                f"{_points(d['ci'][1])}] | "
+                f"{format_p(d['p'])} | {'yes' if d['significant'] else 'no'} |"
+            )
 
     for s in sets:
         c = comparisons.get(s.name) or {}
@@ -504,8 +657,14 @@ def kind_table(results: Sequence[CheckpointResult], s: EvalSet) -> list[str]:
     kinds = results[0].summaries[s.name].get("by_kind") or {} if results else {}
     if len(kinds) < 2:
         return []
-    lines = [f"**{s.title}**", "", "| Checkpoint | Mode | " + " | ".join(f"{k} (n={v[SINGLE_PASS]['n']})" for k, v in kinds.items()) + " |",
-             "|---|---|" + "---:|" * len(kinds)]
+    lines = [
+        f"**{s.title}**",
+        "",
+        "| Checkpoint | Mode | "
+        + " | ".join(f"{k} (n={v[SINGLE_PASS]['n']})" for k, v in kinds.items())
+        + " |",
+        "|---|---|" + "---:|" * len(kinds),
+    ]
     for r in results:
         for mode, label in MODE_LABELS.items():
             cells = " | ".join(_cell(r.summaries[s.name]["by_kind"][k][mode]) for k in kinds)
@@ -513,51 +672,112 @@ def kind_table(results: Sequence[CheckpointResult], s: EvalSet) -> list[str]:
     return lines + [""]
 
 
-def paper_table(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], max_steps: int, title: str = "Video-R4 evaluation",
-                notes: Sequence[str] = (), comparisons: Mapping[str, Any] | None = None) -> str:
+def paper_table(
+    results: Sequence[CheckpointResult],
+    sets: Sequence[EvalSet],
+    max_steps: int,
+    title: str = "Video-R4 evaluation",
+    notes: Sequence[str] = (),
+    comparisons: Mapping[str, Any] | None = None,
+) -> str:
     """Markdown laid out like the paper's tables: rows are checkpoints × modes, columns sets × Acc/ANLS,
     each cell the mean [95 % CI] in %; then the scaling curve, accuracy by question kind, the paired
     comparisons (when given) and tool use."""
     lines = [f"# {title}", ""]
-    lines += [f"- {n}" for n in notes]
-    lines += [f"- {s.title}: {len(s.rows)} questions" + (f" ({sum(s.skipped.values())} skipped)" if s.skipped else "") for s in sets]
-    lines += [f"- single-pass: no tools, answers from the low-resolution frames; rumination: up to {max_steps} clip/crop calls, greedy"]
-    lines += ["- cells: mean [95 % CI] in %; Acc: Wilson interval, ANLS: percentile bootstrap (Wilson when all 0/1); paired comparisons: "
-              "bootstrap CI of the per-question difference, sign-flip permutation p, significant at p < 0.05", ""]
-    header = "| Checkpoint | Mode | " + " | ".join(f"{s.title} Acc (n={len(s.rows)}) | {s.title} ANLS (n={len(s.rows)})" for s in sets) + " |"
-    lines += [header, "|---|---|" + "---:|" * (2 * len(sets))]
-    for r in results:
-        for mode, label in MODE_LABELS.items():
-            cells = " | ".join(f"{_cell(r.summaries[s.name][mode], 'acc')} | {_cell(r.summaries[s.name][mode], 'anls')}" for s in sets)
-            lines.append(f"| {r.name} | {label} | {cells} |")
+    lines += _table_notes(sets, max_steps, notes)
+    lines += _accuracy_rows(results, sets)
     lines += ["", "## Test-time scaling: accuracy (%) [95 % CI] by allowed rumination steps", ""]
-    for s in sets:
-        lines += [f"**{s.title}** (n={len(s.rows)})", "", "| Checkpoint | " + " | ".join(str(k) for k in range(max_steps + 1)) + " |",
-                  "|---|" + "---:|" * (max_steps + 1)]
-        for r in results:
-            lines.append(f"| {r.name} | " + " | ".join(_cell(p) for p in r.summaries[s.name]["scaling"]) + " |")
-        lines.append("")
+    lines += _scaling_rows(results, sets, max_steps)
     by_kind = [line for s in sets for line in kind_table(results, s)]
     if by_kind:
         lines += ["## Accuracy (%) [95 % CI] by question kind", "", *by_kind]
     if comparisons:
         lines += comparison_table(comparisons, sets)
-    lines += ["## Tool use under rumination (per question)", ""]
-    lines += ["| Checkpoint | Set | clipping | cropping | used a tool | invalid calls | answered |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += _tool_use_rows(results, sets)
+    return "\n".join(lines) + "\n"
+
+
+def _table_notes(sets: Sequence[EvalSet], max_steps: int, notes: Sequence[str]) -> list[str]:
+    """The table's preamble: the caller's notes, each set's size, what the modes and cells are."""
+    lines = [f"- {n}" for n in notes]
+    lines += [
+        f"- {s.title}: {len(s.rows)} questions"
+        + (f" ({sum(s.skipped.values())} skipped)" if s.skipped else "")
+        for s in sets
+    ]
+    lines += [
+        f"- single-pass: no tools, answers from the low-resolution frames; rumination: up to {max_steps} "
+        "clip/crop calls, greedy"
+    ]
+    lines += [
+        "- cells: mean [95 % CI] in %; Acc: Wilson interval, ANLS: percentile bootstrap (Wilson when all "
+        "0/1); paired comparisons: "
+        "bootstrap CI of the per-question difference, sign-flip permutation p, significant at p < 0.05",
+        "",
+    ]
+    return lines
+
+
+def _accuracy_rows(results: Sequence[CheckpointResult], sets: Sequence[EvalSet]) -> list[str]:
+    """Checkpoints × modes against sets × Acc / ANLS."""
+    header = (
+        "| Checkpoint | Mode | "
+        + " | ".join(f"{s.title} Acc (n={len(s.rows)}) | {s.title} ANLS (n={len(s.rows)})" for s in sets)
+        + " |"
+    )
+    lines = [header, "|---|---|" + "---:|" * (2 * len(sets))]
+    for r in results:
+        for mode, label in MODE_LABELS.items():
+            cells = " | ".join(
+                f"{_cell(r.summaries[s.name][mode], 'acc')} | {_cell(r.summaries[s.name][mode], 'anls')}"
+                for s in sets
+            )
+            lines.append(f"| {r.name} | {label} | {cells} |")
+    return lines
+
+
+def _scaling_rows(results: Sequence[CheckpointResult], sets: Sequence[EvalSet], max_steps: int) -> list[str]:
+    """Per set: accuracy of each checkpoint at every allowed number of rumination steps."""
+    lines = []
+    for s in sets:
+        lines += [
+            f"**{s.title}** (n={len(s.rows)})",
+            "",
+            "| Checkpoint | " + " | ".join(str(k) for k in range(max_steps + 1)) + " |",
+            "|---|" + "---:|" * (max_steps + 1),
+        ]
+        for r in results:
+            lines.append(
+                f"| {r.name} | " + " | ".join(_cell(p) for p in r.summaries[s.name]["scaling"]) + " |"
+            )
+        lines.append("")
+    return lines
+
+
+def _tool_use_rows(results: Sequence[CheckpointResult], sets: Sequence[EvalSet]) -> list[str]:
+    """Clip and crop calls per question, questions that used a tool, invalid calls, answered."""
+    lines = ["## Tool use under rumination (per question)", ""]
+    lines += [
+        "| Checkpoint | Set | clipping | cropping | used a tool | invalid calls | answered |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         for s in sets:
             t = r.summaries[s.name]["tools"]
             lines.append(
                 f"| {r.name} | {s.title} | {t['clip_per_question']:.2f} | {t['crop_per_question']:.2f} | "
-                f"{_pct(t['questions_using_tools'])}% | {_pct(t['invalid_call_rate'])}% | {_pct(t['answered'])}% |"
+                f"{_pct(t['questions_using_tools'])}% | {_pct(t['invalid_call_rate'])}% | "
+                f"{_pct(t['answered'])}% |"
             )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def format_cell_table(name: str, mode: str, cells: Sequence[tuple[EvalSet, Mapping[str, Any]]]) -> str:
     """One checkpoint in one mode: a row per set with Acc and ANLS, mean [95 % CI] in %."""
     lines = [f"# {name}: {MODE_LABELS[mode]}", "", "| Set | n | Acc | ANLS |", "|---|---:|---:|---:|"]
-    lines += [f"| {s.title} | {cell['n']} | {_cell(cell, 'acc')} | {_cell(cell, 'anls')} |" for s, cell in cells]
+    lines += [
+        f"| {s.title} | {cell['n']} | {_cell(cell, 'acc')} | {_cell(cell, 'anls')} |" for s, cell in cells
+    ]
     return "\n".join(lines) + "\n"
 
 

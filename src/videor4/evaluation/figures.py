@@ -30,7 +30,11 @@ def _pyplot():
 
 
 def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    points = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) is not None and r.get("step") is not None]
+    points = [
+        (float(r["step"]), float(r[key]))
+        for r in rows
+        if r.get(key) is not None and r.get("step") is not None
+    ]
     return [x for x, _ in points], [y for _, y in points]
 
 
@@ -78,7 +82,9 @@ def scaling_curve(summaries: Mapping[str, Mapping[str, Any]], title: str):
             continue
         steps = [p["steps"] for p in points]
         ax.plot(steps, [100 * p["acc"] for p in points], marker="o", ms=3, lw=1.4, label=name)
-        ax.fill_between(steps, [100 * p["acc_ci"][0] for p in points], [100 * p["acc_ci"][1] for p in points], alpha=0.15)
+        ax.fill_between(
+            steps, [100 * p["acc_ci"][0] for p in points], [100 * p["acc_ci"][1] for p in points], alpha=0.15
+        )
     n = next((p["n"] for s in summaries.values() for p in s.get("scaling") or []), 0)
     ax.set_xlabel("allowed rumination steps (tool calls)")
     ax.set_ylabel("accuracy (%)")
@@ -95,11 +101,17 @@ def accuracy_bars(summaries: Mapping[str, Mapping[str, Any]], title: str):
     names = list(summaries)
     fig, ax = plt.subplots(figsize=(6.4, 0.55 * max(len(names), 1) + 1.4))
     height = 0.38
-    for offset, mode, label in ((-height / 2, SINGLE_PASS, "single pass"), (height / 2, RUMINATION, "rumination")):
+    for offset, mode, label in (
+        (-height / 2, SINGLE_PASS, "single pass"),
+        (height / 2, RUMINATION, "rumination"),
+    ):
         cells = [summaries[n][mode] for n in names]
         ys = [i + offset for i in range(len(names))]
         values = [100 * c["acc"] for c in cells]
-        errors = [[100 * (c["acc"] - c["acc_ci"][0]) for c in cells], [100 * (c["acc_ci"][1] - c["acc"]) for c in cells]]
+        errors = [
+            [100 * (c["acc"] - c["acc_ci"][0]) for c in cells],
+            [100 * (c["acc_ci"][1] - c["acc"]) for c in cells],
+        ]
         ax.barh(ys, values, height=height, xerr=errors, capsize=3, label=label)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
@@ -120,10 +132,18 @@ FIGURES = {  # file name → what it shows (README and the eval table link them)
 }
 
 
-def pipeline_figures(sft_curves: Mapping[str, Sequence[Mapping[str, Any]]], rl: Mapping[str, Sequence[Mapping[str, Any]]],
-                     eval_summary: Mapping[str, Any], eval_set: str = "synthetic") -> dict[str, Any]:
+def pipeline_figures(
+    sft_curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    rl: Mapping[str, Sequence[Mapping[str, Any]]],
+    eval_summary: Mapping[str, Any],
+    eval_set: str = "synthetic",
+) -> dict[str, Any]:
     """{file name: Figure} for everything `FIGURES` lists (the eval figures on `eval_set`)."""
-    summaries = {k: v for k, v in (eval_summary.get(eval_set) or {}).items() if isinstance(v, Mapping) and SINGLE_PASS in v}
+    summaries = {
+        k: v
+        for k, v in (eval_summary.get(eval_set) or {}).items()
+        if isinstance(v, Mapping) and SINGLE_PASS in v
+    }
     return {
         "sft_loss.png": training_curves(sft_curves, "loss", "Training loss", "loss"),
         "rl_curves.png": rl_curves(rl),

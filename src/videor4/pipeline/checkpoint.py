@@ -24,7 +24,9 @@ from videor4.pipeline.tracking import Run
 MAX_ARTIFACT_MB = 200  # larger checkpoints are referenced by path and md5 only
 
 
-def finish_training(run: Run, args: argparse.Namespace, metrics: dict[str, Any], curve: list[dict[str, Any]], started: float) -> None:
+def finish_training(
+    run: Run, args: argparse.Namespace, metrics: dict[str, Any], curve: list[dict[str, Any]], started: float
+) -> None:
     """Write the curve, record the checkpoint on the run and write the metrics (with the stage's seconds)."""
     metrics["seconds"] = time.time() - started
     write_json(args.curve, curve)
@@ -32,7 +34,9 @@ def finish_training(run: Run, args: argparse.Namespace, metrics: dict[str, Any],
     write_metrics(args.metrics, metrics, run)
 
 
-def log_checkpoint(run: Run, path: str | os.PathLike, max_artifact_mb: float, stage: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def log_checkpoint(
+    run: Run, path: str | os.PathLike, max_artifact_mb: float, stage: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
     """Record a checkpoint directory on the run: its path and md5 (as DVC hashes it) always; when
     it is no larger than `max_artifact_mb`, the files as the run's MLflow model, registered as a new
     version of `video-r4-<stage>` tagged with the md5 and git commit, with the vision settings and
@@ -45,9 +49,21 @@ def log_checkpoint(run: Run, path: str | os.PathLike, max_artifact_mb: float, st
     run.set_tags({f"checkpoint.{k}": v for k, v in info.items()})
     if size_mb <= max_artifact_mb:
         config = {"vision": dict(params.get("vision") or {}), "rollout": dict(params.get("rollout") or {})}
-        tags = {"dvc.md5": info["md5"], "dvc.path": info["path"], "dvc.stage": stage, "git.commit": git_output("rev-parse", "HEAD") or "unknown"}
+        tags = {
+            "dvc.md5": info["md5"],
+            "dvc.path": info["path"],
+            "dvc.stage": stage,
+            "git.commit": git_output("rev-parse", "HEAD") or "unknown",
+        }
         model = run.log_model(
-            functools.partial(log_checkpoint_model, checkpoint=path, stage=stage, model_config=config, version_tags=tags, pip_requirements=model_requirements())
+            functools.partial(
+                log_checkpoint_model,
+                checkpoint=path,
+                stage=stage,
+                model_config=config,
+                version_tags=tags,
+                pip_requirements=model_requirements(),
+            )
         )
         run.set_tags({f"model.{k}": v for k, v in model.items()})
     return info

@@ -153,4 +153,3 @@ def write_code_deps(root: Path, dvc_yaml: str = "dvc.yaml") -> list[str]:
         yaml.dump(document, buffer)
         atomic_write_text(path, buffer.getvalue())
     return changed
-

@@ -22,7 +22,19 @@ from videor4.pipeline.tracking import flatten
 DEFAULT_PARAMS = "params.yaml"
 LOCK_FILE = "requirements.lock"  # the exact environment (`make lock`); torch is pinned by the set-up
 # the packages whose versions decide what training produces, tagged on every run
-KEY_PACKAGES = ("torch", "transformers", "trl", "accelerate", "peft", "deepspeed", "decord", "tokenizers", "dvc", "mlflow", "great-expectations")
+KEY_PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "accelerate",
+    "peft",
+    "deepspeed",
+    "decord",
+    "tokenizers",
+    "dvc",
+    "mlflow",
+    "great-expectations",
+)
 STAGE_FIELDS = ("cmd", "deps", "params", "outs", "metrics", "plots")
 
 
@@ -61,7 +73,9 @@ def _load_params_file(path: Path) -> dict[str, Any]:
     return load_params(path)  # YAML, and JSON (a subset of YAML)
 
 
-def declared_params(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike = "dvc.yaml") -> dict[str, Any]:
+def declared_params(
+    stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike = "dvc.yaml"
+) -> dict[str, Any]:
     """The params the stage declares, as one flat dotted dict.
 
     A declared section ("reward") is expanded into its leaves ("reward.format", ...).
@@ -135,7 +149,9 @@ def dep_md5(path: str | os.PathLike, root: str | os.PathLike = ".") -> str:
 
 def git_output(*args: str, cwd: str | os.PathLike = ".") -> str | None:
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None

@@ -62,7 +62,9 @@ class RuminationModel(mlflow.pyfunc.PythonModel):
         self.policy = load_policy(context.artifacts[CHECKPOINT_ARTIFACT], device="cpu")
         self.config = dict(context.model_config or {})
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str | None]:
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> list[str | None]:
         from videor4.core.schema import Sample
         from videor4.policy.rollout import RolloutSettings, ruminate
         from videor4.rumination.tools import VisionConfig
@@ -74,7 +76,9 @@ class RuminationModel(mlflow.pyfunc.PythonModel):
         rows = model_input.to_dict("records")
         answers = []
         for i, row in enumerate(rows):
-            sample = Sample.unanswered(str(row["video"]), str(row["question"]), f"predict-{i}", "mlflow").to_dict()
+            sample = Sample.unanswered(
+                str(row["video"]), str(row["question"]), f"predict-{i}", "mlflow"
+            ).to_dict()
             env = sample_env(sample, vision, max_images=settings.max_images)
             answers.append(ruminate(self.policy, sample, env, settings).answer)
         return answers
@@ -117,13 +121,17 @@ def log_checkpoint_model(
 
     client = MlflowClient(tracking_uri=tracking_uri)
     name = registered_model_name(stage)
-    with _global_store(tracking_uri, client.get_run(run_id).info.experiment_id):  # the logged model goes to the run's experiment
+    with _global_store(
+        tracking_uri, client.get_run(run_id).info.experiment_id
+    ):  # the logged model goes to the run's experiment
         info = Model.log(
             artifact_path=None,
             name=MODEL_NAME,
             flavor=mlflow.pyfunc,
             run_id=run_id,
-            python_model=str(MODEL_CODE),  # models from code: the model is rebuilt by running it, not unpickled
+            python_model=str(
+                MODEL_CODE
+            ),  # models from code: the model is rebuilt by running it, not unpickled
             artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
             model_config=dict(model_config),
             pip_requirements=pip_requirements or [],

@@ -59,7 +59,10 @@ def configure(settings, local: bool) -> None:
         if done.returncode != 0:
             fail("remote", f"dvc {' '.join(step)} failed: {_first_error(done.stderr)}")
     where = ".dvc/config.local" if local else ".dvc/config"
-    print(f"DVC remote {settings.dvc_remote!r} -> {settings.dvc_url} ({settings.endpoint_name}), written to {where}")
+    print(
+        f"DVC remote {settings.dvc_remote!r} -> {settings.dvc_url} ({settings.endpoint_name}), written to "
+        f"{where}"
+    )
 
 
 def transfer(command: str, settings, targets: list[str]) -> None:
@@ -71,5 +74,13 @@ def transfer(command: str, settings, targets: list[str]) -> None:
     done = _dvc(command, "--remote", settings.dvc_remote, *targets, capture=True)
     sys.stdout.write(done.stdout)
     if done.returncode != 0:
-        kept = "the workspace and the local cache are unchanged" if command == "push" else "files already in the workspace are unchanged"
-        fail(command, f"dvc {command} to {settings.dvc_url} failed: {_first_error(done.stderr)} ({kept}; run it again to resume)")
+        kept = (
+            "the workspace and the local cache are unchanged"
+            if command == "push"
+            else "files already in the workspace are unchanged"
+        )
+        fail(
+            command,
+            f"dvc {command} to {settings.dvc_url} failed: {_first_error(done.stderr)} ({kept}; run it again "
+            "to resume)",
+        )

@@ -35,7 +35,14 @@ from videor4.pipeline.lineage import (
     load_params,
     stage_definition,
 )
-from videor4.pipeline.tracking import DatasetRecord, Run, TrackingConfig, TrackingError, flatten, start_child_run
+from videor4.pipeline.tracking import (
+    DatasetRecord,
+    Run,
+    TrackingConfig,
+    TrackingError,
+    flatten,
+    start_child_run,
+)
 
 DATASET_ROOT = "data"  # a stage's deps and outs under data/ are its datasets in MLflow
 WORK_ROOT = Path(".cache")  # resumable training state, <root>/<stage>; not a DVC out
@@ -47,7 +54,16 @@ TRAINING_PATHS = ("init", "data", "held-out", "out", "metrics", "curve")
 # `checkpoint.*` tags; dvc.lock holds the md5s) and kept out of the metrics files, so `dvc exp show`
 # and `dvc metrics diff` compare results and not wall-clock noise.
 RUN_RECORD_KEYS = frozenset(
-    {"seconds", "train_seconds", "checkpoint", "processes", "bf16", "resumed_from_step", "videos_per_second", "train_tokens_per_second"}
+    {
+        "seconds",
+        "train_seconds",
+        "checkpoint",
+        "processes",
+        "bf16",
+        "resumed_from_step",
+        "videos_per_second",
+        "train_tokens_per_second",
+    }
 )
 
 
@@ -112,7 +128,9 @@ def dvc_invocation() -> tuple[str, str] | None:
             cmd = proc.cmdline()
             if any(Path(arg).name == "dvc" for arg in cmd[:2]) and {"repro", "exp"} & set(cmd):
                 start = cmd.index(next(a for a in cmd[:2] if Path(a).name == "dvc"))
-                return f"{socket.gethostname()}:{process_start_stamp(proc)}", " ".join(["dvc", *cmd[start + 1 :]])
+                return f"{socket.gethostname()}:{process_start_stamp(proc)}", " ".join(
+                    ["dvc", *cmd[start + 1 :]]
+                )
     except psutil.Error:
         return None
     return None
@@ -143,14 +161,20 @@ def pipeline_identity() -> tuple[str | None, str, dict[str, str]]:
     key, command = invocation
     exp = os.environ.get("DVC_EXP_NAME")
     name = f"pipeline {exp or 'workspace'} {time.strftime('%Y-%m-%d %H:%M')}"
-    tags = {"dvc.command": command, "videor4.role": "pipeline", "git.commit": git_output("rev-parse", "HEAD") or "unknown"}
+    tags = {
+        "dvc.command": command,
+        "videor4.role": "pipeline",
+        "git.commit": git_output("rev-parse", "HEAD") or "unknown",
+    }
     if exp:
         tags["dvc.exp_name"] = exp
     return key, name, tags
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike = "dvc.yaml") -> Iterator[Run]:
+def stage_run(
+    stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike = "dvc.yaml"
+) -> Iterator[Run]:
     """The stage's MLflow run: named after the stage, with its declared params and lineage tags,
     a child of the pipeline run of the `dvc repro` / `dvc exp run` it belongs to (which logs every param).
 
@@ -165,16 +189,19 @@ def stage_run(stage: str, params: Mapping[str, Any], dvc_yaml: str | os.PathLike
     environment = environment_tags(root)
     lineage = lineage_tags(stage, dvc_yaml)
     try:
-        with start_child_run(
-            stage,
-            tracking_config(params),
-            key,
-            name,
-            pipeline_params=params,
-            pipeline_tags={**tags, **environment} if key else tags,
-            params=declared_params(stage, params, dvc_yaml),
-            tags={**lineage, **environment, "launch.world_size": str(world_size())},
-        ) as run, _os_errors_in_one_line(stage):
+        with (
+            start_child_run(
+                stage,
+                tracking_config(params),
+                key,
+                name,
+                pipeline_params=params,
+                pipeline_tags={**tags, **environment} if key else tags,
+                params=declared_params(stage, params, dvc_yaml),
+                tags={**lineage, **environment, "launch.world_size": str(world_size())},
+            ) as run,
+            _os_errors_in_one_line(stage),
+        ):
             run.lineage = lineage
             lock = root / LOCK_FILE
             if lock.is_file():
@@ -198,7 +225,8 @@ def stage_datasets(stage: str, dvc_yaml: str | os.PathLike = "dvc.yaml") -> tupl
 
 
 def dataset_record(path: str, root: str | os.PathLike = ".", md5: str | None = None) -> DatasetRecord:
-    """A dataset path as MLflow shows it: its DVC md5 (hashed unless given) and rows (a .jsonl) or files (a folder)."""
+    """A dataset path as MLflow shows it: its DVC md5 (hashed unless given) and rows (a .jsonl) or files (a
+    folder)."""
     full = Path(root) / path
     if full.is_dir():
         profile = {"files": sum(1 for p in full.rglob("*") if p.is_file())}
@@ -223,7 +251,9 @@ def _os_errors_in_one_line(stage: str) -> Iterator[None]:
         fail(stage, cause)
 
 
-def stage_args(doc: str, *paths: str, stages: Mapping[str, Any] | Sequence[str] | None = None) -> argparse.Namespace:
+def stage_args(
+    doc: str, *paths: str, stages: Mapping[str, Any] | Sequence[str] | None = None
+) -> argparse.Namespace:
     """The stage's command line as dvc.yaml writes it: `[<stage>] --<name> PATH ...`.
 
     Every input and output path is an option given in the stage's `cmd`, so dvc.yaml is the
@@ -235,11 +265,15 @@ def stage_args(doc: str, *paths: str, stages: Mapping[str, Any] | Sequence[str] 
         parser.add_argument("stage", choices=sorted(stages))
     for name in paths:  # "name+" takes one or more paths
         many = name.endswith("+")
-        parser.add_argument(f"--{name.rstrip('+')}", required=True, type=Path, metavar="PATH", nargs="+" if many else None)
+        parser.add_argument(
+            f"--{name.rstrip('+')}", required=True, type=Path, metavar="PATH", nargs="+" if many else None
+        )
     return parser.parse_args()
 
 
-def stage_inputs(doc: str, *paths: str, stages: Mapping[str, Any] | Sequence[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
+def stage_inputs(
+    doc: str, *paths: str, stages: Mapping[str, Any] | Sequence[str] | None = None
+) -> tuple[argparse.Namespace, dict[str, Any]]:
     """The stage's command line (`stage_args`) and params.yaml, with the CPU kernels pinned as
     `runtime.cpu_kernels` says (before anything imports torch)."""
     quiet_upstream_warnings()
@@ -263,11 +297,14 @@ CPU_KERNEL_ENV = {
 class RuntimeParams:
     """`runtime:` in params.yaml: how the stages use this machine."""
 
-    cpu_kernels: str = "native"  # native: what torch picks for this CPU | avx2: pinned, the same bytes on any x86 CPU with AVX2
+    # native: what torch picks for this CPU | avx2: pinned, the same bytes on any x86 CPU with AVX2
+    cpu_kernels: str = "native"
 
     def __post_init__(self) -> None:
         if self.cpu_kernels not in CPU_KERNEL_ENV:
-            raise ParamsError(f"params runtime.cpu_kernels: {self.cpu_kernels!r} is not one of {', '.join(CPU_KERNEL_ENV)}")
+            raise ParamsError(
+                f"params runtime.cpu_kernels: {self.cpu_kernels!r} is not one of {', '.join(CPU_KERNEL_ENV)}"
+            )
 
 
 def runtime_params(params: Mapping[str, Any]) -> RuntimeParams:
@@ -304,7 +341,9 @@ def quiet_upstream_warnings() -> None:
     Our own code raises none (tests/test_ops.py runs a stage and counts them)."""
     # TRL 1.16's unwrap_model_for_generation reads transformers' deprecated alias
     # `is_gradient_checkpointing` (FutureWarning since transformers 5.x) on every generation.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
     # DeepSpeed (imported by accelerate/transformers when installed) warns on every import that it
     # found no GPU and uses the CPU; that is this machine's normal case, not a problem.
     logging.getLogger("DeepSpeed").addFilter(_DropMessages("Setting accelerator to CPU"))
@@ -323,7 +362,9 @@ def one_line_errors(stage: str, *errors: type[BaseException]) -> Iterator[None]:
         fail(stage, exc)
 
 
-def training_stage(doc: str, script: str, *paths: str, stages: Mapping[str, Any] | Sequence[str]) -> tuple[argparse.Namespace, dict[str, Any], float]:
+def training_stage(
+    doc: str, script: str, *paths: str, stages: Mapping[str, Any] | Sequence[str]
+) -> tuple[argparse.Namespace, dict[str, Any], float]:
     """A training stage's start: its command line and params, the multi-process relaunch when
     configured, the resumable work dir (`args.work`) and the start time."""
     args, params = stage_inputs(doc, *paths, stages=stages)
@@ -333,7 +374,9 @@ def training_stage(doc: str, script: str, *paths: str, stages: Mapping[str, Any]
 
 
 @contextlib.contextmanager
-def training_run(args: argparse.Namespace, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[Run]:
+def training_run(
+    args: argparse.Namespace, params: Mapping[str, Any], tags: Mapping[str, str]
+) -> Iterator[Run]:
     """The training stage's run, tagged with the checkpoint it starts from and its data."""
     with stage_run(args.stage, params) as run:
         run.set_tags({"init": str(args.init), **tags})

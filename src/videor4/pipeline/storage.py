@@ -29,7 +29,13 @@ MLFLOW_ENDPOINT_ENV = "MLFLOW_S3_ENDPOINT_URL"
 
 KNOWN_KEYS = {"bucket", "prefix", "endpoint_url", "region", "dvc_remote"}
 # errors S3 answers when the key pair is wrong (AWS and the compatible servers use these codes)
-BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AuthFailure"}
+BAD_CREDENTIALS = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AuthFailure",
+}
 
 
 class StorageError(RuntimeError):
@@ -51,7 +57,9 @@ class S3Settings:
     def require(self) -> None:
         """Raise StorageError unless a bucket is configured."""
         if not self.bucket:
-            raise StorageError(f"no S3 bucket configured (set storage.bucket in params.yaml or ${BUCKET_ENV})")
+            raise StorageError(
+                f"no S3 bucket configured (set storage.bucket in params.yaml or ${BUCKET_ENV})"
+            )
 
     @property
     def endpoint_name(self) -> str:
@@ -83,12 +91,18 @@ def s3_settings(params: Mapping[str, Any], environ: Mapping[str, str] | None = N
     section = dict(params.get("storage") or {})
     unknown = sorted(set(section) - KNOWN_KEYS)
     if unknown:
-        raise ValueError(f"unknown params storage: {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_KEYS))})")
+        raise ValueError(
+            f"unknown params storage: {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_KEYS))})"
+        )
     defaults = S3Settings()
-    endpoint = next((environ[k] for k in ENDPOINT_ENVS if environ.get(k)), None) or section.get("endpoint_url")
+    endpoint = next((environ[k] for k in ENDPOINT_ENVS if environ.get(k)), None) or section.get(
+        "endpoint_url"
+    )
     bucket = environ.get(BUCKET_ENV) or section.get("bucket")
     if bucket and ("/" in bucket or bucket.startswith("s3:")):
-        raise ValueError(f"storage.bucket must be a bare bucket name, not {bucket!r} (the path goes in storage.prefix)")
+        raise ValueError(
+            f"storage.bucket must be a bare bucket name, not {bucket!r} (the path goes in storage.prefix)"
+        )
     return S3Settings(
         bucket=bucket or None,
         prefix=str(environ.get(PREFIX_ENV) or section.get("prefix") or defaults.prefix),
@@ -103,7 +117,11 @@ def client(settings: S3Settings, connect_timeout: float = 5.0, retries: int = 1)
     import boto3
     from botocore.config import Config
 
-    config = Config(connect_timeout=connect_timeout, read_timeout=30, retries={"max_attempts": retries, "mode": "standard"})
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=30,
+        retries={"max_attempts": retries, "mode": "standard"},
+    )
     return boto3.session.Session().client(
         "s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config
     )
@@ -111,7 +129,12 @@ def client(settings: S3Settings, connect_timeout: float = 5.0, retries: int = 1)
 
 def describe_error(exc: BaseException, settings: S3Settings) -> str:
     """One line saying which of endpoint, bucket or credentials failed, and how."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
     from botocore.exceptions import ConnectionError as BotoConnectionError
 
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
@@ -128,9 +151,15 @@ def describe_error(exc: BaseException, settings: S3Settings) -> str:
         if code in ("NoSuchBucket", "404") or status == 404:
             return f"S3 bucket {settings.bucket!r} does not exist at {settings.endpoint_name}"
         if code in BAD_CREDENTIALS:
-            return f"S3 credentials were rejected by {settings.endpoint_name} ({code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+            return (
+                f"S3 credentials were rejected by {settings.endpoint_name} ({code}): "
+                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+            )
         if code in ("403", "AccessDenied", "Forbidden") or status == 403:
-            return f"access to S3 bucket {settings.bucket!r} at {settings.endpoint_name} was denied (credentials rejected, or not allowed on this bucket)"
+            return (
+                f"access to S3 bucket {settings.bucket!r} at {settings.endpoint_name} was denied "
+                "(credentials rejected, or not allowed on this bucket)"
+            )
         return f"S3 request to {settings.where()} failed: {code or status}: {error.get('Message', exc)}"
     text = str(exc).strip().splitlines()
     return f"S3 request to {settings.where()} failed: {type(exc).__name__}: {text[0] if text else ''}"

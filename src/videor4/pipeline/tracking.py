@@ -236,7 +236,9 @@ class Run:
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
             experiment_id = self._experiment_id(self._client)
             start_tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
-            self._run_id = self._client.create_run(experiment_id, run_name=self.name, tags=start_tags).info.run_id
+            self._run_id = self._client.create_run(
+                experiment_id, run_name=self.name, tags=start_tags
+            ).info.run_id
         self.set_tags(tags)
         self.log_params(params)
 
@@ -250,12 +252,16 @@ class Run:
 
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
             experiment_id = self._experiment_id(self._client)
-            found = self._client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{key}'", max_results=1)
+            found = self._client.search_runs(
+                [experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{key}'", max_results=1
+            )
             if found:
                 self._run_id = found[0].info.run_id
                 self._client.update_run(self._run_id, status="RUNNING")
             else:
-                self._run_id = self._client.create_run(experiment_id, run_name=self.name, tags={PIPELINE_TAG: key}).info.run_id
+                self._run_id = self._client.create_run(
+                    experiment_id, run_name=self.name, tags={PIPELINE_TAG: key}
+                ).info.run_id
                 created = True
         if created:
             self.set_tags(tags)
@@ -268,7 +274,12 @@ class Run:
         try:
             experiment_id = self._client.get_run(self._run_id).info.experiment_id
             condition = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-            found = self._client.search_runs([experiment_id], filter_string=condition, order_by=["attributes.start_time DESC"], max_results=1)
+            found = self._client.search_runs(
+                [experiment_id],
+                filter_string=condition,
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
         except Exception as exc:  # a lookup is informative only: never fail or deactivate the run for it
             failed = redact_uri(_one_line(exc))
             logger.warning("MLflow search for runs tagged %s failed: %s", dict(tags), failed)
@@ -295,7 +306,9 @@ class Run:
         if experiment.lifecycle_stage == "deleted":
             logger.info("restoring deleted MLflow experiment %r", name)
             client.restore_experiment(experiment.experiment_id)
-        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag, or by hand: a user's own kind is kept
+        if (
+            EXPERIMENT_KIND_TAG not in experiment.tags
+        ):  # made before the tag, or by hand: a user's own kind is kept
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return experiment.experiment_id
 
@@ -313,7 +326,9 @@ class Run:
             key, text = _clean_key(key), _truncate(value, MAX_PARAM_VALUE)
             if key in self.params:
                 if self.params[key] != text:  # MLflow refuses to change a logged param
-                    logger.warning("param %r already logged as %r; ignoring new value %r", key, self.params[key], text)
+                    logger.warning(
+                        "param %r already logged as %r; ignoring new value %r", key, self.params[key], text
+                    )
                 continue
             new[key] = text
         self.params.update(new)

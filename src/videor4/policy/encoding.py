@@ -94,7 +94,9 @@ class PolicyEncoder:
         self.max_length = max_length
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.end_of_turn_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_of_turn_id
+        self.pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_of_turn_id
+        )
         self.merge_length = int(getattr(image_processor, "merge_size", 2)) ** 2
 
     # ------------------------------------------------------------ pieces
@@ -164,7 +166,9 @@ class PolicyEncoder:
                 add(body, False)
             rendered = full
         if used_images != len(counts):
-            raise EncodingError("image_mismatch", f"the template rendered {used_images} of {len(counts)} images")
+            raise EncodingError(
+                "image_mismatch", f"the template rendered {used_images} of {len(counts)} images"
+            )
         if self.max_length is not None and len(ids) > self.max_length:
             raise EncodingError("too_long", f"{len(ids)} tokens > max_length {self.max_length}")
         return Encoded(ids, labels, pixel_values, grid, len(counts), spans)

@@ -63,7 +63,8 @@ TOOL_TOKENS = ["<tool_call>", "</tool_call>"]
 # number tokens rather than twenty digits (a small model loops on long digit runs).
 # Other digits are single tokens, so a code like "K417" is read character by character.
 SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\d\.\d+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\d\.\d+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 # Renders content as a string or a list of {"type": "text"|"image"} parts, structured
@@ -90,7 +91,7 @@ CHAT_TEMPLATE = (
     "{% set fn = call['function'] if call['function'] is defined else call %}"
     "{% if not loop.first or message['content'] %}{{ '\\n' }}{% endif %}"
     "<tool_call>{{ '\\n' }}"
-    '{"name": {{ fn[\'name\'] | tojson }}, "arguments": {{ fn[\'arguments\'] | tojson }}}'
+    "{\"name\": {{ fn['name'] | tojson }}, \"arguments\": {{ fn['arguments'] | tojson }}}"
     "{{ '\\n' }}</tool_call>"
     "{% endfor %}"
     "{% endif %}"
@@ -148,7 +149,13 @@ def tokenizer_corpus(trajectory_files: Iterable[str | os.PathLike]) -> Iterator[
     """The project's own text: the system prompt, every turn of the given trajectories and the
     perception-pretraining questions about them."""
     from videor4.core.io import read_jsonl
-    from videor4.rumination.protocol import LOCATE_QUESTION, SYSTEM_PROMPT, format_assistant_turn, system_prompt, user_prompt_text
+    from videor4.rumination.protocol import (
+        LOCATE_QUESTION,
+        SYSTEM_PROMPT,
+        format_assistant_turn,
+        system_prompt,
+        user_prompt_text,
+    )
     from videor4.rumination.tools import VisionConfig
     from videor4.rumination.trajectory import Trajectory
 
@@ -238,12 +245,18 @@ def build_tiny_model(spec: TinySpec, tokenizer, seed: int = 0):
 
     head_dim = spec.hidden_size // spec.num_attention_heads
     if head_dim % 2 or spec.hidden_size % spec.num_attention_heads:
-        raise ValueError(f"model.tiny: hidden_size {spec.hidden_size} must split into even heads of {spec.num_attention_heads}")
+        raise ValueError(
+            f"model.tiny: hidden_size {spec.hidden_size} must split into even heads of "
+            f"{spec.num_attention_heads}"
+        )
     half = head_dim // 2
     # multimodal RoPE splits each head's rotary half into (time, height, width) like Qwen's [16, 24, 24]
     t = half // 4
     mrope = [t, (half - t) // 2, half - t - (half - t) // 2]
-    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in (IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END)}
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(name)
+        for name in (IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END)
+    }
     vocab = -(-len(tokenizer) // 64) * 64  # the trained vocabulary, padded for efficient matmuls
     config = Qwen2_5_VLConfig(
         text_config={
@@ -346,17 +359,24 @@ def load_policy(
     source, ref_revision = resolve(name_or_path)
     revision = revision or ref_revision
     if source == TINY:
-        raise ModelLoadError("'tiny' is built by the base_model stage; load its output directory (models/base)")
+        raise ModelLoadError(
+            "'tiny' is built by the base_model stage; load its output directory (models/base)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         image_processor = AutoImageProcessor.from_pretrained(source, revision=revision)
         model = AutoModelForImageTextToText.from_pretrained(
-            source, revision=revision, dtype=torch_dtype(dtype, device), attn_implementation=attn_implementation
+            source,
+            revision=revision,
+            dtype=torch_dtype(dtype, device),
+            attn_implementation=attn_implementation,
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load a policy from {source!r}: {str(exc).splitlines()[0]}") from exc
     if model.config.model_type not in ("qwen2_vl", "qwen2_5_vl"):
-        raise ModelLoadError(f"{source!r} is a {model.config.model_type} model; Qwen2-VL or Qwen2.5-VL expected")
+        raise ModelLoadError(
+            f"{source!r} is a {model.config.model_type} model; Qwen2-VL or Qwen2.5-VL expected"
+        )
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = processor_chat_template(source)
     if tokenizer.pad_token is None:
@@ -375,7 +395,8 @@ def processor_chat_template(source: str) -> str | None:
 
 
 def save_policy(policy: Policy, out_dir: str | os.PathLike) -> None:
-    """Write an ordinary HF checkpoint directory: config, weights, tokenizer, image processor, chat template."""
+    """Write an ordinary HF checkpoint directory: config, weights, tokenizer, image processor, chat
+    template."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy.model.save_pretrained(out)
@@ -385,7 +406,11 @@ def save_policy(policy: Policy, out_dir: str | os.PathLike) -> None:
 
 def vision_tower(model):
     """The vision encoder of a Qwen2(.5)-VL model (wrapped by peft or not)."""
-    for candidate in (model, getattr(model, "model", None), getattr(getattr(model, "base_model", None), "model", None)):
+    for candidate in (
+        model,
+        getattr(model, "model", None),
+        getattr(getattr(model, "base_model", None), "model", None),
+    ):
         if candidate is None:
             continue
         for path in ("visual", "model.visual"):

@@ -86,7 +86,13 @@ class KVState:
 
     def extend(self, batch_cache, row: int, start: int, stop: int, fed: int) -> "KVState":
         """This rollout's row of a batched cache (columns start:stop), after `fed` more tokens."""
-        layers = [(layer.keys[row : row + 1, :, start:stop].clone(), layer.values[row : row + 1, :, start:stop].clone()) for layer in batch_cache.layers]
+        layers = [
+            (
+                layer.keys[row : row + 1, :, start:stop].clone(),
+                layer.values[row : row + 1, :, start:stop].clone(),
+            )
+            for layer in batch_cache.layers
+        ]
         return KVState(layers, self.length + fed, self.images, self.next_pos + fed)
 
 
@@ -107,8 +113,12 @@ class Rollout:
     turns: list[str] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     answer: str | None = None
-    finish_reason: str | None = None  # answer | no_answer | max_tool_calls | max_images | token_budget | truncated
-    kv: KVState | None = field(default=None, repr=False)  # the engine's cache; only valid for the weights that made it
+    finish_reason: str | None = (
+        None  # answer | no_answer | max_tool_calls | max_images | token_budget | truncated
+    )
+    kv: KVState | None = field(
+        default=None, repr=False
+    )  # the engine's cache; only valid for the weights that made it
 
     @property
     def done(self) -> bool:
@@ -205,28 +215,40 @@ class RolloutEngine:
         # the tokens that start (or, stray, attempt) a tool call: banned once a forced answer is due;
         # a tokenizer without them as single tokens ends over-budget rollouts instead
         self.tool_token_ids = [
-            i for i in (tok.convert_tokens_to_ids(t) for t in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE)) if isinstance(i, int) and i != tok.unk_token_id
+            i
+            for i in (tok.convert_tokens_to_ids(t) for t in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE))
+            if isinstance(i, int) and i != tok.unk_token_id
         ]
-        self.stop_ids = [encoder.end_of_turn_id] + ([self.call_close_id] if isinstance(self.call_close_id, int) else [])
+        self.stop_ids = [encoder.end_of_turn_id] + (
+            [self.call_close_id] if isinstance(self.call_close_id, int) else []
+        )
         # multimodal RoPE positions (Qwen2-VL family); text-only models count tokens
-        self._rope_index = next((m.get_rope_index for m in model.modules() if hasattr(m, "get_rope_index")), None)
+        self._rope_index = next(
+            (m.get_rope_index for m in model.modules() if hasattr(m, "get_rope_index")), None
+        )
 
     # ------------------------------------------------------------ starting
     def start(self, sample: dict[str, Any], env: RuminationEnv, prompt_id: int) -> Rollout:
         from videor4.core.schema import Sample
         from videor4.rumination.trajectory import prompt_messages
 
-        messages = prompt_messages(Sample.from_dict(sample).prompt_question(), env.initial_images(), env.vision.max_frames_per_clip)
+        messages = prompt_messages(
+            Sample.from_dict(sample).prompt_question(), env.initial_images(), env.vision.max_frames_per_clip
+        )
         enc = self.encoder.encode_prompt(messages)
         pixels, grids = _split_pixels(enc.pixel_values, enc.image_grid_thw)
         n = len(enc.input_ids)
-        r = Rollout(prompt_id, sample, env, messages, list(enc.input_ids), [0] * n, [0.0] * n, pixels, grids, n)
+        r = Rollout(
+            prompt_id, sample, env, messages, list(enc.input_ids), [0] * n, [0.0] * n, pixels, grids, n
+        )
         if n >= self.settings.max_total_tokens:
             r.finish_reason = "token_budget"  # the prompt alone fills the budget
         return r
 
     # ------------------------------------------------------------ running
-    def run(self, rollouts: Sequence[Rollout], on_turn: Callable[[Rollout], None] | None = None) -> list[Rollout]:
+    def run(
+        self, rollouts: Sequence[Rollout], on_turn: Callable[[Rollout], None] | None = None
+    ) -> list[Rollout]:
         """Run every rollout to its end; `on_turn(rollout)` is called after each turn is acted on
         (its text is `turns[-1]`; when it called a tool, `ops[-1]` is that call)."""
         rollouts = list(rollouts)
@@ -267,7 +289,8 @@ class RolloutEngine:
         return next(self.model.parameters()).device
 
     def _positions(self, r: Rollout):
-        """Rotary positions of the whole sequence (3 × 1 × N for multimodal RoPE), and the next text position."""
+        """Rotary positions of the whole sequence (3 × 1 × N for multimodal RoPE), and the next text
+        position."""
         import torch
 
         ids = torch.tensor([r.input_ids], dtype=torch.long)
@@ -280,7 +303,8 @@ class RolloutEngine:
         return pos, int(pos.max()) + 1
 
     def _prefill(self, chunk: Sequence[Rollout]):
-        """Run each rollout's uncached tokens through the model; returns the last position's logits (B × V)."""
+        """Run each rollout's uncached tokens through the model; returns the last position's logits (B ×
+        V)."""
         import torch
 
         device = self._device()
@@ -353,8 +377,18 @@ class RolloutEngine:
                 live = [live[row] for row in keep]
             attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
             feed = torch.tensor([[ids[i][-1]] for i in live], dtype=torch.long, device=device)
-            pos = torch.tensor([states[i].next_pos + step for i in live], device=device).view(1, -1, 1).expand(3, -1, -1)
-            out = self.model(input_ids=feed, attention_mask=attention, position_ids=pos, past_key_values=cache, use_cache=True)
+            pos = (
+                torch.tensor([states[i].next_pos + step for i in live], device=device)
+                .view(1, -1, 1)
+                .expand(3, -1, -1)
+            )
+            out = self.model(
+                input_ids=feed,
+                attention_mask=attention,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
             logits = out.logits[:, -1].float()
             if banned is not None:
                 logits = _ban(logits, banned, self.tool_token_ids)
@@ -398,14 +432,38 @@ class RolloutEngine:
             return
         obs = r.env.step(turn)
         call = turn.tool_call
-        r.ops.append(Op(call.name if call else None, call.arguments if call else None, obs.text, obs.error, list(obs.regions), list(obs.images)))
+        r.ops.append(
+            Op(
+                call.name if call else None,
+                call.arguments if call else None,
+                obs.text,
+                obs.error,
+                list(obs.regions),
+                list(obs.images),
+            )
+        )
+        self._append_observation(r, text, obs)
+        if len(r.input_ids) >= s.max_total_tokens:
+            r.finish_reason = "token_budget"
+        elif s.max_images and len(r.env.seen) >= s.max_images:
+            r.finish_reason = "max_images"
+
+    def _append_observation(self, r: Rollout, text: str, obs: Any) -> None:
+        """Add the assistant turn and the tool's observation to the conversation, and the tokens and
+        images the chat template puts between that turn and the next assistant header."""
+        enc = self.encoder
         assistant = {"role": "assistant", "content": [{"type": "text", "text": text}]}
-        tool = {"role": "tool", "content": [{"type": "text", "text": obs.text}] + [{"type": "image", "image": im} for im in obs.images]}
+        tool = {
+            "role": "tool",
+            "content": [{"type": "text", "text": obs.text}]
+            + [{"type": "image", "image": im} for im in obs.images],
+        }
         base = enc.render(r.messages + [assistant])
         full = enc.render(r.messages + [assistant, tool], add_generation_prompt=True)
         if not full.startswith(base):
             raise EncodingError("template", "the chat template is not prefix-stable")
-        # what the template writes after the assistant's end-of-turn token, then the tool turn and the next header
+        # what the template writes after the assistant's end-of-turn token, then the tool turn and the
+        # next header
         after_turn = base[base.rindex(END_OF_TURN) + len(END_OF_TURN) :]
         pixels, grids, counts = enc.process_images(obs.images)
         obs_ids = enc.tokenize(after_turn + full[len(base) :], counts)
@@ -417,10 +475,6 @@ class RolloutEngine:
             p, g = _split_pixels(pixels, grids)
             r.pixel_values += p
             r.image_grid_thw += g
-        if len(r.input_ids) >= s.max_total_tokens:
-            r.finish_reason = "token_budget"
-        elif s.max_images and len(r.env.seen) >= s.max_images:
-            r.finish_reason = "max_images"
 
 
 def _ban(logits, rows, token_ids: list[int]):
@@ -474,7 +528,10 @@ def _batch_cache(states: Sequence[KVState], width: int, capacity: int, device):
 
         def batch_select_indices(self, indices) -> None:
             self.buffers = tuple(b[indices] for b in self.buffers)
-            self.keys, self.values = self.buffers[0][:, :, : self.length], self.buffers[1][:, :, : self.length]
+            self.keys, self.values = (
+                self.buffers[0][:, :, : self.length],
+                self.buffers[1][:, :, : self.length],
+            )
 
     layers = []
     for li in range(len(states[0].layers)):
@@ -496,7 +553,9 @@ def _batch_cache(states: Sequence[KVState], width: int, capacity: int, device):
 def _same_images(a: Rollout, b: Rollout) -> bool:
     import torch
 
-    return len(a.pixel_values) == len(b.pixel_values) and all(x is y or torch.equal(x, y) for x, y in zip(a.pixel_values, b.pixel_values))
+    return len(a.pixel_values) == len(b.pixel_values) and all(
+        x is y or torch.equal(x, y) for x, y in zip(a.pixel_values, b.pixel_values)
+    )
 
 
 def _split_pixels(pixel_values, grids) -> tuple[list[Any], list[Any]]:
@@ -507,14 +566,25 @@ def _split_pixels(pixel_values, grids) -> tuple[list[Any], list[Any]]:
     return list(pixel_values.split(sizes)), [g.clone() for g in grids]
 
 
-def start_group(engine: RolloutEngine, sample: dict[str, Any], vision, group_size: int, prompt_id: int) -> list[Rollout]:
+def start_group(
+    engine: RolloutEngine, sample: dict[str, Any], vision, group_size: int, prompt_id: int
+) -> list[Rollout]:
     """G rollouts of one prompt, each with its own environment over the same (cached) frames."""
     from videor4.rumination.trajectory import sample_env
 
-    return [engine.start(sample, sample_env(sample, vision, max_images=engine.settings.max_images), prompt_id) for _ in range(group_size)]
+    return [
+        engine.start(sample, sample_env(sample, vision, max_images=engine.settings.max_images), prompt_id)
+        for _ in range(group_size)
+    ]
 
 
-def ruminate(policy, sample: dict[str, Any], env: RuminationEnv, settings: RolloutSettings, on_turn: Callable[[Rollout], None] | None = None) -> Rollout:
+def ruminate(
+    policy,
+    sample: dict[str, Any],
+    env: RuminationEnv,
+    settings: RolloutSettings,
+    on_turn: Callable[[Rollout], None] | None = None,
+) -> Rollout:
     """One rumination rollout of `policy` (a `Policy`) on `sample` in `env`, run to its end; `on_turn`
     as in `RolloutEngine.run`.  What `video-r4 ask` and a registered MLflow model answer with."""
     engine = RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), settings)

@@ -86,7 +86,9 @@ class ModelThoughtWriter:
             if not getattr(tokenizer, "chat_template", None):  # some keep it with the processor
                 from transformers import AutoProcessor
 
-                tokenizer.chat_template = getattr(AutoProcessor.from_pretrained(source, revision=revision), "chat_template", None)
+                tokenizer.chat_template = getattr(
+                    AutoProcessor.from_pretrained(source, revision=revision), "chat_template", None
+                )
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = PAD_TOKEN if PAD_TOKEN in tokenizer.get_vocab() else tokenizer.eos_token
             model.to(device)
@@ -125,7 +127,9 @@ class ModelThoughtWriter:
             batch = prompts[start : start + self.cfg.batch_size]
             texts = [self._render(m) for m in batch]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
-            if self.cfg.temperature > 0:  # seeded by the batch's content: the same batch samples the same text
+            if (
+                self.cfg.temperature > 0
+            ):  # seeded by the batch's content: the same batch samples the same text
                 digest = hashlib.sha256("\n".join(texts).encode()).digest()
                 torch.manual_seed(self.cfg.seed ^ int.from_bytes(digest[:4], "big"))
             with torch.no_grad():
@@ -134,8 +138,6 @@ class ModelThoughtWriter:
             self.generated += len(batch)
             out += tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         return out
-
-
 
 
 def thought_writer(data: DataParams, cfg: WriterConfig) -> ModelThoughtWriter | None:

@@ -28,14 +28,19 @@ def tool_schemas(max_frames_per_clip: int = MAX_FRAMES_PER_CLIP) -> list[dict[st
             "type": "function",
             "function": {
                 "name": "clipping",
-                "description": "Select frames of the video by their number; they are returned at higher resolution.",
+                "description": (
+                    "Select frames of the video by their number; they are returned at higher resolution."
+                ),
                 "parameters": {
                     "type": "object",
                     "properties": {
                         "target_frames": {
                             "type": "array",
                             "items": {"type": "integer"},
-                            "description": f"1-indexed numbers of the frames you were shown (at most {max_frames_per_clip}).",
+                            "description": (
+                                "1-indexed numbers of the frames you were shown "
+                                f"(at most {max_frames_per_clip})."
+                            ),
                         }
                     },
                     "required": ["target_frames"],
@@ -46,13 +51,19 @@ def tool_schemas(max_frames_per_clip: int = MAX_FRAMES_PER_CLIP) -> list[dict[st
             "type": "function",
             "function": {
                 "name": "cropping",
-                "description": "Zoom into a region of an image seen so far; the region is returned re-encoded at high resolution.",
+                "description": (
+                    "Zoom into a region of an image seen so far; "
+                    "the region is returned re-encoded at high resolution."
+                ),
                 "parameters": {
                     "type": "object",
                     "properties": {
                         "target_image": {
                             "type": "integer",
-                            "description": "1-indexed number of the image (frames first, then every returned image in order).",
+                            "description": (
+                                "1-indexed number of the image "
+                                "(frames first, then every returned image in order)."
+                            ),
                         },
                         "bbox_2d": {
                             "type": "array",
@@ -73,9 +84,11 @@ def system_prompt(max_frames_per_clip: int = MAX_FRAMES_PER_CLIP) -> str:
         "You answer questions about videos whose text may be small or brief. "
         "You are shown a few low-resolution frames. Think step by step. To look closer, call one tool "
         "per turn and wait for its result:\n"
-        f"{TOOL_CALL_OPEN}{{\"name\": <tool name>, \"arguments\": <arguments>}}{TOOL_CALL_CLOSE}\n"
+        f'{TOOL_CALL_OPEN}{{"name": <tool name>, "arguments": <arguments>}}{TOOL_CALL_CLOSE}\n'
         "Tools:\n"
-        + "\n".join(json.dumps(t["function"], separators=(",", ":")) for t in tool_schemas(max_frames_per_clip))
+        + "\n".join(
+            json.dumps(t["function"], separators=(",", ":")) for t in tool_schemas(max_frames_per_clip)
+        )
         + "\nWhen you are sure, give the final answer as \\boxed{answer}."
     )
 
@@ -217,7 +230,9 @@ def parse_turn(text: str) -> ParsedTurn:
     thought = text[:open_at].strip()
     close_at = text.find(TOOL_CALL_CLOSE, open_at)
     if close_at == -1:
-        return ParsedTurn(text=text, thought=thought, call_error="unterminated <tool_call> (missing </tool_call>)")
+        return ParsedTurn(
+            text=text, thought=thought, call_error="unterminated <tool_call> (missing </tool_call>)"
+        )
     if text.find(TOOL_CALL_OPEN, close_at) != -1:
         return ParsedTurn(text=text, thought=thought, call_error="only one tool call per turn is allowed")
     call, err = parse_tool_call(text[open_at + len(TOOL_CALL_OPEN) : close_at].strip())

@@ -82,7 +82,9 @@ class Observation:
     text: str
     images: list[Image.Image] = field(default_factory=list)
     error: str | None = None
-    regions: list[tuple[int, tuple[float, float, float, float]]] = field(default_factory=list)  # (frame_pos, region)
+    regions: list[tuple[int, tuple[float, float, float, float]]] = field(
+        default_factory=list
+    )  # (frame_pos, region)
 
     @property
     def ok(self) -> bool:
@@ -103,8 +105,10 @@ def _compose(outer: tuple[float, ...], inner: tuple[float, ...]) -> tuple[float,
 def region_pixels(region: tuple[float, ...], width: int, height: int) -> tuple[int, int, int, int]:
     """The source pixels (left, top, right, bottom) a normalized region covers, outward-rounded."""
     return (
-        int(math.floor(region[0] * width)), int(math.floor(region[1] * height)),
-        int(math.ceil(region[2] * width)), int(math.ceil(region[3] * height)),
+        int(math.floor(region[0] * width)),
+        int(math.floor(region[1] * height)),
+        int(math.ceil(region[2] * width)),
+        int(math.ceil(region[3] * height)),
     )
 
 

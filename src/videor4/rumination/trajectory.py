@@ -164,7 +164,9 @@ def open_env(
     max_images: int | None = None,
 ) -> RuminationEnv:
     """The environment a trajectory (or rollout) over these shown frames runs in."""
-    return RuminationEnv(load_frames(video, indices=frame_indices, cache=cache), vision, max_images=max_images)
+    return RuminationEnv(
+        load_frames(video, indices=frame_indices, cache=cache), vision, max_images=max_images
+    )
 
 
 class TrajectoryRecorder:
@@ -212,14 +214,24 @@ def execute_step(env: RuminationEnv, step: Step) -> Observation:
     return env.execute(ToolCall(step.tool_call.name, dict(step.tool_call.arguments)))
 
 
-def reexecute(traj: Trajectory, cache: FrameCache | None = FRAME_CACHE) -> tuple[RuminationEnv, list[Observation]]:
+def reexecute(
+    traj: Trajectory, cache: FrameCache | None = FRAME_CACHE
+) -> tuple[RuminationEnv, list[Observation]]:
     """Run a trajectory's calls again against its video: the env and every observation's pixels
     and regions, which a row keeps only as sha256s (and, synthesized, PNG files)."""
-    env = open_env(traj.video, traj.frame_indices, VisionConfig.from_dict(traj.vision), cache=cache, max_images=traj.max_images)
+    env = open_env(
+        traj.video,
+        traj.frame_indices,
+        VisionConfig.from_dict(traj.vision),
+        cache=cache,
+        max_images=traj.max_images,
+    )
     return env, [execute_step(env, step) for step in traj.steps]
 
 
-def replay(traj: Trajectory, cache: FrameCache | None = FRAME_CACHE, check_files: bool = True) -> ReplayResult:
+def replay(
+    traj: Trajectory, cache: FrameCache | None = FRAME_CACHE, check_files: bool = True
+) -> ReplayResult:
     """Re-execute the stored calls against the video and compare every observation (and the PNG
     files, where a row has them: a model's rollout stores sha256s only)."""
     problems = []
@@ -228,7 +240,9 @@ def replay(traj: Trajectory, cache: FrameCache | None = FRAME_CACHE, check_files
             problems.append(f"step {k}: observation text differs: {obs.text!r} != {step.observation_text!r}")
         got = [image_digest(img) for img in obs.images]
         if got != step.image_sha256:
-            problems.append(f"step {k}: observation images differ ({len(got)} vs {len(step.image_sha256)} stored)")
+            problems.append(
+                f"step {k}: observation images differ ({len(got)} vs {len(step.image_sha256)} stored)"
+            )
         if check_files:
             for path, digest in zip(step.images, step.image_sha256):
                 if not Path(path).is_file():
@@ -256,7 +270,9 @@ def prompt_messages(
     ]
 
 
-def trajectory_messages(traj: Trajectory, frame_images: list[Image.Image] | None = None) -> list[dict[str, Any]]:
+def trajectory_messages(
+    traj: Trajectory, frame_images: list[Image.Image] | None = None
+) -> list[dict[str, Any]]:
     """Chat messages for a trajectory: system → user(frames + question) → assistant/tool turns.
 
     Images are given as {"type": "image", "image": <PIL or path>} parts, in the
@@ -269,7 +285,10 @@ def trajectory_messages(traj: Trajectory, frame_images: list[Image.Image] | None
     messages = prompt_messages(traj.question, frame_images, vision.max_frames_per_clip)
     for step in traj.steps:
         messages.append(
-            {"role": "assistant", "content": [{"type": "text", "text": format_assistant_turn(step.thought, step.tool_call)}]}
+            {
+                "role": "assistant",
+                "content": [{"type": "text", "text": format_assistant_turn(step.thought, step.tool_call)}],
+            }
         )
         tool = [{"type": "text", "text": step.observation_text}]
         tool += [{"type": "image", "image": path} for path in step.images]
@@ -277,14 +296,17 @@ def trajectory_messages(traj: Trajectory, frame_images: list[Image.Image] | None
     messages.append(
         {
             "role": "assistant",
-            "content": [{"type": "text", "text": format_assistant_turn(traj.final_thought, answer=traj.final_answer)}],
+            "content": [
+                {"type": "text", "text": format_assistant_turn(traj.final_thought, answer=traj.final_answer)}
+            ],
         }
     )
     return messages
 
 
 def sample_env(row: dict[str, Any], vision: VisionConfig, max_images: int | None = None) -> RuminationEnv:
-    """The environment for a dataset row (a built sample): its shown frames, or `vision.num_frames` uniform ones."""
+    """The environment for a dataset row (a built sample): its shown frames, or `vision.num_frames` uniform
+    ones."""
     from videor4.core.schema import Sample
 
     source = Sample.from_dict(row).frame_source()

@@ -153,7 +153,9 @@ class FrameSource:
             self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
             self.num_frames = len(self._reader)
         except Exception as exc:  # decord raises its own DECORDError / RuntimeError
-            raise VideoError("corrupt", f"cannot decode video {self.path}: {str(exc).splitlines()[0][:200]}") from exc
+            raise VideoError(
+                "corrupt", f"cannot decode video {self.path}: {str(exc).splitlines()[0][:200]}"
+            ) from exc
         if self.num_frames == 0:
             raise VideoError("empty", f"video has no frames: {self.path}")
         self.fps = float(self._reader.get_avg_fps() or 0.0)
@@ -177,7 +179,9 @@ class FrameSource:
         try:
             batch = self._reader.get_batch(list(indices)).asnumpy()
         except Exception as exc:
-            raise VideoError("corrupt", f"cannot decode frames of {self.path}: {str(exc).splitlines()[0][:200]}") from exc
+            raise VideoError(
+                "corrupt", f"cannot decode frames of {self.path}: {str(exc).splitlines()[0][:200]}"
+            ) from exc
         return [np.ascontiguousarray(f) for f in batch]
 
 

@@ -139,14 +139,17 @@ def rollout_stats(rollouts: Sequence[Any], scores: dict[str, list[float]]) -> di
 
 
 def transcript(traj: Trajectory, reward: float | None = None) -> str:
-    """A rollout's trajectory as readable Markdown: question, each turn, each call's observation, the answer."""
+    """A rollout's trajectory as readable Markdown: question, each turn, each call's observation, the
+    answer."""
     head = f"### {traj.sample_id}" + (f"  (reward {reward:.3f})" if reward is not None else "")
     lines = [head, f"**Q:** {traj.question}  **gold:** {traj.answers}"]
     for i, text in enumerate(traj.turn_texts()):
         lines.append(f"\n**turn {i + 1}**\n\n```\n{text.strip()}\n```")
         if i < len(traj.steps):
             step = traj.steps[i]
-            lines.append(f"→ {step.tool_call.name if step.tool_call else 'invalid call'}: {step.observation_text}")
+            lines.append(
+                f"→ {step.tool_call.name if step.tool_call else 'invalid call'}: {step.observation_text}"
+            )
     lines.append(f"\n**answer:** {traj.final_answer!r} ({traj.finish_reason})")
     return "\n".join(lines)
 
@@ -175,7 +178,9 @@ def pack_rollouts(rollouts, encoder, device) -> dict[str, Any]:
     import torch
     from trl.trainer.utils import pad
 
-    tensor = lambda rows, value, side: pad([torch.tensor(x) for x in rows], padding_value=value, padding_side=side).to(device)  # noqa: E731
+    def tensor(rows, value, side):
+        return pad([torch.tensor(x) for x in rows], padding_value=value, padding_side=side).to(device)
+
     prompts = [r.input_ids[: r.prompt_length] for r in rollouts]
     completions = [r.input_ids[r.prompt_length :] for r in rollouts]
     batch = {
@@ -184,7 +189,9 @@ def pack_rollouts(rollouts, encoder, device) -> dict[str, Any]:
         "completion_ids": tensor(completions, encoder.pad_token_id, "right"),
         "completion_mask": tensor([[1] * len(c) for c in completions], 0, "right"),
         "tool_mask": tensor([r.completion_mask[r.prompt_length :] for r in rollouts], 0, "right"),
-        "old_per_token_logps": tensor([r.logprobs[r.prompt_length :] for r in rollouts], 0.0, "right").float(),
+        "old_per_token_logps": tensor(
+            [r.logprobs[r.prompt_length :] for r in rollouts], 0.0, "right"
+        ).float(),
     }
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
     batch["mm_token_type_ids"] = (ids == encoder.image_token_id).long()
@@ -234,10 +241,11 @@ def evaluate_policy(
     """Mean rewards and tool use of `group_size` seeded rollouts per held-out prompt."""
     import torch
 
-
     torch.manual_seed(seed)
     engine = RolloutEngine(model, encoder, rollout)
-    rollouts = engine.run([r for i, row in enumerate(rows) for r in start_group(engine, row, vision, group_size, i)])
+    rollouts = engine.run(
+        [r for i, row in enumerate(rows) for r in start_group(engine, row, vision, group_size, i)]
+    )
     scores = score(rollouts, RewardContext(rewards, VisionFeatures(model, encoder.image_processor)))
     return rollout_stats(rollouts, scores), rollouts, scores
 
@@ -343,7 +351,9 @@ def train_grpo(
     if main:
         before, before_samples = scorer.evaluate(init)
 
-    trainer = make_trainer(policy, encoder, rows, settings, rollout, rewards, vision, model_config, work, log_fn, progress)
+    trainer = make_trainer(
+        policy, encoder, rows, settings, rollout, rewards, vision, model_config, work, log_fn, progress
+    )
     if on_samples:
         trainer.add_callback(_samples_callback(trainer, on_samples))
     trained = train_resumable(trainer, policy, out_dir, work, key, model_config.lora.enabled)

@@ -87,7 +87,8 @@ def step_logger(log_fn: LogFn | None, progress=None):
     from transformers import TrainerCallback
 
     class StepLogger(TrainerCallback):
-        """Forwards each logged step (loss, learning rate, grad norm, ...) to `log_fn`; one quiet progress bar."""
+        """Forwards each logged step (loss, learning rate, grad norm, ...) to `log_fn`; one quiet progress
+        bar."""
 
         bar = None
 
@@ -111,13 +112,17 @@ def step_logger(log_fn: LogFn | None, progress=None):
 
 
 def dir_digest(path: str | os.PathLike) -> str:
-    """Digest of a checkpoint directory's files (names, sizes, mtimes): cheap, and changes when it is rewritten."""
+    """Digest of a checkpoint directory's files (names, sizes, mtimes): cheap, and changes when it is
+    rewritten."""
     root = Path(path)
     if not root.is_dir():
         return str(path)  # a Hub id
-    entries = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
+    entries = sorted(
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    )
     return fingerprint(files=entries)
-
 
 
 def trainer_arguments(work_dir: str | os.PathLike, settings: Any, model_config: Any) -> dict[str, Any]:
@@ -184,7 +189,12 @@ class Trained:
 
 
 def train_resumable(
-    trainer, policy, out_dir: str | os.PathLike, work_dir: Path, key: str, merge_lora: bool,
+    trainer,
+    policy,
+    out_dir: str | os.PathLike,
+    work_dir: Path,
+    key: str,
+    merge_lora: bool,
     before_save: Callable[[], None] | None = None,
 ) -> Trained:
     """The lifecycle every trainer shares: resume from `work_dir`'s last checkpoint when the run's

@@ -26,8 +26,15 @@ class PerceptionTrainer(SFTTrainer):
     """SFTTrainer whose loss adds the dense heads' cross-entropies on the vision tower's merged tokens
     and the LOCATE attention loss."""
 
-    def __init__(self, *args, dense_loss_weight: float = 1.0, attention_loss_weight: float = 1.0,
-                 attention_layer: int = 2, continuation_weight: float = 0.1, **kwargs):
+    def __init__(
+        self,
+        *args,
+        dense_loss_weight: float = 1.0,
+        attention_loss_weight: float = 1.0,
+        attention_layer: int = 2,
+        continuation_weight: float = 0.1,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.dense_loss_weight, self.attention_loss_weight = dense_loss_weight, attention_loss_weight
         self.attention_layer = attention_layer

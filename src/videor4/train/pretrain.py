@@ -89,9 +89,13 @@ class PretrainSettings:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     dense_loss_weight: float = 1.0  # the dense heads (glyph, slot, colour, coordinates); 0 turns them off
-    attention_loss_weight: float = 1.0  # LOCATE: the box's tokens attend to the asked text (eager attention); 0 off
+    attention_loss_weight: float = (
+        1.0  # LOCATE: the box's tokens attend to the asked text (eager attention); 0 off
+    )
     attention_layer: int = 2  # whose head 0 is taught where to look
-    continuation_weight: float = 0.1  # the answer after its phrase (copies into the call / the answer); 0: not taught
+    continuation_weight: float = (
+        0.1  # the answer after its phrase (copies into the call / the answer); 0: not taught
+    )
     tasks: dict[str, float] = field(default_factory=lambda: {"read": 0.5, "locate": 0.3, "read_clip": 0.2})
     # the first `first_share` of the steps draw from `first_tasks` instead (empty: no first phase)
     first_tasks: dict[str, float] = field(default_factory=dict)
@@ -121,7 +125,8 @@ class PretrainSettings:
 
 
 def effective_steps(settings: PretrainSettings, model_config: ModelConfig) -> int:
-    """The steps to train: `steps`, or with -1 `tiny_steps` for the tiny base and 0 (pass through) for a real one."""
+    """The steps to train: `steps`, or with -1 `tiny_steps` for the tiny base and 0 (pass through) for a real
+    one."""
     if settings.steps >= 0:
         return settings.steps
     return settings.tiny_steps if model_config.name_or_path == TINY else 0
@@ -137,14 +142,27 @@ class PerceptionCollator:
     order and, for LOCATE, which keys (the asked text's centre cell) the box's tokens should attend to."""
 
     def __init__(
-        self, encoder: PolicyEncoder, world: SyntheticConfig, vision: VisionConfig, settings: PretrainSettings, steps: int = 0
+        self,
+        encoder: PolicyEncoder,
+        world: SyntheticConfig,
+        vision: VisionConfig,
+        settings: PretrainSettings,
+        steps: int = 0,
     ):
-        self.encoder, self.world, self.vision, self.settings, self.steps = encoder, world, vision, settings, steps
+        self.encoder, self.world, self.vision, self.settings, self.steps = (
+            encoder,
+            world,
+            vision,
+            settings,
+            steps,
+        )
         self.rows_per_step = settings.batch_size * world_size()  # rows come in order (a sequential sampler)
         self.tokens_seen = 0
 
     def example(self, index: int) -> PerceptionExample:
-        task = task_of(index, self.settings.mix_at(index // self.rows_per_step, self.steps), self.settings.seed)
+        task = task_of(
+            index, self.settings.mix_at(index // self.rows_per_step, self.steps), self.settings.seed
+        )
         return make_example(task, self.world, self.vision, self.settings.seed, TRAIN_STREAM, index)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -168,7 +186,9 @@ class PerceptionCollator:
         answers = [self._answer(row) for row in batch["labels"]]  # each answer decoded once, before the split
         phrases = [_phrase_tokens(spans, decoded, e.phrase) for e, (spans, decoded) in zip(examples, answers)]
         batch["continuation_labels"] = self._split_phrases(batch["labels"], answers, phrases)
-        batch["attend_locate"], batch["attend_read"] = self._attention_targets(examples, batch, answers, phrases)
+        batch["attend_locate"], batch["attend_read"] = self._attention_targets(
+            examples, batch, answers, phrases
+        )
         return batch
 
     @staticmethod
@@ -186,7 +206,9 @@ class PerceptionCollator:
                 labels[row, position] = IGNORE_INDEX
         return continuation
 
-    def _attention_targets(self, examples: Sequence[PerceptionExample], batch: dict[str, Any], answers, phrases: Sequence[int]):
+    def _attention_targets(
+        self, examples: Sequence[PerceptionExample], batch: dict[str, Any], answers, phrases: Sequence[int]
+    ):
         """Where the language model should look while it answers, as (batch, query, key) booleans:
         all of LOCATE's answer at the asked text's centre cell; READ's k-th character at the cells
         holding the asked text's k-th character (its slot)."""
@@ -229,7 +251,9 @@ def _phrase_tokens(spans: Sequence[tuple[int, int, int]], decoded: str, phrase: 
     return sum(1 for _, start, _ in spans if start < end)
 
 
-def _character_positions(spans: Sequence[tuple[int, int, int]], decoded: str, text: str) -> list[tuple[int, int]]:
+def _character_positions(
+    spans: Sequence[tuple[int, int, int]], decoded: str, text: str
+) -> list[tuple[int, int]]:
     """(label position, k) for each answer token that writes the k-th character of `text` (its first
     quoted occurrence, inside the phrase), so the position before it is where that character is read."""
     start = decoded.find(f'"{text}"')
@@ -285,7 +309,9 @@ def _heads(hidden: int, token_ids: dict[str, list[int] | None], coord_classes: i
             if self.untied is not None:
                 logits = self.untied(tokens)
             else:
-                logits = (self.project(tokens) if self.project is not None else tokens) @ embeddings[self.ids].T
+                logits = (self.project(tokens) if self.project is not None else tokens) @ embeddings[
+                    self.ids
+                ].T
             return logits if self.none is None else torch.cat([logits, (tokens @ self.none)[:, None]], dim=1)
 
     class PerceptionHeads(torch.nn.Module):
@@ -322,7 +348,9 @@ def dense_losses(logits: Mapping[str, Any], labels: Mapping[str, Any]) -> dict[s
         return F.cross_entropy(x[covered].float(), y[covered]) if covered.any() else x.sum() * 0.0
 
     losses = {key: ce(logits[key], labels[key]) for key in ("glyph_labels", "slot_labels", "colour_labels")}
-    losses["coord_labels"] = sum(ce(x, labels["coord_labels"][:, j]) for j, x in enumerate(logits["coord_labels"]))
+    losses["coord_labels"] = sum(
+        ce(x, labels["coord_labels"][:, j]) for j, x in enumerate(logits["coord_labels"])
+    )
     return losses
 
 
@@ -334,7 +362,9 @@ def attention_loss(attentions, layer: int, targets: Mapping[str, Any]):
     query positions that have targets (LOCATE's box tokens, READ's characters)."""
     import torch
 
-    heads = attentions[min(layer, len(attentions) - 1)]  # (batch, heads, length, length); a shallower model: its last
+    heads = attentions[
+        min(layer, len(attentions) - 1)
+    ]  # (batch, heads, length, length); a shallower model: its last
     terms = []
     for name, head in ATTENTION_HEADS.items():
         keys = targets[name].to(heads.device)
@@ -408,7 +438,12 @@ def pretrain(
     )
     quiet(trainer)
     trained = train_resumable(
-        trainer, policy, out_dir, work, key, merge_lora=False,
+        trainer,
+        policy,
+        out_dir,
+        work,
+        key,
+        merge_lora=False,
         before_save=lambda: delattr(trainer.accelerator.unwrap_model(trainer.model), HEAD_ATTRIBUTE),
     )
     curve = logged_curve(trainer, "loss")
@@ -501,7 +536,13 @@ def _copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 
 # ---------------------------------------------------------------- held-out metrics
-def greedy_answers(model, encoder: PolicyEncoder, examples: Sequence[PerceptionExample], batch_size: int, max_new_tokens: int = 24) -> list[str]:
+def greedy_answers(
+    model,
+    encoder: PolicyEncoder,
+    examples: Sequence[PerceptionExample],
+    batch_size: int,
+    max_new_tokens: int = 24,
+) -> list[str]:
     """Each example's answer as the model writes it, greedy, from its user turn."""
     import torch
 
@@ -522,7 +563,11 @@ TIGHT_AREA = 4.0  # locate_tight_cover: a covering box at most this many times t
 
 
 def perception_metrics(
-    checkpoint: str | os.PathLike, world: SyntheticConfig, vision: VisionConfig, settings: PretrainSettings, device: str | None = None
+    checkpoint: str | os.PathLike,
+    world: SyntheticConfig,
+    vision: VisionConfig,
+    settings: PretrainSettings,
+    device: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score a checkpoint on `settings.held_out` renders per task; (metrics, one row per example)."""
     import torch
@@ -535,9 +580,18 @@ def perception_metrics(
     rows: list[dict[str, Any]] = []
     for task in HELD_OUT_TASKS:
         # the same index gives the same scene and question in read and read_lowres
-        examples = [make_example(task, world, vision, settings.seed, HELD_OUT_STREAM, i) for i in range(settings.held_out)]
+        examples = [
+            make_example(task, world, vision, settings.seed, HELD_OUT_STREAM, i)
+            for i in range(settings.held_out)
+        ]
         # READ_MC's turn goes on past the reading to the option's letter
-        predicted = greedy_answers(policy.model, encoder, examples, settings.eval_batch_size, max_new_tokens=64 if task == "read_mc" else 40)
+        predicted = greedy_answers(
+            policy.model,
+            encoder,
+            examples,
+            settings.eval_batch_size,
+            max_new_tokens=64 if task == "read_mc" else 40,
+        )
         hits, tight = [], []
         for i, (e, p) in enumerate(zip(examples, predicted)):
             if task in LOCATE_TASKS:
@@ -551,7 +605,15 @@ def perception_metrics(
                 reading = phrase_reading(p)
                 hit = reading is not None and normalize_answer(reading) == normalize_answer(e.answer)
             hits.append(hit)
-            rows.append({"task": task, "index": i, "answer": e.choice or e.answer, "predicted": p, "correct": bool(hit)})
+            rows.append(
+                {
+                    "task": task,
+                    "index": i,
+                    "answer": e.choice or e.answer,
+                    "predicted": p,
+                    "correct": bool(hit),
+                }
+            )
         name = f"{task}_cover" if task in LOCATE_TASKS else f"{task}_acc"
         for key, values in ((name, hits), (f"{task}_tight_cover", tight)):
             if values:
@@ -566,4 +628,3 @@ def pretrain_settings(params: dict[str, Any]) -> PretrainSettings:
     merged = {**section(params, "pretrain")}
     merged.setdefault("seed", int(params.get("seed", 0)))
     return fill(PretrainSettings, merged, "pretrain")
-

@@ -54,7 +54,9 @@ def accuracy(rollouts: Sequence[Any], ctx: RewardContext) -> list[float]:
     out = []
     for r in rollouts:
         s = r.sample
-        score = score_answer(r.answer, s["answers"], s.get("problem_type", "open"), len(s.get("options") or []) or 4)
+        score = score_answer(
+            r.answer, s["answers"], s.get("problem_type", "open"), len(s.get("options") or []) or 4
+        )
         value = score["anls"] if ctx.config.open_answer_metric == "anls" else score["acc"]
         if ctx.config.zero_accuracy_on_unfixed_error and _unfixed_error(r.ops):
             value = 0.0
@@ -73,7 +75,9 @@ def format_reward(rollouts: Sequence[Any], ctx: RewardContext) -> list[float]:
     for r in rollouts:
         calls_ok = all(op.tool is not None for op in r.ops)
         final = r.turns[-1] if r.turns else ""
-        answered = r.finish_reason == "answer" and count_boxed(final) == 1 and parse_turn(final).answer is not None
+        answered = (
+            r.finish_reason == "answer" and count_boxed(final) == 1 and parse_turn(final).answer is not None
+        )
         out.append(1.0 if calls_ok and answered else 0.0)
     return out
 
@@ -216,7 +220,10 @@ class VisionFeatures:
             out = self.image_processor(images=[im.convert("RGB") for _, im in todo], return_tensors="pt")
             param = next(self.tower.parameters())
             with torch.no_grad():
-                merged = self.tower(out["pixel_values"].to(param.device, param.dtype), grid_thw=out["image_grid_thw"].to(param.device))
+                merged = self.tower(
+                    out["pixel_values"].to(param.device, param.dtype),
+                    grid_thw=out["image_grid_thw"].to(param.device),
+                )
             merged = getattr(merged, "pooler_output", merged)  # transformers returns merged patch features
             sizes = [int(g.prod()) // self.image_processor.merge_size**2 for g in out["image_grid_thw"]]
             for (k, _), chunk in zip(todo, torch.as_tensor(merged).split(sizes)):

@@ -184,12 +184,17 @@ def train_sft(
     from videor4.core.io import files_md5
 
     bf16 = use_bf16(settings.bf16)
-    policy = load_policy(init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation)
+    policy = load_policy(
+        init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation
+    )
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor, max_length=settings.max_length)
     data = load_sft_data(trajectories_path, encoder, settings.max_bad_fraction, progress)
     work = Path(work_dir)
     key = fingerprint(
-        data=files_md5([trajectories_path]), init=dir_digest(init), model=asdict(model_config), settings=asdict(settings)
+        data=files_md5([trajectories_path]),
+        init=dir_digest(init),
+        model=asdict(model_config),
+        settings=asdict(settings),
     )
 
     model = prepare_for_training(policy.model, model_config)

@@ -1,1 +1,2 @@
-"""Loaders for datasets users bring: M4-ViteVQA, multi-page documents (MP-DocVQA, SlidesVQA), multiple-choice video QA."""
+"""Loaders for datasets users bring: M4-ViteVQA, multi-page documents (MP-DocVQA, SlidesVQA), multiple-choice
+video QA."""

@@ -113,6 +113,32 @@ def _index_pages(images_dir: Path) -> dict[str, Path]:
     return _index_images(images_dir, lambda p: p.stem)
 
 
+def _mpdocvqa_answers(raw_answers: Any, allow_missing_answers: bool) -> list[str]:
+    """An item's `answers`: a list of strings, or none at all where that is allowed (a test split)."""
+    if raw_answers is None or raw_answers == []:
+        if not allow_missing_answers:
+            raise SkipItem("missing_answers", "no answers (test split? pass allow_missing_answers=True)")
+        return []
+    texts = [_answer_text(a) for a in raw_answers] if isinstance(raw_answers, list) else [None]
+    if any(t is None for t in texts):
+        raise SkipItem(
+            "malformed_item:answers", f"answers must be a list of strings, got {raw_answers!r:.80}"
+        )
+    return [t for t in texts if t is not None]
+
+
+def _slidesvqa_answers(raw_answer: Any, allow_missing_answers: bool) -> list[str]:
+    """An item's `answer`: one non-empty string, or none where that is allowed."""
+    if raw_answer is None:
+        if not allow_missing_answers:
+            raise SkipItem("missing_answers", "no answer (pass allow_missing_answers=True to predict)")
+        return []
+    answer = _answer_text(raw_answer)
+    if answer is None:
+        raise SkipItem("malformed_item:answer", f"answer must be a non-empty string, got {raw_answer!r:.80}")
+    return [answer]
+
+
 def _parse_mpdocvqa_item(
     item: Any, pages_index: dict[str, Path], root: Path, split: str, allow_missing_answers: bool
 ) -> Sample:
@@ -125,22 +151,16 @@ def _parse_mpdocvqa_item(
         raise SkipItem("malformed_item:doc_id", f"doc_id must be a string, got {doc_id!r}")
     page_ids = item.get("page_ids")
     if not isinstance(page_ids, list) or not page_ids or not all(isinstance(p, str) and p for p in page_ids):
-        raise SkipItem("malformed_item:page_ids", f"page_ids must be a non-empty list of strings, got {page_ids!r:.80}")
+        raise SkipItem(
+            "malformed_item:page_ids", f"page_ids must be a non-empty list of strings, got {page_ids!r:.80}"
+        )
 
-    raw_answers = item.get("answers")
-    if raw_answers is None or raw_answers == []:
-        if not allow_missing_answers:
-            raise SkipItem("missing_answers", "no answers (test split? pass allow_missing_answers=True)")
-        answers: list[str] = []
-    else:
-        texts = [_answer_text(a) for a in raw_answers] if isinstance(raw_answers, list) else [None]
-        if any(t is None for t in texts):
-            raise SkipItem("malformed_item:answers", f"answers must be a list of strings, got {raw_answers!r:.80}")
-        answers = [t for t in texts if t is not None]
-
+    answers = _mpdocvqa_answers(item.get("answers"), allow_missing_answers)
     answer_page = item.get("answer_page_idx")
     if answer_page is not None and (
-        isinstance(answer_page, bool) or not isinstance(answer_page, int) or not 0 <= answer_page < len(page_ids)
+        isinstance(answer_page, bool)
+        or not isinstance(answer_page, int)
+        or not 0 <= answer_page < len(page_ids)
     ):
         raise SkipItem(
             "malformed_item:answer_page_idx",
@@ -149,7 +169,9 @@ def _parse_mpdocvqa_item(
 
     missing = [p for p in page_ids if p not in pages_index]
     if missing:
-        raise SkipItem("missing_page", f"page image {missing[0]} not found ({len(missing)} of {len(page_ids)} missing)")
+        raise SkipItem(
+            "missing_page", f"page image {missing[0]} not found ({len(missing)} of {len(page_ids)} missing)"
+        )
     pages = [relative_posix(pages_index[p], root) for p in page_ids]
     return Sample(
         sample_id=f"mpdocvqa-{qid}",
@@ -196,7 +218,9 @@ def load_mpdocvqa(
 
     skips = SkipCounter(path, log)
     samples = skips.collect(
-        doc["data"], lambda item: _parse_mpdocvqa_item(item, pages_index, root, split, allow_missing_answers), "question_id"
+        doc["data"],
+        lambda item: _parse_mpdocvqa_item(item, pages_index, root, split, allow_missing_answers),
+        "question_id",
     )
     counts = skips.summary()
     log.info("%s: %d samples, %d skipped", path, len(samples), sum(counts.values()))
@@ -233,7 +257,12 @@ def _read_jsonl_items(path: Path) -> tuple[list[Any], list[int]]:
 
 
 def _parse_slidesvqa_item(
-    item: Any, decks: dict[str, dict[int, Path]], images_dir: Path, root: Path, split: str, allow_missing_answers: bool
+    item: Any,
+    decks: dict[str, dict[int, Path]],
+    images_dir: Path,
+    root: Path,
+    split: str,
+    allow_missing_answers: bool,
 ) -> Sample:
     if not isinstance(item, dict):
         raise SkipItem("malformed_item:type", f"item must be an object, got {type(item).__name__}")
@@ -244,21 +273,13 @@ def _parse_slidesvqa_item(
         raise SkipItem("malformed_item:deck_name", f"deck_name must be a folder name, got {deck!r}")
     deck_dir = inside(images_dir, deck, "deck_name")  # the name becomes a folder: it must stay in images/
 
-    if item.get("answer") is None:
-        if not allow_missing_answers:
-            raise SkipItem("missing_answers", "no answer (pass allow_missing_answers=True to predict)")
-        answers: list[str] = []
-    else:
-        answer = _answer_text(item["answer"])
-        if answer is None:
-            raise SkipItem("malformed_item:answer", f"answer must be a non-empty string, got {item['answer']!r:.80}")
-        answers = [answer]
-
+    answers = _slidesvqa_answers(item.get("answer"), allow_missing_answers)
     evidence_pages = item.get("evidence_pages") or []
-    if not isinstance(evidence_pages, list) or not all(
-        is_int(n) and n >= 1 for n in evidence_pages
-    ):
-        raise SkipItem("malformed_item:evidence_pages", f"evidence_pages must be 1-based ints, got {evidence_pages!r:.80}")
+    if not isinstance(evidence_pages, list) or not all(is_int(n) and n >= 1 for n in evidence_pages):
+        raise SkipItem(
+            "malformed_item:evidence_pages",
+            f"evidence_pages must be 1-based ints, got {evidence_pages!r:.80}",
+        )
 
     if deck not in decks:
         decks[deck] = _deck_slides(deck_dir)
@@ -309,7 +330,9 @@ def load_slidesvqa(
         skips.add("malformed_item:json", f"line {lineno} is not valid JSON")
     decks: dict[str, dict[int, Path]] = {}  # each deck folder is listed once
     samples = skips.collect(
-        items, lambda item: _parse_slidesvqa_item(item, decks, images_dir, root, split, allow_missing_answers), "qa_id"
+        items,
+        lambda item: _parse_slidesvqa_item(item, decks, images_dir, root, split, allow_missing_answers),
+        "qa_id",
     )
     counts = skips.summary()
     log.info("%s: %d samples, %d skipped", path, len(samples), sum(counts.values()))
@@ -328,7 +351,9 @@ def load_page_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"page folder not found: {folder}")
-    pages = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    pages = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key
+    )
     if not pages:
         raise ValueError(f"{folder}: no page images ({', '.join(IMAGE_SUFFIXES)})")
     if not question.strip():

@@ -36,7 +36,9 @@ DATASET_NAME = "vtvqa"
 TASKS = ("t1s1", "t1s2", "t2")
 SPLITS = ("train", "val", "test")
 # e.g. ViteVQA_0.0.2_t1s1train.json, ViteVQA_0.0.2_t2extra.json, ViteVQA_0.0.2_t2extratrain.json
-_FILE_RE = re.compile(r"_(?P<task>t1s1|t1s2|t2)(?P<extra>extra)?(?P<split>train|val|test)?\.json$", re.IGNORECASE)
+_FILE_RE = re.compile(
+    r"_(?P<task>t1s1|t1s2|t2)(?P<extra>extra)?(?P<split>train|val|test)?\.json$", re.IGNORECASE
+)
 _VIDEO_ID_RE = re.compile(r"^\d{5}$")
 _LOGGED_PER_REASON = 5  # log the first few skips of each kind; the counts carry the rest
 
@@ -84,7 +86,10 @@ class SkipCounter:
             try:
                 sample = parse(item)
                 if sample.sample_id in seen:
-                    self.add("duplicate_id", f"item {pos}: {id_key} {sample.meta.get(id_key)} seen before; keeping the first")
+                    self.add(
+                        "duplicate_id",
+                        f"item {pos}: {id_key} {sample.meta.get(id_key)} seen before; keeping the first",
+                    )
                     continue
                 seen.add(sample.sample_id)
                 if finish is not None:
@@ -99,7 +104,11 @@ class SkipCounter:
         for reason, n in sorted(self.counts.items()):
             if n > _LOGGED_PER_REASON:
                 self.log.warning(
-                    "%s: %d items skipped for %s (first %d logged)", self.source, n, reason, _LOGGED_PER_REASON
+                    "%s: %d items skipped for %s (first %d logged)",
+                    self.source,
+                    n,
+                    reason,
+                    _LOGGED_PER_REASON,
                 )
         return dict(self.counts)
 
@@ -121,7 +130,9 @@ def resolve_split_file(root: Path, split_file: str | Path) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise ValueError(f"annotation file not found: {split_file} (looked at {', '.join(str(c) for c in candidates)})")
+    raise ValueError(
+        f"annotation file not found: {split_file} (looked at {', '.join(str(c) for c in candidates)})"
+    )
 
 
 def task_and_split(path: Path, task: str | None = None, split: str | None = None) -> tuple[str, str]:
@@ -145,7 +156,9 @@ def task_and_split(path: Path, task: str | None = None, split: str | None = None
 def _read_annotations(path: Path) -> list[Any]:
     doc = load_json_file(path, "annotation file")
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: top level must be a JSON object with a 'data' list, got {type(doc).__name__}")
+        raise ValueError(
+            f"{path}: top level must be a JSON object with a 'data' list, got {type(doc).__name__}"
+        )
     if "data" not in doc:
         raise ValueError(f"{path}: top-level key 'data' is missing (keys: {sorted(doc)[:10]})")
     if not isinstance(doc["data"], list):
@@ -225,7 +238,9 @@ def _answers(item: dict[str, Any], allow_missing: bool) -> list[str]:
     if value is None or value == []:
         if allow_missing:
             return []
-        raise SkipItem("missing_answers", "no answers (test split? pass allow_missing_answers=True to predict)")
+        raise SkipItem(
+            "missing_answers", "no answers (test split? pass allow_missing_answers=True to predict)"
+        )
     if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
         raise SkipItem("malformed_item:answers", f"answers must be a list of strings, got {value!r:.80}")
     answers = [a.strip() for a in value]
@@ -241,15 +256,15 @@ def _source_field(item: dict[str, Any], key: str) -> str:
     return value.strip()
 
 
-def parse_item(
-    item: Any, tag: str, split: str, allow_missing_answers: bool = False
-) -> tuple[Sample, str]:
+def parse_item(item: Any, tag: str, split: str, allow_missing_answers: bool = False) -> tuple[Sample, str]:
     """One annotation item → (Sample with `video` unset, video_id). Raises SkipItem."""
     if not isinstance(item, dict):
         raise SkipItem("malformed_item:type", f"item must be an object, got {type(item).__name__}")
     question = _require(item, "question")
     if not isinstance(question, str) or not question.strip():
-        raise SkipItem("malformed_item:question", f"question must be a non-empty string, got {question!r:.80}")
+        raise SkipItem(
+            "malformed_item:question", f"question must be a non-empty string, got {question!r:.80}"
+        )
     qid = _question_id(item)
     video_id = _require(item, "video_id")
     if not isinstance(video_id, str) or not _VIDEO_ID_RE.match(video_id):
@@ -315,7 +330,10 @@ def load_m4vitevqa(
         sample.video = relative_posix(video, root)
 
     samples = skips.collect(
-        items, lambda item: parse_item(item, tag, split, allow_missing_answers)[0], "question_id", resolve_video
+        items,
+        lambda item: parse_item(item, tag, split, allow_missing_answers)[0],
+        "question_id",
+        resolve_video,
     )
     counts = skips.summary()
     log.info("%s: %d samples, %d skipped", path, len(samples), sum(counts.values()))

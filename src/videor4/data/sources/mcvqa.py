@@ -69,7 +69,9 @@ def _answer_letter(answer: Any, options: list[str]) -> str:
     for letter, option in zip(letters, options):
         if option.strip().lower() == text.lower():
             return letter
-    raise SkipItem("malformed_item:answer", f"answer {text!r:.60} is neither an option letter nor an option's text")
+    raise SkipItem(
+        "malformed_item:answer", f"answer {text!r:.60} is neither an option letter nor an option's text"
+    )
 
 
 def parse_item(item: Any, pos: int, dataset: str, split: str) -> tuple[Sample, str]:
@@ -78,13 +80,21 @@ def parse_item(item: Any, pos: int, dataset: str, split: str) -> tuple[Sample, s
         raise SkipItem("malformed_item:type", f"item must be an object, got {type(item).__name__}")
     question = item.get("question")
     if not isinstance(question, str) or not question.strip():
-        raise SkipItem("malformed_item:question", f"question must be a non-empty string, got {question!r:.60}")
+        raise SkipItem(
+            "malformed_item:question", f"question must be a non-empty string, got {question!r:.60}"
+        )
     video = _first(item, _VIDEO_KEYS)
     if not isinstance(video, (str, int)):
         raise SkipItem("malformed_item:video", f"no video ({' / '.join(_VIDEO_KEYS)})")
     options = _first(item, _OPTION_KEYS)
-    if not isinstance(options, list) or not 2 <= len(options) <= len(OPTION_LETTERS) or not all(isinstance(o, str) for o in options):
-        raise SkipItem("malformed_item:options", f"options must be 2..{len(OPTION_LETTERS)} strings, got {options!r:.80}")
+    if (
+        not isinstance(options, list)
+        or not 2 <= len(options) <= len(OPTION_LETTERS)
+        or not all(isinstance(o, str) for o in options)
+    ):
+        raise SkipItem(
+            "malformed_item:options", f"options must be 2..{len(OPTION_LETTERS)} strings, got {options!r:.80}"
+        )
     options = [_LABEL.sub("", o, count=1).strip() for o in options]
     letter = _answer_letter(item.get("answer"), options)
     qid = str(_first(item, _ID_KEYS) if _first(item, _ID_KEYS) is not None else pos)
