@@ -36,7 +36,9 @@ REPORTS = "reports/eval"
 
 
 def _git_show(rev: str, path: str) -> str:
-    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def _cached(md5: str) -> Path:
@@ -51,7 +53,10 @@ def reports_at(rev: str) -> dict[str, Path]:
         raise SystemExit(f"{rev}: dvc.lock has no {REPORTS} out")
     manifest = _cached(outs[0]["md5"])
     if not manifest.exists():
-        raise SystemExit(f"{rev}: {REPORTS} is not in the DVC cache ({manifest}); run `dvc pull` or `dvc checkout` at that revision")
+        raise SystemExit(
+            f"{rev}: {REPORTS} is not in the DVC cache ({manifest}); "
+            "run `dvc pull` or `dvc checkout` at that revision"
+        )
     return {entry["relpath"]: _cached(entry["md5"]) for entry in json.loads(manifest.read_text())}
 
 
@@ -63,9 +68,14 @@ def why_wrong(row: dict, sample: dict, margin: float) -> str:
         return "wrong_" + sample["question_kind"]
     trajectory = Trajectory.from_dict(row["trajectory"])
     if phrase_reading(trajectory.final_text or "") in {e["text"] for e in sample["evidence"]}:
-        return "right_reading_wrong_option" if sample["problem_type"] == "multiple_choice" else "right_reading_copied_wrong"
+        return (
+            "right_reading_wrong_option"
+            if sample["problem_type"] == "multiple_choice"
+            else "right_reading_copied_wrong"
+        )
     crops = [  # the well-formed crop calls' boxes
-        s.tool_call.arguments["bbox_2d"] for s in trajectory.steps
+        s.tool_call.arguments["bbox_2d"]
+        for s in trajectory.steps
         if s.tool_call is not None and s.tool_call.name == "cropping" and check_arguments(s.tool_call) is None
     ]
     covered = any(crop_covers(box, e["bbox"], margin) for box in crops for e in sample["evidence"])
@@ -74,7 +84,9 @@ def why_wrong(row: dict, sample: dict, margin: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before", required=True, help="git revision whose dvc.lock names the earlier eval reports")
+    ap.add_argument(
+        "--before", required=True, help="git revision whose dvc.lock names the earlier eval reports"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/records/compare_runs.json")
     args = ap.parse_args()
     samples = load(ROOT / "data/built/samples_test.jsonl")
@@ -101,8 +113,11 @@ def main() -> None:
         d = paired_difference([a[i]["acc"] for i in ids], [b[i]["acc"] for i in ids])
         entry["after_minus_before"] = {"difference": d.difference, "ci95": [d.low, d.high], "p": d.p_value}
         results["checkpoints"][f"{checkpoint}.{mode}"] = entry
-        print(f"{checkpoint:8s} {mode:12s} {100 * entry['before']['acc']:5.1f} -> {100 * entry['after']['acc']:5.1f}  "
-              f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] p {d.p_value:.3f}")
+        print(
+            f"{checkpoint:8s} {mode:12s} {100 * entry['before']['acc']:5.1f} -> "
+            f"{100 * entry['after']['acc']:5.1f}  "
+            f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] p {d.p_value:.3f}"
+        )
     now = ROOT / "metrics/pretrain.json"
     results["pretrain"] = {
         "before": json.loads(_git_show(args.before, "metrics/pretrain.json")),

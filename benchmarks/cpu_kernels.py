@@ -43,9 +43,19 @@ def run_stage(level: str, steps: int, work: Path) -> dict:
     (work / "params.yaml").write_text(yaml.safe_dump(scratch_params(level, steps, work), sort_keys=False))
     out = work / "pretrain"
     cmd = [
-        sys.executable, str(ROOT / "stages/pretrain.py"), "pretrain", "--init", str(ROOT / "models/base"),
-        "--out", str(out), "--metrics", str(work / "metrics.json"), "--curve", str(work / "curve.json"),
-        "--held-out-report", str(work / "held_out.jsonl"),
+        sys.executable,
+        str(ROOT / "stages/pretrain.py"),
+        "pretrain",
+        "--init",
+        str(ROOT / "models/base"),
+        "--out",
+        str(out),
+        "--metrics",
+        str(work / "metrics.json"),
+        "--curve",
+        str(work / "curve.json"),
+        "--held-out-report",
+        str(work / "held_out.jsonl"),
     ]
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)

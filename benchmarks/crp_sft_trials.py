@@ -30,10 +30,17 @@ VARIANTS = {
     "lr_3e-4": {"changes": {"sft.crp.learning_rate": 0.0003}},
     "epochs_4": {"changes": {"sft.crp.epochs": 4}},
     "replay_drp": {"changes": {}, "data": ["data/built/sft_crp.jsonl", "data/built/sft_drp.jsonl"]},
-    "replay_drp_epochs_4": {"changes": {"sft.crp.epochs": 4}, "data": ["data/built/sft_crp.jsonl", "data/built/sft_drp.jsonl"]},
+    "replay_drp_epochs_4": {
+        "changes": {"sft.crp.epochs": 4},
+        "data": ["data/built/sft_crp.jsonl", "data/built/sft_drp.jsonl"],
+    },
     # the data rebuilt with CRP's crops named in the frame as first shown, where pretraining's LOCATE
     # learnt to find text, instead of in the clipped frame
-    "crop_in_frame": {"changes": {"data.synthesis.crp_crop_target": "frame"}, "rebuild": True, "data": ["built/sft_crp.jsonl"]},
+    "crop_in_frame": {
+        "changes": {"data.synthesis.crp_crop_target": "frame"},
+        "rebuild": True,
+        "data": ["built/sft_crp.jsonl"],
+    },
 }
 
 
@@ -42,8 +49,21 @@ def run_variant(name: str, spec: dict, work: Path, env: dict[str, str]) -> tuple
     repo = scratch_repo(work, name, spec["changes"])
     if spec.get("rebuild"):  # build_data's own code with the changed params, into the scratch copy
         subprocess.run(
-            [sys.executable, "stages/build_data.py", "--videos", "data/synthetic", "--out", "built", "--metrics", "built.metrics.json"],
-            cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "stages/build_data.py",
+                "--videos",
+                "data/synthetic",
+                "--out",
+                "built",
+                "--metrics",
+                "built.metrics.json",
+            ],
+            cwd=repo,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     sources = spec.get("data", ["data/built/sft_crp.jsonl"])
     data = work / f"{name}.jsonl"
@@ -51,10 +71,29 @@ def run_variant(name: str, spec: dict, work: Path, env: dict[str, str]) -> tuple
         for f in sources:
             out.write(((repo if spec.get("rebuild") else ROOT) / f).read_bytes())
     ckpt = work / f"{name}-crp_sft"
-    train = ["stages/sft.py", "crp_sft", "--init", "models/rl_d", "--data", str(data), "--held-out", "data/built/samples_test.jsonl",
-             "--out", str(ckpt), "--metrics", str(work / f"{name}.metrics.json"), "--curve", str(work / f"{name}.curve.json")]
-    return train_and_evaluate(repo, work, name, train, ckpt, env), {"changes": spec["changes"], "data": sources}
+    train = [
+        "stages/sft.py",
+        "crp_sft",
+        "--init",
+        "models/rl_d",
+        "--data",
+        str(data),
+        "--held-out",
+        "data/built/samples_test.jsonl",
+        "--out",
+        str(ckpt),
+        "--metrics",
+        str(work / f"{name}.metrics.json"),
+        "--curve",
+        str(work / f"{name}.curve.json"),
+    ]
+    return train_and_evaluate(repo, work, name, train, ckpt, env), {
+        "changes": spec["changes"],
+        "data": sources,
+    }
 
 
 if __name__ == "__main__":
-    run_trials(__doc__, ROOT / "benchmarks/records/crp_sft_trials.json", ("crp_sft", "rl_d"), VARIANTS, run_variant)
+    run_trials(
+        __doc__, ROOT / "benchmarks/records/crp_sft_trials.json", ("crp_sft", "rl_d"), VARIANTS, run_variant
+    )

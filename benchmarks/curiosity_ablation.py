@@ -61,14 +61,22 @@ def main() -> None:
         default = Path(tmp) / "default"
         shutil.copytree(repo / "reports/eval", default)
         started = time.perf_counter()
-        subprocess.run(["dvc", "exp", "run", "-n", "no-curiosity", "-S", "reward.lambda_cur=0.0"], cwd=repo, check=True)
+        subprocess.run(
+            ["dvc", "exp", "run", "-n", "no-curiosity", "-S", "reward.lambda_cur=0.0"], cwd=repo, check=True
+        )
         seconds = time.perf_counter() - started
-        result: dict = {"experiment": "dvc exp run -S reward.lambda_cur=0.0", "seconds": seconds, "checkpoints": {}}
+        result: dict = {
+            "experiment": "dvc exp run -S reward.lambda_cur=0.0",
+            "seconds": seconds,
+            "checkpoints": {},
+        }
         for checkpoint in CHECKPOINTS:
             with_cur, without = load(default, checkpoint), load(repo / "reports/eval", checkpoint)
             diff = paired_difference(
-                [r["acc"] for r in without], [r["acc"] for r in with_cur],
-                [r["sample_id"] for r in without], [r["sample_id"] for r in with_cur],
+                [r["acc"] for r in without],
+                [r["acc"] for r in with_cur],
+                [r["sample_id"] for r in without],
+                [r["sample_id"] for r in with_cur],
             )
             result["checkpoints"][checkpoint] = {
                 "with_curiosity": summary(with_cur),
@@ -77,15 +85,23 @@ def main() -> None:
             }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| checkpoint | λ_cur | Acc (rumination) [95 % CI] | clip / crop calls per question | used a tool |")
+    print(
+        "| checkpoint | λ_cur | Acc (rumination) [95 % CI] | clip / crop calls per question | used a tool |"
+    )
     print("|---|---|---:|---:|---:|")
     for checkpoint, row in result["checkpoints"].items():
         for label, key in (("1.0", "with_curiosity"), ("0.0", "without_curiosity")):
             s = row[key]
-            print(f"| {checkpoint} | {label} | {100 * s['acc']:.1f} [{100 * s['acc_ci'][0]:.1f}, {100 * s['acc_ci'][1]:.1f}] (n={s['n']}) "
-                  f"| {s['clip_calls']:.2f} / {s['crop_calls']:.2f} | {100 * s['used_a_tool']:.0f} % |")
+            print(
+                f"| {checkpoint} | {label} | {100 * s['acc']:.1f} "
+                f"[{100 * s['acc_ci'][0]:.1f}, {100 * s['acc_ci'][1]:.1f}] (n={s['n']}) "
+                f"| {s['clip_calls']:.2f} / {s['crop_calls']:.2f} | {100 * s['used_a_tool']:.0f} % |"
+            )
         d = row["without_minus_with"]
-        print(f"| {checkpoint} | 0.0 − 1.0 | {100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}], p = {d['p']:.3f} | | |")
+        print(
+            f"| {checkpoint} | 0.0 − 1.0 | {100 * d['diff']:+.1f} "
+            f"[{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}], p = {d['p']:.3f} | | |"
+        )
     print(f"\nexperiment wall time: {seconds:.0f} s")
 
 

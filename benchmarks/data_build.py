@@ -69,7 +69,9 @@ def main() -> None:
             for _ in range(args.group):
                 load_frames(v, num_frames=8, cache=cache)
         results[f"frame_loads_{label}_seconds"] = time.perf_counter() - t
-    results["frame_cache_speedup"] = results["frame_loads_uncached_seconds"] / results["frame_loads_cached_seconds"]
+    results["frame_cache_speedup"] = (
+        results["frame_loads_uncached_seconds"] / results["frame_loads_cached_seconds"]
+    )
 
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}, indent=2))
     if args.out is None:

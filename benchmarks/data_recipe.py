@@ -44,7 +44,9 @@ def build(params: dict, out: Path, cache: Path) -> dict:
     cfg.ocr_cache_dir = ROOT / ".cache/ocr"  # OCR is not what is measured: reuse the pipeline's cache
     writer = thought_writer(data, cfg.cot)
     t = time.perf_counter()
-    metrics = build_datasets(load_source(data, ROOT / "data/synthetic"), cfg, validate=validate_dataset, writer=writer)
+    metrics = build_datasets(
+        load_source(data, ROOT / "data/synthetic"), cfg, validate=validate_dataset, writer=writer
+    )
     metrics["wall_seconds"] = round(time.perf_counter() - t, 1)
     if writer is not None:
         metrics["writer_generate_calls"] = writer.calls
@@ -54,7 +56,9 @@ def build(params: dict, out: Path, cache: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--writer", default="models/drp_sft", help="the writer model (a checkpoint folder or Hub id)")
+    ap.add_argument(
+        "--writer", default="models/drp_sft", help="the writer model (a checkpoint folder or Hub id)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/records/data_recipe.json")
     ap.add_argument("--only", nargs="*", default=None, help="run only these variants")
     args = ap.parse_args()
@@ -65,9 +69,17 @@ def main() -> None:
     variants = {
         "default": {},
         "detection": {"detection": {"model": "tiny", "cache_dir": str(work / "det")}},
-        "detection_fallback": {"detection": {"model": "tiny", "cache_dir": str(work / "det")}, "ocr": {"min_anls": 1.01}},
-        "writer": {"cot": {"writer": "model", "model": str(ROOT / args.writer) if (ROOT / args.writer).exists() else args.writer,
-                           "cache_dir": str(work / "cot")}},
+        "detection_fallback": {
+            "detection": {"model": "tiny", "cache_dir": str(work / "det")},
+            "ocr": {"min_anls": 1.01},
+        },
+        "writer": {
+            "cot": {
+                "writer": "model",
+                "model": str(ROOT / args.writer) if (ROOT / args.writer).exists() else args.writer,
+                "cache_dir": str(work / "cot"),
+            }
+        },
     }
     results = {}
     for name, change in variants.items():
@@ -78,15 +90,31 @@ def main() -> None:
             params["data"][section] = {**params["data"].get(section, {}), **values}
         params["data"]["review"]["decisions"] = None  # the build as synthesized, before people look
         metrics = build(params, work / name, work)
-        keep = ("evidence_origin", "dropped", "n_drp", "n_crp", "n_samples_train", "detection_gt_boxes",
-                "detection_gt_iou50", "detection_gt_cover", "thoughts", "writer_generate_calls",
-                "writer_prompts_generated", "seconds", "wall_seconds")
+        keep = (
+            "evidence_origin",
+            "dropped",
+            "n_drp",
+            "n_crp",
+            "n_samples_train",
+            "detection_gt_boxes",
+            "detection_gt_iou50",
+            "detection_gt_cover",
+            "thoughts",
+            "writer_generate_calls",
+            "writer_prompts_generated",
+            "seconds",
+            "wall_seconds",
+        )
         results[name] = {k: metrics[k] for k in keep if k in metrics}
         print(name, json.dumps(results[name]), flush=True)
     if "writer" in results and "default" in results:
-        results["writer_extra_seconds"] = round(results["writer"]["wall_seconds"] - results["default"]["wall_seconds"], 1)
+        results["writer_extra_seconds"] = round(
+            results["writer"]["wall_seconds"] - results["default"]["wall_seconds"], 1
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"params": "params.yaml", "writer": args.writer, "results": results}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"params": "params.yaml", "writer": args.writer, "results": results}, indent=2) + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -17,7 +17,14 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRETRAIN_KEYS = ("read_acc", "read_acc_ci95", "read_lowres_acc", "read_clip_acc", "locate_cover", "locate_clip_cover")
+PRETRAIN_KEYS = (
+    "read_acc",
+    "read_acc_ci95",
+    "read_lowres_acc",
+    "read_clip_acc",
+    "locate_cover",
+    "locate_clip_cover",
+)
 BUILD_KEYS = ("n_videos", "n_samples_train", "n_samples_test", "n_drp", "n_crp", "n_rl_d", "n_rl_c")
 
 
@@ -34,21 +41,28 @@ def summarize(repo: Path) -> dict:
             for mode in ("rumination", "single_pass")
         }
         checkpoints[name]["rumination_by_kind"] = {
-            kind: {k: v["rumination"][k] for k in ("acc", "acc_ci", "n")} for kind, v in cell["by_kind"].items()
+            kind: {k: v["rumination"][k] for k in ("acc", "acc_ci", "n")}
+            for kind, v in cell["by_kind"].items()
         }
     return {
         "build_data": {k: build[k] for k in BUILD_KEYS},
         "pretrain": {k: pretrain.get(k) for k in PRETRAIN_KEYS},
         "checkpoints": checkpoints,
-        "stage_vs_init_rumination_acc": {k: v["rumination"]["acc"] for k, v in comparisons["stage_vs_init"].items()},
-        "rumination_vs_single_pass_acc": {k: v["acc"] for k, v in comparisons["rumination_vs_single_pass"].items()},
+        "stage_vs_init_rumination_acc": {
+            k: v["rumination"]["acc"] for k, v in comparisons["stage_vs_init"].items()
+        },
+        "rumination_vs_single_pass_acc": {
+            k: v["acc"] for k, v in comparisons["rumination_vs_single_pass"].items()
+        },
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--name", required=True)
-    ap.add_argument("--setting", action="append", default=[], help="a -S key=value the experiment ran with (recorded)")
+    ap.add_argument(
+        "--setting", action="append", default=[], help="a -S key=value the experiment ran with (recorded)"
+    )
     ap.add_argument("--repo", type=Path, default=ROOT)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -60,9 +74,15 @@ def main() -> None:
     print("|---|---:|---:|")
     for name, row in result["checkpoints"].items():
         r, s = row["rumination"], row["single_pass"]
-        print(f"| {name} | {100 * r['acc']:.1f} [{100 * r['acc_ci'][0]:.1f}, {100 * r['acc_ci'][1]:.1f}] (n={r['n']}) | {100 * s['acc']:.1f} |")
+        print(
+            f"| {name} | {100 * r['acc']:.1f} [{100 * r['acc_ci'][0]:.1f}, {100 * r['acc_ci'][1]:.1f}] "
+            f"(n={r['n']}) | {100 * s['acc']:.1f} |"
+        )
     for pair, diff in result["stage_vs_init_rumination_acc"].items():
-        print(f"{pair}: {100 * diff['diff']:+.1f} [{100 * diff['ci'][0]:+.1f}, {100 * diff['ci'][1]:+.1f}], p = {diff['p']:.3f}")
+        print(
+            f"{pair}: {100 * diff['diff']:+.1f} "
+            f"[{100 * diff['ci'][0]:+.1f}, {100 * diff['ci'][1]:+.1f}], p = {diff['p']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Wall time of every stage of a full `dvc repro` from a fresh clone, and of the no-op repro after it.
 
-    python benchmarks/pipeline_timing.py [--fresh-env] [--keep DIR] [--out benchmarks/results/pipeline_timing.json]
+    python benchmarks/pipeline_timing.py [--fresh-env] [--keep DIR]
+        [--out benchmarks/results/pipeline_timing.json]
 
 Clones the committed HEAD of this repository into a temporary folder (no outputs, no DVC
 cache, no MLflow store), runs the README's main command there — `make pipeline`, which with
@@ -29,12 +30,16 @@ STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 REPRO_DONE = re.compile(r"^(Updating lock file|Use `dvc push`|To track the changes with git)")
 
 
-def timed_run(cmd: list[str], cwd: Path, env: dict[str, str], log) -> tuple[float, list[tuple[str, float]], float | None]:
+def timed_run(
+    cmd: list[str], cwd: Path, env: dict[str, str], log
+) -> tuple[float, list[tuple[str, float]], float | None]:
     """(total seconds, [(stage, start offset)], offset where dvc repro finished) of a streamed command."""
     started = time.perf_counter()
     stages: list[tuple[str, float]] = []
     repro_end = None
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         now = time.perf_counter() - started
@@ -51,7 +56,9 @@ def timed_run(cmd: list[str], cwd: Path, env: dict[str, str], log) -> tuple[floa
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--fresh-env", action="store_true", help="create the virtualenv in the clone too (a fresh machine)")
+    ap.add_argument(
+        "--fresh-env", action="store_true", help="create the virtualenv in the clone too (a fresh machine)"
+    )
     ap.add_argument("--keep", type=Path, help="clone here and keep it (default: a temporary folder, removed)")
     ap.add_argument("--cache-dir", type=Path, help="DVC cache for the clone (default: its own, empty)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/pipeline_timing.json")
@@ -61,11 +68,17 @@ def main() -> None:
     clone = work / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     if args.cache_dir:
-        subprocess.run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(args.cache_dir.resolve())], cwd=clone, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "cache", "dir", "--local", str(args.cache_dir.resolve())],
+            cwd=clone,
+            check=True,
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VIRTUAL_ENV"))}
     if not args.fresh_env:  # reuse this checkout's environment: only the pipeline is timed
         (clone / ".venv").symlink_to(ROOT / ".venv")
-        (ROOT / ".venv/.installed").touch(exist_ok=True)  # newer than the clone's pyproject.toml: make installs nothing
+        (ROOT / ".venv/.installed").touch(
+            exist_ok=True
+        )  # newer than the clone's pyproject.toml: make installs nothing
         env["PYTHONPATH"] = str(clone / "src")  # the clone's code, not this checkout's editable install
     env["PATH"] = f"{clone / '.venv/bin'}:{env['PATH']}"
     log_path = work / "pipeline.log"
@@ -88,7 +101,9 @@ def main() -> None:
         "make_pipeline_seconds": round(total, 1),
         "noop_repro_seconds": round(noop_total, 1),
         "cpus": os.cpu_count(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True
+        ).stdout.strip(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

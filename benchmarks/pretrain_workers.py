@@ -37,18 +37,30 @@ def run(workers: int, steps: int, work: Path) -> dict:
     pretrain_module.trainer_arguments = with_workers
     try:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        settings = dataclasses.replace(pretrain_module.pretrain_settings(params), steps=steps, save_steps=10 * steps)
+        settings = dataclasses.replace(
+            pretrain_module.pretrain_settings(params), steps=steps, save_steps=10 * steps
+        )
         out = work / f"workers{workers}"
         started = time.perf_counter()
         metrics, _ = pretrain_module.pretrain(
-            ROOT / "models/base", out, work / f"workers{workers}_work",
-            synthetic_config(params), vision_config(params), model_config(params), settings,
+            ROOT / "models/base",
+            out,
+            work / f"workers{workers}_work",
+            synthetic_config(params),
+            vision_config(params),
+            model_config(params),
+            settings,
         )
         seconds = time.perf_counter() - started
     finally:
         pretrain_module.trainer_arguments = shared
     weights = hashlib.md5((out / "model.safetensors").read_bytes()).hexdigest()
-    return {"workers": workers, "seconds": round(seconds, 1), "train_seconds": round(metrics["train_seconds"], 1), "md5": weights}
+    return {
+        "workers": workers,
+        "seconds": round(seconds, 1),
+        "train_seconds": round(metrics["train_seconds"], 1),
+        "md5": weights,
+    }
 
 
 def main() -> None:
@@ -61,7 +73,10 @@ def main() -> None:
     result = {"steps": args.steps, "runs": rows, "same_bytes": rows[0]["md5"] == rows[1]["md5"]}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for row in rows:
-        print(f"dataloader workers {row['workers']}: {row['train_seconds']} s training, {row['seconds']} s in all, md5 {row['md5']}")
+        print(
+            f"dataloader workers {row['workers']}: {row['train_seconds']} s training, "
+            f"{row['seconds']} s in all, md5 {row['md5']}"
+        )
     print(f"same checkpoint bytes: {result['same_bytes']}")
 
 

@@ -42,7 +42,9 @@ def listening(port: int) -> bool:
 
 def dvc(*args: str, cwd: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
     return time.perf_counter() - started
 
 
@@ -69,13 +71,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-           "DVC_NO_ANALYTICS": "1"}
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "DVC_NO_ANALYTICS": "1",
+    }
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-    server = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     clone = Path(tempfile.mkdtemp(prefix="videor4-roundtrip-"))
     try:
         deadline = time.monotonic() + 60
@@ -83,15 +95,26 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("moto_server did not start")
             time.sleep(0.2)
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
-                     aws_secret_access_key="bench").create_bucket(Bucket=BUCKET)
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        ).create_bucket(Bucket=BUCKET)
         add_remote(ROOT, endpoint, env)
         push = dvc("push", "-r", REMOTE, cwd=ROOT, env=env)
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone / "repo")], check=True)
         add_remote(clone / "repo", endpoint, env)
         pull = dvc("pull", "-r", REMOTE, cwd=clone / "repo", env=env)
-        status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=clone / "repo", env=env,
-                                capture_output=True, text=True, check=True).stdout
+        status = subprocess.run(
+            [sys.executable, "-m", "dvc", "status"],
+            cwd=clone / "repo",
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         files, size = recorded_outputs(ROOT / "dvc.lock")
         result = {
             "outputs_files": files,
@@ -103,10 +126,19 @@ def main() -> None:
             "clone_status_clean": "up to date" in status,
         }
     finally:
-        subprocess.run([sys.executable, "-m", "dvc", "remote", "remove", "--local", REMOTE], cwd=ROOT, env=env,
-                       capture_output=True, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "remote", "remove", "--local", REMOTE],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(clone, ignore_errors=True)
-        procs = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)] if server.poll() is None else []
+        procs = (
+            [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+            if server.poll() is None
+            else []
+        )
         for proc in procs:
             proc.terminate()
         psutil.wait_procs(procs, timeout=10)

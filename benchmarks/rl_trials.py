@@ -1,4 +1,5 @@
-"""RL stage variants against the pipeline's own RL checkpoint and the SFT one it starts from, on the same test questions.
+"""RL stage variants against the pipeline's own RL checkpoint and the SFT one it starts from, \
+on the same test questions.
 
     python benchmarks/rl_trials.py [--stage rl_d|rl_c] [--only NAME ...] [--out FILE]
 
@@ -27,27 +28,51 @@ from trial_repo import run_trials, scratch_repo, train_and_evaluate  # noqa: E40
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = {  # stage: (checkpoint it starts from, results file, variants)
-    "rl_d": ("drp_sft", "rl_trials.json", {
-        "steps_48": {"rl.rl_d.steps": 48},  # every prompt about once (48 x 4 = 192 of 156)
-        "steps_96": {"rl.rl_d.steps": 96},  # about twice
-    }),
-    "rl_c": ("crp_sft", "rl_c_trials.json", {
-        "steps_48": {"rl.rl_c.steps": 48},
-        "steps_96": {"rl.rl_c.steps": 96},
-    }),
+    "rl_d": (
+        "drp_sft",
+        "rl_trials.json",
+        {
+            "steps_48": {"rl.rl_d.steps": 48},  # every prompt about once (48 x 4 = 192 of 156)
+            "steps_96": {"rl.rl_d.steps": 96},  # about twice
+        },
+    ),
+    "rl_c": (
+        "crp_sft",
+        "rl_c_trials.json",
+        {
+            "steps_48": {"rl.rl_c.steps": 48},
+            "steps_96": {"rl.rl_c.steps": 96},
+        },
+    ),
 }
 
 
 def variant_runner(stage: str, init: str):
     def run_variant(name: str, changes: dict, work: Path, env: dict[str, str]) -> tuple[Path, dict]:
-        """Train and evaluate one variant in a scratch copy of the repo: (its predictions, what it changed and the stage's metrics)."""
+        """Train and evaluate one variant in a scratch copy of the repo: (its predictions, what it
+        changed and the stage's metrics)."""
         repo = scratch_repo(work, name, changes)
         ckpt = work / f"{name}-{stage}"
         metrics = work / f"{name}.metrics.json"
-        train = ["stages/rl.py", stage, "--init", f"models/{init}", "--data", f"data/built/{stage}.jsonl", "--held-out", "data/built/samples_test.jsonl",
-                 "--out", str(ckpt), "--metrics", str(metrics), "--curve", str(work / f"{name}.curve.json")]
+        train = [
+            "stages/rl.py",
+            stage,
+            "--init",
+            f"models/{init}",
+            "--data",
+            f"data/built/{stage}.jsonl",
+            "--held-out",
+            "data/built/samples_test.jsonl",
+            "--out",
+            str(ckpt),
+            "--metrics",
+            str(metrics),
+            "--curve",
+            str(work / f"{name}.curve.json"),
+        ]
         predictions = train_and_evaluate(repo, work, name, train, ckpt, env)
         return predictions, {"changes": changes, "rl_metrics": json.loads(metrics.read_text())}
+
     return run_variant
 
 
@@ -56,4 +81,11 @@ if __name__ == "__main__":
     stage_arg.add_argument("--stage", choices=sorted(STAGES), default="rl_d")
     stage = stage_arg.parse_known_args()[0].stage
     init, results, variants = STAGES[stage]
-    run_trials(__doc__, ROOT / "benchmarks/records" / results, (stage, init), variants, variant_runner(stage, init), parents=(stage_arg,))
+    run_trials(
+        __doc__,
+        ROOT / "benchmarks/records" / results,
+        (stage, init),
+        variants,
+        variant_runner(stage, init),
+        parents=(stage_arg,),
+    )

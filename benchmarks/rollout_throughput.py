@@ -83,7 +83,9 @@ def main() -> None:
         "group": args.group,
         "batched": batched,
         "one_at_a_time": single,
-        "speedup_rollouts_per_second": round(batched["rollouts_per_second"] / single["rollouts_per_second"], 2),
+        "speedup_rollouts_per_second": round(
+            batched["rollouts_per_second"] / single["rollouts_per_second"], 2
+        ),
     }
     print(json.dumps(report, indent=2))
 

@@ -50,7 +50,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="videor4-sft-bench-") as tmp:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        metrics, _ = train_sft(args.data, args.init, Path(tmp) / "out", Path(tmp) / "work", model_config(params), settings)
+        metrics, _ = train_sft(
+            args.data, args.init, Path(tmp) / "out", Path(tmp) / "work", model_config(params), settings
+        )
     report = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "threads": torch.get_num_threads(),
@@ -62,7 +64,9 @@ def main() -> None:
         "steps_per_second": round(metrics["steps"] / metrics["train_seconds"], 3),
         "tokens_per_second": round(metrics["train_tokens_per_second"], 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_cuda_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+        "peak_cuda_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        if torch.cuda.is_available()
+        else None,
         "bf16": metrics["bf16"],
     }
     print(json.dumps(report, indent=2))

@@ -27,7 +27,13 @@ def scratch_repo(work: Path, name: str, changes: dict) -> Path:
     """`work/name`: the repository without its outputs and caches, `data` and `models` linked to the
     workspace's, params.yaml with `changes` ({"section.key": value}) applied."""
     repo = work / name
-    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", ".dvc", "mlruns", "mlartifacts", "mlflow.db", ".cache", "models", "reports", "data"))
+    shutil.copytree(
+        ROOT,
+        repo,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".dvc", "mlruns", "mlartifacts", "mlflow.db", ".cache", "models", "reports", "data"
+        ),
+    )
     for link in ("data", "models"):
         (repo / link).symlink_to(ROOT / link)
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -53,13 +59,20 @@ def summary(records: dict[str, dict], kinds: dict[str, str]) -> dict:
     for i in ids:
         by_kind[kinds[i]].append(records[i]["acc"])
     return {
-        "n": len(acc), "acc": ci.value, "wilson95": [ci.low, ci.high],
+        "n": len(acc),
+        "acc": ci.value,
+        "wilson95": [ci.low, ci.high],
         "by_kind": {k: {"n": len(v), "acc": sum(v) / len(v)} for k, v in sorted(by_kind.items())},
     }
 
 
 def trial_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
 
 
 def question_kinds() -> dict[str, str]:
@@ -67,17 +80,37 @@ def question_kinds() -> dict[str, str]:
     return {i: s["question_kind"] for i, s in load(ROOT / "data/built/samples_test.jsonl").items()}
 
 
-def train_and_evaluate(repo: Path, work: Path, name: str, train: list[str], checkpoint: Path, env: dict[str, str]) -> Path:
+def train_and_evaluate(
+    repo: Path, work: Path, name: str, train: list[str], checkpoint: Path, env: dict[str, str]
+) -> Path:
     """Run a stage's training command in the scratch repo, then `video-r4 eval` (rumination, the
     synthetic test split) on its checkpoint; returns the predictions file."""
-    quiet = {"cwd": repo, "env": env, "check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    quiet = {
+        "cwd": repo,
+        "env": env,
+        "check": True,
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+    }
     started = time.perf_counter()
     subprocess.run([sys.executable, *train], **quiet)
     seconds = time.perf_counter() - started
     predictions = work / f"{name}.predictions.jsonl"
     subprocess.run(
-        [str(Path(sys.executable).parent / "video-r4"), "eval", "--model", str(checkpoint), "--set", "synthetic",
-         "--root", "data/built", "--mode", "rumination", "--predictions", str(predictions)],
+        [
+            str(Path(sys.executable).parent / "video-r4"),
+            "eval",
+            "--model",
+            str(checkpoint),
+            "--set",
+            "synthetic",
+            "--root",
+            "data/built",
+            "--mode",
+            "rumination",
+            "--predictions",
+            str(predictions),
+        ],
         **quiet,
     )
     print(f"{name}: trained in {seconds:.0f} s", file=sys.stderr)
@@ -94,9 +127,14 @@ def scored(records: dict[str, dict], kinds: dict[str, str], references: dict[str
     return entry
 
 
-def run_trials(doc: str, default_out: Path, references: tuple[str, ...], variants: dict[str, Any],
-               run_one: Callable[[str, Any, Path, dict[str, str]], tuple[Path, dict]],
-               parents: tuple[argparse.ArgumentParser, ...] = ()) -> None:
+def run_trials(
+    doc: str,
+    default_out: Path,
+    references: tuple[str, ...],
+    variants: dict[str, Any],
+    run_one: Callable[[str, Any, Path, dict[str, str]], tuple[Path, dict]],
+    parents: tuple[argparse.ArgumentParser, ...] = (),
+) -> None:
     """A trial benchmark's command line: each variant (or those `--only` names) is run by
     `run_one(name, spec, work, env)` → (its predictions, extra fields for its entry), scored
     against the pipeline's `references` on the same questions, and merged into `--out` (a run of

@@ -42,7 +42,7 @@ def pattern_frames(n: int = 16, width: int = 320, height: int = 192) -> list[np.
         img = np.zeros((height, width, 3), np.uint8)
         img[..., 0] = (xs * 255 // width).astype(np.uint8)
         img[..., 1] = (ys * 255 // height).astype(np.uint8)
-        img[..., 2] = (i * 255 // max(n - 1, 1))
+        img[..., 2] = i * 255 // max(n - 1, 1)
         x = 10 + i * (width - 60) // max(n - 1, 1)
         img[80:120, x : x + 40] = 255
         frames.append(img)
@@ -56,16 +56,26 @@ def sample_video(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- a small built dataset and a tiny policy
 TINY_SPEC = {
-    "vocab_size": 1024, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 2, "num_key_value_heads": 1, "vision_hidden_size": 64,
-    "vision_intermediate_size": 128, "vision_depth": 2, "vision_num_heads": 2,
+    "vocab_size": 1024,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "vision_hidden_size": 64,
+    "vision_intermediate_size": 128,
+    "vision_depth": 2,
+    "vision_num_heads": 2,
 }
 SMALL_PARAMS = {
     "seed": 0,
     "synthetic": {"n_videos": 4, "num_frames": 24, "questions_per_video": 3, "test_fraction": 0.25},
     "vision": {
-        "num_frames": 6, "frame_max_pixels": 6272, "clip_max_pixels": 25088,
-        "crop_min_pixels": 12544, "crop_max_pixels": 50176,
+        "num_frames": 6,
+        "frame_max_pixels": 6272,
+        "clip_max_pixels": 25088,
+        "crop_min_pixels": 12544,
+        "crop_max_pixels": 50176,
     },
     "data": {"ocr": {"max_videos": 0}, "sizes": {"drp": 10, "crp": 10, "rl_d": 4, "rl_c": 4}},
 }
@@ -74,7 +84,13 @@ SMALL_PARAMS = {
 @pytest.fixture(scope="session")
 def small_built(tmp_path_factory) -> Path:
     """videos → data build (no OCR, for speed): the datasets SFT and RL read."""
-    from videor4.data.build import build_config, build_datasets, load_synthetic_source, make_synthetic_source, validate_dataset
+    from videor4.data.build import (
+        build_config,
+        build_datasets,
+        load_synthetic_source,
+        make_synthetic_source,
+        validate_dataset,
+    )
     from videor4.data.synthetic import synthetic_config
 
     root = tmp_path_factory.mktemp("small")
@@ -91,7 +107,9 @@ def tiny_dir(tmp_path_factory, small_built) -> Path:
     from videor4.policy.model import TinySpec, build_tiny_checkpoint
 
     out = tmp_path_factory.mktemp("tiny") / "base"
-    build_tiny_checkpoint(TinySpec(**TINY_SPEC), [small_built / "sft_drp.jsonl", small_built / "sft_crp.jsonl"], out)
+    build_tiny_checkpoint(
+        TinySpec(**TINY_SPEC), [small_built / "sft_drp.jsonl", small_built / "sft_crp.jsonl"], out
+    )
     return out
 
 
@@ -116,7 +134,9 @@ class Server:
     while it runs), never anything matched by name.
     """
 
-    def __init__(self, cmd: list[str], port: int, env: dict[str, str], log: Path, ready_timeout: float = 60.0) -> None:
+    def __init__(
+        self, cmd: list[str], port: int, env: dict[str, str], log: Path, ready_timeout: float = 60.0
+    ) -> None:
         import subprocess
         import time
 
@@ -124,7 +144,9 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self._log_fh = open(log, "wb")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + ready_timeout
         while not self._listening():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -179,16 +201,25 @@ class S3Server:
         """A boto3 S3 client signed with the server's good credentials."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
 
     def env(self, base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
         """`base` (default: this process's environment) set up to use this server with good credentials."""
         base = os.environ if base is None else base
         env = {k: v for k, v in base.items() if not k.startswith(("AWS_", "VIDEOR4_S3_", "MLFLOW_S3_"))}
         env.update(
-            AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key, AWS_DEFAULT_REGION="us-east-1",
-            AWS_ENDPOINT_URL=self.endpoint, AWS_EC2_METADATA_DISABLED="true", VIDEOR4_S3_BUCKET=self.bucket,
+            AWS_ACCESS_KEY_ID=self.access_key,
+            AWS_SECRET_ACCESS_KEY=self.secret_key,
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_ENDPOINT_URL=self.endpoint,
+            AWS_EC2_METADATA_DISABLED="true",
+            VIDEOR4_S3_BUCKET=self.bucket,
         )
         env.update(extra)
         return env
@@ -207,7 +238,9 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
     exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
     port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    server = Server([exe, "-H", "127.0.0.1", "-p", str(port)], port, env, tmp_path_factory.mktemp("moto") / "moto.log")
+    server = Server(
+        [exe, "-H", "127.0.0.1", "-p", str(port)], port, env, tmp_path_factory.mktemp("moto") / "moto.log"
+    )
     try:
         kw = {"endpoint_url": server.url, "region_name": "us-east-1"}
         anonymous = {"aws_access_key_id": "bootstrap", "aws_secret_access_key": "bootstrap"}

@@ -26,20 +26,33 @@ from videor4.rumination.trajectory import Trajectory, image_digest
 
 BIN = Path(sys.executable).parent / "video-r4"
 VISION = VisionConfig.from_dict(SMALL_PARAMS["vision"])  # 6 frames shown
-CLIP = 'Look <script>alert(1)</script> closer.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [1, 3]}}\n</tool_call>'
-CROP = 'Zoom in.\n<tool_call>\n{"name": "cropping", "arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
+CLIP = (
+    "Look <script>alert(1)</script> closer.\n<tool_call>\n"
+    '{"name": "clipping", "arguments": {"target_frames": [1, 3]}}\n</tool_call>'
+)
+CROP = (
+    'Zoom in.\n<tool_call>\n{"name": "cropping", '
+    '"arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
+)
 BAD = 'Again.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [99]}}\n</tool_call>'
 GARBLED = "Once more.\n<tool_call>{oops</tool_call>"
-IMG = re.compile(r'<figure class="([\w-]*)"><img src="data:image/png;base64,([A-Za-z0-9+/=]+)"[^>]*?(?: data-region="([\d.,]+)")?>')
+IMG = re.compile(
+    r'<figure class="([\w-]*)"><img src="data:image/png;base64,([A-Za-z0-9+/=]+)"'
+    r'[^>]*?(?: data-region="([\d.,]+)")?>'
+)
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN), "ask", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [str(BIN), "ask", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def figures(page: str) -> list[tuple[str, Image.Image, str | None]]:
     """(class, decoded image, data-region) of every embedded figure."""
-    return [(c, Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB"), r) for c, b, r in IMG.findall(page)]
+    return [
+        (c, Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB"), r) for c, b, r in IMG.findall(page)
+    ]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
@@ -60,8 +73,18 @@ def params_file(tmp_path_factory) -> Path:
 def test_ask_streams_steps_answers_and_writes_a_report(tiny_dir, sample_video, params_file, tmp_path):
     question = 'What is <b>shown</b> & "where"?'
     out = tmp_path / "out" / "r.html"
-    result = cli(str(sample_video), question, "--model", str(tiny_dir), "--params", str(params_file),
-                 "--report", str(out), "--max-new-tokens", "16")
+    result = cli(
+        str(sample_video),
+        question,
+        "--model",
+        str(tiny_dir),
+        "--params",
+        str(params_file),
+        "--report",
+        str(out),
+        "--max-new-tokens",
+        "16",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{sample_video}: 6 of 16 frames shown (320x192); tool budget 2")
@@ -89,8 +112,20 @@ def test_a_folder_of_page_images(tiny_dir, params_file, tmp_path):
         Image.new("RGB", (200, 280), colour).save(pages / name)
     (pages / "notes.txt").write_text("not a page")
     out = tmp_path / "deck.html"
-    result = cli(str(pages), "What is the total?", "--model", str(tiny_dir), "--params", str(params_file),
-                 "--report", str(out), "--max-new-tokens", "8", "--max-steps", "0")
+    result = cli(
+        str(pages),
+        "What is the total?",
+        "--model",
+        str(tiny_dir),
+        "--params",
+        str(params_file),
+        "--report",
+        str(out),
+        "--max-new-tokens",
+        "8",
+        "--max-steps",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert "3 of 3 frames shown (200x280); tool budget 0" in result.stdout
     assert "answer: " in result.stdout and "0 tool calls" in result.stdout
@@ -101,7 +136,16 @@ def test_a_folder_of_page_images(tiny_dir, params_file, tmp_path):
     assert [im.getpixel((50, 50)) for im in frames] == [(0, 0, 200), (0, 200, 0), (200, 0, 0)]
 
 
-CASES = ["missing video", "corrupt video", "empty folder", "empty question", "missing model", "not a checkpoint", "invalid model", "bad params"]
+CASES = [
+    "missing video",
+    "corrupt video",
+    "empty folder",
+    "empty question",
+    "missing model",
+    "not a checkpoint",
+    "invalid model",
+    "bad params",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -138,7 +182,9 @@ def test_clear_one_line_errors(case, tiny_dir, sample_video, params_file, tmp_pa
     else:
         params_file = tmp_path / "bad.yaml"
         params_file.write_text(yaml.safe_dump({"vision": {"bogus": 1}}))
-    result = cli(video, question, "--model", model, "--params", str(params_file), "--report", str(tmp_path / "r.html"))
+    result = cli(
+        video, question, "--model", model, "--params", str(params_file), "--report", str(tmp_path / "r.html")
+    )
     assert_one_line_error(result, needle)
     assert not (tmp_path / "r.html").exists()
 
@@ -146,7 +192,9 @@ def test_clear_one_line_errors(case, tiny_dir, sample_video, params_file, tmp_pa
 # ---------------------------------------------------------------- the library: scripted steps and the report
 def test_report_shows_clipped_frames_crop_boxes_and_errors(tiny_dir, sample_video, tmp_path):
     policy = load_model(tiny_dir, device="cpu")
-    settings = RolloutSettings(max_tool_calls=4, max_images=16, max_new_tokens=8, temperature=0.0, force_answer=True, batch_size=1)
+    settings = RolloutSettings(
+        max_tool_calls=4, max_images=16, max_new_tokens=8, temperature=0.0, force_answer=True, batch_size=1
+    )
     engine = RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), settings)
     sample = open_source(sample_video, "What is in the box?")
     env = open_env(sample, VISION, max_images=settings.max_images)
@@ -163,7 +211,10 @@ def test_report_shows_clipped_frames_crop_boxes_and_errors(tiny_dir, sample_vide
     out = write_report(traj, tmp_path / "report.html", model="tiny")
     page = out.read_text()
     assert page.count('<div class="step">') == 5
-    assert "tool call: <code>invalid tool call</code>" in page and "Execution error: tool call is not valid JSON" in page
+    assert (
+        "tool call: <code>invalid tool call</code>" in page
+        and "Execution error: tool call is not valid JSON" in page
+    )
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert '<p class="answer">42 &lt;i&gt;</p>' in page and "finish reason: <code>answer</code>" in page
     assert "Execution error: frame 99 out of range; frames are numbered 1 to 6" in page

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from videor4.core.io import read_jsonl
-from videor4.data.build import BuildError, build_config, build_datasets, load_synthetic_source, make_synthetic_source
+from videor4.data.build import (
+    BuildError,
+    build_config,
+    build_datasets,
+    load_synthetic_source,
+    make_synthetic_source,
+)
 from videor4.data.build import validate_dataset as validate
 from videor4.data.synthetic import synthetic_config
 from videor4.data.validation import DataValidationError
@@ -19,11 +25,15 @@ PARAMS = {
     "seed": 0,
     "synthetic": {"n_videos": 5, "num_frames": 24, "questions_per_video": 3, "test_fraction": 0.2},
     "vision": {
-        "num_frames": 6, "frame_max_pixels": 6272, "clip_max_pixels": 25088,
-        "crop_min_pixels": 12544, "crop_max_pixels": 50176,
+        "num_frames": 6,
+        "frame_max_pixels": 6272,
+        "clip_max_pixels": 25088,
+        "crop_min_pixels": 12544,
+        "crop_max_pixels": 50176,
     },
     "data": {
-        "ocr": {"max_videos": 1}, "sizes": {"drp": 12, "crp": 12, "rl_d": 6, "rl_c": 6},
+        "ocr": {"max_videos": 1},
+        "sizes": {"drp": 12, "crp": 12, "rl_d": 6, "rl_c": 6},
         "tokenizer_corpus": {"drp": 12, "crp": 12},
     },
 }
@@ -78,7 +88,10 @@ def test_crp_crops_name_the_clipped_frame_or_the_frame_as_shown(built, tmp_path,
 
     def first_crop_targets(out: Path) -> list[int]:
         crp = [Trajectory.from_dict(r) for r in read_jsonl(out / "sft_crp.jsonl")]
-        return [next(s.tool_call.arguments["target_image"] for s in t.steps if s.tool_call.name == "cropping") for t in crp]
+        return [
+            next(s.tool_call.arguments["target_image"] for s in t.steps if s.tool_call.name == "cropping")
+            for t in crp
+        ]
 
     # the paper's CRP: after the clip, the crop is drawn in a clipped frame (numbered after the shown ones)
     assert min(first_crop_targets(built[0])) > n_frames
@@ -159,11 +172,17 @@ def test_a_page_deck_goes_through_the_same_build(tmp_path):
         img.save(deck / f"p{i}.png")
     sample = load_page_folder(deck, "What is the total on the second page?", ["7K3X"])
     sample.split = "train"
-    params = {**PARAMS, "vision": {**PARAMS["vision"], "num_frames": 3}, "data": {"ocr": {"max_videos": 1}, "sizes": {"drp": 2, "crp": 3}}}
+    params = {
+        **PARAMS,
+        "vision": {**PARAMS["vision"], "num_frames": 3},
+        "data": {"ocr": {"max_videos": 1}, "sizes": {"drp": 2, "crp": 3}},
+    }
     cfg = build_config(params, tmp_path / "built")
     cfg.ocr_cache_dir = None
     # one question fills only one of the two RL sets
-    m = build_datasets(SourceData(samples=[sample]), cfg, validate=lambda rows, ds: validate(rows, ds, allow_empty=True))
+    m = build_datasets(
+        SourceData(samples=[sample]), cfg, validate=lambda rows, ds: validate(rows, ds, allow_empty=True)
+    )
     assert m["evidence_origin"] == {"ocr": 1}
     crp = [Trajectory.from_dict(r) for r in read_jsonl(tmp_path / "built" / "sft_crp.jsonl")]
     assert crp and all(t.final_answer == "7K3X" for t in crp)

@@ -31,7 +31,10 @@ def workdir(tmp_path_factory) -> Path:
     import yaml
 
     work = tmp_path_factory.mktemp("cli")
-    params = {**PARAMS, "data": {"ocr": {"max_videos": 0}, "sizes": {"drp": 4, "crp": 4, "rl_d": 2, "rl_c": 2}}}
+    params = {
+        **PARAMS,
+        "data": {"ocr": {"max_videos": 0}, "sizes": {"drp": 4, "crp": 4, "rl_d": 2, "rl_c": 2}},
+    }
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     (work / "expectations").symlink_to(Path(__file__).resolve().parent.parent / "expectations")
     result = cli("data", "build", cwd=work)
@@ -75,7 +78,10 @@ def test_clear_errors(workdir, tmp_path):
 
 # ---------------------------------------------------------------- eval predictions: one trajectory format
 CLIP = 'Look.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [1, 3]}}\n</tool_call>'
-CROP = 'Zoom in.\n<tool_call>\n{"name": "cropping", "arguments": {"target_image": 7, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
+CROP = (
+    'Zoom in.\n<tool_call>\n{"name": "cropping", '
+    '"arguments": {"target_image": 7, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +103,14 @@ def predictions(tiny_dir, small_built, tmp_path_factory) -> tuple[Path, list[dic
     policy = load_policy(tiny_dir)
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
     rows = read_jsonl(small_built / "samples_test.jsonl")
-    records = answer_all(policy.model, encoder, rows[:1], vision, EvalSettings(max_new_tokens=8, batch_size=2), 2, 16)
-    engine = RolloutEngine(policy.model, encoder, RolloutSettings(max_tool_calls=4, max_new_tokens=8, temperature=0.0, force_answer=True))
+    records = answer_all(
+        policy.model, encoder, rows[:1], vision, EvalSettings(max_new_tokens=8, batch_size=2), 2, 16
+    )
+    engine = RolloutEngine(
+        policy.model,
+        encoder,
+        RolloutSettings(max_tool_calls=4, max_new_tokens=8, temperature=0.0, force_answer=True),
+    )
     r = start_group(engine, rows[1], vision, 1, 1)[0]
     for text in (CLIP, CROP, "<tool_call>{oops</tool_call>"):
         engine.force_turn(r, text)
@@ -112,7 +124,17 @@ def predictions(tiny_dir, small_built, tmp_path_factory) -> tuple[Path, list[dic
 def test_eval_predictions_carry_the_trajectory_beside_their_scores(predictions):
     _, records = predictions
     for rec in records:
-        assert {"sample_id", "prediction", "acc", "anls", "finish_reason", "calls", "clip_calls", "crop_calls", "invalid_calls"} <= set(rec)
+        assert {
+            "sample_id",
+            "prediction",
+            "acc",
+            "anls",
+            "finish_reason",
+            "calls",
+            "clip_calls",
+            "crop_calls",
+            "invalid_calls",
+        } <= set(rec)
         assert "turns" not in rec and "ops" not in rec
         traj = rec["trajectory"]
         assert traj["sample_id"] == traj["traj_id"] == rec["sample_id"] and traj["kind"] == "rollout"
@@ -156,4 +178,9 @@ def test_prediction_file_errors_are_one_line(predictions, tmp_path):
     for args, needle in cases:
         result = cli("data", *args, cwd=tmp_path)
         lines = result.stderr.strip().splitlines()
-        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (args, result.stderr)
+        assert (
+            result.returncode == 1
+            and len(lines) == 1
+            and lines[0].startswith("error: ")
+            and needle in lines[0]
+        ), (args, result.stderr)

@@ -48,10 +48,16 @@ def detector(tiny_detector_dir: Path) -> ZeroShotDetector:
     ("question", "phrases"),
     [
         ("What code is on the red sign?", ["red sign"]),
-        ("Which is larger, the number on the blue panel or the one on the green panel?", ["blue panel", "green panel"]),
+        (
+            "Which is larger, the number on the blue panel or the one on the green panel?",
+            ["blue panel", "green panel"],
+        ),
         ("What does the black van on the right say?", ["black van"]),
         ("Is there a dog next to an old bus?", ["dog", "old bus"]),
-        ("What is the price on the first red sign, and on the red sign at the end?", ["red sign"]),  # de-duplicated
+        (
+            "What is the price on the first red sign, and on the red sign at the end?",
+            ["red sign"],
+        ),  # de-duplicated
         ("What is written in the video?", []),
         ("How many cars appear at the end?", []),
         ("", []),
@@ -97,7 +103,9 @@ def test_boxes_are_normalized_to_the_frame_not_owlv2s_padded_square(tiny_detecto
     assert sum(d.bbox[3] == 1.0 for per_frame in found for d in per_frame) == 8  # one row per frame clipped
 
 
-def test_same_seed_same_weights_and_detections(tmp_path: Path, tiny_detector_dir: Path, detector: ZeroShotDetector) -> None:
+def test_same_seed_same_weights_and_detections(
+    tmp_path: Path, tiny_detector_dir: Path, detector: ZeroShotDetector
+) -> None:
     from safetensors.torch import load_file
 
     again = build_tiny_detector(tmp_path / "again", seed=0)
@@ -186,7 +194,9 @@ def test_corrupt_cache_file_is_an_error_naming_it(tmp_path: Path, detector: Zero
     path.write_text('{"detections": [', encoding="utf-8")
     with pytest.raises(ValueError, match=f"{path.name}.*not valid JSON"):
         detect_cached(detector, cache, imgs, PHRASES)
-    path.write_text('{"detections": [{"label": "red sign", "bbox": [0.5, 0.1, 0.2], "score": 0.4}]}', encoding="utf-8")
+    path.write_text(
+        '{"detections": [{"label": "red sign", "bbox": [0.5, 0.1, 0.2], "score": 0.4}]}', encoding="utf-8"
+    )
     with pytest.raises(ValueError, match=f"{path.name}: detection 0 is malformed"):
         detect_cached(detector, cache, imgs, PHRASES)
     path.write_text("[]", encoding="utf-8")
@@ -216,7 +226,9 @@ def test_best_detection_and_gt_agreement() -> None:
     ]
     assert best_detection(found, [2, 4, 6], "red sign") == found[2][1]
     assert best_detection(found, [2, 4], "red sign") == found[1][0]
-    assert best_detection([[det(7, "van", 0.5)], [det(3, "van", 0.5)]], [3, 7], "van").frame == 3  # tie: earliest
+    assert (
+        best_detection([[det(7, "van", 0.5)], [det(3, "van", 0.5)]], [3, 7], "van").frame == 3
+    )  # tie: earliest
     assert best_detection(found, [4, 6], "van") is None
     assert best_detection(found, [], "red sign") is None
 
@@ -232,7 +244,9 @@ def test_best_detection_and_gt_agreement() -> None:
     assert detection_gt_agreement([]) == (0.0, 0)
 
 
-def test_the_build_grounds_what_ocr_misses_by_detection_and_reports_agreement(small_built, tmp_path: Path) -> None:
+def test_the_build_grounds_what_ocr_misses_by_detection_and_reports_agreement(
+    small_built, tmp_path: Path
+) -> None:
     """The data build with `data.detection.model: tiny`: where OCR cannot match the answer (here: an
     ANLS bar no reading can pass), the evidence's label is detected instead; QC then judges the crops
     against the generator's ground truth, so a detector that cannot see costs trajectories, not truth."""
@@ -244,15 +258,24 @@ def test_the_build_grounds_what_ocr_misses_by_detection_and_reports_agreement(sm
 
     params = copy.deepcopy(SMALL_PARAMS)
     params["data"]["ocr"] = {"max_videos": 1, "min_anls": 1.01}
-    params["data"]["detection"] = {"model": "tiny", "max_videos": 1, "box_threshold": 0.0, "cache_dir": str(tmp_path / "det")}
+    params["data"]["detection"] = {
+        "model": "tiny",
+        "max_videos": 1,
+        "box_threshold": 0.0,
+        "cache_dir": str(tmp_path / "det"),
+    }
     cfg = build_config(params, tmp_path / "built")
     cfg.ocr_cache_dir = tmp_path / "ocr"
-    metrics = build_datasets(load_synthetic_source(small_built.parent / "synthetic"), cfg, validate=validate_dataset)
+    metrics = build_datasets(
+        load_synthetic_source(small_built.parent / "synthetic"), cfg, validate=validate_dataset
+    )
     origins = metrics["evidence_origin"]
     assert origins.get("detection", 0) > 0 and "ocr" not in origins, origins
     assert metrics["detection_gt_boxes"] >= origins["detection"]
     assert 0.0 <= metrics["detection_gt_iou50"] <= 1.0 and 0.0 <= metrics["detection_gt_cover"] <= 1.0
-    rows = read_jsonl(tmp_path / "built" / "rl_d.jsonl") + read_jsonl(tmp_path / "built" / "rl_c.jsonl")  # the grounded evidence
+    rows = read_jsonl(tmp_path / "built" / "rl_d.jsonl") + read_jsonl(
+        tmp_path / "built" / "rl_c.jsonl"
+    )  # the grounded evidence
     detected = [e for r in rows for e in r["evidence"] if e["origin"] == "detection"]
     assert detected and all(e["label"] and 0.0 <= min(e["bbox"]) <= max(e["bbox"]) <= 1.0 for e in detected)
     # cached by frame content: a second build runs the detector on no frame
@@ -270,7 +293,9 @@ def test_the_build_grounds_what_ocr_misses_by_detection_and_reports_agreement(sm
 
     build_module.detector_for = counting
     try:
-        second = build_datasets(load_synthetic_source(small_built.parent / "synthetic"), again, validate=validate_dataset)
+        second = build_datasets(
+            load_synthetic_source(small_built.parent / "synthetic"), again, validate=validate_dataset
+        )
     finally:
         build_module.detector_for = real
     assert runs and runs[0].calls == 0 and second["evidence_origin"] == origins

@@ -88,7 +88,9 @@ def test_mpdocvqa_test_split_and_errors(mpdocvqa: Path, tmp_path: Path) -> None:
     samples, skips = load_mpdocvqa(mpdocvqa, "test.json")
     assert samples == [] and skips == {"missing_answers": 1}
     samples, _ = load_mpdocvqa(mpdocvqa, mpdocvqa / "test.json", allow_missing_answers=True)
-    assert samples[0].split == "test" and samples[0].answers == [] and samples[0].meta["answer_page_idx"] is None
+    assert (
+        samples[0].split == "test" and samples[0].answers == [] and samples[0].meta["answer_page_idx"] is None
+    )
 
     with pytest.raises(ValueError, match="not found.*nope.json"):
         load_mpdocvqa(mpdocvqa, "nope.json")
@@ -109,7 +111,13 @@ def slidesvqa(tmp_path: Path) -> Path:
     page(root / "images" / "deck-b" / "slide_1_1024.jpg", 200)
     (root / "images" / "deck-b" / "notes.txt").write_text("ignored")
     rows = [
-        {"qa_id": 1, "deck_name": "deck-a", "question": "What year?", "answer": "2019", "evidence_pages": [10]},
+        {
+            "qa_id": 1,
+            "deck_name": "deck-a",
+            "question": "What year?",
+            "answer": "2019",
+            "evidence_pages": [10],
+        },
         {"qa_id": 2, "deck_name": "deck-b", "question": "How many?", "answer": 3, "evidence_pages": [1]},
         {"qa_id": 3, "deck_name": "deck-missing", "question": "Q?", "answer": "x", "evidence_pages": [1]},
         {"qa_id": 4, "deck_name": "deck-a", "question": "Q?", "answer": "x", "evidence_pages": [7]},

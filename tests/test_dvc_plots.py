@@ -17,10 +17,14 @@ DVC = str(Path(sys.executable).with_name("dvc"))
 def test_every_plot_is_a_titled_top_level_definition():
     document = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in document["stages"].items():
-        assert not stage.get("plots"), f"stage {name} declares plots: DVC would draw them untitled, with defaults"
+        assert not stage.get("plots"), (
+            f"stage {name} declares plots: DVC would draw them untitled, with defaults"
+        )
     titles = [next(iter(p)) for p in document["plots"]]
     assert all(" " in t and not t.endswith(".json") for t in titles), titles
-    done = subprocess.run([DVC, "plots", "show", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [DVC, "plots", "show", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     drawn = json.loads(done.stdout)["data"]
     assert list(drawn) == titles  # nothing else: no file drawn on its own with steps against steps

@@ -26,7 +26,7 @@ def encoder(policy):
 THOUGHT_1 = "The sign is too small. I will zoom into image 2."
 CALL_1 = ToolCall("cropping", {"bbox_2d": [0.1, 0.2, 0.5, 0.6], "target_image": 2})
 OBSERVATION = "Here is the cropped region (112x56) (image 3):"
-FINAL = "Now I can read it: \"K417\".\n\\boxed{K417}"
+FINAL = 'Now I can read it: "K417".\n\\boxed{K417}'
 
 
 def hand_built(tmp_path) -> list[dict]:
@@ -36,9 +36,19 @@ def hand_built(tmp_path) -> list[dict]:
     frames = [Image.new("RGB", (56, 56), (i * 100, 0, 0)) for i in range(2)]
     return [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        {"role": "user", "content": [{"type": "image", "image": f} for f in frames] + [{"type": "text", "text": "What is the code?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": format_assistant_turn(THOUGHT_1, CALL_1)}]},
-        {"role": "tool", "content": [{"type": "text", "text": OBSERVATION}, {"type": "image", "image": str(crop)}]},
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": f} for f in frames]
+            + [{"type": "text", "text": "What is the code?"}],
+        },
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": format_assistant_turn(THOUGHT_1, CALL_1)}],
+        },
+        {
+            "role": "tool",
+            "content": [{"type": "text", "text": OBSERVATION}, {"type": "image", "image": str(crop)}],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": FINAL}]},
     ]
 
@@ -51,7 +61,8 @@ def test_loss_mask_covers_assistant_tokens_only(tmp_path, encoder, policy):
     assert len(ids) == len(labels)
 
     # The sequence is exactly the chat template's rendering with each image expanded
-    # to its visual-token count: 56x56 → 4x4 patches of 14 px → 4 tokens after the 2x2 merge; 112x56 → 8 tokens.
+    # to its visual-token count: 56x56 → 4x4 patches of 14 px → 4 tokens after the 2x2 merge;
+    # 112x56 → 8 tokens.
     rendered = tok.apply_chat_template(messages, tokenize=False)
     counts = [4, 4, 8]
     pieces = rendered.split(IMAGE_TOKEN)
@@ -73,7 +84,13 @@ def test_loss_mask_covers_assistant_tokens_only(tmp_path, encoder, policy):
     # What the model did not write is masked: system, question, images, the tool observation,
     # and the template's role headers.
     masked_text = tok.decode([t for t, lab in zip(ids, labels) if lab == IGNORE_INDEX])
-    for text in (SYSTEM_PROMPT[:40], "What is the code?", OBSERVATION, "<|im_start|>assistant\n", "<|im_start|>tool\n"):
+    for text in (
+        SYSTEM_PROMPT[:40],
+        "What is the code?",
+        OBSERVATION,
+        "<|im_start|>assistant\n",
+        "<|im_start|>tool\n",
+    ):
         assert text in masked_text
     assert all(labels[i] == IGNORE_INDEX for i, t in enumerate(ids) if t == encoder.image_token_id)
 
@@ -84,14 +101,20 @@ def test_collated_batch_feeds_the_model_and_its_loss_is_assistant_only(tmp_path,
     batch = encoder.collate([encoder.encode(messages), encoder.encode(short)])
     assert batch["input_ids"].shape[0] == 2
     assert batch["attention_mask"][1].sum() == len(encoder.encode(short))
-    assert (batch["mm_token_type_ids"] == 1).sum() == (batch["input_ids"] == encoder.image_token_id).sum() == 4 + 4 + 8 + 4 + 4
+    assert (
+        (batch["mm_token_type_ids"] == 1).sum()
+        == (batch["input_ids"] == encoder.image_token_id).sum()
+        == 4 + 4 + 8 + 4 + 4
+    )
     assert batch["image_grid_thw"].shape == (5, 3)
     model = policy.model.eval()
     with torch.no_grad():
         out = model(**batch)
     logits = out.logits[:, :-1].float()
     target = batch["labels"][:, 1:]
-    manual = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX)
+    manual = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX
+    )
     assert torch.isfinite(out.loss) and torch.allclose(out.loss, manual, atol=1e-4)
 
     left = encoder.collate([encoder.encode(messages), encoder.encode(short)], padding_side="left")
@@ -116,9 +139,12 @@ def test_bad_conversations_are_encoding_errors(tmp_path, encoder, policy):
         short.encode(messages[:2])
     assert err.value.reason == "too_long"
 
-    # a template that rewrites earlier turns (here: a running message count up front) cannot be masked turn by turn
+    # a template that rewrites earlier turns (here: a running message count up front)
+    # cannot be masked turn by turn
     unstable = copy.deepcopy(policy.tokenizer)
     unstable.chat_template = "{{ messages | length }}:{% for m in messages %}{{ m['content'] }}|{% endfor %}"
     with pytest.raises(EncodingError) as err:
-        PolicyEncoder(unstable, policy.image_processor).encode([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+        PolicyEncoder(unstable, policy.image_processor).encode(
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+        )
     assert err.value.reason == "template"

@@ -18,11 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # (qualified name, its signature as of the tested version)
 TRL_PRIVATE = {
-    "GRPOTrainer._generate_and_score_completions": "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) -> dict[str, torch.Tensor | typing.Any]",
+    "GRPOTrainer._generate_and_score_completions": (
+        "(self, inputs: list[dict[str, torch.Tensor | typing.Any]]) -> dict[str, torch.Tensor | typing.Any]"
+    ),
     "GRPOTrainer._get_per_token_logps_and_entropies": (
         "(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, "
-        "compute_aux_loss=False, pixel_values=None, image_grid_thw=None, num_images=None, pixel_attention_mask=None, "
-        "spatial_shapes=None, num_tiles=None, image_sizes=None, token_type_ids=None, mm_token_type_ids=None, "
+        "compute_aux_loss=False, pixel_values=None, image_grid_thw=None, num_images=None, "
+        "pixel_attention_mask=None, spatial_shapes=None, num_tiles=None, image_sizes=None, "
+        "token_type_ids=None, mm_token_type_ids=None, "
         "image_position_ids=None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]"
     ),
     "GRPOTrainer._compute_loss": "(self, model, inputs)",
@@ -58,18 +61,28 @@ def test_trl_private_names_grpo_uses_still_exist():
     from trl import GRPOTrainer
 
     version = metadata.version("trl")
-    assert callable(getattr(grpo_module, "use_adapter", None)), f"TRL {version}: trl.trainer.grpo_trainer.use_adapter is gone"
-    assert "self._metrics" in inspect.getsource(GRPOTrainer.__init__), f"TRL {version}: GRPOTrainer no longer keeps self._metrics"
+    assert callable(getattr(grpo_module, "use_adapter", None)), (
+        f"TRL {version}: trl.trainer.grpo_trainer.use_adapter is gone"
+    )
+    assert "self._metrics" in inspect.getsource(GRPOTrainer.__init__), (
+        f"TRL {version}: GRPOTrainer no longer keeps self._metrics"
+    )
 
 
 def test_the_loss_reads_only_keys_our_batch_provides():
-    """TRL's loss reads the batch `_generate_and_score_completions` returns; ours must carry every key it indexes."""
+    """TRL's loss reads the batch `_generate_and_score_completions` returns;
+    ours must carry every key it indexes."""
     from trl import GRPOTrainer
 
-    ours = (ROOT / "src/videor4/train/grpo.py").read_text()
-    needed = set(re.findall(r'inputs\["(\w+)"\]', inspect.getsource(GRPOTrainer._compute_loss))) - ONLY_WITH_VLLM
+    ours = "".join((ROOT / "src/videor4/train" / name).read_text() for name in ("grpo.py", "grpo_trainer.py"))
+    needed = (
+        set(re.findall(r'inputs\["(\w+)"\]', inspect.getsource(GRPOTrainer._compute_loss))) - ONLY_WITH_VLLM
+    )
     missing = sorted(k for k in needed if f'"{k}"' not in ours)
-    assert not missing, f"TRL {metadata.version('trl')}: _compute_loss reads {missing}, which videor4.train.grpo does not provide"
+    assert not missing, (
+        f"TRL {metadata.version('trl')}: _compute_loss reads {missing}, "
+        "which videor4.train.grpo(_trainer) does not provide"
+    )
 
 
 def test_transformers_cache_internals_the_rollout_engine_builds_on():
@@ -77,9 +90,12 @@ def test_transformers_cache_internals_the_rollout_engine_builds_on():
 
     version = metadata.version("transformers")
     assert "ddp_cache_data" in inspect.signature(DynamicCache.__init__).parameters, (
-        f"transformers {version}: DynamicCache(ddp_cache_data=...) is gone (videor4.policy.rollout builds caches with it)"
+        f"transformers {version}: DynamicCache(ddp_cache_data=...) is gone "
+        "(videor4.policy.rollout builds caches with it)"
     )
-    assert callable(getattr(DynamicCache, "batch_select_indices", None)), f"transformers {version}: DynamicCache.batch_select_indices is gone"
+    assert callable(getattr(DynamicCache, "batch_select_indices", None)), (
+        f"transformers {version}: DynamicCache.batch_select_indices is gone"
+    )
     cache = DynamicCache()
     assert hasattr(cache, "layers"), f"transformers {version}: DynamicCache has no .layers"
 
@@ -88,10 +104,16 @@ def test_installed_versions_are_the_tested_minors_and_the_lock():
     lock = (ROOT / "requirements.lock").read_text()
     for name, tested in (("trl", TRL_TESTED), ("transformers", TRANSFORMERS_TESTED)):
         installed = metadata.version(name)
-        assert _minor(installed) == tested, f"{name} {installed} is installed; the code is tested with {tested}.x"
-        assert re.search(rf"^{name}=={re.escape(installed)}\s", lock, re.M), f"{name} {installed} is not the version requirements.lock pins"
+        assert _minor(installed) == tested, (
+            f"{name} {installed} is installed; the code is tested with {tested}.x"
+        )
+        assert re.search(rf"^{name}=={re.escape(installed)}\s", lock, re.M), (
+            f"{name} {installed} is not the version requirements.lock pins"
+        )
     text = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'"trl>=[\d.]+,<1\.17"', text) and re.search(r'"transformers>=[\d.]+,<5\.24"', text), "pyproject.toml must cap trl and transformers"
+    assert re.search(r'"trl>=[\d.]+,<1\.17"', text) and re.search(r'"transformers>=[\d.]+,<5\.24"', text), (
+        "pyproject.toml must cap trl and transformers"
+    )
 
 
 def test_the_documented_caps_and_locked_versions_are_pyprojects_and_the_locks():
@@ -105,11 +127,17 @@ def test_the_documented_caps_and_locked_versions_are_pyprojects_and_the_locks():
         assert f"`{name}` (`{cap}`)" in design or f"`{name}` (`{cap}`)" in design.replace("\n  ", " "), (
             f"docs/DESIGN.md must give {name}'s cap as pyproject.toml does: {cap}"
         )
-        assert f"{name} {locked}" in design.replace("\n  ", " "), f"docs/DESIGN.md must name the locked {name} {locked}"
+        assert f"{name} {locked}" in design.replace("\n  ", " "), (
+            f"docs/DESIGN.md must name the locked {name} {locked}"
+        )
 
 
 def test_the_lock_leaves_torch_to_the_set_up_and_pins_everything_else():
-    lines = [ln.split()[0] for ln in (ROOT / "requirements.lock").read_text().splitlines() if ln and not ln.startswith("#")]
+    lines = [
+        ln.split()[0]
+        for ln in (ROOT / "requirements.lock").read_text().splitlines()
+        if ln and not ln.startswith("#")
+    ]
     assert all("==" in ln for ln in lines), [ln for ln in lines if "==" not in ln]
     names = {ln.split("==")[0] for ln in lines}
     assert "torch" not in names and not any(n.startswith("nvidia-") for n in names)

@@ -44,10 +44,19 @@ CLIP = 'Look.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": 
 def _m4(root: Path, video: Path) -> None:
     (root / "videos").mkdir(parents=True)
     shutil.copy(video, root / "videos" / "00001.mp4")
-    item = {"question": "What does the sign say?", "video_id": "00001", "video_width": 320, "video_height": 192,
-            "source1": "Single frame", "source2": "Text"}
-    data = [{**item, "question_id": 1, "answers": ["stop"]}, {**item, "question_id": 2, "answers": ["go", "go on"]},
-            {**item, "question_id": 3}]  # a hidden test answer: counted, not scored
+    item = {
+        "question": "What does the sign say?",
+        "video_id": "00001",
+        "video_width": 320,
+        "video_height": 192,
+        "source1": "Single frame",
+        "source2": "Text",
+    }
+    data = [
+        {**item, "question_id": 1, "answers": ["stop"]},
+        {**item, "question_id": 2, "answers": ["go", "go on"]},
+        {**item, "question_id": 3},
+    ]  # a hidden test answer: counted, not scored
     (root / "ViteVQA_0.0.2_t1s1test.json").write_text(json.dumps({"dataset_name": "vtvqa", "data": data}))
 
 
@@ -55,7 +64,15 @@ def _pages(root: Path) -> None:
     (root / "images").mkdir(parents=True)
     for i in range(2):
         Image.new("RGB", (80, 100), (40 * i, 90, 200)).save(root / "images" / f"d1_p{i}.png")
-    data = [{"questionId": 7, "question": "What is the total?", "doc_id": "d1", "page_ids": ["d1_p0", "d1_p1"], "answers": ["12"]}]
+    data = [
+        {
+            "questionId": 7,
+            "question": "What is the total?",
+            "doc_id": "d1",
+            "page_ids": ["d1_p0", "d1_p1"],
+            "answers": ["12"],
+        }
+    ]
     (root / "val.json").write_text(json.dumps({"dataset_split": "val", "data": data}))
 
 
@@ -63,8 +80,19 @@ def _mc(root: Path, video: Path) -> None:
     (root / "videos").mkdir(parents=True)
     shutil.copy(video, root / "videos" / "clip1.mp4")
     items = [
-        {"video": "clip1.mp4", "question": "Which colour moves?", "candidates": ["red", "white", "blue"], "answer": "white"},  # MVBench
-        {"videoID": "clip1", "question_id": "q2", "question": "What moves?", "options": ["A. a bar", "B. a car"], "answer": "A"},  # Video-MME
+        {
+            "video": "clip1.mp4",
+            "question": "Which colour moves?",
+            "candidates": ["red", "white", "blue"],
+            "answer": "white",
+        },  # MVBench
+        {
+            "videoID": "clip1",
+            "question_id": "q2",
+            "question": "What moves?",
+            "options": ["A. a bar", "B. a car"],
+            "answer": "A",
+        },  # Video-MME
         {"video": "clip1.mp4", "question": "Bad", "options": ["x", "y"], "answer": "Z"},  # not an option
         {"video": "nowhere.mp4", "question": "Missing", "options": ["x", "y"], "answer": "B"},
         {"video": "clip1.mp4", "question": "One option", "options": ["x"], "answer": "A"},
@@ -98,7 +126,11 @@ def test_multiple_choice_loader_reads_each_layout_and_counts_bad_items(eval_root
     assert all(Path(s.video).is_file() and s.problem_type == "multiple_choice" for s in samples)
     assert skipped == {"malformed_item:answer": 1, "missing_video": 1, "malformed_item:options": 1}
     as_list = eval_root / "mc" / "list.json"
-    as_list.write_text(json.dumps({"data": [json.loads(line) for line in (eval_root / "mc" / "mc.jsonl").read_text().splitlines()]}))
+    as_list.write_text(
+        json.dumps(
+            {"data": [json.loads(line) for line in (eval_root / "mc" / "mc.jsonl").read_text().splitlines()]}
+        )
+    )
     assert len(load_mcvqa(eval_root / "mc", as_list)[0]) == 2
     with pytest.raises(ValueError, match="not found"):
         load_mcvqa(eval_root / "mc", "nope.json")
@@ -151,8 +183,11 @@ def test_a_spent_budget_bans_the_tool_call_tokens(policy, small_built):
     call_tokens = {policy.tokenizer.convert_tokens_to_ids(t) for t in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE)}
     original = _always_calls_tools(policy)
     try:
+
         def run(**kw):
-            eng = RolloutEngine(policy.model, encoder, RolloutSettings(max_new_tokens=6, temperature=0.0, **kw))
+            eng = RolloutEngine(
+                policy.model, encoder, RolloutSettings(max_new_tokens=6, temperature=0.0, **kw)
+            )
             rollouts = [r for i, row in enumerate(rows) for r in start_group(eng, row, VISION, 1, i)]
             for r in rollouts:
                 if kw.get("max_tool_calls"):
@@ -182,19 +217,32 @@ def test_checkpoint_evaluation_scores_every_set_and_mode(tiny_dir, eval_root, sm
         assert all(r["calls"] == 0 for r in single) and all(r["calls"] <= 1 for r in rumination)
         for rec, row in zip(rumination, s.rows):  # each score is the metric of that prediction
             n = len(row.get("options") or []) or 4
-            assert {k: rec[k] for k in ("acc", "anls")} == score_answer(rec["prediction"], row["answers"], row["problem_type"], n)
-        assert summary["rumination"]["acc"] == pytest.approx(sum(r["acc"] for r in rumination) / len(rumination))
+            assert {k: rec[k] for k in ("acc", "anls")} == score_answer(
+                rec["prediction"], row["answers"], row["problem_type"], n
+            )
+        assert summary["rumination"]["acc"] == pytest.approx(
+            sum(r["acc"] for r in rumination) / len(rumination)
+        )
         lo, hi = summary["rumination"]["acc_ci"]
-        assert summary["rumination"]["n"] == len(s.rows) and 0.0 <= lo <= summary["rumination"]["acc"] <= hi <= 1.0
+        assert (
+            summary["rumination"]["n"] == len(s.rows)
+            and 0.0 <= lo <= summary["rumination"]["acc"] <= hi <= 1.0
+        )
     metrics = eval_metrics([result], sets, 1)
     assert metrics["questions"] == {"synthetic": len(sets[0].rows), "m4_t1s1": 2, "mpdocvqa": 1, "mvbench": 2}
     assert metrics["skipped"]["m4_t1s1"] == 1
     table = paper_table([result], sets, 1)
     n = len(sets[0].rows)
-    assert (f"| Checkpoint | Mode | Synthetic Acc (n={n}) | Synthetic ANLS (n={n}) | M4-ViteVQA T1-S1 Acc (n=2) | "
-            "M4-ViteVQA T1-S1 ANLS (n=2) | MP-DocVQA Acc (n=1)") in table
+    assert (
+        f"| Checkpoint | Mode | Synthetic Acc (n={n}) | Synthetic ANLS (n={n}) | "
+        "M4-ViteVQA T1-S1 Acc (n=2) | "
+        "M4-ViteVQA T1-S1 ANLS (n=2) | MP-DocVQA Acc (n=1)"
+    ) in table
     assert "| base | single-pass |" in table and "| base | rumination |" in table and "MVBench ANLS" in table
-    assert scaling_rows([result], "synthetic")[0] == {"steps": 0, "base": result.summaries["synthetic"]["single_pass"]["acc"]}
+    assert scaling_rows([result], "synthetic")[0] == {
+        "steps": 0,
+        "base": result.summaries["synthetic"]["single_pass"]["acc"],
+    }
 
 
 def test_the_budget_sweep_reuses_exactly_the_rollouts_a_smaller_budget_would_give(policy, small_built):
@@ -211,69 +259,141 @@ def test_the_budget_sweep_reuses_exactly_the_rollouts_a_smaller_budget_would_giv
     finally:
         policy.model.lm_head = original
     assert all(r["calls"] == 1 for r in runs[1])
-    assert [(r["prediction"], r["trajectory"]) for r in runs[0]] == [(r["prediction"], r["trajectory"]) for r in direct]
+    assert [(r["prediction"], r["trajectory"]) for r in runs[0]] == [
+        (r["prediction"], r["trajectory"]) for r in direct
+    ]
     assert summarize(runs)["tools"]["questions_using_tools"] == 1.0
 
 
 # ---------------------------------------------------------------- statistics in the reports
 def _records(accs, order=None):
     order = order or range(len(accs))
-    return [{"sample_id": f"q{i}", "acc": float(accs[i]), "anls": 0.9 * accs[i], "calls": 0, "clip_calls": 0, "crop_calls": 0,
-             "invalid_calls": 0, "finish_reason": "answer"} for i in order]
+    return [
+        {
+            "sample_id": f"q{i}",
+            "acc": float(accs[i]),
+            "anls": 0.9 * accs[i],
+            "calls": 0,
+            "clip_calls": 0,
+            "crop_calls": 0,
+            "invalid_calls": 0,
+            "finish_reason": "answer",
+        }
+        for i in order
+    ]
 
 
 def _result(name, single, rumination, rows, set_name="synth"):
     runs = {0: _records(single), 1: _records(rumination)}
-    return CheckpointResult(name, {set_name: summarize(runs, rows, 500)}, {set_name: {"single_pass": runs[0], "rumination": runs[1]}}, 0.0)
+    return CheckpointResult(
+        name,
+        {set_name: summarize(runs, rows, 500)},
+        {set_name: {"single_pass": runs[0], "rumination": runs[1]}},
+        0.0,
+    )
 
 
 def test_reports_carry_intervals_the_kind_breakdown_and_paired_comparisons():
     rows = [{"sample_id": f"q{i}", "question_kind": ("read", "count")[i % 2]} for i in range(40)]
     wrong, mostly = [0] * 40, [1] * 30 + [0] * 10
-    results = [_result("base", wrong, wrong, rows), _result("drp_sft", wrong, mostly, rows)]  # rl_d... not evaluated
+    results = [
+        _result("base", wrong, wrong, rows),
+        _result("drp_sft", wrong, mostly, rows),
+    ]  # rl_d... not evaluated
     sets = [EvalSet("synth", "Synth", rows)]
     drp = results[1].summaries["synth"]
-    assert drp["rumination"]["acc"] == 0.75 and drp["rumination"]["n"] == 40 and drp["single_pass"]["anls_ci"] == drp["single_pass"]["acc_ci"]  # 0/40: Wilson, not a zero-width bootstrap
+    assert (
+        drp["rumination"]["acc"] == 0.75
+        and drp["rumination"]["n"] == 40
+        and drp["single_pass"]["anls_ci"] == drp["single_pass"]["acc_ci"]
+    )  # 0/40: Wilson, not a zero-width bootstrap
     assert drp["rumination"]["acc_ci"][0] < 0.75 < drp["rumination"]["acc_ci"][1]
-    assert [p["steps"] for p in drp["scaling"]] == [0, 1] and drp["scaling"][1]["acc_ci"] == drp["rumination"]["acc_ci"]
+    assert [p["steps"] for p in drp["scaling"]] == [0, 1] and drp["scaling"][1]["acc_ci"] == drp[
+        "rumination"
+    ]["acc_ci"]
     kinds = drp["by_kind"]
-    assert set(kinds) == {"read", "count"} and kinds["read"]["rumination"]["n"] == 20 and kinds["read"]["rumination"]["acc"] == 0.75
+    assert (
+        set(kinds) == {"read", "count"}
+        and kinds["read"]["rumination"]["n"] == 20
+        and kinds["read"]["rumination"]["acc"] == 0.75
+    )
 
     inits = curriculum_inits({})
-    assert inits == {"pretrain": "base", "drp_sft": "pretrain", "rl_d": "drp_sft", "crp_sft": "rl_d", "rl_c": "crp_sft"}
+    assert inits == {
+        "pretrain": "base",
+        "drp_sft": "pretrain",
+        "rl_d": "drp_sft",
+        "crp_sft": "rl_d",
+        "rl_c": "crp_sft",
+    }
     assert curriculum_inits({"curriculum": {"crp_sft_init": "models/drp_sft"}})["crp_sft"] == "drp_sft"
-    inits["drp_sft"] = "base"  # this test's two checkpoints: drp_sft paired with base, the checkpoint it starts from here
+    inits["drp_sft"] = (
+        "base"  # this test's two checkpoints: drp_sft paired with base, the checkpoint it starts from here
+    )
     comparisons = paired_comparisons(results, sets, inits, resamples=500)
     c = comparisons["synth"]
-    assert set(c["rumination_vs_single_pass"]) == {"base", "drp_sft"} and set(c["stage_vs_init"]) == {"drp_sft_vs_base"}
+    assert set(c["rumination_vs_single_pass"]) == {"base", "drp_sft"} and set(c["stage_vs_init"]) == {
+        "drp_sft_vs_base"
+    }
     gain = c["rumination_vs_single_pass"]["drp_sft"]["acc"]
-    assert gain["diff"] == pytest.approx(0.75) and gain["ci"][0] > 0 and gain["significant"] and gain["n"] == 40
-    assert c["rumination_vs_single_pass"]["base"]["acc"] == {"diff": 0.0, "ci": [0.0, 0.0], "p": 1.0, "n": 40, "significant": False}
+    assert (
+        gain["diff"] == pytest.approx(0.75) and gain["ci"][0] > 0 and gain["significant"] and gain["n"] == 40
+    )
+    assert c["rumination_vs_single_pass"]["base"]["acc"] == {
+        "diff": 0.0,
+        "ci": [0.0, 0.0],
+        "p": 1.0,
+        "n": 40,
+        "significant": False,
+    }
     assert not c["stage_vs_init"]["drp_sft_vs_base"]["single_pass"]["anls"]["significant"]
     assert c["stage_vs_init"]["drp_sft_vs_base"]["rumination"]["anls"]["diff"] == pytest.approx(0.675)
 
     metrics = eval_metrics(results, sets, 1, comparisons)
-    assert metrics["synth"]["drp_sft"]["rumination"] == drp["rumination"] and "by_kind" in metrics["synth"]["drp_sft"]
+    assert (
+        metrics["synth"]["drp_sft"]["rumination"] == drp["rumination"]
+        and "by_kind" in metrics["synth"]["drp_sft"]
+    )
     assert metrics["comparisons"] == comparisons
     numbers = tracked_numbers(metrics)
     assert numbers["synth.drp_sft.rumination.acc"] == 0.75
     assert numbers["synth.drp_sft.rumination.acc_ci_low"] == drp["rumination"]["acc_ci"][0]
-    assert numbers["comparisons.synth.stage_vs_init.drp_sft_vs_base.rumination.acc.ci_high"] == c["stage_vs_init"]["drp_sft_vs_base"]["rumination"]["acc"]["ci"][1]
-    assert "synth.drp_sft.by_kind.count.rumination.acc" in numbers and all(isinstance(v, float) for v in numbers.values())
+    assert (
+        numbers["comparisons.synth.stage_vs_init.drp_sft_vs_base.rumination.acc.ci_high"]
+        == c["stage_vs_init"]["drp_sft_vs_base"]["rumination"]["acc"]["ci"][1]
+    )
+    assert "synth.drp_sft.by_kind.count.rumination.acc" in numbers and all(
+        isinstance(v, float) for v in numbers.values()
+    )
     assert not any(k.endswith((".significant", ".scaling")) for k in numbers)
 
     table = paper_table(results, sets, 1, comparisons=comparisons)
     assert "| Checkpoint | Mode | Synth Acc (n=40) | Synth ANLS (n=40) |" in table
     lo, hi = (100 * x for x in drp["rumination"]["acc_ci"])
     assert f"| drp_sft | rumination | 75.0 [{lo:.1f}, {hi:.1f}] | 67.5 [" in table
-    assert "## Paired comparisons" in table and "| Set | Pair | Mode | Metric | Difference | 95 % CI | p | significant |" in table
+    assert (
+        "## Paired comparisons" in table
+        and "| Set | Pair | Mode | Metric | Difference | 95 % CI | p | significant |" in table
+    )
     assert "| Synth | drp_sft | rumination - single-pass | Acc | +75.0 | [" in table
     assert "| Synth | base | rumination - single-pass | Acc | +0.0 | [+0.0, +0.0] | 1.000 | no |" in table
-    assert "| Synth | drp_sft - base | single-pass | Acc | +0.0 |" in table and "| Synth | drp_sft - base | rumination | ANLS | +67.5 |" in table
-    assert "## Accuracy (%) [95 % CI] by question kind" in table and "| Checkpoint | Mode | count (n=20) | read (n=20) |" in table
-    assert "## Paired comparisons" not in paper_table(results, sets, 1)  # without comparisons: the table as before
+    assert (
+        "| Synth | drp_sft - base | single-pass | Acc | +0.0 |" in table
+        and "| Synth | drp_sft - base | rumination | ANLS | +67.5 |" in table
+    )
+    assert (
+        "## Accuracy (%) [95 % CI] by question kind" in table
+        and "| Checkpoint | Mode | count (n=20) | read (n=20) |" in table
+    )
+    assert "## Paired comparisons" not in paper_table(
+        results, sets, 1
+    )  # without comparisons: the table as before
 
-    shuffled = CheckpointResult("drp_sft", results[1].summaries, {"synth": {"single_pass": _records(wrong, range(39, -1, -1)),
-                                                                            "rumination": _records(mostly)}}, 0.0)
+    shuffled = CheckpointResult(
+        "drp_sft",
+        results[1].summaries,
+        {"synth": {"single_pass": _records(wrong, range(39, -1, -1)), "rumination": _records(mostly)}},
+        0.0,
+    )
     with pytest.raises(ValueError, match="not aligned by sample id"):
         paired_comparisons([results[0], shuffled], sets, inits, resamples=50)

@@ -16,9 +16,21 @@ from videor4.train.grpo import GRPOSettings, group_advantages, make_trainer, pac
 from videor4.train.rewards import RewardConfig
 
 VISION = VisionConfig.from_dict(SMALL_PARAMS["vision"])
-CROP = 'Zoom in.\n<tool_call>\n{"name": "cropping", "arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
+CROP = (
+    'Zoom in.\n<tool_call>\n{"name": "cropping", '
+    '"arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
+)
 CLIP = 'Look.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [1, 3]}}\n</tool_call>'
-TINY_RL = dict(group_size=2, prompts_per_step=2, micro_batch_size=2, max_new_tokens=8, eval_prompts=2, eval_group_size=2, temperature=0.7, rollout_batch_size=8)
+TINY_RL = dict(
+    group_size=2,
+    prompts_per_step=2,
+    micro_batch_size=2,
+    max_new_tokens=8,
+    eval_prompts=2,
+    eval_group_size=2,
+    temperature=0.7,
+    rollout_batch_size=8,
+)
 
 
 def test_group_advantages_normalize_within_groups_and_flag_zero_variance():
@@ -52,7 +64,17 @@ def _trainer_and_engine(tiny_dir, rows, tmp_path):
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
     settings = GRPOSettings(**TINY_RL)
     rollout = settings.rollout_settings(RolloutSettings(max_tool_calls=3))
-    trainer = make_trainer(policy, encoder, rows, settings, rollout, RewardConfig(), VISION, model_config(SMALL_PARAMS), tmp_path / "work")
+    trainer = make_trainer(
+        policy,
+        encoder,
+        rows,
+        settings,
+        rollout,
+        RewardConfig(),
+        VISION,
+        model_config(SMALL_PARAMS),
+        tmp_path / "work",
+    )
     return trainer, encoder, RolloutEngine(trainer.model, encoder, rollout)
 
 
@@ -79,9 +101,15 @@ def test_trainer_logprobs_equal_sampling_time_logprobs_with_observations_masked(
     trainer.model.eval()
     with torch.no_grad():
         logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model, ids, mask, completion.size(1), batch_size=2,
-            pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"],
-            num_images=batch["num_images"], mm_token_type_ids=batch["mm_token_type_ids"],
+            trainer.model,
+            ids,
+            mask,
+            completion.size(1),
+            batch_size=2,
+            pixel_values=batch["pixel_values"],
+            image_grid_thw=batch["image_grid_thw"],
+            num_images=batch["num_images"],
+            mm_token_type_ids=batch["mm_token_type_ids"],
         )
     sampled = tool_mask.bool()
     assert torch.allclose(logps[sampled], batch["old_per_token_logps"][sampled], atol=2e-4), (
@@ -89,14 +117,18 @@ def test_trainer_logprobs_equal_sampling_time_logprobs_with_observations_masked(
     )
 
 
-def test_the_loss_has_gradient_from_differing_rewards_and_none_from_an_equal_reward_group(tiny_dir, rows, tmp_path):
+def test_the_loss_has_gradient_from_differing_rewards_and_none_from_an_equal_reward_group(
+    tiny_dir, rows, tmp_path
+):
     trainer, encoder, engine = _trainer_and_engine(tiny_dir, rows, tmp_path)
     rollouts = start_group(engine, rows[0], VISION, 2, 0)
     for r in rollouts:
         engine.force_turn(r, CROP)
     engine.run(rollouts)
     batch = pack_rollouts(rollouts, encoder, "cpu")
-    batch["ref_per_token_logps"] = trainer.reference_logps(batch)  # the frozen initial policy: so far the same weights
+    batch["ref_per_token_logps"] = trainer.reference_logps(
+        batch
+    )  # the frozen initial policy: so far the same weights
 
     def grads(advantages):
         trainer.model.zero_grad()
@@ -117,7 +149,11 @@ def test_a_transcript_is_the_rollouts_trajectory_as_markdown(tiny_dir, rows):
     from videor4.train.grpo import transcript
 
     policy = load_policy(tiny_dir)
-    engine = RolloutEngine(policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor), RolloutSettings(max_tool_calls=3))
+    engine = RolloutEngine(
+        policy.model,
+        PolicyEncoder(policy.tokenizer, policy.image_processor),
+        RolloutSettings(max_tool_calls=3),
+    )
     r = start_group(engine, rows[0], VISION, 1, 0)[0]
     for text in (CLIP, "<tool_call>{oops</tool_call>", "It reads \\boxed{ABC}"):
         engine.force_turn(r, text)
@@ -125,14 +161,25 @@ def test_a_transcript_is_the_rollouts_trajectory_as_markdown(tiny_dir, rows):
     text = transcript(traj, 0.5)
     assert text == transcript(r.to_trajectory(), 0.5)
     lines = text.splitlines()
-    assert lines[0] == f"### {rows[0]['sample_id']}  (reward 0.500)" and lines[1].startswith(f"**Q:** {traj.question}")
-    assert [line for line in lines if line.startswith("**turn ")] == ["**turn 1**", "**turn 2**", "**turn 3**"]
+    assert lines[0] == f"### {rows[0]['sample_id']}  (reward 0.500)" and lines[1].startswith(
+        f"**Q:** {traj.question}"
+    )
+    assert [line for line in lines if line.startswith("**turn ")] == [
+        "**turn 1**",
+        "**turn 2**",
+        "**turn 3**",
+    ]
     assert "→ clipping: Here are the selected frames 1, 3 at higher resolution (images 7 to 8):" in lines
-    assert "→ invalid call: Execution error: tool call is not valid JSON (Expecting property name enclosed in double quotes at char 1)" in lines
+    assert (
+        "→ invalid call: Execution error: tool call is not valid JSON "
+        "(Expecting property name enclosed in double quotes at char 1)" in lines
+    )
     assert "It reads \\boxed{ABC}" in lines and lines[-1] == "**answer:** 'ABC' (answer)"
 
 
-def test_train_grpo_reports_held_out_rewards_and_equal_reward_groups_give_no_gradient(tiny_dir, small_built, tmp_path):
+def test_train_grpo_reports_held_out_rewards_and_equal_reward_groups_give_no_gradient(
+    tiny_dir, small_built, tmp_path
+):
     """The untrained policy never ends a turn within 8 tokens: every rollout scores the same, so
     every group has zero variance, is counted, and leaves the weights exactly as they were.
     (That a policy with varied rewards does move is checked on the pipeline's rl_d stage.)"""
@@ -141,20 +188,49 @@ def test_train_grpo_reports_held_out_rewards_and_equal_reward_groups_give_no_gra
     settings = GRPOSettings(steps=2, updates_per_batch=2, learning_rate=1e-3, save_steps=1, **TINY_RL)
     out = tmp_path / "rl"
     metrics, curve, transcripts = train_grpo(
-        small_built / "rl_d.jsonl", small_built / "samples_test.jsonl", tiny_dir, out, tmp_path / "work",
-        model_config(SMALL_PARAMS), settings, RolloutSettings(max_tool_calls=2), RewardConfig(), VISION,
-        log_fn=lambda values, step: logged.append((dict(values), step)), on_samples=lambda step, texts: samples.append(step),
+        small_built / "rl_d.jsonl",
+        small_built / "samples_test.jsonl",
+        tiny_dir,
+        out,
+        tmp_path / "work",
+        model_config(SMALL_PARAMS),
+        settings,
+        RolloutSettings(max_tool_calls=2),
+        RewardConfig(),
+        VISION,
+        log_fn=lambda values, step: logged.append((dict(values), step)),
+        on_samples=lambda step, texts: samples.append(step),
     )
-    for key in ("reward_start", "reward_end", "accuracy_start", "accuracy_end", "kl_last", "clip_calls_per_rollout",
-                "crop_calls_per_rollout", "invalid_call_rate", "seconds", "zero_variance_groups"):
+    for key in (
+        "reward_start",
+        "reward_end",
+        "accuracy_start",
+        "accuracy_end",
+        "kl_last",
+        "clip_calls_per_rollout",
+        "crop_calls_per_rollout",
+        "invalid_call_rate",
+        "seconds",
+        "zero_variance_groups",
+    ):
         assert key in metrics, key
     assert metrics["steps"] == 2 and metrics["held_out"]["prompts"] == 2
     assert 0 <= metrics["invalid_call_rate"] <= 1 and metrics["accuracy_end"] >= 0
     assert curve and "reward" in curve[0] and "rewards/format" in curve[0]
     keys = set().union(*(values for values, _ in logged))
-    for key in ("train/reward", "train/accuracy", "train/kl", "train/clip_ratio/region_mean", "train/tools/clip_calls_per_rollout",
-                "train/tools/crop_calls_per_rollout", "train/tools/invalid_call_rate", "train/response_length",
-                "train/rumination_steps", "train/frac_reward_zero_std", "train/rewards/curiosity"):
+    for key in (
+        "train/reward",
+        "train/accuracy",
+        "train/kl",
+        "train/clip_ratio/region_mean",
+        "train/tools/clip_calls_per_rollout",
+        "train/tools/crop_calls_per_rollout",
+        "train/tools/invalid_call_rate",
+        "train/response_length",
+        "train/rumination_steps",
+        "train/frac_reward_zero_std",
+        "train/rewards/curiosity",
+    ):
         assert key in keys, key
     assert samples and transcripts["before"] and transcripts["after"][0].startswith("### ")
     assert metrics["zero_variance_groups"] == 2 and all(p["frac_reward_zero_std"] == 1.0 for p in curve)
@@ -171,9 +247,18 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_dir, small_bui
         if step == 3:
             raise Crash  # after checkpoint-2 was written, before step 3's
 
-    args = (small_built / "rl_d.jsonl", small_built / "samples_test.jsonl", tiny_dir, tmp_path / "rl", tmp_path / "work",
-            model_config(SMALL_PARAMS), GRPOSettings(steps=4, save_steps=1, **TINY_RL), RolloutSettings(max_tool_calls=2),
-            RewardConfig(), VISION)
+    args = (
+        small_built / "rl_d.jsonl",
+        small_built / "samples_test.jsonl",
+        tiny_dir,
+        tmp_path / "rl",
+        tmp_path / "work",
+        model_config(SMALL_PARAMS),
+        GRPOSettings(steps=4, save_steps=1, **TINY_RL),
+        RolloutSettings(max_tool_calls=2),
+        RewardConfig(),
+        VISION,
+    )
     with pytest.raises(Crash):
         train_grpo(*args, on_samples=crash_at_step_3)
     assert (tmp_path / "work" / "checkpoint-2").is_dir() and not (tmp_path / "rl").exists()

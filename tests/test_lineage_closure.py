@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from videor4.pipeline.code_deps import import_closure, imported_modules, is_code_dep, stage_script, stale_stages, write_code_deps
+from videor4.pipeline.code_deps import (
+    import_closure,
+    imported_modules,
+    is_code_dep,
+    stage_script,
+    stale_stages,
+    write_code_deps,
+)
 from videor4.pipeline.lineage import entry_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +81,11 @@ def _edit_deps(path: Path, stage: str, edit) -> None:
 
 def test_the_generated_deps_check_fails_on_a_removed_and_on_an_extra_file(tmp_path):
     root = _copy_pipeline(tmp_path)
-    _edit_deps(root / "dvc.yaml", "pretrain", lambda deps: [d for d in deps if d != "src/videor4/rumination/tools.py"])
+    _edit_deps(
+        root / "dvc.yaml",
+        "pretrain",
+        lambda deps: [d for d in deps if d != "src/videor4/rumination/tools.py"],
+    )
     _edit_deps(root / "dvc.yaml", "base_model", lambda deps: [*deps, "src/videor4/data/writer.py"])
     stale = stale_stages(root)
     assert set(stale) == {"pretrain", "base_model"}
@@ -101,7 +112,11 @@ def test_the_closure_follows_lazy_imports(tmp_path):
     script = tmp_path / "stage.py"
     script.write_text("def main():\n    from videor4.rumination.tools import crop\n")
     found = {p.relative_to(ROOT).as_posix() for p in closure(script) if p != script}
-    assert {"src/videor4/__init__.py", "src/videor4/rumination/__init__.py", "src/videor4/rumination/tools.py"} <= found
+    assert {
+        "src/videor4/__init__.py",
+        "src/videor4/rumination/__init__.py",
+        "src/videor4/rumination/tools.py",
+    } <= found
     assert "src/videor4/rumination/video.py" in found  # imported by tools.py
 
 
@@ -208,4 +223,6 @@ def test_layers_import_only_downward():
 def test_the_library_has_no_flat_modules_but_its_version():
     flat = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
     assert not flat, f"modules outside a sub-package: {flat}"
-    assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(LAYERS)
+    assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(
+        LAYERS
+    )

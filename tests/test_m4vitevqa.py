@@ -157,7 +157,9 @@ def test_test_split_without_answers(tmp_path: Path) -> None:
     samples, skips = load_m4vitevqa(cfg)
     assert samples == [] and skips == {"missing_answers": 1}
     samples, skips = load_m4vitevqa(cfg, allow_missing_answers=True)
-    assert [(s.sample_id, s.split, s.answers, s.meta["task"]) for s in samples] == [("m4-t2-5", "test", [], "t2")]
+    assert [(s.sample_id, s.split, s.answers, s.meta["task"]) for s in samples] == [
+        ("m4-t2-5", "test", [], "t2")
+    ]
 
 
 def test_split_file_as_path_and_names(dataset: Path, tmp_path: Path) -> None:
@@ -213,7 +215,10 @@ def test_video_ocr(tmp_path: Path) -> None:
     assert by_text["EXIT 12"].bbox == pytest.approx([0.1, 0.1, 0.3, 0.3])
     assert by_text["STOP"].frame == 0
     assert by_text["STOP"].bbox == pytest.approx([0.0, 0.5, 0.5, 1.0])
-    assert load_video_ocr(M4ViteVQAConfig(root=tmp_path, split_file=SPLIT_FILE, ocr_dir=None), "00001", 200, 100) is None
+    assert (
+        load_video_ocr(M4ViteVQAConfig(root=tmp_path, split_file=SPLIT_FILE, ocr_dir=None), "00001", 200, 100)
+        is None
+    )
 
 
 @pytest.mark.parametrize(

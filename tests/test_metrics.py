@@ -17,7 +17,14 @@ from videor4.core.scoring import (
 
 @pytest.mark.parametrize(
     ("a", "b", "d"),
-    [("", "", 0), ("abc", "", 3), ("", "ab", 2), ("kitten", "sitting", 3), ("flaw", "lawn", 2), ("same", "same", 0)],
+    [
+        ("", "", 0),
+        ("abc", "", 3),
+        ("", "ab", 2),
+        ("kitten", "sitting", 3),
+        ("flaw", "lawn", 2),
+        ("same", "same", 0),
+    ],
 )
 def test_levenshtein(a: str, b: str, d: int) -> None:
     assert levenshtein(a, b) == d

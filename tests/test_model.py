@@ -27,7 +27,13 @@ from videor4.rumination.protocol import ToolCall, format_assistant_turn
 def test_tiny_checkpoint_loads_with_the_standard_auto_classes(tiny_dir):
     from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "preprocessor_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "preprocessor_config.json",
+    ):
         assert (tiny_dir / name).is_file(), name
     model = AutoModelForImageTextToText.from_pretrained(tiny_dir)
     tok = AutoTokenizer.from_pretrained(tiny_dir)
@@ -55,13 +61,22 @@ def test_chat_template_renders_structured_tool_calls_like_the_protocol(tiny_dir)
     tok = load_policy(tiny_dir).tokenizer
     call = ToolCall("cropping", {"target_image": 3, "bbox_2d": [0.1, 0.2, 0.5, 0.6]})
     user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What does it say?"}]}
-    structured = [user, {"role": "assistant", "content": "Zoom.", "tool_calls": [{"type": "function", "function": call.to_dict()}]}]
+    structured = [
+        user,
+        {
+            "role": "assistant",
+            "content": "Zoom.",
+            "tool_calls": [{"type": "function", "function": call.to_dict()}],
+        },
+    ]
     as_text = [user, {"role": "assistant", "content": format_assistant_turn("Zoom.", call)}]
     rendered = tok.apply_chat_template(structured, tokenize=False)
     assert rendered == tok.apply_chat_template(as_text, tokenize=False)
     assert rendered.count("<|vision_start|><|image_pad|><|vision_end|>") == 1
     assert "<|im_start|>system\n" in rendered  # a default system turn when none is given
-    tool_turn = tok.apply_chat_template(as_text + [{"role": "tool", "content": [{"type": "text", "text": "ok"}]}], tokenize=False)
+    tool_turn = tok.apply_chat_template(
+        as_text + [{"role": "tool", "content": [{"type": "text", "text": "ok"}]}], tokenize=False
+    )
     assert tool_turn.startswith(rendered) and tool_turn.endswith("<|im_start|>tool\nok<|im_end|>\n")
     prompt = tok.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|im_start|>assistant\n")

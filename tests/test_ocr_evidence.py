@@ -10,7 +10,14 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from videor4.core.schema import TextBox
-from videor4.data.evidence import box_coverage, box_iou, crop_covers, match_evidence, match_token, ocr_gt_agreement
+from videor4.data.evidence import (
+    box_coverage,
+    box_iou,
+    crop_covers,
+    match_evidence,
+    match_token,
+    ocr_gt_agreement,
+)
 from videor4.data.ocr import OcrEngine, get_engine, load_ocr_file, ocr_to_text_boxes, ocr_video
 
 W, H = 448, 252
@@ -105,11 +112,15 @@ def test_get_engine_is_shared() -> None:
 # ---------------------------------------------------------------- OCR files
 def test_load_ocr_file_third_party_layout(tmp_path: Path) -> None:
     path = tmp_path / "00001.json"
-    path.write_text(json.dumps({
-        "0": [{"ocr": "SCORE 42", "points": [10, 20, 110, 20, 110, 40, 10, 40]}],
-        "12": [{"ocr": 7, "points": [[0, 0], [5, 0], [5, 5], [0, 5]]}],  # nested points, numeric text
-        "13": [],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "0": [{"ocr": "SCORE 42", "points": [10, 20, 110, 20, 110, 40, 10, 40]}],
+                "12": [{"ocr": 7, "points": [[0, 0], [5, 0], [5, 5], [0, 5]]}],  # nested points, numeric text
+                "13": [],
+            }
+        )
+    )
     ocr = load_ocr_file(path)
     assert ocr[0] == [{"ocr": "SCORE 42", "points": [10.0, 20.0, 110.0, 20.0, 110.0, 40.0, 10.0, 40.0]}]
     assert ocr[12][0]["ocr"] == "7" and len(ocr[12][0]["points"]) == 8
@@ -147,7 +158,12 @@ def test_ocr_video_refuses_malformed_cache(tmp_path: Path) -> None:
 
 
 def test_ocr_to_text_boxes_clamps() -> None:
-    ocr = {2: [{"ocr": " hi ", "points": [-10, -5, 250, -5, 250, 50, -10, 50], "score": 0.8}, {"ocr": " ", "points": [0] * 8}]}
+    ocr = {
+        2: [
+            {"ocr": " hi ", "points": [-10, -5, 250, -5, 250, 50, -10, 50], "score": 0.8},
+            {"ocr": " ", "points": [0] * 8},
+        ]
+    }
     (box,) = ocr_to_text_boxes(ocr, 200, 100)
     assert box.frame == 2 and box.text == "hi" and box.score == 0.8
     assert box.bbox == pytest.approx([0.0, 0.0, 1.0, 0.5])
@@ -210,7 +226,12 @@ def test_match_evidence_subspans_and_ordering() -> None:
     assert [e.frame for e in match_evidence(["42"], boxes, min_anls=0.9)] == [0, 3]
     # several answers: the best over them per frame
     ev2 = match_evidence(["total 9", "score 43"], boxes)
-    assert [(e.frame, e.text) for e in ev2] == [(1, "SCORE 43"), (2, "TOTAL 9"), (0, "SCORE 42"), (3, "SCORE42")]
+    assert [(e.frame, e.text) for e in ev2] == [
+        (1, "SCORE 43"),
+        (2, "TOTAL 9"),
+        (0, "SCORE 42"),
+        (3, "SCORE42"),
+    ]
     assert match_evidence([], boxes) == []
     assert match_evidence(["zzz"], boxes) == []
 
@@ -243,4 +264,6 @@ def test_a_crop_covers_the_evidence_once_widened_by_the_margin():
     assert not crop_covers([0.45, 0.42, 0.55, 0.48], evidence, margin=0.0)
     # 0.15 to the right: the widened crop holds 0.15 of the text's 0.2 width (75 %), under 90 %
     shifted = [0.55, 0.40, 0.75, 0.50]
-    assert not crop_covers(shifted, evidence, margin=0.1) and crop_covers(shifted, evidence, margin=0.1, share=0.7)
+    assert not crop_covers(shifted, evidence, margin=0.1) and crop_covers(
+        shifted, evidence, margin=0.1, share=0.7
+    )

@@ -3,7 +3,14 @@ import pytest
 
 from videor4.rumination.protocol import ToolCall, parse_turn
 from videor4.rumination.tools import RuminationEnv, VisionConfig
-from videor4.rumination.video import FRAME_CACHE, FrameCache, VideoError, load_frames, smart_resize, uniform_indices
+from videor4.rumination.video import (
+    FRAME_CACHE,
+    FrameCache,
+    VideoError,
+    load_frames,
+    smart_resize,
+    uniform_indices,
+)
 
 VISION = VisionConfig(
     frame_max_pixels=4 * 28 * 28,
@@ -47,7 +54,10 @@ def test_clipping_returns_higher_resolution_frames(env):
     obs = env.execute(ToolCall("clipping", {"target_frames": [2, 5, 2]}))
     assert obs.ok, obs.text
     assert len(obs.images) == 2  # repeated frame dropped
-    assert obs.images[0].width * obs.images[0].height > env.initial_images()[0].width * env.initial_images()[0].height
+    assert (
+        obs.images[0].width * obs.images[0].height
+        > env.initial_images()[0].width * env.initial_images()[0].height
+    )
     assert "images 7 to 8" in obs.text
     assert [s.frame_pos for s in env.seen[6:]] == [1, 4]
 
@@ -147,7 +157,9 @@ def test_fps_sampling(sample_video):
     assert v.indices == [0, 4, 8, 12]
 
 
-@pytest.mark.parametrize("content,reason", [(None, "missing"), (b"", "empty"), (b"\x00not a video" * 50, "corrupt")])
+@pytest.mark.parametrize(
+    "content,reason", [(None, "missing"), (b"", "empty"), (b"\x00not a video" * 50, "corrupt")]
+)
 def test_bad_videos_raise_video_error(tmp_path, content, reason):
     path = tmp_path / "bad.mp4"
     if content is not None:

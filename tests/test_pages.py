@@ -19,8 +19,15 @@ from conftest import Server, free_port
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / ".dvc/plots/offline.html"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic", "--virtual-time-budget=15000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--virtual-time-budget=15000",
 ]
 
 
@@ -38,19 +45,31 @@ def _rendered_dom(page: Path | str, profile: Path, offline: bool = True) -> str:
     chromium = shutil.which("chromium")
     assert chromium, "headless Chromium is needed: `make browser` installs Debian's chromium package"
     prefix = _network_off_prefix() if offline else []
-    no_net = ["--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"] if offline and not prefix else []
+    no_net = (
+        ["--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]
+        if offline and not prefix
+        else []
+    )
     url = page.as_uri() if isinstance(page, Path) else page
     done = subprocess.run(
         [*prefix, chromium, *CHROMIUM_FLAGS, *no_net, f"--user-data-dir={profile}", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
 def _plots_page(tmp_path: Path, name: str, template: Path | None = None) -> Path:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = ["dvc", "plots", "show", "-o", str(tmp_path / name)] + (["--html-template", str(template)] if template else [])
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    cmd = ["dvc", "plots", "show", "-o", str(tmp_path / name)] + (
+        ["--html-template", str(template)] if template else []
+    )
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return tmp_path / name / "index.html"
@@ -69,7 +88,9 @@ def test_plots_page_draws_every_plot_with_the_network_off(tmp_path) -> None:
     html = page.read_text(encoding="utf-8")
     assert "cdn.jsdelivr.net" not in html and "<script src=" not in html  # nothing to fetch
     plot_ids = re.findall(r'<div id\s*=\s*"([^"]+)"', html)
-    assert len(plot_ids) >= 9, plot_ids  # the curves, the scaling curve and the accuracy bars, as dvc.yaml declares
+    assert len(plot_ids) >= 9, (
+        plot_ids
+    )  # the curves, the scaling curve and the accuracy bars, as dvc.yaml declares
     drawn = _drawn(_rendered_dom(page, tmp_path / "profile-ours"), plot_ids)
     assert all(drawn.values()), [i for i, ok in drawn.items() if not ok]
 
@@ -93,7 +114,9 @@ def test_mlflow_ui_opens_the_experiment_on_its_runs_table(tmp_path) -> None:
     from videor4.pipeline.tracking import TrackingConfig, start_run
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = TrackingConfig(tracking_uri=store, artifact_location=(tmp_path / "artifacts").as_uri(), experiment="video-r4")
+    config = TrackingConfig(
+        tracking_uri=store, artifact_location=(tmp_path / "artifacts").as_uri(), experiment="video-r4"
+    )
     with start_run("pipeline workspace ui-check", config) as run:
         run.log_metrics({"synthetic.rl_c.rumination.acc": 0.25})
     experiment = MlflowClient(store).get_experiment_by_name("video-r4")
@@ -101,8 +124,23 @@ def test_mlflow_ui_opens_the_experiment_on_its_runs_table(tmp_path) -> None:
     port = free_port()
     exe = str(Path(sys.executable).parent / "mlflow")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    server = Server([exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--backend-store-uri", store],
-                    port, env, tmp_path / "mlflow-server.log")
+    server = Server(
+        [
+            exe,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            store,
+        ],
+        port,
+        env,
+        tmp_path / "mlflow-server.log",
+    )
     started = server.processes()
     try:
         page = f"{server.url}/#/experiments/{experiment.experiment_id}"

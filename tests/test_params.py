@@ -89,14 +89,18 @@ def test_the_dataclass_defaults_are_the_shipped_params():
     world = dataclasses.asdict(SyntheticConfig())
     assert {k: world[k] for k in PARAMS["synthetic"]} == PARAMS["synthetic"]
     data = dataclasses.asdict(DataParams())
-    # (data.synthesis and data.qc default to the paper's recipe, which their dataclasses say; params.yaml tunes them)
+    # (data.synthesis and data.qc default to the paper's recipe, which their dataclasses say;
+    # params.yaml tunes them)
     for key in ("sizes", "tokenizer_corpus", "ocr", "max_bad_fraction", "max_video_pixels", "max_frames"):
         assert data[key] == PARAMS["data"][key], key
 
 
 def test_data_sizes_come_from_params_and_a_typo_is_an_error():
     cfg = build_config(PARAMS)
-    assert (cfg.synthesis.n_drp, cfg.synthesis.n_crp) == (PARAMS["data"]["sizes"]["drp"], PARAMS["data"]["sizes"]["crp"])
+    assert (cfg.synthesis.n_drp, cfg.synthesis.n_crp) == (
+        PARAMS["data"]["sizes"]["drp"],
+        PARAMS["data"]["sizes"]["crp"],
+    )
     bad = {**PARAMS, "data": {**PARAMS["data"], "sizes": {"dpr": 10}}}
     with pytest.raises(ParamsError, match=r"unknown params data.sizes: dpr \(known: crp, drp, rl_c, rl_d\)"):
         build_config(bad)
@@ -104,7 +108,9 @@ def test_data_sizes_come_from_params_and_a_typo_is_an_error():
         data_params({"data": {"qc": {"min_coverage": 0.5}}})
     with pytest.raises(ParamsError, match=r"data.source: 'youtube' is not one of synthetic, m4vitevqa"):
         data_params({"data": {"source": "youtube"}})
-    with pytest.raises(ParamsError, match=r"data.synthesis.crp_crop_target: 'crop' is not one of clip, frame"):
+    with pytest.raises(
+        ParamsError, match=r"data.synthesis.crp_crop_target: 'crop' is not one of clip, frame"
+    ):
         data_params({"data": {"synthesis": {"crp_crop_target": "crop"}}})
 
 
@@ -130,17 +136,35 @@ def test_curriculum_sections_name_their_stage():
 @pytest.mark.parametrize(
     "stage, argv, params, message",
     [
-        ("build_data", ["--videos", "v", "--out", "o", "--metrics", "m.json"], {"data": {"qc": {"min_coverage": 0.5}}},
-         "error: build_data: unknown params data.qc: min_coverage (known: min_answer_similarity, min_clip_text_px, min_evidence_coverage)"),
-        ("make_videos", ["--out", "o", "--metrics", "m.json"], {"synthetic": {"n_video": 3}}, "error: make_videos: unknown params synthetic: n_video"),
-        ("base_model", ["--corpus", "a.jsonl", "--out", "o", "--metrics", "m.json"], {"model": {"name_or_path": 7}},
-         "error: base_model: params model.name_or_path: expected str, got 7"),
+        (
+            "build_data",
+            ["--videos", "v", "--out", "o", "--metrics", "m.json"],
+            {"data": {"qc": {"min_coverage": 0.5}}},
+            "error: build_data: unknown params data.qc: min_coverage "
+            "(known: min_answer_similarity, min_clip_text_px, min_evidence_coverage)",
+        ),
+        (
+            "make_videos",
+            ["--out", "o", "--metrics", "m.json"],
+            {"synthetic": {"n_video": 3}},
+            "error: make_videos: unknown params synthetic: n_video",
+        ),
+        (
+            "base_model",
+            ["--corpus", "a.jsonl", "--out", "o", "--metrics", "m.json"],
+            {"model": {"name_or_path": 7}},
+            "error: base_model: params model.name_or_path: expected str, got 7",
+        ),
     ],
 )
 def test_a_stage_with_a_bad_key_ends_in_one_line(tmp_path, stage, argv, params, message):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / f"{stage}.py"), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, str(ROOT / "stages" / f"{stage}.py"), *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), done.stderr

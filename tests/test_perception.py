@@ -33,14 +33,23 @@ from videor4.rumination.tools import VisionConfig
 from videor4.train.pretrain import effective_steps, pretrain_settings
 
 WORLD = SyntheticConfig(preset="readable")
-VISION = VisionConfig(num_frames=8, frame_max_pixels=6272, clip_max_pixels=50176, crop_min_pixels=12544, crop_max_pixels=50176, box_step=0.1)
+VISION = VisionConfig(
+    num_frames=8,
+    frame_max_pixels=6272,
+    clip_max_pixels=50176,
+    crop_min_pixels=12544,
+    crop_max_pixels=50176,
+    box_step=0.1,
+)
 
 
 def test_glyph_labels_follow_the_crop_and_the_resize():
     # a 100x50 region at (40, 20) of the frame, shown at 200x100: a glyph centred at frame (65, 45)
     # lands at image (50, 50), merged cell (row 1, col 1); one outside the region is dropped
     image = Image.new("RGB", (196, 112))
-    grid = glyph_grid(image, (40, 20, 138, 76), [("7", (60.0, 40.0, 70.0, 50.0)), ("3", (5.0, 5.0, 9.0, 9.0))])
+    grid = glyph_grid(
+        image, (40, 20, 138, 76), [("7", (60.0, 40.0, 70.0, 50.0)), ("3", (5.0, 5.0, 9.0, 9.0))]
+    )
     assert grid.shape == (4, 7)
     assert grid[1, 1] == GLYPH_CLASSES.index("7")
     assert (grid != NO_GLYPH).sum() == 1
@@ -56,13 +65,21 @@ def test_read_examples_label_every_glyph_of_the_asked_text_in_its_crop():
         # the asked code's digits are all in view (two centres in one cell keep the later one)
         assert set(ex.answer) <= set(labelled) or len(set(labelled)) >= len(set(ex.answer)) - 1
         # the final turn a read question gets: what it reads, then the answer copied from it
-        assert ex.messages[1]["content"] == read_answer_turn(ex.answer) and ex.answer.isdigit() and len(ex.answer) == 3
+        assert (
+            ex.messages[1]["content"] == read_answer_turn(ex.answer)
+            and ex.answer.isdigit()
+            and len(ex.answer) == 3
+        )
         assert parse_turn(ex.messages[1]["content"]).answer == ex.answer
         assert phrase_reading(ex.messages[1]["content"]) == ex.answer
         # slots name the asked code's characters in reading order, in the cells its glyphs label
         slots = ex.slot_labels[0]
         assert slots.shape == grid.shape
-        in_order = [(int(s), GLYPH_CLASSES[g]) for s, g in sorted(zip(slots.reshape(-1), grid.reshape(-1))) if s != NO_SLOT]
+        in_order = [
+            (int(s), GLYPH_CLASSES[g])
+            for s, g in sorted(zip(slots.reshape(-1), grid.reshape(-1)))
+            if s != NO_SLOT
+        ]
         assert [ch for _, ch in in_order] == [ex.answer[k] for k, _ in in_order] and len(in_order) >= 2
 
 
@@ -74,7 +91,11 @@ def test_multiple_choice_reads_name_the_option_that_holds_the_text():
         # four distinct options, one of them the asked text, under the letter the answer gives
         assert len(set(options)) == 4 and options["ABCD".index(ex.choice)] == ex.answer
         assert turn == read_answer_turn(ex.answer, ex.choice) and parse_turn(turn).answer == ex.choice
-        assert phrase_reading(turn) == ex.answer and turn.startswith(ex.phrase) and f"That is option ({ex.choice})." in turn
+        assert (
+            phrase_reading(turn) == ex.answer
+            and turn.startswith(ex.phrase)
+            and f"That is option ({ex.choice})." in turn
+        )
         # the image and its labels are a READ crop's
         assert ex.glyph_labels and ex.slot_labels and ex.task == "read_mc"
     letters = {make_example("read_mc", WORLD, VISION, 0, TRAIN_STREAM, i).choice for i in range(40)}
@@ -83,7 +104,11 @@ def test_multiple_choice_reads_name_the_option_that_holds_the_text():
 
 def test_slot_labels_count_the_asked_text_from_its_first_character():
     image = Image.new("RGB", (112, 56))
-    target = [("9", (10.0, 10.0, 20.0, 20.0)), ("1", (38.0, 10.0, 48.0, 20.0)), ("7", (66.0, 30.0, 76.0, 40.0))]
+    target = [
+        ("9", (10.0, 10.0, 20.0, 20.0)),
+        ("1", (38.0, 10.0, 48.0, 20.0)),
+        ("7", (66.0, 30.0, 76.0, 40.0)),
+    ]
     grid = slot_grid(image, (0, 0, 112, 56), target)
     assert grid[0, 0] == 0 and grid[0, 1] == 1 and grid[1, 2] == 2
     assert (grid == NO_SLOT).sum() == grid.size - 3
@@ -107,10 +132,15 @@ def test_locate_examples_label_colours_boxes_and_the_asked_text_cell(task, size)
         call = parse_turn(said).tool_call
         assert call.name == "cropping" and call.arguments == {"target_image": 1, "bbox_2d": box}
         # written outward to tenths, the box still holds the text
-        assert box[0] <= ex.evidence_box[0] and box[1] <= ex.evidence_box[1] and box[2] >= ex.evidence_box[2] and box[3] >= ex.evidence_box[3]
+        assert (
+            box[0] <= ex.evidence_box[0]
+            and box[1] <= ex.evidence_box[1]
+            and box[2] >= ex.evidence_box[2]
+            and box[3] >= ex.evidence_box[3]
+        )
         # the target cell holds the asked text: its colour is the question's, its box the answer's
         row, col = divmod(ex.target_cell, cols)
-        asked = said[len("The "):].split()[0]
+        asked = said[len("The ") :].split()[0]
         assert colour[row, col] == COLOURS.index(asked)
         assert [c / 10 for c in coords[row, col]] == pytest.approx(box)
         # a cell without a text centre has neither a colour nor a box
@@ -133,7 +163,10 @@ def test_scenes_are_read_back_as_the_video_decoder_reads_the_mp4s(tmp_path):
     raw = np.asarray(img)
     _write_mp4(tmp_path / "still.mp4", [raw] * 4, 8.0)
     decoded = load_frames(str(tmp_path / "still.mp4"), indices=[0]).frames[0].astype(int)
-    assert np.abs(decoded - decoded_like(raw).astype(int)).mean() < 0.5 * np.abs(decoded - raw.astype(int)).mean()
+    assert (
+        np.abs(decoded - decoded_like(raw).astype(int)).mean()
+        < 0.5 * np.abs(decoded - raw.astype(int)).mean()
+    )
     assert np.abs(decoded - decoded_like(raw).astype(int)).mean() < 2.0
 
 
@@ -141,7 +174,7 @@ def test_glyph_boxes_match_the_drawn_ink():
     scene = render_scene(WORLD, np.random.default_rng([0, TRAIN_STREAM, 5]))
     for text in scene.texts:
         for ch, (x1, y1, x2, y2) in text.glyphs:
-            patch = scene.frame[int(y1):int(math.ceil(y2)), int(x1):int(math.ceil(x2))].astype(int)
+            patch = scene.frame[int(y1) : int(math.ceil(y2)), int(x1) : int(math.ceil(x2))].astype(int)
             # saturated digit ink differs from the neutral panel (236, 236, 230) inside every glyph box
             assert (np.abs(patch - np.array([236, 236, 230])).sum(axis=-1) > 120).any(), (text.text, ch)
 
@@ -151,7 +184,9 @@ def test_examples_are_deterministic_and_the_streams_differ():
     b = make_example("locate", WORLD, VISION, 0, TRAIN_STREAM, 3)
     c = make_example("locate", WORLD, VISION, 0, HELD_OUT_STREAM, 3)
     assert a.answer == b.answer and a.messages[0]["content"][1] == b.messages[0]["content"][1]
-    assert np.array_equal(np.asarray(a.messages[0]["content"][0]["image"]), np.asarray(b.messages[0]["content"][0]["image"]))
+    assert np.array_equal(
+        np.asarray(a.messages[0]["content"][0]["image"]), np.asarray(b.messages[0]["content"][0]["image"])
+    )
     assert (a.answer, a.messages[0]["content"][1]) != (c.answer, c.messages[0]["content"][1])
     box = phrase_box(a.messages[1]["content"])
     assert box is not None and 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1
@@ -206,7 +241,9 @@ def test_no_pretraining_render_is_a_frame_of_a_test_video(tmp_path, monkeypatch)
     cfg = SyntheticConfig(n_videos=4, num_frames=8, num_shown_frames=4, test_fraction=0.5, workers=1)
     drawn: list[np.ndarray] = []
     render_frames = synthetic._render_frames
-    monkeypatch.setattr(synthetic, "_render_frames", lambda *a: (out := render_frames(*a), drawn.extend(out[0]))[0])
+    monkeypatch.setattr(
+        synthetic, "_render_frames", lambda *a: (out := render_frames(*a), drawn.extend(out[0]))[0]
+    )
     records, _ = synthetic.generate_dataset(tmp_path / "world", cfg)
     test_videos = [r for r in records if r.split == "test"]
     assert test_videos and len(drawn) == cfg.n_videos * cfg.num_frames
@@ -214,7 +251,9 @@ def test_no_pretraining_render_is_a_frame_of_a_test_video(tmp_path, monkeypatch)
 
     scenes: list[np.ndarray] = []
     scene = perception.render_scene
-    monkeypatch.setattr(perception, "render_scene", lambda *a, **k: (s := scene(*a, **k), scenes.append(s.frame))[0])
+    monkeypatch.setattr(
+        perception, "render_scene", lambda *a, **k: (s := scene(*a, **k), scenes.append(s.frame))[0]
+    )
     mix = {"read": 0.6, "locate": 0.3, "read_clip": 0.1}
     for i in range(40):
         perception.make_example(task_of(i, mix, cfg.seed), cfg, VISION, cfg.seed, TRAIN_STREAM, i)

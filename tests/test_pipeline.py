@@ -30,7 +30,18 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 540) -> subprocess
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-STAGES = {"make_videos", "build_data", "base_model", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c", "eval", "figures"}
+STAGES = {
+    "make_videos",
+    "build_data",
+    "base_model",
+    "pretrain",
+    "drp_sft",
+    "rl_d",
+    "crp_sft",
+    "rl_c",
+    "eval",
+    "figures",
+}
 
 
 def _stage_cmd(path: Path, stage: str, **options: str) -> list[str]:
@@ -50,6 +61,8 @@ def _dotted(tree: dict, key: str):
     for part in key.split("."):
         tree = tree[part]
     return tree
+
+
 CHECKPOINTS = ["base", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c"]
 
 
@@ -77,24 +90,31 @@ def _mlflow_runs(path: Path, pipelines: bool = False):
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
     if pipelines:
         return client, [r for r in runs if r.data.tags.get("videor4.role") == "pipeline"]
-    return client, {r.info.run_name: r for r in reversed(runs) if r.data.tags.get("videor4.role") != "pipeline"}
+    return client, {
+        r.info.run_name: r for r in reversed(runs) if r.data.tags.get("videor4.role") != "pipeline"
+    }
 
 
 def _run_tree(client, experiment_id: str) -> str:
     """Every run as `name id parent pipeline-key`: what a failed lineage assertion needs to show."""
     runs = client.search_runs([experiment_id], order_by=["attributes.start_time ASC"])
-    return "\n".join(
-        f"{r.info.run_name} {r.info.run_id} parent={r.data.tags.get('mlflow.parentRunId')} "
-        f"key={r.data.tags.get('videor4.pipeline')} exp={r.data.tags.get('dvc.exp_name')}"
-        for r in runs
-    ) + "\n"
+    return (
+        "\n".join(
+            f"{r.info.run_name} {r.info.run_id} parent={r.data.tags.get('mlflow.parentRunId')} "
+            f"key={r.data.tags.get('videor4.pipeline')} exp={r.data.tags.get('dvc.exp_name')}"
+            for r in runs
+        )
+        + "\n"
+    )
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict]:
     """A git clone-like copy of the tracked project with tiny params."""
     dst = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for rel in files:
         if rel.startswith(("metrics/", "dvc.lock")) or not (ROOT / rel).is_file():
             continue
@@ -107,10 +127,23 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     params["model"]["tiny"].update(TINY_SPEC)
     params["pretrain"].update(tiny_steps=4, batch_size=4, held_out=4, logging_steps=1, save_steps=2)
     params["sft"].update(batch_size=2, save_steps=4, format_eval_prompts=3, format_eval_max_new_tokens=24)
-    params["sft"]["drp"] = {"learning_rate": 0.003, "epochs": 10}  # ~40 steps: long enough to be killed mid-run
+    params["sft"]["drp"] = {
+        "learning_rate": 0.003,
+        "epochs": 10,
+    }  # ~40 steps: long enough to be killed mid-run
     params["sft"]["crp"] = {"learning_rate": 0.003, "epochs": 1}
-    params["rl"].update(group_size=2, prompts_per_step=2, micro_batch_size=2, max_new_tokens=24, rollout_batch_size=8,
-                        eval_prompts=2, eval_group_size=2, save_steps=2, learning_rate=0.001, sample_trajectories=2)
+    params["rl"].update(
+        group_size=2,
+        prompts_per_step=2,
+        micro_batch_size=2,
+        max_new_tokens=24,
+        rollout_batch_size=8,
+        eval_prompts=2,
+        eval_group_size=2,
+        save_steps=2,
+        learning_rate=0.001,
+        sample_trajectories=2,
+    )
     params["rl"]["rl_d"] = {"steps": 4}
     params["rl"]["rl_c"] = {"steps": 2}
     params["eval"].update(max_steps=2, max_new_tokens=24, batch_size=8)
@@ -120,7 +153,10 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
         PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
         DVC_NO_ANALYTICS="1",
         GX_ANALYTICS_ENABLED="false",
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
     )
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=dst, env=env, check=True)
@@ -180,17 +216,28 @@ def test_mlflow_runs_carry_dvc_lineage(reproduced):
     assert "eval_table.md" in [a.path for a in client.list_artifacts(pipeline.info.run_id)]
     run = runs["build_data"]
     assert run.info.status == "FINISHED"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True
+    ).stdout.strip()
     assert run.data.tags["git.commit"] == head and run.data.tags["dvc.stage"] == "build_data"
     for dep in lock["stages"]["build_data"]["deps"]:
         assert run.data.tags[f"dep.{dep['path']}.md5"] == dep["md5"], dep["path"]
     assert run.data.params["data.sizes.drp"] == "8"
-    assert run.data.metrics["n_drp"] > 0 and "ocr_gt_agreement" in run.data.metrics and run.data.metrics["seconds"] > 0
+    assert (
+        run.data.metrics["n_drp"] > 0
+        and "ocr_gt_agreement" in run.data.metrics
+        and run.data.metrics["seconds"] > 0
+    )
     # the UI opens on the runs table (model training), and the Dataset column shows the data lineage
-    assert client.get_experiment_by_name("video-r4").tags["mlflow.experimentKind"] == "custom_model_development"
+    assert (
+        client.get_experiment_by_name("video-r4").tags["mlflow.experimentKind"] == "custom_model_development"
+    )
     datasets = {(i.dataset.name, i.tags[0].value): i.dataset.digest for i in run.inputs.dataset_inputs}
     outs = {o["path"]: o["md5"] for o in lock["stages"]["build_data"]["outs"]}
-    assert datasets == {("data/synthetic", "input"): outs_of(lock, "make_videos")["data/synthetic"], ("data/built", "output"): outs["data/built"]}
+    assert datasets == {
+        ("data/synthetic", "input"): outs_of(lock, "make_videos")["data/synthetic"],
+        ("data/built", "output"): outs["data/built"],
+    }
     drp = {(i.dataset.name, i.tags[0].value): i.dataset.digest for i in runs["drp_sft"].inputs.dataset_inputs}
     assert drp == {("data/built", "input"): outs["data/built"]}
 
@@ -202,7 +249,9 @@ def outs_of(lock: dict, stage: str) -> dict[str, str]:
 def _latest_run(path: Path, stage: str):
     client, _ = _mlflow_runs(path)
     exp = client.get_experiment_by_name("video-r4")
-    return client.search_runs([exp.experiment_id], f"attributes.run_name = '{stage}'", order_by=["attributes.start_time DESC"])[0]
+    return client.search_runs(
+        [exp.experiment_id], f"attributes.run_name = '{stage}'", order_by=["attributes.start_time DESC"]
+    )[0]
 
 
 def test_second_repro_does_nothing(reproduced):
@@ -217,7 +266,12 @@ def test_second_repro_does_nothing(reproduced):
 def _cached_outputs(path: Path) -> dict[str, bytes]:
     """Every file of every output DVC caches (the ones a remote stores), by path."""
     stages = yaml.safe_load((path / "dvc.yaml").read_text())["stages"]
-    outs = [o for stage in stages.values() for o in stage.get("outs", []) if isinstance(o, str) or next(iter(o.values())).get("cache", True)]
+    outs = [
+        o
+        for stage in stages.values()
+        for o in stage.get("outs", [])
+        if isinstance(o, str) or next(iter(o.values())).get("cache", True)
+    ]
     files = {}
     for out in (o if isinstance(o, str) else next(iter(o)) for o in outs):
         root = path / out
@@ -238,21 +292,35 @@ def test_push_to_s3_then_pull_into_a_fresh_clone_restores_outputs(reproduced, s3
     done = _run([str(Path(sys.executable).parent / "video-r4"), "remote", "configure"], path, s3env)
     assert done.returncode == 0, done.stderr
     config = (path / ".dvc/config").read_text()
-    assert "url = s3://videor4-tests/pipeline/dvc" in config and f"endpointurl = {s3_server.endpoint}" in config
-    assert s3_server.secret_key not in config and s3_server.access_key not in config  # credentials stay in the environment
+    assert (
+        "url = s3://videor4-tests/pipeline/dvc" in config and f"endpointurl = {s3_server.endpoint}" in config
+    )
+    assert (
+        s3_server.secret_key not in config and s3_server.access_key not in config
+    )  # credentials stay in the environment
 
     before = _cached_outputs(path)
-    assert any(k.startswith("models/rl_c/") for k in before) and any(k.startswith("data/built/") for k in before)
+    assert any(k.startswith("models/rl_c/") for k in before) and any(
+        k.startswith("data/built/") for k in before
+    )
     failures = {
-        "unreachable": ({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, "S3 endpoint http://127.0.0.1:"),
+        "unreachable": (
+            {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"},
+            "S3 endpoint http://127.0.0.1:",
+        ),
         "no bucket": ({"VIDEOR4_S3_BUCKET": "no-such-bucket"}, "S3 bucket 'no-such-bucket' does not exist"),
         "bad secret": ({"AWS_SECRET_ACCESS_KEY": "wrong"}, "S3 credentials were rejected"),
     }
     for case, (override, message) in failures.items():
-        done = _run([str(Path(sys.executable).parent / "video-r4"), "remote", "push"], path, {**s3env, **override})
+        done = _run(
+            [str(Path(sys.executable).parent / "video-r4"), "remote", "push"], path, {**s3env, **override}
+        )
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1, (case, done.stderr)
-        assert lines[0].startswith(f"error: push: {message}") and "nothing was transferred" in lines[0], (case, lines)
+        assert lines[0].startswith(f"error: push: {message}") and "nothing was transferred" in lines[0], (
+            case,
+            lines,
+        )
     # DVC's own push, without the check, fails on the bad key too
     assert _run(["dvc", "push"], path, {**s3env, "AWS_SECRET_ACCESS_KEY": "wrong"}).returncode != 0
     assert _cached_outputs(path) == before
@@ -263,7 +331,9 @@ def test_push_to_s3_then_pull_into_a_fresh_clone_restores_outputs(reproduced, s3
 
     done = _run([str(Path(sys.executable).parent / "video-r4"), "remote", "push"], path, s3env)
     assert done.returncode == 0, done.stderr
-    assert s3.list_objects_v2(Bucket=s3_server.bucket, Prefix="pipeline/dvc/files/md5/").get("KeyCount", 0) > 0
+    assert (
+        s3.list_objects_v2(Bucket=s3_server.bucket, Prefix="pipeline/dvc/files/md5/").get("KeyCount", 0) > 0
+    )
 
     for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "outputs on the S3 remote"]):
         subprocess.run(cmd, cwd=path, env=env, check=True)
@@ -282,8 +352,12 @@ def test_sigkill_during_build_then_repro_gives_identical_outputs(reproduced):
     built = path / "data/built"
     reference = {p.relative_to(built): p.read_bytes() for p in built.rglob("*") if p.is_file()}
     proc = subprocess.Popen(  # forced: same params, so an uninterrupted run would reproduce `reference`
-        ["dvc", "repro", "-f", "build_data"], cwd=path, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        ["dvc", "repro", "-f", "build_data"],
+        cwd=path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     # wait until the build has started writing its temporary folder, then kill everything
     deadline = time.time() + 120
@@ -293,13 +367,17 @@ def test_sigkill_during_build_then_repro_gives_identical_outputs(reproduced):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # nothing half-written is visible where the data is read from
-    assert not built.exists() or {p.name for p in built.glob("*.jsonl")} == {f.name for f in reference if f.suffix == ".jsonl"}
+    assert not built.exists() or {p.name for p in built.glob("*.jsonl")} == {
+        f.name for f in reference if f.suffix == ".jsonl"
+    }
     result = _run(["dvc", "repro"], path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     again = {p.relative_to(built): p.read_bytes() for p in built.rglob("*") if p.is_file()}
     assert again == reference
     # a killed build can leave only its hidden temporary folder; the next build removes it
-    assert all(p.name.startswith(".built.building-") for p in (path / "data").iterdir() if p.name.startswith("."))
+    assert all(
+        p.name.startswith(".built.building-") for p in (path / "data").iterdir() if p.name.startswith(".")
+    )
 
 
 def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced):
@@ -311,7 +389,11 @@ def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced
     for stage in ("drp_sft", "crp_sft"):
         m = json.loads((path / f"metrics/{stage}.json").read_text())
         # drp_sft trains ~40 steps, its loss must fall; crp_sft's 4 steps (one epoch) may not
-        assert m["train_loss_last"] < m["train_loss_first"] if stage == "drp_sft" else math.isfinite(m["train_loss_last"])
+        assert (
+            m["train_loss_last"] < m["train_loss_first"]
+            if stage == "drp_sft"
+            else math.isfinite(m["train_loss_last"])
+        )
         assert 0.0 <= m["format_valid_rate"] <= 1.0 and m["format_eval_prompts"] == 3
         assert m["skipped_total"] == 0 and "seconds" not in m and "checkpoint" not in m
         curve = json.loads((path / f"metrics/{stage}_loss.json").read_text())
@@ -324,15 +406,26 @@ def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced
         out = next(o for o in lock["stages"][stage]["outs"] if o["path"] == f"models/{stage}")
         assert run.data.tags["checkpoint.md5"] == out["md5"]  # the DVC-tracked checkpoint, by content
         assert run.data.metrics["seconds"] > 0
-        assert [a.path for a in client.list_artifacts(run.info.run_id)] == [f"{stage}_generations.json", "environment"]
-        # the checkpoint is the run's MLflow model and a version of video-r4-<stage>, tagged with its md5 and commit
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == [
+            f"{stage}_generations.json",
+            "environment",
+        ]
+        # the checkpoint is the run's MLflow model and a version of video-r4-<stage>,
+        # tagged with its md5 and commit
         (version,) = client.search_model_versions(f"name = 'video-r4-{stage}'")
         assert version.run_id == run.info.run_id and version.tags["dvc.md5"] == out["md5"]
-        assert version.tags["git.commit"] == run.data.tags["git.commit"] and version.tags["dvc.stage"] == stage
+        assert (
+            version.tags["git.commit"] == run.data.tags["git.commit"] and version.tags["dvc.stage"] == stage
+        )
         assert run.data.tags["model.registered_uri"] == f"models:/video-r4-{stage}/{version.version}"
         # the environment that trained it: the lock file, and its md5 and the key versions as tags
-        assert [a.path for a in client.list_artifacts(run.info.run_id, "environment")] == ["environment/requirements.lock"]
-        assert run.data.tags["env.lock.md5"] == hashlib.md5((path / "requirements.lock").read_bytes()).hexdigest()
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "environment")] == [
+            "environment/requirements.lock"
+        ]
+        assert (
+            run.data.tags["env.lock.md5"]
+            == hashlib.md5((path / "requirements.lock").read_bytes()).hexdigest()
+        )
         assert run.data.tags["env.trl"] == metadata.version("trl")
     # the curriculum order: DRP-SFT → RL_d → CRP-SFT → RL_c
     assert runs["crp_sft"].data.tags["init"] == "models/rl_d"
@@ -344,21 +437,42 @@ def test_rl_stages_write_metrics_curves_transcripts_and_trained_checkpoints(repr
     path, env, _ = reproduced
     lock = yaml.safe_load((path / "dvc.lock").read_text())
     client, runs = _mlflow_runs(path)
-    md5 = {stage: next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == f"models/{stage}") for stage in lock["stages"] if stage.endswith(("sft", "rl_d", "rl_c"))}
+    md5 = {
+        stage: next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == f"models/{stage}")
+        for stage in lock["stages"]
+        if stage.endswith(("sft", "rl_d", "rl_c"))
+    }
     for stage, init, steps in (("rl_d", "drp_sft", 4), ("rl_c", "crp_sft", 2)):
         m = json.loads((path / f"metrics/{stage}.json").read_text())
-        for key in ("reward_start", "reward_end", "accuracy_start", "accuracy_end", "kl_last", "clip_calls_per_rollout",
-                    "crop_calls_per_rollout", "invalid_call_rate"):
+        for key in (
+            "reward_start",
+            "reward_end",
+            "accuracy_start",
+            "accuracy_end",
+            "kl_last",
+            "clip_calls_per_rollout",
+            "crop_calls_per_rollout",
+            "invalid_call_rate",
+        ):
             assert isinstance(m[key], float), key
         assert m["steps"] == steps and m["held_out"]["prompts"] == 2
         # an update needs a group whose rewards differ: equal-reward groups give no gradient
-        groups = m["steps"] // 2 * 2  # a batch of prompts_per_step (2) groups every updates_per_batch (2) steps
+        groups = (
+            m["steps"] // 2 * 2
+        )  # a batch of prompts_per_step (2) groups every updates_per_batch (2) steps
         assert (md5[stage] != md5[init]) == (m["zero_variance_groups"] < groups), m
         run = runs[stage]
         assert run.info.status == "FINISHED" and run.data.tags["init"] == f"models/{init}"
         assert run.data.tags["checkpoint.md5"] == md5[stage]
-        for key in ("train/reward", "train/rewards/accuracy", "train/rewards/format", "train/tools/clip_calls_per_rollout",
-                    "train/tools/invalid_call_rate", "train/rumination_steps", "train/response_length"):
+        for key in (
+            "train/reward",
+            "train/rewards/accuracy",
+            "train/rewards/format",
+            "train/tools/clip_calls_per_rollout",
+            "train/tools/invalid_call_rate",
+            "train/rumination_steps",
+            "train/response_length",
+        ):
             assert client.get_metric_history(run.info.run_id, key), key
         assert len(client.get_metric_history(run.info.run_id, "train/kl")) == steps
         transcripts = [a.path for a in client.list_artifacts(run.info.run_id, "rollouts")]
@@ -378,26 +492,59 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
         for mode in ("single_pass", "rumination"):
             scores = m["synthetic"][name][mode]
             assert 0.0 <= scores["acc"] <= 1.0 and 0.0 <= scores["anls"] <= 1.0, scores
-        assert set(m["synthetic"][name]["tools"]) == {"clip_per_question", "crop_per_question", "questions_using_tools", "invalid_call_rate", "answered"}
-        single = [json.loads(x) for x in (path / f"reports/eval/{name}.synthetic.single_pass.jsonl").read_text().splitlines()]
-        rumination = [json.loads(x) for x in (path / f"reports/eval/{name}.synthetic.rumination.jsonl").read_text().splitlines()]
+        assert set(m["synthetic"][name]["tools"]) == {
+            "clip_per_question",
+            "crop_per_question",
+            "questions_using_tools",
+            "invalid_call_rate",
+            "answered",
+        }
+        single = [
+            json.loads(x)
+            for x in (path / f"reports/eval/{name}.synthetic.single_pass.jsonl").read_text().splitlines()
+        ]
+        rumination = [
+            json.loads(x)
+            for x in (path / f"reports/eval/{name}.synthetic.rumination.jsonl").read_text().splitlines()
+        ]
         assert len(single) == len(rumination) == n
         assert all(r["calls"] == 0 for r in single)  # single pass: no tool was ever called
         assert all(r["calls"] <= 2 and len(r["trajectory"]["steps"]) == r["calls"] for r in rumination)
         # the reported numbers are the means of the per-question scores
-        assert m["synthetic"][name]["rumination"]["anls"] == pytest.approx(sum(r["anls"] for r in rumination) / n)
+        assert m["synthetic"][name]["rumination"]["anls"] == pytest.approx(
+            sum(r["anls"] for r in rumination) / n
+        )
     scaling = json.loads((path / "metrics/eval_scaling.json").read_text())
     assert [p["steps"] for p in scaling] == [0, 1, 2] and set(scaling[0]) == {"steps", *CHECKPOINTS}
     for name in CHECKPOINTS:  # the curve's ends are the two modes
         assert scaling[0][name] == m["synthetic"][name]["single_pass"]["acc"]
         assert scaling[-1][name] == m["synthetic"][name]["rumination"]["acc"]
     table = (path / "reports/eval_table.md").read_text()
-    assert f"| Checkpoint | Mode | Synthetic Acc (n={n}) | Synthetic ANLS (n={n}) |" in table and "## Paired comparisons" in table
-    pairs = m["comparisons"]["synthetic"]  # the curriculum's pairs, CRP-SFT against curriculum.crp_sft_init (models/rl_d)
-    assert set(pairs["stage_vs_init"]) == {"pretrain_vs_base", "drp_sft_vs_pretrain", "rl_d_vs_drp_sft", "crp_sft_vs_rl_d", "rl_c_vs_crp_sft"}
+    assert (
+        f"| Checkpoint | Mode | Synthetic Acc (n={n}) | Synthetic ANLS (n={n}) |" in table
+        and "## Paired comparisons" in table
+    )
+    pairs = m["comparisons"][
+        "synthetic"
+    ]  # the curriculum's pairs, CRP-SFT against curriculum.crp_sft_init (models/rl_d)
+    assert set(pairs["stage_vs_init"]) == {
+        "pretrain_vs_base",
+        "drp_sft_vs_pretrain",
+        "rl_d_vs_drp_sft",
+        "crp_sft_vs_rl_d",
+        "rl_c_vs_crp_sft",
+    }
     assert set(pairs["rumination_vs_single_pass"]) == set(CHECKPOINTS)
-    main_table = table.split("\n## ")[0]  # the paper-style table, before the scaling, per-kind and paired sections
-    assert sum(line.startswith(("| rl_c | single-pass", "| rl_c | rumination")) for line in main_table.splitlines()) == 2
+    main_table = table.split("\n## ")[
+        0
+    ]  # the paper-style table, before the scaling, per-kind and paired sections
+    assert (
+        sum(
+            line.startswith(("| rl_c | single-pass", "| rl_c | rumination"))
+            for line in main_table.splitlines()
+        )
+        == 2
+    )
     # lineage: each checkpoint's md5 as DVC locked it, and the run that trained it
     client, runs = _mlflow_runs(path)
     run = runs["eval"]
@@ -407,13 +554,17 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
     assert run.data.tags["checkpoint.rl_c.run_id"] == runs["rl_c"].info.run_id
     assert len(client.get_metric_history(run.info.run_id, "scaling/synthetic/rl_c/acc")) == 3
     plots = _run(["dvc", "plots", "show", "--json"], path, env)
-    assert plots.returncode == 0 and "eval_scaling.json" in plots.stdout and "eval_accuracy.json" in plots.stdout
+    assert (
+        plots.returncode == 0 and "eval_scaling.json" in plots.stdout and "eval_accuracy.json" in plots.stdout
+    )
     # the headline metrics: Acc / ANLS per checkpoint and mode, the full metrics' numbers
     headline = json.loads((path / "metrics/headline.json").read_text())
     assert set(headline["synthetic"]) == set(CHECKPOINTS)
     for name in CHECKPOINTS:
         for mode in ("single_pass", "rumination"):
-            assert headline["synthetic"][name][mode] == {k: m["synthetic"][name][mode][k] for k in ("acc", "anls")}
+            assert headline["synthetic"][name][mode] == {
+                k: m["synthetic"][name][mode][k] for k in ("acc", "anls")
+            }
     # `dvc exp show` leads with them: its first metric columns, before any stage's
     shown = _run(["dvc", "exp", "show", "--csv", "--no-pager"], path, env)
     columns = shown.stdout.splitlines()[0].split(",")
@@ -430,7 +581,9 @@ def test_figures_stage_draws_pngs_logs_them_and_the_table_links_them(reproduced)
     assert sorted(p.name for p in figures.iterdir()) == sorted(FIGURES)
     for name in FIGURES:
         data = (figures / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name  # a real picture, not an empty canvas
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, (
+            name
+        )  # a real picture, not an empty canvas
     table = (path / "reports/eval_table.md").read_text()
     assert all(f"(figures/{name})" in table for name in FIGURES)
     client, runs = _mlflow_runs(path)
@@ -445,28 +598,87 @@ def test_eval_and_ask_take_a_registered_model_from_the_command_line(reproduced, 
     cli = [str(Path(sys.executable).parent / "video-r4")]
     client, runs = _mlflow_runs(path)
     common = ["--set", "synthetic", "--root", "data/built", "--max-questions", "3", "--max-steps", "1"]
-    by_path = _run([*cli, "eval", "--model", "models/rl_c", *common, "--predictions", str(tmp_path / "a.jsonl")], path, env)
+    by_path = _run(
+        [*cli, "eval", "--model", "models/rl_c", *common, "--predictions", str(tmp_path / "a.jsonl")],
+        path,
+        env,
+    )
     assert by_path.returncode == 0, by_path.stderr
     assert "| rl_c | rumination |" in by_path.stdout and "Synthetic Acc (n=3)" in by_path.stdout
-    registered = _run([*cli, "eval", "--model", "models:/video-r4-rl_c/1", *common, "--predictions", str(tmp_path / "b.jsonl")], path, env)
+    registered = _run(
+        [
+            *cli,
+            "eval",
+            "--model",
+            "models:/video-r4-rl_c/1",
+            *common,
+            "--predictions",
+            str(tmp_path / "b.jsonl"),
+        ],
+        path,
+        env,
+    )
     assert registered.returncode == 0, registered.stderr
     a, b = ([json.loads(x) for x in (tmp_path / f).read_text().splitlines()] for f in ("a.jsonl", "b.jsonl"))
     assert len(a) == 6 and {r["mode"] for r in a} == {"single_pass", "rumination"}
-    assert [r["prediction"] for r in a] == [r["prediction"] for r in b]  # the same checkpoint, fetched from MLflow
-    one = _run([*cli, "eval", "--model", f"runs:/{runs['rl_c'].info.run_id}/model", *common, "--mode", "single_pass"], path, env)
-    assert one.returncode == 0 and "single-pass" in one.stdout and "| Synthetic | 3 |" in one.stdout, one.stdout + one.stderr
+    assert [r["prediction"] for r in a] == [
+        r["prediction"] for r in b
+    ]  # the same checkpoint, fetched from MLflow
+    one = _run(
+        [
+            *cli,
+            "eval",
+            "--model",
+            f"runs:/{runs['rl_c'].info.run_id}/model",
+            *common,
+            "--mode",
+            "single_pass",
+        ],
+        path,
+        env,
+    )
+    assert one.returncode == 0 and "single-pass" in one.stdout and "| Synthetic | 3 |" in one.stdout, (
+        one.stdout + one.stderr
+    )
     video = sorted((path / "data/synthetic/videos").glob("*.mp4"))[0]
-    asked = _run([*cli, "ask", str(video), "What does the red sign say?", "--model", "models:/video-r4-drp_sft/1",
-                  "--max-steps", "1", "--report", str(tmp_path / "r.html")], path, env)
+    asked = _run(
+        [
+            *cli,
+            "ask",
+            str(video),
+            "What does the red sign say?",
+            "--model",
+            "models:/video-r4-drp_sft/1",
+            "--max-steps",
+            "1",
+            "--report",
+            str(tmp_path / "r.html"),
+        ],
+        path,
+        env,
+    )
     assert asked.returncode == 0 and "answer:" in asked.stdout, asked.stderr
     for args, message in (
-        (["--model", "models:/video-r4-nope/1", *common], "error: cannot fetch models:/video-r4-nope/1 from sqlite:"),
-        (["--model", "models/rl_c", "--set", "nope", "--root", "data/built"], "error: unknown eval set 'nope'"),
-        (["--model", "models/rl_c", "--set", "mpdocvqa", "--root", str(tmp_path / "absent")], "error: mpdocvqa root not found: "),
+        (
+            ["--model", "models:/video-r4-nope/1", *common],
+            "error: cannot fetch models:/video-r4-nope/1 from sqlite:",
+        ),
+        (
+            ["--model", "models/rl_c", "--set", "nope", "--root", "data/built"],
+            "error: unknown eval set 'nope'",
+        ),
+        (
+            ["--model", "models/rl_c", "--set", "mpdocvqa", "--root", str(tmp_path / "absent")],
+            "error: mpdocvqa root not found: ",
+        ),
         (["--model", "models/absent", *common], "error: model not found: models/absent"),
     ):
         bad = _run([*cli, "eval", *args], path, env)
-        assert bad.returncode == 1 and bad.stderr.strip().startswith(message) and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert (
+            bad.returncode == 1
+            and bad.stderr.strip().startswith(message)
+            and len(bad.stderr.strip().splitlines()) == 1
+        ), bad.stderr
 
 
 def test_reward_ablation_reruns_only_the_stages_it_affects(reproduced):
@@ -474,7 +686,8 @@ def test_reward_ablation_reruns_only_the_stages_it_affects(reproduced):
     result = _run(["dvc", "exp", "run", "-n", "no-curiosity", "-S", "reward.lambda_cur=0.0"], path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
-    # the stages that read `reward`; crp_sft between them and eval after them re-run only if a checkpoint changed
+    # the stages that read `reward`; crp_sft between them and eval after them
+    # re-run only if a checkpoint changed
     assert {"rl_d", "rl_c"} <= ran <= {"rl_d", "crp_sft", "rl_c", "eval", "figures"}, result.stdout
     shown = _run(["dvc", "exp", "show", "--json"], path, env)
     assert shown.returncode == 0 and "no-curiosity" in shown.stdout and "reward_end" in shown.stdout
@@ -483,23 +696,32 @@ def test_reward_ablation_reruns_only_the_stages_it_affects(reproduced):
     assert 0.0 <= eval_metrics["synthetic"]["rl_c"]["rumination"]["acc"] <= 1.0  # eval metrics side by side
     # the experiment is a pipeline run of its own, named after it
     _, pipelines = _mlflow_runs(path, pipelines=True)
-    assert pipelines[-1].data.tags["dvc.exp_name"] == "no-curiosity" and pipelines[-1].data.params["reward.lambda_cur"] == "0.0"
+    assert (
+        pipelines[-1].data.tags["dvc.exp_name"] == "no-curiosity"
+        and pipelines[-1].data.params["reward.lambda_cur"] == "0.0"
+    )
     assert pipelines[-1].info.status == "FINISHED"
     assert pipelines[-1].info.run_name.startswith("pipeline no-curiosity ")
 
 
 def test_schedule_ablation_starts_crp_sft_from_the_chosen_checkpoint(reproduced):
     path, env, _ = reproduced
-    result = _run(["dvc", "exp", "run", "-n", "crp-only", "-S", "curriculum.crp_sft_init=models/base"], path, env)
+    result = _run(
+        ["dvc", "exp", "run", "-n", "crp-only", "-S", "curriculum.crp_sft_init=models/base"], path, env
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {"crp_sft", "rl_c", "eval", "figures"}, result.stdout
     client, _ = _mlflow_runs(path)
     _, pipelines = _mlflow_runs(path, pipelines=True)
-    children = client.search_runs([pipelines[-1].info.experiment_id], f"tags.`mlflow.parentRunId` = '{pipelines[-1].info.run_id}'")
+    children = client.search_runs(
+        [pipelines[-1].info.experiment_id], f"tags.`mlflow.parentRunId` = '{pipelines[-1].info.run_id}'"
+    )
     crp = next((r for r in children if r.info.run_name == "crp_sft"), None)
     assert crp is not None, _run_tree(client, pipelines[-1].info.experiment_id) + result.stdout[-3000:]
-    assert crp.data.tags["init"] == "models/base" and crp.data.params["curriculum.crp_sft_init"] == "models/base"
+    assert (
+        crp.data.tags["init"] == "models/base" and crp.data.params["curriculum.crp_sft_init"] == "models/base"
+    )
 
 
 def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):
@@ -509,11 +731,17 @@ def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):
     params["sft"]["drp"]["epochs"] = 11
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = subprocess.Popen(
-        ["dvc", "repro", "-s", "drp_sft"], cwd=path, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        ["dvc", "repro", "-s", "drp_sft"],
+        cwd=path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 300
-    while time.time() < deadline and not list((path / ".cache/drp_sft").glob("checkpoint-*/trainer_state.json")):
+    while time.time() < deadline and not list(
+        (path / ".cache/drp_sft").glob("checkpoint-*/trainer_state.json")
+    ):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -521,7 +749,9 @@ def test_sigkill_during_sft_resumes_from_the_last_checkpoint(reproduced):
     result = _run(["dvc", "repro", "-s", "drp_sft"], path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     m = json.loads((path / "metrics/drp_sft.json").read_text())
-    assert _latest_run(path, "drp_sft").data.metrics["resumed_from_step"] >= 4 and m["steps"] == 44  # run bookkeeping: in MLflow
+    assert (
+        _latest_run(path, "drp_sft").data.metrics["resumed_from_step"] >= 4 and m["steps"] == 44
+    )  # run bookkeeping: in MLflow
     assert len(json.loads((path / "metrics/drp_sft_loss.json").read_text())) == 44  # the curve spans the kill
     assert not (path / ".cache/drp_sft").exists()
 
@@ -546,8 +776,13 @@ def _small_disk(folder: Path, free_bytes: int):
     moved = folder.with_name(folder.name + ".orig")
     folder.rename(moved)
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={used + free_bytes}", "tmpfs", str(folder)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={used + free_bytes}", "tmpfs", str(folder)],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     try:
         shutil.copytree(moved, folder, dirs_exist_ok=True, symlinks=True)
         yield None if mounted else free_bytes  # without a mount: the writer's RLIMIT_FSIZE
@@ -565,6 +800,7 @@ def _limit_file_size(limit: int | None):
         if limit is not None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -576,8 +812,15 @@ def test_full_disk_keeps_the_previous_outputs(reproduced):
     cmd = _stage_cmd(path, "base_model")
 
     with _small_disk(models, free_bytes=256 * 1024) as limit:  # the new checkpoint needs about 1.4 MB
-        done = subprocess.run(cmd, cwd=path, env=env, capture_output=True, text=True, timeout=300,
-                              preexec_fn=_limit_file_size(limit))
+        done = subprocess.run(
+            cmd,
+            cwd=path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=_limit_file_size(limit),
+        )
         after = file_bytes(models)
         leftovers = [p.name for p in models.iterdir() if p.name.startswith(".")]
     assert done.returncode == 1, done.stderr
@@ -586,7 +829,9 @@ def test_full_disk_keeps_the_previous_outputs(reproduced):
         ["error: base_model: File too large; the previous outputs are unchanged"],
     ), done.stderr
     assert done.stderr.strip().splitlines()[-1] == _error_lines(done.stderr)[0]
-    if limit is None:  # under a file-size limit MLflow's sqlite store fails too, and its logger prints tracebacks
+    if (
+        limit is None
+    ):  # under a file-size limit MLflow's sqlite store fails too, and its logger prints tracebacks
         assert "Traceback" not in done.stderr
     assert after == before and leftovers == [] and metrics.read_bytes() == metrics_before
 
@@ -609,7 +854,9 @@ def test_forbidden_output_folder_keeps_the_previous_outputs(reproduced):
         models.chmod(0o755)
     assert done.returncode == 1, done.stderr
     errors = _error_lines(done.stderr)
-    assert len(errors) == 1 and errors[0].startswith("error: base_model: Permission denied (models/.base.building-"), done.stderr
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: base_model: Permission denied (models/.base.building-"
+    ), done.stderr
     assert errors[0].endswith("; the previous outputs are unchanged") and "Traceback" not in done.stderr
     assert file_bytes(models) == before and metrics.read_bytes() == metrics_before
 
@@ -624,7 +871,9 @@ def test_stage_completes_without_mlflow_unless_tracking_is_strict(reproduced):
     started = time.monotonic()
     done = _run(_stage_cmd(path, "base_model"), path, down, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "MLflow tracking at http://127.0.0.1:" in done.stderr and "continuing without tracking" in done.stderr
+    assert (
+        "MLflow tracking at http://127.0.0.1:" in done.stderr and "continuing without tracking" in done.stderr
+    )
     assert json.loads(metrics.read_text())["parameters"] > 0  # the metrics still land
     assert time.monotonic() - started < 120
 
@@ -639,7 +888,9 @@ def test_stage_completes_without_mlflow_unless_tracking_is_strict(reproduced):
         params_file.write_text(original)
     assert done.returncode == 1
     errors = _error_lines(done.stderr)
-    assert len(errors) == 1 and errors[0].startswith("error: base_model: MLflow tracking at http://127.0.0.1:"), done.stderr
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: base_model: MLflow tracking at http://127.0.0.1:"
+    ), done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -652,11 +903,20 @@ def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced
 
     path, env, _ = reproduced
     params = yaml.safe_load((path / "params.yaml").read_text())
-    cluster = {**env, "VIDEOR4_NUM_PROCESSES": "2", "VIDEOR4_NUM_MACHINES": "2",
-               "VIDEOR4_MAIN_PROCESS_IP": "127.0.0.1", "VIDEOR4_MAIN_PROCESS_PORT": str(free_port())}
+    cluster = {
+        **env,
+        "VIDEOR4_NUM_PROCESSES": "2",
+        "VIDEOR4_NUM_MACHINES": "2",
+        "VIDEOR4_MAIN_PROCESS_IP": "127.0.0.1",
+        "VIDEOR4_MAIN_PROCESS_PORT": str(free_port()),
+    }
     worker = subprocess.Popen(
         _stage_cmd(path, "crp_sft"),
-        cwd=path, env={**cluster, "VIDEOR4_MACHINE_RANK": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=path,
+        env={**cluster, "VIDEOR4_MACHINE_RANK": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         head = _run(["dvc", "repro", "-f", "-s", "crp_sft"], path, {**cluster, "VIDEOR4_MACHINE_RANK": "0"})
@@ -670,10 +930,15 @@ def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced
     assert "--num_machines 2 --machine_rank 1" in worker_log
     m = json.loads((path / "metrics/crp_sft.json").read_text())
     # 8 trajectories, batch 2 per process, 2 processes: 2 optimizer steps per epoch
-    assert _latest_run(path, "crp_sft").data.metrics["processes"] == 2 and m["steps"] == 2 * params["sft"]["crp"]["epochs"]
+    assert (
+        _latest_run(path, "crp_sft").data.metrics["processes"] == 2
+        and m["steps"] == 2 * params["sft"]["crp"]["epochs"]
+    )
     lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]["crp_sft"]
     recorded = next(o["md5"] for o in lock["outs"] if o["path"] == "models/crp_sft")
-    assert recorded == dep_md5(path / "models/crp_sft", root=path)  # DVC recorded what the two machines trained
+    assert recorded == dep_md5(
+        path / "models/crp_sft", root=path
+    )  # DVC recorded what the two machines trained
 
     params["rl"]["deepspeed"] = "configs/deepspeed/zero2.json"
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -689,12 +954,30 @@ def test_pretrain_stage_trains_and_scores_held_out_renders(reproduced):
     path, _, _ = reproduced
     m = json.loads((path / "metrics/pretrain.json").read_text())
     assert m["steps"] == 4 and m["held_out"] == 4 and m["train_loss_first"] is not None
-    for name in ("read_acc", "read_lowres_acc", "read_mc_acc", "read_clip_acc", "locate_cover", "locate_clip_cover"):
+    for name in (
+        "read_acc",
+        "read_lowres_acc",
+        "read_mc_acc",
+        "read_clip_acc",
+        "locate_cover",
+        "locate_clip_cover",
+    ):
         low, high = m[f"{name}_ci95"]
         assert 0.0 <= low <= m[name] <= high <= 1.0
     rows = [json.loads(line) for line in (path / "reports/pretrain_held_out.jsonl").read_text().splitlines()]
-    assert sorted({r["task"] for r in rows}) == ["locate", "locate_clip", "read", "read_clip", "read_lowres", "read_mc"]
+    assert sorted({r["task"] for r in rows}) == [
+        "locate",
+        "locate_clip",
+        "read",
+        "read_clip",
+        "read_lowres",
+        "read_mc",
+    ]
     assert len(rows) == 24
     # read and read_lowres ask the same questions, one zoomed, one on the low-resolution view
-    assert [r["answer"] for r in rows if r["task"] == "read"] == [r["answer"] for r in rows if r["task"] == "read_lowres"]
-    assert (path / "models/pretrain/config.json").is_file() and not any("perception_heads" in p.name for p in (path / "models/pretrain").iterdir())
+    assert [r["answer"] for r in rows if r["task"] == "read"] == [
+        r["answer"] for r in rows if r["task"] == "read_lowres"
+    ]
+    assert (path / "models/pretrain/config.json").is_file() and not any(
+        "perception_heads" in p.name for p in (path / "models/pretrain").iterdir()
+    )

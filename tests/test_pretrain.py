@@ -22,7 +22,14 @@ from videor4.train.pretrain import (
 )
 
 WORLD = SyntheticConfig(preset="readable")
-VISION = VisionConfig(num_frames=8, frame_max_pixels=6272, clip_max_pixels=50176, crop_min_pixels=12544, crop_max_pixels=50176, box_step=0.1)
+VISION = VisionConfig(
+    num_frames=8,
+    frame_max_pixels=6272,
+    clip_max_pixels=50176,
+    crop_min_pixels=12544,
+    crop_max_pixels=50176,
+    box_step=0.1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,19 @@ def test_the_heads_tie_to_single_tokens_of_the_tiny_tokenizer(encoder):
     tok = encoder.tokenizer
     assert [tok.decode([i]) for i in ids["glyph"]] == list(GLYPH_CLASSES)
     assert [tok.decode([i]) for i in ids["colour"]] == [f" {c}" for c in COLOURS]
-    assert [tok.decode([i]) for i in ids["coord"]] == ["0.0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1.0"]
+    assert [tok.decode([i]) for i in ids["coord"]] == [
+        "0.0",
+        "0.1",
+        "0.2",
+        "0.3",
+        "0.4",
+        "0.5",
+        "0.6",
+        "0.7",
+        "0.8",
+        "0.9",
+        "1.0",
+    ]
     assert coord_values(0.01)[:3] == [0.0, 0.01, 0.02] and len(coord_values(0.01)) == 101
 
 
@@ -57,7 +76,9 @@ def test_locate_rows_point_the_box_tokens_at_the_asked_texts_cell(encoder):
         # tokens is taught where to look; the crop call after it, which copies the box, is labelled apart
         phrase = (batch["labels"][row] != IGNORE_INDEX).nonzero().flatten()
         assert queries.tolist() == (phrase - 1).tolist() and len(queries) > 12
-        assert encoder.tokenizer.decode(batch["labels"][row][phrase]).replace(" ", "") == example.phrase.replace(" ", "")
+        assert encoder.tokenizer.decode(batch["labels"][row][phrase]).replace(
+            " ", ""
+        ) == example.phrase.replace(" ", "")
         call = (batch["continuation_labels"][row] != IGNORE_INDEX).nonzero().flatten()
         assert len(call) > 12 and int(call[0]) > int(phrase[-1])
         copied = encoder.tokenizer.decode(batch["continuation_labels"][row][call])
@@ -99,7 +120,9 @@ def test_attention_loss_is_low_only_when_the_taught_heads_look_at_their_targets(
     looking[0, ATTENTION_HEADS["attend_read"], 4] = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
     elsewhere = torch.full((1, 2, length, length), 1.0 / length)
     assert float(attention_loss([looking], 0, targets)) < 1e-4
-    assert float(attention_loss([elsewhere], 0, targets)) == pytest.approx(-torch.log(torch.tensor(0.2)).item(), rel=1e-4)
+    assert float(attention_loss([elsewhere], 0, targets)) == pytest.approx(
+        -torch.log(torch.tensor(0.2)).item(), rel=1e-4
+    )
     # a layer past the model's last is read as its last
     assert float(attention_loss([elsewhere, looking], 7, targets)) < 1e-4
 

@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from videor4.rumination.protocol import SYSTEM_PROMPT, TOOL_NAMES, ToolCall, extract_boxed, format_assistant_turn, parse_turn
+from videor4.rumination.protocol import (
+    SYSTEM_PROMPT,
+    TOOL_NAMES,
+    ToolCall,
+    extract_boxed,
+    format_assistant_turn,
+    parse_turn,
+)
 
 
 def test_system_prompt_lists_both_tools():
@@ -66,10 +73,16 @@ def test_arguments_given_as_json_string():
         ('{"name": "clipping", "arguments": {"target_frames": [true]}}', "integers only"),
         ('{"name": "cropping", "arguments": {"bbox_2d": [0, 0, 1, 1]}}', "needs the argument 'target_image'"),
         ('{"name": "cropping", "arguments": {"target_image": 1}}', "needs the argument 'bbox_2d'"),
-        ('{"name": "cropping", "arguments": {"target_image": "1", "bbox_2d": [0, 0, 1, 1]}}', "must be an integer"),
+        (
+            '{"name": "cropping", "arguments": {"target_image": "1", "bbox_2d": [0, 0, 1, 1]}}',
+            "must be an integer",
+        ),
         ('{"name": "cropping", "arguments": {"target_image": 1, "bbox_2d": [0, 0, 1]}}', "4 numbers"),
         ('{"name": "cropping", "arguments": {"target_image": 1, "bbox_2d": [0, "a", 1, 1]}}', "4 numbers"),
-        ('{"name": "cropping", "arguments": {"target_image": 1, "bbox_2d": [0, 0, 1, 1], "zoom": 2}}', "unexpected argument"),
+        (
+            '{"name": "cropping", "arguments": {"target_image": 1, "bbox_2d": [0, 0, 1, 1], "zoom": 2}}',
+            "unexpected argument",
+        ),
         ('{"name": "clipping", "arguments": "not json"}', "not a JSON object"),
         ('{"name": "clipping", "arguments": [1]}', "must be a JSON object"),
     ],

@@ -43,7 +43,9 @@ class DevTools:
                 return msg["result"]
 
     async def value(self, expression: str):
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        result = await self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         return result["result"].get("value")
 
     async def wait_for(self, expression: str, timeout: float = 60.0):
@@ -57,7 +59,8 @@ class DevTools:
     async def click(self, selector: str) -> None:
         """Scroll the element into view and click its centre with the mouse."""
         box = await self.value(
-            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+            "e.scrollIntoView({block: 'center'});"
             " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         x, y = box
@@ -95,40 +98,81 @@ def test_a_trajectory_rejected_in_the_browser_is_dropped_by_the_rebuild(small_bu
     cli = str(Path(sys.executable).parent / "video-r4")
     port, devtools_port = free_port(), free_port()
     reviewer = Server(
-        [cli, "data", "review", "--data-dir", str(small_built), "--limit", "0", "--decisions", str(decisions),
-         "--out", str(tmp_path / "page.html"), "--serve", "--port", str(port)],
-        port, {**__import__("os").environ}, tmp_path / "review.log", ready_timeout=180,
+        [
+            cli,
+            "data",
+            "review",
+            "--data-dir",
+            str(small_built),
+            "--limit",
+            "0",
+            "--decisions",
+            str(decisions),
+            "--out",
+            str(tmp_path / "page.html"),
+            "--serve",
+            "--port",
+            str(port),
+        ],
+        port,
+        {**__import__("os").environ},
+        tmp_path / "review.log",
+        ready_timeout=180,
     )
     browser = Server(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-allow-origins=*",
-         f"--remote-debugging-port={devtools_port}", f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
-        devtools_port, {**__import__("os").environ}, tmp_path / "chromium.log", ready_timeout=60,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--remote-allow-origins=*",
+            f"--remote-debugging-port={devtools_port}",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "about:blank",
+        ],
+        devtools_port,
+        {**__import__("os").environ},
+        tmp_path / "chromium.log",
+        ready_timeout=60,
     )
     try:
-        status = asyncio.run(_reject_in_browser(browser.url, reviewer.url + "/", victim, "reads the wrong panel"))
+        status = asyncio.run(
+            _reject_in_browser(browser.url, reviewer.url + "/", victim, "reads the wrong panel")
+        )
     finally:
         browser.stop()
         reviewer.stop()
     assert status.startswith("saved 1 decisions"), status
     page = (tmp_path / "page.html").read_text()
-    assert page.count('<section class="traj"') == sum(map(len, before.values())) and "src=\"http" not in page
+    assert page.count('<section class="traj"') == sum(map(len, before.values())) and 'src="http' not in page
 
     saved = load_decisions(decisions)
     victim_row = before["sft_crp"][1]
     assert list(saved) == [victim] and saved[victim].decision == "reject"
-    assert saved[victim].note == "reads the wrong panel" and saved[victim].digest == trajectory_digest(victim_row)
+    assert saved[victim].note == "reads the wrong panel" and saved[victim].digest == trajectory_digest(
+        victim_row
+    )
 
     # the rebuild drops exactly that trajectory (and its images), everything else byte for byte
     cfg = build_config(SMALL_PARAMS, tmp_path / "rebuilt")
     cfg.ocr_cache_dir, cfg.review_decisions = tmp_path / "ocr-cache", decisions
-    metrics = build_datasets(load_synthetic_source(small_built.parent / "synthetic"), cfg, validate=validate_dataset)
+    metrics = build_datasets(
+        load_synthetic_source(small_built.parent / "synthetic"), cfg, validate=validate_dataset
+    )
     after = {name: read_jsonl(tmp_path / "rebuilt" / f"{name}.jsonl") for name in before}
-    assert [r["traj_id"] for r in after["sft_crp"]] == [r["traj_id"] for r in before["sft_crp"] if r["traj_id"] != victim]
-    assert [trajectory_digest(r) for r in after["sft_drp"]] == [trajectory_digest(r) for r in before["sft_drp"]]
+    assert [r["traj_id"] for r in after["sft_crp"]] == [
+        r["traj_id"] for r in before["sft_crp"] if r["traj_id"] != victim
+    ]
+    assert [trajectory_digest(r) for r in after["sft_drp"]] == [
+        trajectory_digest(r) for r in before["sft_drp"]
+    ]
     assert metrics["dropped"]["review_rejected"] == 1 and metrics["n_crp"] == len(before["sft_crp"]) - 1
     assert metrics["review_stale"] == 0 and not (tmp_path / "rebuilt" / "images" / victim).exists()
     for name in ("samples_train", "samples_test", "rl_d", "rl_c"):
-        assert (tmp_path / "rebuilt" / f"{name}.jsonl").read_bytes() == (small_built / f"{name}.jsonl").read_bytes()
+        assert (tmp_path / "rebuilt" / f"{name}.jsonl").read_bytes() == (
+            small_built / f"{name}.jsonl"
+        ).read_bytes()
 
 
 def test_a_decision_on_a_changed_trajectory_is_stale_and_drops_nothing(small_built, tmp_path) -> None:
@@ -151,12 +195,17 @@ def test_a_decision_on_a_changed_trajectory_is_stale_and_drops_nothing(small_bui
     "text, message",
     [
         ("{oops", "Expecting property name"),
-        ('{"version": 1, "decisions": {"drp-1": {"decision": "maybe", "digest": "' + "0" * 64 + '"}}}', "decision is accept or reject"),
+        (
+            '{"version": 1, "decisions": {"drp-1": {"decision": "maybe", "digest": "' + "0" * 64 + '"}}}',
+            "decision is accept or reject",
+        ),
         ('{"version": 1, "decisions": {"drp-1": {"decision": "reject"}}}', "digest is present"),
         ('{"version": 7, "decisions": {}}', "unsupported version 7"),
     ],
 )
-def test_a_bad_decisions_file_fails_the_build_with_one_line_naming_it(small_built, tmp_path, text, message) -> None:
+def test_a_bad_decisions_file_fails_the_build_with_one_line_naming_it(
+    small_built, tmp_path, text, message
+) -> None:
     from videor4.data.build import build_config, build_datasets, load_synthetic_source
 
     path = tmp_path / "decisions.json"
@@ -196,8 +245,14 @@ def raw_request(port: int, head: str, body: bytes = b"", timeout: float = 30.0) 
     return int(status_line.split()[1]), answer
 
 
-def post(port: int, doc, token: str | None, host: str | None = None, kind: str = "application/json",
-         origin: str | None = None) -> tuple[int, dict]:
+def post(
+    port: int,
+    doc,
+    token: str | None,
+    host: str | None = None,
+    kind: str = "application/json",
+    origin: str | None = None,
+) -> tuple[int, dict]:
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
     head = f"POST /decisions HTTP/1.1\nHost: {host or f'127.0.0.1:{port}'}\nContent-Type: {kind}\n"
     head += f"Content-Length: {len(body)}\n" + (f"X-Review-Token: {token}\n" if token else "")
@@ -281,8 +336,10 @@ def test_a_bad_post_gets_a_4xx_with_one_line_never_a_dropped_connection(tmp_path
     decisions = tmp_path / "decisions.json"
     with serving(decisions) as port:
         token = page_token(port)
-        request = (f"POST /decisions HTTP/1.1\nHost: 127.0.0.1:{port}\nContent-Type: application/json\n"
-                   f"X-Review-Token: {token}\n")
+        request = (
+            f"POST /decisions HTTP/1.1\nHost: 127.0.0.1:{port}\nContent-Type: application/json\n"
+            f"X-Review-Token: {token}\n"
+        )
         got, answer = raw_request(port, request + (f"{head}\n" if head else ""), body)
     assert got == status and answer["error"] and "\n" not in answer["error"], answer
     assert not decisions.exists()

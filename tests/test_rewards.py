@@ -29,13 +29,33 @@ def op(tool="cropping", error=None, regions=(), images=()):
     return SimpleNamespace(tool=tool, arguments={}, error=error, regions=list(regions), images=list(images))
 
 
-def rollout(answer=None, ops=(), turns=None, finish="answer", answers=("K417",), problem_type="open", options=None,
-            prompt_id=0, frames=()):
-    turns = turns if turns is not None else [f"It reads it.\n\\boxed{{{answer}}}" if answer is not None else "no idea"]
+def rollout(
+    answer=None,
+    ops=(),
+    turns=None,
+    finish="answer",
+    answers=("K417",),
+    problem_type="open",
+    options=None,
+    prompt_id=0,
+    frames=(),
+):
+    turns = (
+        turns
+        if turns is not None
+        else [f"It reads it.\n\\boxed{{{answer}}}" if answer is not None else "no idea"]
+    )
     sample = {"answers": list(answers), "problem_type": problem_type, "options": options}
     env = SimpleNamespace(initial_images=lambda: list(frames))
-    return SimpleNamespace(answer=answer, ops=list(ops), turns=turns, finish_reason=finish, sample=sample,
-                           prompt_id=prompt_id, env=env)
+    return SimpleNamespace(
+        answer=answer,
+        ops=list(ops),
+        turns=turns,
+        finish_reason=finish,
+        sample=sample,
+        prompt_id=prompt_id,
+        env=env,
+    )
 
 
 def colour(v: float) -> Image.Image:
@@ -91,7 +111,9 @@ def test_diversity_is_mean_pairwise_cosine_distance_over_regions():
         rollout("x", ops=[op(images=[colour(10)])]),  # one region
         rollout("x", ops=[op(images=[colour(10)]), op(images=[colour(20)])]),  # orthogonal: 1 − cos = 1
         rollout("x", ops=[op(images=[colour(10)]), op(images=[colour(10)])]),  # the same region twice
-        rollout("x", ops=[op(images=[colour(10)]), op(error="failed"), op(images=[colour(30)])]),  # failed ops add none
+        rollout(
+            "x", ops=[op(images=[colour(10)]), op(error="failed"), op(images=[colour(30)])]
+        ),  # failed ops add none
     ]
     assert diversity(rs, ctx) == pytest.approx([0.0, 0.0, 1.0, 0.0, 1.0])
     three = rollout("x", ops=[op(images=[colour(10), colour(10)]), op(images=[colour(20)])])
@@ -108,7 +130,9 @@ def test_representativeness_rewards_clips_that_cover_the_video():
         rollout("x", ops=[clip(0, 1, 2)], frames=frames),  # every frame selected
         rollout("x", ops=[clip(0)], frames=frames),  # distances 0, 1, 3
         rollout("x", ops=[clip(2), clip(0)], frames=frames),  # only the last clipping counts
-        rollout("x", ops=[clip(1), op("clipping", error="frame 9 out of range")], frames=frames),  # failed clip ignored
+        rollout(
+            "x", ops=[clip(1), op("clipping", error="frame 9 out of range")], frames=frames
+        ),  # failed clip ignored
     ]
     got = representativeness(rs, ctx)
     assert got == pytest.approx([0.0, 1.0, math.exp(-4 / 3), math.exp(-4 / 3), math.exp(-3 / 3)])
@@ -129,11 +153,19 @@ def test_curiosity_is_relative_to_the_group():
 def test_total_is_the_weighted_sum_and_zero_weights_skip_their_reward():
     cfg = RewardConfig(lambda_div=0.5, lambda_rep=0.0, lambda_cur=2.0)
     ctx = RewardContext(cfg, features=onehot)
-    rs = [rollout("K417", ops=[op(images=[colour(1)]), op(images=[colour(2)])], prompt_id=0), rollout("nope", prompt_id=0)]
+    rs = [
+        rollout("K417", ops=[op(images=[colour(1)]), op(images=[colour(2)])], prompt_id=0),
+        rollout("nope", prompt_id=0),
+    ]
     parts = score(rs, ctx)
     assert set(parts) == set(REWARDS) | {"total"}
     for i in range(2):
-        expect = parts["accuracy"][i] + parts["format"][i] + 0.5 * parts["diversity"][i] + 2.0 * parts["curiosity"][i]
+        expect = (
+            parts["accuracy"][i]
+            + parts["format"][i]
+            + 0.5 * parts["diversity"][i]
+            + 2.0 * parts["curiosity"][i]
+        )
         assert parts["total"][i] == pytest.approx(expect)
     assert parts["representativeness"] == [0.0, 0.0]  # weight 0: not computed (no frames were needed)
     # the curiosity ablation

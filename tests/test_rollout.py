@@ -18,7 +18,10 @@ from videor4.rumination.trajectory import Trajectory, image_digest, replay
 from videor4.rumination.video import FrameCache
 
 FINISH = {"answer", "no_answer", "max_tool_calls", "max_images", "token_budget", "truncated"}
-CROP = 'Zoom in.\n<tool_call>\n{"name": "cropping", "arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
+CROP = (
+    'Zoom in.\n<tool_call>\n{"name": "cropping", '
+    '"arguments": {"target_image": 2, "bbox_2d": [0.1, 0.1, 0.6, 0.6]}}\n</tool_call>'
+)
 CLIP = 'Look.\n<tool_call>\n{"name": "clipping", "arguments": {"target_frames": [1, 3]}}\n</tool_call>'
 
 
@@ -66,7 +69,9 @@ def test_forced_calls_execute_with_the_shared_ops_and_garbage_never_crashes(poli
     assert "not valid JSON" in r.ops[2].error
     n_images = VISION.num_frames + 3
     assert len(r.pixel_values) == n_images
-    assert sum(1 for t in r.input_ids if t == eng.encoder.image_token_id) == sum(int(g.prod()) // 4 for g in r.image_grid_thw)
+    assert sum(1 for t in r.input_ids if t == eng.encoder.image_token_id) == sum(
+        int(g.prod()) // 4 for g in r.image_grid_thw
+    )
     assert r.completion_mask.count(1) == 0  # forced turns are not the policy's tokens
     assert not r.done
     eng.force_turn(r, CROP)  # a fourth call: over max_tool_calls, the rollout ends without executing it
@@ -95,13 +100,17 @@ def test_trainer_logprobs_equal_the_sampling_time_logprobs(policy, samples):
     for r in rollouts:
         ids = torch.tensor([r.input_ids])
         with torch.no_grad():
-            logits = model(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                mm_token_type_ids=(ids == eng.encoder.image_token_id).long(),
-                pixel_values=torch.cat(r.pixel_values),
-                image_grid_thw=torch.stack(r.image_grid_thw),
-            ).logits[0].float()
+            logits = (
+                model(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    mm_token_type_ids=(ids == eng.encoder.image_token_id).long(),
+                    pixel_values=torch.cat(r.pixel_values),
+                    image_grid_thw=torch.stack(r.image_grid_thw),
+                )
+                .logits[0]
+                .float()
+            )
         logps = torch.log_softmax(logits[:-1] / 0.7, dim=-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
         mask = torch.tensor(r.completion_mask[1:], dtype=torch.bool)
         assert mask.sum() > 0
@@ -148,8 +157,10 @@ def test_an_external_decoder_drives_the_same_tools_and_bookkeeping(policy, sampl
         return out
 
     eng = RolloutEngine(
-        policy.model, PolicyEncoder(policy.tokenizer, policy.image_processor),
-        RolloutSettings(max_new_tokens=64, max_tool_calls=3), decode_turns=serve,
+        policy.model,
+        PolicyEncoder(policy.tokenizer, policy.image_processor),
+        RolloutSettings(max_new_tokens=64, max_tool_calls=3),
+        decode_turns=serve,
     )
     r = eng.run(start_group(eng, samples[0], VISION, 1, 0))[0]
     assert r.finish_reason == "answer" and r.answer == "ABC"
@@ -174,7 +185,12 @@ def test_a_rollout_is_a_trajectory_that_round_trips_and_replays(policy, samples)
     against the video reproduces every observation, the image-budget refusal too."""
     eng = engine(policy, max_tool_calls=5, max_images=VISION.num_frames + 3)
     forced = start_group(eng, samples[0], VISION, 1, 0)[0]
-    for text in (CLIP, CLIP, "<tool_call>{not json</tool_call>", CROP):  # the second clip is over the image budget
+    for text in (
+        CLIP,
+        CLIP,
+        "<tool_call>{not json</tool_call>",
+        CROP,
+    ):  # the second clip is over the image budget
         eng.force_turn(forced, text)
     assert forced.finish_reason == "max_images"
     sampled = start_group(eng, samples[1], VISION, 1, 1)[0]
@@ -186,11 +202,17 @@ def test_a_rollout_is_a_trajectory_that_round_trips_and_replays(policy, samples)
         row = json.loads(json.dumps(traj.to_dict()))
         loaded = Trajectory.from_dict(row)
         assert loaded == traj and loaded.to_dict() == row
-        assert traj.kind == "rollout" and traj.sample_id == r.sample["sample_id"] and traj.finish_reason == r.finish_reason
+        assert (
+            traj.kind == "rollout"
+            and traj.sample_id == r.sample["sample_id"]
+            and traj.finish_reason == r.finish_reason
+        )
         assert traj.final_answer == r.answer and traj.turn_texts() == r.turns
         assert [s.text for s in traj.steps] == r.turns[: len(r.ops)]
         assert all(not s.images for s in traj.steps)  # no PNG files: sha256s only
-        assert [s.image_sha256 for s in traj.steps] == [[image_digest(im) for im in op.images] for op in r.ops]
+        assert [s.image_sha256 for s in traj.steps] == [
+            [image_digest(im) for im in op.images] for op in r.ops
+        ]
         result = replay(loaded, cache=FrameCache())
         assert result.ok, result.problems
 
@@ -198,7 +220,11 @@ def test_a_rollout_is_a_trajectory_that_round_trips_and_replays(policy, samples)
     assert traj.tools_used() == ["clipping", "clipping", None, "cropping"]
     assert [len(s.image_sha256) for s in traj.steps] == [2, 0, 0, 1]
     assert traj.steps[1].error.startswith("image budget exhausted")
-    assert traj.steps[2].tool_call is None and "not valid JSON" in traj.steps[2].error and "{not json" in traj.steps[2].text
+    assert (
+        traj.steps[2].tool_call is None
+        and "not valid JSON" in traj.steps[2].error
+        and "{not json" in traj.steps[2].text
+    )
     assert traj.steps[2].observation_text == f"Execution error: {traj.steps[2].error}"
     assert traj.final_text is None and traj.final_answer is None and traj.max_images == VISION.num_frames + 3
     # replay checks what it re-executes: without the budget the refused clip would succeed
@@ -216,12 +242,24 @@ def test_rollouts_use_no_transformers_api_that_is_going_away(policy, samples, ca
 
     eng = engine(policy, batch_size=4, temperature=0.0)
     rollouts = start_group(eng, samples[0], VISION, 2, 0) + start_group(eng, samples[1], VISION, 2, 1)
-    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="transformers"):
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        caplog.at_level(logging.WARNING, logger="transformers"),
+    ):
         warnings.simplefilter("always")
         eng.force_turn(rollouts[0], CLIP)  # a cached turn extended by an observation
         eng.run(rollouts)
-    going = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning)) and ("transformers" in w.filename or "videor4" in w.filename)]
+    going = [
+        w
+        for w in caught
+        if issubclass(w.category, (FutureWarning, DeprecationWarning))
+        and ("transformers" in w.filename or "videor4" in w.filename)
+    ]
     assert not going, [f"{w.filename}:{w.lineno}: {w.message}" for w in going]
-    notices = [r.getMessage() for r in caplog.records if re.search(r"deprecat|will be removed|no longer supported", r.getMessage(), re.I)]
+    notices = [
+        r.getMessage()
+        for r in caplog.records
+        if re.search(r"deprecat|will be removed|no longer supported", r.getMessage(), re.I)
+    ]
     assert not notices, notices
     assert all(r.done for r in rollouts)

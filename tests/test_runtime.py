@@ -23,7 +23,10 @@ print(json.dumps(cpu_tags()))
 
 def _tags(level: str, **env: str) -> dict[str, str]:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, level], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", PROBE, level],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**__import__("os").environ, **env},
     )
     assert done.returncode == 0, done.stderr

@@ -74,14 +74,22 @@ def test_dvc_exp_run_with_shell_code_in_crp_sft_init_runs_nothing(tmp_path) -> N
     repo = tmp_path / "repo"
     injected = "x; touch pwned;"
     _crp_sft_repo(repo, injected)
-    done = subprocess.run(["dvc", "exp", "run", "-S", f"curriculum.crp_sft_init='{injected}'"],
-                          cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["dvc", "exp", "run", "-S", f"curriculum.crp_sft_init='{injected}'"],
+        cwd=repo,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = done.stdout + done.stderr
     assert "Running stage 'crp_sft'" in output, output  # the command really was attempted
     assert done.returncode != 0 and not (repo / "pwned").exists(), output
     errors = [line for line in output.splitlines() if line.startswith("error: crp_sft:")]
-    assert errors == [f"error: crp_sft: params curriculum.crp_sft_init: {injected!r} is not one of "
-                      "models/rl_d, models/drp_sft, models/pretrain, models/base"], output
+    assert errors == [
+        f"error: crp_sft: params curriculum.crp_sft_init: {injected!r} is not one of "
+        "models/rl_d, models/drp_sft, models/pretrain, models/base"
+    ], output
 
 
 # ---------------------------------------------------------------- loaders stay in their folders
@@ -101,8 +109,10 @@ def test_a_multiple_choice_file_cannot_name_a_video_outside_its_folder(tmp_path)
     (root / "videos" / "ok.mp4").write_bytes(b"\0")
     (tmp_path / "secret.mp4").write_bytes(b"\0")  # exists, so only the containment check can refuse it
     names = ["ok", "../../secret", str(tmp_path / "secret.mp4"), "ok/../../../secret"]
-    items = [{"video": name, "question": "Which?", "options": ["a", "b"], "answer": "A", "qid": i}
-             for i, name in enumerate(names)]
+    items = [
+        {"video": name, "question": "Which?", "options": ["a", "b"], "answer": "A", "qid": i}
+        for i, name in enumerate(names)
+    ]
     (root / "mc.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
     samples, skipped = load_mcvqa(root, "mc.jsonl")
     assert [s.video for s in samples] == [str(root / "videos" / "ok.mp4")]
@@ -110,9 +120,7 @@ def test_a_multiple_choice_file_cannot_name_a_video_outside_its_folder(tmp_path)
 
 
 # ---------------------------------------------------------------- JSON lines, streamed
-TRICKY = (
-    '{"a": 1}\r\n\n   \n{"b": "line\u2028separator and \\u2029"}\n{"c": [1, 2]}\r{"d": null}\n{"e": "é"}'
-)
+TRICKY = '{"a": 1}\r\n\n   \n{"b": "line\u2028separator and \\u2029"}\n{"c": [1, 2]}\r{"d": null}\n{"e": "é"}'
 
 
 def test_streamed_json_lines_are_the_rows_the_whole_text_gave(tmp_path) -> None:
@@ -158,8 +166,11 @@ def logged_model(tmp_path_factory) -> tuple[str, Path, dict[str, str]]:
     artifacts = (root / "artifacts").as_uri()
     config = TrackingConfig(tracking_uri=uri, artifact_location=artifacts, experiment="models", strict=True)
     with start_run("sft", config) as run:
-        info = run.log_model(lambda run_id, tracking_uri: log_checkpoint_model(
-            run_id, tracking_uri, checkpoint=checkpoint, stage="sft", model_config={}, version_tags={}))
+        info = run.log_model(
+            lambda run_id, tracking_uri: log_checkpoint_model(
+                run_id, tracking_uri, checkpoint=checkpoint, stage="sft", model_config={}, version_tags={}
+            )
+        )
     return uri, root, {**info, "run_id": run.run_id}
 
 
@@ -207,8 +218,14 @@ def test_a_downloaded_reference_may_name_a_hub_model_not_a_path(logged_model, st
 
     uri, _, info = logged_model
     reference = stored / "artifacts" / "ck" / "base_model.json"
-    for n, (name, refused) in enumerate([("Qwen/Qwen2.5-VL-3B-Instruct", False), (str(tmp_path), True),
-                                         ("../../outside", True), ("tests", True)]):
+    for n, (name, refused) in enumerate(
+        [
+            ("Qwen/Qwen2.5-VL-3B-Instruct", False),
+            (str(tmp_path), True),
+            ("../../outside", True),
+            ("tests", True),
+        ]
+    ):
         reference.write_text(json.dumps({"name_or_path": name, "revision": None}))
         if not refused:
             assert resolve_checkpoint(info["model_uri"], uri, tmp_path / f"cache{n}").name == "ck"
@@ -228,10 +245,15 @@ def test_a_logged_model_is_rebuilt_from_code_not_unpickled(tiny_dir, sample_vide
     from videor4.pipeline.tracking import TrackingConfig, start_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = TrackingConfig(tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri(), experiment="m", strict=True)
+    config = TrackingConfig(
+        tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri(), experiment="m", strict=True
+    )
     with start_run("sft", config) as run:
-        info = run.log_model(lambda run_id, tracking_uri: log_checkpoint_model(
-            run_id, tracking_uri, checkpoint=tiny_dir, stage="sft", model_config={}, version_tags={}))
+        info = run.log_model(
+            lambda run_id, tracking_uri: log_checkpoint_model(
+                run_id, tracking_uri, checkpoint=tiny_dir, stage="sft", model_config={}, version_tags={}
+            )
+        )
     files = {p.name for p in (tmp_path / "a").rglob("*") if p.is_file()}
     assert "mlflow_model.py" in files and not [name for name in files if name.endswith(".pkl")]
     mlflow.set_tracking_uri(uri)
@@ -239,5 +261,7 @@ def test_a_logged_model_is_rebuilt_from_code_not_unpickled(tiny_dir, sample_vide
         model = mlflow.pyfunc.load_model(info["model_uri"])
     finally:
         mlflow.set_tracking_uri(None)
-    answers = model.predict(pd.DataFrame({"video": [str(sample_video)], "question": ["What colour is the block?"]}))
+    answers = model.predict(
+        pd.DataFrame({"video": [str(sample_video)], "question": ["What colour is the block?"]})
+    )
     assert len(answers) == 1 and (answers[0] is None or isinstance(answers[0], str))

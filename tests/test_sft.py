@@ -36,7 +36,12 @@ def test_bad_trajectories_are_skipped_with_counted_reasons(tmp_path, small_built
     bad_call["steps"][0]["tool_call"] = {"name": "zoom", "arguments": {}}
     bad_answer = json.loads(json.dumps(good[2]))
     bad_answer["final_answer"] = "K4}17"  # cannot round-trip through \boxed{}
-    lines = [json.dumps(r) for r in good[3:]] + [json.dumps(missing), json.dumps(bad_call), json.dumps(bad_answer), "{not json"]
+    lines = [json.dumps(r) for r in good[3:]] + [
+        json.dumps(missing),
+        json.dumps(bad_call),
+        json.dumps(bad_answer),
+        "{not json",
+    ]
     path = tmp_path / "sft.jsonl"
     path.write_text("\n".join(lines) + "\n")
 
@@ -44,7 +49,10 @@ def test_bad_trajectories_are_skipped_with_counted_reasons(tmp_path, small_built
     assert data.total == len(lines)
     assert dict(data.skipped) == {"missing_image": 1, "unparseable_turn": 2, "malformed_row": 1}
     assert len(data.trajectories) == len(good) - 3
-    assert all(t.traj_id not in {missing["traj_id"], bad_call["traj_id"], bad_answer["traj_id"]} for t in data.trajectories)
+    assert all(
+        t.traj_id not in {missing["traj_id"], bad_call["traj_id"], bad_answer["traj_id"]}
+        for t in data.trajectories
+    )
 
     with pytest.raises(SFTDataError, match=r"4 of \d+ trajectories .* missing_image 1.*max_bad_fraction 0.1"):
         load_sft_data(path, encoder, max_bad_fraction=0.1)
@@ -54,7 +62,9 @@ def test_bad_trajectories_are_skipped_with_counted_reasons(tmp_path, small_built
         load_sft_data(small_built / "sft_drp.jsonl", tight, max_bad_fraction=0.5)
 
 
-def test_unreadable_videos_are_counted_and_other_errors_propagate(tmp_path, small_built, encoder, monkeypatch):
+def test_unreadable_videos_are_counted_and_other_errors_propagate(
+    tmp_path, small_built, encoder, monkeypatch
+):
     good = _rows(small_built / "sft_crp.jsonl")
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"not an mp4 at all" * 64)
@@ -78,7 +88,10 @@ def test_unreadable_videos_are_counted_and_other_errors_propagate(tmp_path, smal
 
 
 def test_settings_merge_shared_and_stage_keys_strictly():
-    params = {"seed": 3, "sft": {"batch_size": 4, "max_length": 999, "drp": {"learning_rate": 0.01}, "crp": {"epochs": 2}}}
+    params = {
+        "seed": 3,
+        "sft": {"batch_size": 4, "max_length": 999, "drp": {"learning_rate": 0.01}, "crp": {"epochs": 2}},
+    }
     drp = sft_settings(params, "drp")
     assert (drp.batch_size, drp.max_length, drp.learning_rate, drp.seed) == (4, 999, 0.01, 3)
     assert sft_settings(params, "crp").epochs == 2
@@ -99,10 +112,17 @@ def test_work_dir_keeps_checkpoints_only_for_the_same_run(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, small_built, tiny_dir):
     root = tmp_path_factory.mktemp("sft")
-    settings = SFTSettings(learning_rate=3e-3, epochs=3, batch_size=4, warmup_ratio=0.0, save_steps=1000, max_length=4096)
+    settings = SFTSettings(
+        learning_rate=3e-3, epochs=3, batch_size=4, warmup_ratio=0.0, save_steps=1000, max_length=4096
+    )
     logged: list[tuple[dict, int]] = []
     metrics, curve = train_sft(
-        small_built / "sft_drp.jsonl", tiny_dir, root / "out", root / "work", ModelConfig(), settings,
+        small_built / "sft_drp.jsonl",
+        tiny_dir,
+        root / "out",
+        root / "work",
+        ModelConfig(),
+        settings,
         log_fn=lambda m, step: logged.append((dict(m), step)),
     )
     return root, metrics, curve, logged
@@ -126,7 +146,9 @@ def test_sft_run_lowers_the_loss_and_saves_a_checkpoint(trained):
 def test_format_check_generates_and_parses_first_turns(trained, small_built):
     root, *_ = trained
     vision = VisionConfig.from_dict(SMALL_PARAMS["vision"])
-    rate, rows = format_check(root / "out", small_built / "samples_test.jsonl", vision, num_prompts=3, max_new_tokens=24)
+    rate, rows = format_check(
+        root / "out", small_built / "samples_test.jsonl", vision, num_prompts=3, max_new_tokens=24
+    )
     assert len(rows) == 3 and 0.0 <= rate <= 1.0
     assert rate == sum(r["well_formed"] for r in rows) / 3
     for r in rows:
@@ -157,12 +179,20 @@ def test_deepspeed_configs_resolve_against_the_trainer_settings(name, stage):
     root = Path(__file__).resolve().parent.parent
     cfg = HfTrainerDeepSpeedConfig(str(root / "configs/deepspeed" / f"{name}.json"))
     args = TrainingArguments(
-        output_dir="unused", per_device_train_batch_size=2, gradient_accumulation_steps=4, max_grad_norm=0.5,
-        use_cpu=True, report_to=[],
+        output_dir="unused",
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=4,
+        max_grad_norm=0.5,
+        use_cpu=True,
+        report_to=[],
     )
     cfg.trainer_config_process(args)
     c = cfg.config
     assert c["zero_optimization"]["stage"] == stage and cfg.is_zero3() == (stage == 3)
     # "auto" values are taken from the SFT settings the stage passes to the trainer
-    assert (c["train_micro_batch_size_per_gpu"], c["gradient_accumulation_steps"], c["gradient_clipping"]) == (2, 4, 0.5)
+    assert (
+        c["train_micro_batch_size_per_gpu"],
+        c["gradient_accumulation_steps"],
+        c["gradient_clipping"],
+    ) == (2, 4, 0.5)
     assert c["train_batch_size"] == 8 * args.world_size

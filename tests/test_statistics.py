@@ -8,7 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from videor4.core.statistics import Estimate, bootstrap_ci, format_estimate, format_p, mean_ci, paired_difference, proportion_ci, wilson
+from videor4.core.statistics import (
+    Estimate,
+    bootstrap_ci,
+    format_estimate,
+    format_p,
+    mean_ci,
+    paired_difference,
+    proportion_ci,
+    wilson,
+)
 
 
 @pytest.mark.parametrize(
@@ -33,7 +42,9 @@ def test_wilson_matches_the_closed_formula():
     centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
     e = wilson(k, n)
-    assert e.low == pytest.approx(centre - half, rel=1e-12) and e.high == pytest.approx(centre + half, rel=1e-12)
+    assert e.low == pytest.approx(centre - half, rel=1e-12) and e.high == pytest.approx(
+        centre + half, rel=1e-12
+    )
     assert proportion_ci([1.0] * k + [0.0] * (n - k)) == e
 
 
@@ -89,7 +100,12 @@ def test_a_clearly_better_run_is_significant_and_its_interval_excludes_zero():
 def test_a_small_noisy_difference_is_not_significant():
     a, b = [1, 0, 1, 0, 1, 0, 1, 0], [0, 1, 1, 0, 1, 0, 0, 0]
     d = paired_difference(a, b)
-    assert d.difference == pytest.approx(0.125) and d.low <= 0 <= d.high and d.p_value > 0.5 and not d.significant
+    assert (
+        d.difference == pytest.approx(0.125)
+        and d.low <= 0 <= d.high
+        and d.p_value > 0.5
+        and not d.significant
+    )
 
 
 def test_misaligned_runs_are_refused():

@@ -30,7 +30,9 @@ def test_ruff_passes_with_the_projects_rules_and_line_length():
     assert "line-length = 110" in config
     done = subprocess.run(
         [RUFF, "check", "--select", "E4,E7,E9,E501,F,I", "src", "stages", "tests", "benchmarks"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stdout[-4000:]
 

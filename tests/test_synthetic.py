@@ -45,7 +45,9 @@ def test_deterministic_and_independent_of_n_videos(tmp_path):
         assert _sha(tmp_path / "a" / r.path) == _sha(tmp_path / "b" / r.path)
     for r in c[0]:
         assert _sha(tmp_path / "a" / r.path) == _sha(tmp_path / "c" / r.path)
-    assert sorted(p.name for p in (tmp_path / "a" / "videos").iterdir()) == [f"syn-0000{i}.mp4" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "a" / "videos").iterdir()) == [
+        f"syn-0000{i}.mp4" for i in range(3)
+    ]
     # A different seed gives different videos.
     d = generate_dataset(tmp_path / "d", SyntheticConfig(n_videos=1, seed=1, **SMALL))
     assert _sha(tmp_path / "d" / d[0][0].path) != _sha(tmp_path / "a" / a[0][0].path)
@@ -56,7 +58,9 @@ def test_the_bytes_do_not_depend_on_the_number_of_workers(tmp_path):
     write the same files and records, in the same order."""
     one = generate_dataset(tmp_path / "one", SyntheticConfig(n_videos=3, workers=1, **SMALL))
     ticks: list[int] = []
-    two = generate_dataset(tmp_path / "two", SyntheticConfig(n_videos=3, workers=2, **SMALL), progress=ticks.append)
+    two = generate_dataset(
+        tmp_path / "two", SyntheticConfig(n_videos=3, workers=2, **SMALL), progress=ticks.append
+    )
     assert ticks == [1, 1, 1]
     assert [r.to_dict() for r in one[0]] == [r.to_dict() for r in two[0]]
     assert [s.to_dict() for s in one[1]] == [s.to_dict() for s in two[1]]

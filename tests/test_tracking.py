@@ -32,7 +32,9 @@ def store(tmp_path_factory) -> tuple[str, str]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
-pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # inside MLflow
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The ``noload`` loader strategy is deprecated"
+)  # inside MLflow
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +85,11 @@ def test_run_logs_params_metrics_tags_artifacts(store, tmp_path, caplog) -> None
     assert got.data.tags["purpose"] == "test" and got.data.tags["phase"] == "rl"
     assert "bad" not in got.data.metrics
     history = client(uri).get_metric_history(run.run_id, "loss")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+        (0, 1.0),
+        (1, 0.5),
+        (2, 1 / 3),
+    ]
     assert got.data.metrics["reward.format"] == 2
     listed = {a.path for a in client(uri).list_artifacts(run.run_id)}
     assert listed == {"notes", "config.json"}
@@ -129,7 +135,9 @@ def test_unreachable_server_non_strict_is_a_quick_no_op(tmp_path, caplog) -> Non
     assert time.monotonic() - started < 10
     assert not run.active and run.run_id is None
     assert run.metrics == {"loss": 0.5} and run.params == {"a": "1", "c": "2"}
-    warnings = [r for r in caplog.records if r.name == "videor4.pipeline.tracking" and r.levelno == logging.WARNING]
+    warnings = [
+        r for r in caplog.records if r.name == "videor4.pipeline.tracking" and r.levelno == logging.WARNING
+    ]
     assert len(warnings) == 1
     assert uri in warnings[0].getMessage() and "Connection refused" in warnings[0].getMessage()
 
@@ -137,7 +145,9 @@ def test_unreachable_server_non_strict_is_a_quick_no_op(tmp_path, caplog) -> Non
 def test_unreachable_server_strict_raises(monkeypatch) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"MLflow tracking at http://127\.0\.0\.1:\d+ failed \(start\)") as info:
+    with pytest.raises(
+        RuntimeError, match=r"MLflow tracking at http://127\.0\.0\.1:\d+ failed \(start\)"
+    ) as info:
         with start_run("train", TrackingConfig(tracking_uri=uri, strict=True)):
             pass
     assert "\n" not in str(info.value)
@@ -165,7 +175,9 @@ def test_backend_failure_during_logging_degrades(tmp_path, caplog) -> None:
 DVC_YAML = {
     "stages": {
         "train": {
-            "cmd": "python -c \"open('out.txt', 'w').write('ok'); open('metrics/train.json', 'w').write('{}')\"",
+            "cmd": (
+                "python -c \"open('out.txt', 'w').write('ok'); open('metrics/train.json', 'w').write('{}')\""
+            ),
             "deps": ["input.txt", "inputs"],
             "params": ["seed", "rl.lr", "reward", {"extra.yaml": ["opt.depth"]}],
             "outs": ["out.txt"],
@@ -194,7 +206,12 @@ def project(tmp_path_factory) -> Path:
     _sh([sys.executable, "-m", "dvc", "init", "-q"], root)
     (root / ".dvcignore").write_text("__pycache__/\n")
     (root / "input.txt").write_text("one\r\ntwo\n")  # CRLF: DVC 3 hashes raw bytes
-    for rel, text in {"a.txt": "a", "sub/b.txt": "b", "sub/deeper/c.bin": "c", "__pycache__/x.pyc": "ignored"}.items():
+    for rel, text in {
+        "a.txt": "a",
+        "sub/b.txt": "b",
+        "sub/deeper/c.bin": "c",
+        "__pycache__/x.pyc": "ignored",
+    }.items():
         (root / "inputs" / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / "inputs" / rel).write_text(text)
     (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
@@ -239,7 +256,9 @@ def test_stage_definition_and_declared_params(project, monkeypatch) -> None:
 
 def test_lineage_tags(project, monkeypatch) -> None:
     monkeypatch.chdir(project)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True
+    ).stdout.strip()
     tags = lineage_tags("train")
     assert tags["git.commit"] == head and tags["git.dirty"] == "false"
     assert tags["dvc.stage"] == "train" and tags["videor4.version"]
@@ -270,7 +289,12 @@ def test_stage_run_and_write_metrics(project, store, monkeypatch) -> None:
 
     got = client(uri).get_run(run.run_id)
     assert got.info.run_name == "train" and got.info.status == "FINISHED"
-    assert got.data.metrics == {"kept": 10.0, "dropped.no_evidence": 3.0, "seconds": 2.5, "checkpoint.size_mb": 1.5}
+    assert got.data.metrics == {
+        "kept": 10.0,
+        "dropped.no_evidence": 3.0,
+        "seconds": 2.5,
+        "checkpoint.size_mb": 1.5,
+    }
     assert got.data.params["reward.accuracy.kind"] == "anls"
     assert got.data.params["extra.yaml:opt.depth"] == "2"
     assert "tracking.uri" not in got.data.params
@@ -278,8 +302,12 @@ def test_stage_run_and_write_metrics(project, store, monkeypatch) -> None:
     assert got.data.tags["dvc.stage"] == "train"
     # the environment is in the lineage: the lock file's md5 and the versions that decide training
     assert got.data.tags["env.lock.md5"] == hashlib.md5(b"six==1.16.0\n").hexdigest()
-    assert [a.path for a in client(uri).list_artifacts(run.run_id, "environment")] == ["environment/requirements.lock"]
-    assert got.data.tags["env.trl"] == metadata.version("trl") and got.data.tags["env.torch"] == metadata.version("torch")
+    assert [a.path for a in client(uri).list_artifacts(run.run_id, "environment")] == [
+        "environment/requirements.lock"
+    ]
+    assert got.data.tags["env.trl"] == metadata.version("trl") and got.data.tags[
+        "env.torch"
+    ] == metadata.version("torch")
 
 
 def test_experiments_open_as_model_training_and_keep_a_kind_set_by_hand(store) -> None:
@@ -287,13 +315,20 @@ def test_experiments_open_as_model_training_and_keep_a_kind_set_by_hand(store) -
     uri, artifacts = store
     with start_run("a", TrackingConfig(tracking_uri=uri, artifact_location=artifacts, experiment="kind-new")):
         pass
-    assert client(uri).get_experiment_by_name("kind-new").tags["mlflow.experimentKind"] == "custom_model_development"
-    old = client(uri).create_experiment("kind-old", artifact_location=artifacts)  # made before the tag existed
+    assert (
+        client(uri).get_experiment_by_name("kind-new").tags["mlflow.experimentKind"]
+        == "custom_model_development"
+    )
+    old = client(uri).create_experiment(
+        "kind-old", artifact_location=artifacts
+    )  # made before the tag existed
     assert "mlflow.experimentKind" not in client(uri).get_experiment(old).tags
     with start_run("b", TrackingConfig(tracking_uri=uri, experiment="kind-old")):
         pass
     assert client(uri).get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
-    mine = client(uri).create_experiment("kind-mine", artifact_location=artifacts, tags={"mlflow.experimentKind": "genai_development"})
+    mine = client(uri).create_experiment(
+        "kind-mine", artifact_location=artifacts, tags={"mlflow.experimentKind": "genai_development"}
+    )
     with start_run("c", TrackingConfig(tracking_uri=uri, experiment="kind-mine")):
         pass
     assert client(uri).get_experiment(mine).tags["mlflow.experimentKind"] == "genai_development"
@@ -320,7 +355,9 @@ def test_stage_logs_its_data_deps_and_outs_as_datasets(store, tmp_path, monkeypa
     inputs = client(uri).get_run(run.run_id).inputs.dataset_inputs
     got = {(i.dataset.name, i.tags[0].value): i.dataset for i in inputs}
     assert set(got) == {("data/raw", "input"), ("data/built/rows.jsonl", "output")}
-    assert got["data/raw", "input"].digest == dep_md5("data/raw") and got["data/raw", "input"].digest.endswith(".dir")
+    assert got["data/raw", "input"].digest == dep_md5("data/raw") and got[
+        "data/raw", "input"
+    ].digest.endswith(".dir")
     assert json.loads(got["data/raw", "input"].profile) == {"files": 2}
     assert got["data/built/rows.jsonl", "output"].digest == dep_md5("data/built/rows.jsonl")
     assert json.loads(got["data/built/rows.jsonl", "output"].profile) == {"rows": 3}
@@ -337,7 +374,9 @@ def test_tracking_config_from_params() -> None:
         tracking_config({"tracking": {"urI": "typo"}})
 
 
-def test_eval_stage_tags_each_checkpoint_with_its_lineage_md5_hashed_once(store, tmp_path, monkeypatch) -> None:
+def test_eval_stage_tags_each_checkpoint_with_its_lineage_md5_hashed_once(
+    store, tmp_path, monkeypatch
+) -> None:
     """A checkpoint (multi-GB at paper scale) is hashed once per eval: by the lineage tags."""
     import contextlib
     import importlib.util
@@ -354,9 +393,13 @@ def test_eval_stage_tags_each_checkpoint_with_its_lineage_md5_hashed_once(store,
         (tmp_path / "models" / name / "model.safetensors").write_bytes(name.encode() * 1000)
     (tmp_path / "held_out.jsonl").write_text(json.dumps({"sample_id": "s1"}) + "\n")
     deps = ["held_out.jsonl", *(f"models/{name}" for name in names)]
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"eval": {"cmd": "python stages/eval.py", "deps": deps}}}))
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {"eval": {"cmd": "python stages/eval.py", "deps": deps}}})
+    )
     tracking = {"uri": uri, "experiment": "eval-lineage", "artifact_location": artifacts}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval": {"checkpoints": names}, "tracking": tracking}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"eval": {"checkpoints": names}, "tracking": tracking})
+    )
 
     hashed: Counter = Counter()
     real_builder = lineage._md5_builder
@@ -392,8 +435,23 @@ def test_eval_stage_tags_each_checkpoint_with_its_lineage_md5_hashed_once(store,
             yield run
 
     monkeypatch.setattr(stage, "stage_run", keep_run)
-    outputs = ["--predictions", "p", "--table", "t.md", "--headline", "h.json", "--metrics", "m.json", "--scaling", "s.json", "--accuracy", "a.json"]
-    monkeypatch.setattr(sys, "argv", ["eval.py", "--models", "models", "--held-out", "held_out.jsonl", *outputs])
+    outputs = [
+        "--predictions",
+        "p",
+        "--table",
+        "t.md",
+        "--headline",
+        "h.json",
+        "--metrics",
+        "m.json",
+        "--scaling",
+        "s.json",
+        "--accuracy",
+        "a.json",
+    ]
+    monkeypatch.setattr(
+        sys, "argv", ["eval.py", "--models", "models", "--held-out", "held_out.jsonl", *outputs]
+    )
     with pytest.raises(Stop):
         stage.main()
 
@@ -419,7 +477,9 @@ def test_pipeline_key_is_the_same_for_every_stage_of_one_dvc_process(tmp_path) -
         "for _ in range(2):\n"
         "    subprocess.run([sys.executable, '-c', probe], check=True)\n"
     )
-    done = subprocess.run([sys.executable, str(fake_dvc), "exp", "run"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(fake_dvc), "exp", "run"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     keys = done.stdout.split()
     assert len(keys) == 2 and keys[0] == keys[1], keys
@@ -434,8 +494,11 @@ def test_user_info_in_a_uri_is_never_logged_tagged_or_printed(store, caplog) -> 
 
     uri, artifacts = store
     secret = "s3cr3t-t0ken"
-    params = {"tracking": {"uri": f"http://user:{secret}@127.0.0.1:5000"}, "seed": 0,
-              "storage": {"endpoint_url": f"https://key:{secret}@s3.example.com"}}
+    params = {
+        "tracking": {"uri": f"http://user:{secret}@127.0.0.1:5000"},
+        "seed": 0,
+        "storage": {"endpoint_url": f"https://key:{secret}@s3.example.com"},
+    }
     tags = {"dvc.command": f"dvc exp run -S tracking.uri=http://user:{secret}@127.0.0.1:5000"}
     config = TrackingConfig(tracking_uri=uri, artifact_location=artifacts, experiment="secrets", strict=True)
     with start_run("stage", config, params=params, tags=tags) as run:

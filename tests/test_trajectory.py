@@ -5,10 +5,18 @@ from PIL import Image
 from videor4.core.io import read_jsonl, write_jsonl
 from videor4.rumination.protocol import ToolCall, parse_turn
 from videor4.rumination.tools import VisionConfig
-from videor4.rumination.trajectory import Trajectory, TrajectoryRecorder, open_env, replay, trajectory_messages
+from videor4.rumination.trajectory import (
+    Trajectory,
+    TrajectoryRecorder,
+    open_env,
+    replay,
+    trajectory_messages,
+)
 from videor4.rumination.video import FrameCache, uniform_indices
 
-VISION = VisionConfig(frame_max_pixels=4 * 28 * 28, clip_max_pixels=16 * 28 * 28, crop_min_pixels=16 * 28 * 28)
+VISION = VisionConfig(
+    frame_max_pixels=4 * 28 * 28, clip_max_pixels=16 * 28 * 28, crop_min_pixels=16 * 28 * 28
+)
 
 
 def make_traj(video, image_dir) -> Trajectory:
@@ -24,10 +32,20 @@ def make_traj(video, image_dir) -> Trajectory:
         recorder.call(thought, call)
     steps = recorder.steps
     return Trajectory(
-        traj_id="t-0", sample_id="s-0", kind="crp", video=str(video), frame_indices=frames,
-        num_source_frames=16, question="What colour is the block?", answers=["white"],
-        problem_type="open", options=None, vision=VISION.to_dict(), steps=steps,
-        final_thought="It is white.", final_answer="white",
+        traj_id="t-0",
+        sample_id="s-0",
+        kind="crp",
+        video=str(video),
+        frame_indices=frames,
+        num_source_frames=16,
+        question="What colour is the block?",
+        answers=["white"],
+        problem_type="open",
+        options=None,
+        vision=VISION.to_dict(),
+        steps=steps,
+        final_thought="It is white.",
+        final_answer="white",
     )
 
 
@@ -63,7 +81,17 @@ def test_replay_detects_a_missing_image(tmp_path, sample_video):
 def test_messages_follow_the_protocol(tmp_path, sample_video):
     traj = make_traj(sample_video, tmp_path / "images")
     msgs = trajectory_messages(traj)
-    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert [m["role"] for m in msgs] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
     assert sum(1 for p in msgs[1]["content"] if p["type"] == "image") == 5
     calls = [parse_turn(m["content"][0]["text"]) for m in msgs if m["role"] == "assistant"]
     assert [c.tool_call.name for c in calls[:-1]] == ["clipping", "cropping", "cropping"]
@@ -92,9 +120,23 @@ def test_the_system_prompt_states_the_configured_clip_limit(tmp_path, sample_vid
 def test_synthesized_rows_keep_their_fields(tmp_path, sample_video):
     """The fields a model's rollout adds stay out of synthesized rows, so SFT sets keep their bytes."""
     row = make_traj(sample_video, tmp_path / "images").to_dict()
-    assert sorted(row) == sorted([
-        "traj_id", "sample_id", "kind", "video", "frame_indices", "num_source_frames", "question", "answers",
-        "problem_type", "options", "vision", "steps", "final_thought", "final_answer",
-    ])
+    assert sorted(row) == sorted(
+        [
+            "traj_id",
+            "sample_id",
+            "kind",
+            "video",
+            "frame_indices",
+            "num_source_frames",
+            "question",
+            "answers",
+            "problem_type",
+            "options",
+            "vision",
+            "steps",
+            "final_thought",
+            "final_answer",
+        ]
+    )
     assert all(sorted(s) == ["observation", "thought", "tool_call"] for s in row["steps"])
     assert Trajectory.from_dict(row).turn_texts()[-1] == "It is white.\n\\boxed{white}"
