@@ -124,6 +124,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
     params["synthetic"].update(n_videos=4, num_frames=24, questions_per_video=3, test_fraction=0.25)
     params["data"]["ocr"]["max_videos"] = 1
     params["data"]["sizes"] = {"drp": 8, "crp": 8, "rl_d": 4, "rl_c": 4}
+    params["data"]["tokenizer_corpus"] = {"drp": 8, "crp": 8}
     params["model"]["tiny"].update(TINY_SPEC)
     params["pretrain"].update(tiny_steps=4, batch_size=4, held_out=4, logging_steps=1, save_steps=2)
     params["sft"].update(batch_size=2, save_steps=4, format_eval_prompts=3, format_eval_max_new_tokens=24)
@@ -981,3 +982,66 @@ def test_pretrain_stage_trains_and_scores_held_out_renders(reproduced):
     assert (path / "models/pretrain/config.json").is_file() and not any(
         "perception_heads" in p.name for p in (path / "models/pretrain").iterdir()
     )
+
+
+# the last two change the workspace (a queue, an experiment's outputs): they run after the others
+def _wait_for_the_queue(path: Path, env: dict, timeout: float = 420) -> str:
+    """`dvc queue status` once nothing is queued or running (bounded in time)."""
+    deadline = time.time() + timeout
+    status = ""
+    while time.time() < deadline:
+        status = _run(["dvc", "queue", "status"], path, env).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(3)
+    raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")
+
+
+def test_queued_experiments_in_parallel_log_to_the_workspace_store(reproduced):
+    """`dvc exp run --queue` twice, `dvc queue start -j 2`: each experiment runs in its own copy
+    under .dvc/tmp/exps, and each is a pipeline run of its own, with its stage children, in the
+    workspace's MLflow store."""
+    path, env, _ = reproduced
+    names = {"q-steps1": 1, "q-steps3": 3}
+    for name, steps in names.items():
+        queued = _run(
+            ["dvc", "exp", "run", "--queue", "-n", name, "-S", f"eval.max_steps={steps}"], path, env
+        )
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+    started = _run(["dvc", "queue", "start", "-j", "2"], path, env)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        status = _wait_for_the_queue(path, env)
+    finally:
+        _run(["dvc", "queue", "stop", "--kill"], path, env)  # the workers this test started, if any is left
+    for name in names:
+        assert re.search(rf"{name}\s.*Success", status), status
+    client, pipelines = _mlflow_runs(path, pipelines=True)
+    by_name = {p.data.tags.get("dvc.exp_name"): p for p in pipelines}
+    assert set(names) <= set(by_name), _run_tree(client, pipelines[0].info.experiment_id)
+    keys = {by_name[name].data.tags["videor4.pipeline"] for name in names}
+    assert len(keys) == 2  # two processes, two pipeline runs: nothing mixed
+    for name, steps in names.items():
+        run = by_name[name]
+        assert run.info.run_name.startswith(f"pipeline {name} ") and run.data.params["eval.max_steps"] == str(
+            steps
+        )
+        query = f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+        children = {r.info.run_name: r for r in client.search_runs([run.info.experiment_id], query)}
+        assert "eval" in children, _run_tree(client, run.info.experiment_id)
+        assert children["eval"].data.params["eval.max_steps"] == str(steps)
+    assert not list((path / ".dvc" / "tmp").rglob("mlflow.db"))  # no store went with a temporary copy
+
+
+def test_a_data_size_experiment_leaves_the_tokenizer_base_and_pretraining(reproduced):
+    """The tokenizer trains on a build at data.tokenizer_corpus's sizes: fewer DRP trajectories
+    re-run build_data, and DVC finds base_model and pretrain up to date."""
+    path, env, _ = reproduced
+    targets = ["build_data", "base_model", "pretrain"]
+    result = _run(["dvc", "exp", "run", "-n", "fewer-drp", "-S", "data.sizes.drp=6", *targets], path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"build_data"}, result.stdout
+    assert len((path / "data/built/sft_drp.jsonl").read_text().splitlines()) == 6
+    status = json.loads(_run(["dvc", "status", "--json"], path, env).stdout)
+    assert "drp_sft" in status and not {"base_model", "pretrain"} & set(status), status
