@@ -1002,15 +1002,30 @@ def test_queued_experiments_in_parallel_log_to_the_workspace_store(reproduced):
     under .dvc/tmp/exps, and each is a pipeline run of its own, with its stage children, in the
     workspace's MLflow store."""
     path, env, _ = reproduced
+    # queued experiments start from a commit: commit the lock, so each re-runs eval and figures only
+    for cmd in (
+        ["git", "add", "dvc.lock", "metrics", "reports/eval_table.md"],
+        ["git", "commit", "-qm", "run"],
+    ):
+        assert _run(cmd, path, env).returncode == 0
     names = {"q-steps1": 1, "q-steps3": 3}
     for name, steps in names.items():
         queued = _run(
             ["dvc", "exp", "run", "--queue", "-n", name, "-S", f"eval.max_steps={steps}"], path, env
         )
         assert queued.returncode == 0, queued.stdout + queued.stderr
-    started = _run(["dvc", "queue", "start", "-j", "2"], path, env)
+    # the workers it starts outlive it and would hold a captured pipe open: its output goes to a file
+    with open(path.parent / "queue.log", "w") as log:
+        started = subprocess.run(
+            ["dvc", "queue", "start", "-j", "2"],
+            cwd=path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
     try:
-        assert started.returncode == 0, started.stdout + started.stderr
+        assert started.returncode == 0, (path.parent / "queue.log").read_text()
         status = _wait_for_the_queue(path, env)
     finally:
         _run(["dvc", "queue", "stop", "--kill"], path, env)  # the workers this test started, if any is left
@@ -1028,7 +1043,7 @@ def test_queued_experiments_in_parallel_log_to_the_workspace_store(reproduced):
         )
         query = f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
         children = {r.info.run_name: r for r in client.search_runs([run.info.experiment_id], query)}
-        assert "eval" in children, _run_tree(client, run.info.experiment_id)
+        assert {"eval", "figures"} == set(children), _run_tree(client, run.info.experiment_id)
         assert children["eval"].data.params["eval.max_steps"] == str(steps)
     assert not list((path / ".dvc" / "tmp").rglob("mlflow.db"))  # no store went with a temporary copy
 
