@@ -1,63 +1,56 @@
 """Two versions of the pipeline, question by question: the eval stage's predictions at a git
-revision (read from the DVC cache by that revision's dvc.lock) against the workspace's.
+revision or experiment (read through `dvc.api.DVCFileSystem(rev=...)`) against the workspace's (or
+another revision's).
 
-    python benchmarks/compare_runs.py --before 61db554 [--out benchmarks/records/compare_runs.json]
+    python benchmarks/compare_runs.py --before 61db554 [--after REV] [--repo DIR]
+        [--out benchmarks/records/compare_runs.json]
 
 Both versions must have evaluated the same test questions (the same data/built).  For each
 checkpoint and mode: Acc before and after with Wilson intervals, the paired-bootstrap CI and
 sign-flip p of after - before, accuracy per question kind, and how each rumination answer went
 wrong (no answer, a wrong option letter after a right reading, a right reading copied wrong,
-a crop that missed the text); and the perception-pretraining metrics of both versions.  Run it
-after `dvc repro`; nothing in the workspace changes.
+a crop that missed the text); and the perception-pretraining metrics of both versions.  A
+revision's reports come from the DVC cache (or the remote) as its dvc.lock names them; `dvc pull`
+at that revision if they are in neither.  Run it after `dvc repro`; nothing in the workspace
+changes (checked with `git status`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import yaml
 
-from videor4.core.statistics import paired_difference
 from videor4.data.evidence import crop_covers
 from videor4.rumination.protocol import check_arguments, phrase_reading
 from videor4.rumination.trajectory import Trajectory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trial_repo import load, summary  # noqa: E402
+from trial_repo import (  # noqa: E402
+    REPORTS,
+    TEST_SAMPLES,
+    check_unchanged,
+    git_status,
+    load,
+    paired,
+    read_json,
+    read_text,
+    reader,
+    summary,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".dvc/cache/files/md5"
-REPORTS = "reports/eval"
 
 
-def _git_show(rev: str, path: str) -> str:
-    return subprocess.run(
-        ["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def _cached(md5: str) -> Path:
-    return CACHE / md5[:2] / md5[2:]
-
-
-def reports_at(rev: str) -> dict[str, Path]:
-    """The eval stage's report files as revision `rev` locked them, by file name (from the DVC cache)."""
-    lock = yaml.safe_load(_git_show(rev, "dvc.lock"))
-    outs = [o for o in lock["stages"]["eval"]["outs"] if o["path"] == REPORTS]
-    if not outs:
-        raise SystemExit(f"{rev}: dvc.lock has no {REPORTS} out")
-    manifest = _cached(outs[0]["md5"])
-    if not manifest.exists():
-        raise SystemExit(
-            f"{rev}: {REPORTS} is not in the DVC cache ({manifest}); "
-            "run `dvc pull` or `dvc checkout` at that revision"
-        )
-    return {entry["relpath"]: _cached(entry["md5"]) for entry in json.loads(manifest.read_text())}
+def reports_at(fs) -> dict[str, str]:
+    """The eval stage's report files in `fs`, by file name."""
+    if not fs.exists(REPORTS):
+        raise SystemExit(f"{REPORTS} is not there at that revision")
+    return {Path(p).name: p for p in fs.ls(REPORTS, detail=False) if p.endswith(".jsonl")}
 
 
 def why_wrong(row: dict, sample: dict, margin: float) -> str:
@@ -84,20 +77,27 @@ def why_wrong(row: dict, sample: dict, margin: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--before", required=True, help="git revision whose dvc.lock names the earlier eval reports"
-    )
+    ap.add_argument("--before", required=True, help="git revision or experiment name of the earlier version")
+    ap.add_argument("--after", default=None, help="git revision or experiment name (default: the workspace)")
+    ap.add_argument("--repo", type=Path, default=ROOT, help="the repository (default: this one)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/records/compare_runs.json")
     args = ap.parse_args()
-    samples = load(ROOT / "data/built/samples_test.jsonl")
+    repo = args.repo.resolve()
+    status = git_status(repo)
+    before_fs, after_fs = reader(repo, args.before), reader(repo, args.after)
+    samples = load(after_fs, TEST_SAMPLES)
     kinds = {i: s["question_kind"] for i, s in samples.items()}
-    margin = float(yaml.safe_load((ROOT / "params.yaml").read_text())["vision"]["crop_margin"])
-    before = reports_at(args.before)
-    after = {p.name: p for p in (ROOT / REPORTS).glob("*.jsonl")}
-    results: dict = {"before": args.before, "after": "workspace", "checkpoints": {}}
+    margin = float(yaml.safe_load(read_text(after_fs, "params.yaml"))["vision"]["crop_margin"])
+    before, after = reports_at(before_fs), reports_at(after_fs)
+    results: dict = {
+        "script": "benchmarks/compare_runs.py",
+        "before": args.before,
+        "after": args.after or "workspace",
+        "checkpoints": {},
+    }
     for name in sorted(set(before) & set(after)):
         checkpoint, _, mode = name.removesuffix(".jsonl").split(".")
-        a, b = load(after[name]), load(before[name])
+        a, b = load(after_fs, after[name]), load(before_fs, before[name])
         if sorted(a) != sorted(b):
             raise SystemExit(f"{name}: the two versions evaluated different questions")
         ids = sorted(a)
@@ -110,19 +110,18 @@ def main() -> None:
                     if not recs[i]["acc"]:
                         wrong[samples[i]["question_kind"]][why_wrong(recs[i], samples[i], margin)] += 1
                 entry[label]["wrong"] = {k: dict(c.most_common()) for k, c in sorted(wrong.items())}
-        d = paired_difference([a[i]["acc"] for i in ids], [b[i]["acc"] for i in ids])
-        entry["after_minus_before"] = {"difference": d.difference, "ci95": [d.low, d.high], "p": d.p_value}
+        d = entry["after_minus_before"] = paired(a, b)
         results["checkpoints"][f"{checkpoint}.{mode}"] = entry
         print(
             f"{checkpoint:8s} {mode:12s} {100 * entry['before']['acc']:5.1f} -> "
-            f"{100 * entry['after']['acc']:5.1f}  "
-            f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] p {d.p_value:.3f}"
+            f"{100 * entry['after']['acc']:5.1f}  {100 * d['difference']:+.1f} "
+            f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] p {d['p']:.3f}"
         )
-    now = ROOT / "metrics/pretrain.json"
     results["pretrain"] = {
-        "before": json.loads(_git_show(args.before, "metrics/pretrain.json")),
-        "after": json.loads(now.read_text()) if now.exists() else None,
+        label: read_json(fs, "metrics/pretrain.json") if fs.exists("metrics/pretrain.json") else None
+        for label, fs in (("before", before_fs), ("after", after_fs))
     }
+    check_unchanged(repo, status)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -113,7 +113,16 @@ def main() -> None:
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"params": "params.yaml", "writer": args.writer, "results": results}, indent=2) + "\n"
+        json.dumps(
+            {
+                "script": "benchmarks/data_recipe.py",
+                "params": "params.yaml",
+                "writer": args.writer,
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
     )
     print(f"wrote {args.out}")
 

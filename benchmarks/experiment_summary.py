@@ -1,20 +1,27 @@
-"""The headline numbers of the pipeline run the workspace holds (a `dvc exp run`, applied), as JSON.
+"""The headline numbers of a pipeline run (the workspace's, e.g. a `dvc exp run` applied, or an
+experiment's or revision's with --rev), as JSON.
 
     python benchmarks/experiment_summary.py --name more-videos \
-        --setting synthetic.n_videos=400 ... [--out benchmarks/records/<name>.json]
+        --setting synthetic.n_videos=400 ... [--rev EXPERIMENT] [--repo DIR] \
+        [--out benchmarks/records/<name>.json]
 
 For an experiment whose test split differs from the default's (a world change), question-by-
 question pairing against the default is impossible; what stays paired is each stage against the
 checkpoint it started from and rumination against the single pass, on the experiment's own test
 questions.  This collects those from `metrics/eval.json`, with the pretraining held-out metrics and
-the data build's counts, so that a result can be cited after the workspace moves on.
+the data build's counts, so that a result can be cited after the workspace moves on.  The metrics
+files are read through `dvc.api.DVCFileSystem(rev=--rev)` (the default: the workspace).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trial_repo import read_json, reader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAIN_KEYS = (
@@ -28,12 +35,12 @@ PRETRAIN_KEYS = (
 BUILD_KEYS = ("n_videos", "n_samples_train", "n_samples_test", "n_drp", "n_crp", "n_rl_d", "n_rl_c")
 
 
-def summarize(repo: Path) -> dict:
-    metrics = repo / "metrics"
-    eval_metrics = json.loads((metrics / "eval.json").read_text())
+def summarize(repo: Path, rev: str | None = None) -> dict:
+    fs = reader(repo, rev)
+    eval_metrics = read_json(fs, "metrics/eval.json")
     evaluation, comparisons = eval_metrics["synthetic"], eval_metrics["comparisons"]["synthetic"]
-    pretrain = json.loads((metrics / "pretrain.json").read_text())
-    build = json.loads((metrics / "build_data.json").read_text())
+    pretrain = read_json(fs, "metrics/pretrain.json")
+    build = read_json(fs, "metrics/build_data.json")
     checkpoints = {}
     for name, cell in evaluation.items():
         checkpoints[name] = {
@@ -63,10 +70,17 @@ def main() -> None:
     ap.add_argument(
         "--setting", action="append", default=[], help="a -S key=value the experiment ran with (recorded)"
     )
+    ap.add_argument("--rev", help="an experiment's name or a git revision (default: the workspace)")
     ap.add_argument("--repo", type=Path, default=ROOT)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    result = {"experiment": args.name, "settings": args.setting, **summarize(args.repo.resolve())}
+    result = {
+        "script": "benchmarks/experiment_summary.py",
+        "experiment": args.name,
+        "rev": args.rev or "workspace",
+        "settings": args.setting,
+        **summarize(args.repo.resolve(), args.rev),
+    }
     out = args.out or ROOT / f"benchmarks/records/{args.name.replace('-', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -94,6 +94,7 @@ def main() -> None:
         rows.append({"stage": stage, "seconds": round(end - start, 1)})
     setup = stages[0][1] if stages else 0.0
     result = {
+        "script": "benchmarks/pipeline_timing.py",
         "fresh_env": args.fresh_env,
         "setup_seconds": round(setup, 1),
         "stages": rows,

@@ -70,7 +70,12 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run(workers, args.steps, Path(tmp)) for workers in (0, 1)]
-    result = {"steps": args.steps, "runs": rows, "same_bytes": rows[0]["md5"] == rows[1]["md5"]}
+    result = {
+        "script": "benchmarks/pretrain_workers.py",
+        "steps": args.steps,
+        "runs": rows,
+        "same_bytes": rows[0]["md5"] == rows[1]["md5"],
+    }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for row in rows:
         print(

@@ -117,6 +117,7 @@ def main() -> None:
         ).stdout
         files, size = recorded_outputs(ROOT / "dvc.lock")
         result = {
+            "script": "benchmarks/remote_roundtrip.py",
             "outputs_files": files,
             "outputs_mb": round(size / 2**20, 2),
             "push_seconds": round(push, 2),

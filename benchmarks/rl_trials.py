@@ -1,30 +1,36 @@
 """RL stage variants against the pipeline's own RL checkpoint and the SFT one it starts from, \
 on the same test questions.
 
-    python benchmarks/rl_trials.py [--stage rl_d|rl_c] [--only NAME ...] [--out FILE]
+    python benchmarks/rl_trials.py [--stage rl_d|rl_c] [--only NAME ...] [--jobs N] [--repo DIR]
+        [--reuse] [--timeout-h H] [--out FILE]
 
-Run it in a repository whose `dvc repro` is up to date (models/, reports/eval present).  Each
-variant trains the stage's code (`stages/rl.py rl_d` from models/drp_sft, or `rl_c` from
-models/crp_sft, as the curriculum does) with changed params, in a scratch copy of the repo, and
-evaluates it in rumination mode on the synthetic test split with `video-r4 eval`.  Compared
-question by question with the pipeline's RL checkpoint and its SFT start (Wilson interval,
-per-kind accuracy, paired bootstrap CI and sign-flip p); results go to
-benchmarks/records/<stage>_trials.json (rl_d: rl_trials.json, its first name).  Nothing in the
-workspace changes.
+Run it in a repository whose `dvc repro` is up to date (models/, reports/eval present; the
+default: this one).  Each variant is a params change run as a queued DVC experiment named
+`<stage>-<variant>` (`dvc exp run --queue -n rl_d-steps_48 -S rl.rl_d.steps=48`, then `dvc queue
+start -j N`, waited for with `dvc queue status`).  DVC re-runs the stage and everything downstream
+of it (for rl_d: rl_d, crp_sft, rl_c, eval, figures) in its temporary copy under .dvc/tmp/exps;
+the workspace is not touched.  The stage's checkpoint's rumination predictions on the synthetic
+test split are read from the experiment's commit (`dvc.api.DVCFileSystem(rev=...)`, the eval
+stage's reports/eval) and compared question by question with the workspace's pipeline RL
+checkpoint and its SFT start (Wilson interval, per-kind accuracy, paired bootstrap CI and
+sign-flip p); results go to benchmarks/records/<stage>_trials.json (rl_d: rl_trials.json, its
+first name) with each experiment's name, commit and the stage's metrics.  The experiments stay
+listed in `dvc exp show`; `dvc exp remove rl_d-steps_16 ...` removes them.
 
 Why: 16 GRPO steps of 4 prompts (64 of the 156 prompts) left greedy accuracy where the SFT
-checkpoint had it; this asks whether more steps move it.
+checkpoint had it; this asks whether more steps move it.  The record was made with 16 steps as
+rl_d's default and 48 / 96 as variants; rl_d now runs 96 steps, so its variants are the old
+default and 48 steps (96 is the reference rl_d itself).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trial_repo import run_trials, scratch_repo, train_and_evaluate  # noqa: E402
+from trial_repo import run_trials  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = {  # stage: (checkpoint it starts from, results file, variants)
@@ -32,8 +38,8 @@ STAGES = {  # stage: (checkpoint it starts from, results file, variants)
         "drp_sft",
         "rl_trials.json",
         {
+            "steps_16": {"rl.rl_d.steps": 16},  # 64 of the 156 prompts: rl_d's default until 96
             "steps_48": {"rl.rl_d.steps": 48},  # every prompt about once (48 x 4 = 192 of 156)
-            "steps_96": {"rl.rl_d.steps": 96},  # about twice
         },
     ),
     "rl_c": (
@@ -47,35 +53,6 @@ STAGES = {  # stage: (checkpoint it starts from, results file, variants)
 }
 
 
-def variant_runner(stage: str, init: str):
-    def run_variant(name: str, changes: dict, work: Path, env: dict[str, str]) -> tuple[Path, dict]:
-        """Train and evaluate one variant in a scratch copy of the repo: (its predictions, what it
-        changed and the stage's metrics)."""
-        repo = scratch_repo(work, name, changes)
-        ckpt = work / f"{name}-{stage}"
-        metrics = work / f"{name}.metrics.json"
-        train = [
-            "stages/rl.py",
-            stage,
-            "--init",
-            f"models/{init}",
-            "--data",
-            f"data/built/{stage}.jsonl",
-            "--held-out",
-            "data/built/samples_test.jsonl",
-            "--out",
-            str(ckpt),
-            "--metrics",
-            str(metrics),
-            "--curve",
-            str(work / f"{name}.curve.json"),
-        ]
-        predictions = train_and_evaluate(repo, work, name, train, ckpt, env)
-        return predictions, {"changes": changes, "rl_metrics": json.loads(metrics.read_text())}
-
-    return run_variant
-
-
 if __name__ == "__main__":
     stage_arg = argparse.ArgumentParser(add_help=False)
     stage_arg.add_argument("--stage", choices=sorted(STAGES), default="rl_d")
@@ -83,9 +60,12 @@ if __name__ == "__main__":
     init, results, variants = STAGES[stage]
     run_trials(
         __doc__,
+        "benchmarks/rl_trials.py",
         ROOT / "benchmarks/records" / results,
-        (stage, init),
-        variants,
-        variant_runner(stage, init),
+        checkpoint=stage,
+        references=(stage, init),
+        variants=variants,
+        prefix=stage,
+        metrics_file=f"metrics/{stage}.json",
         parents=(stage_arg,),
     )

@@ -1,57 +1,88 @@
-"""What the trial benchmarks share: a scratch copy of the repository with changed params, whose
-data and models are the workspace's (symlinked), and scoring of rumination predictions."""
+"""What the trial benchmarks share: their variants run as queued DVC experiments, read back through
+DVC, and scored question by question.
+
+- `run_queued`: `dvc exp run --queue -n NAME -S key=value ...` for each variant, `dvc queue start
+  -j JOBS`, `dvc queue status` polled until they finish (bounded in time; the workers this call
+  started leave by themselves when the queue is empty, or get `dvc queue stop`), and each
+  experiment read back from `dvc exp show --json` (its commit, params and metrics).  Queued
+  experiments run in DVC's temporary copies under .dvc/tmp/exps, so the workspace is not touched:
+  `git status --porcelain` is checked to be the same afterwards.
+- `reader`: a `dvc.api.DVCFileSystem` at a revision (an experiment's commit or name, a git
+  revision, or None for the workspace), through which every report is read, never through the
+  cache's layout; `predictions` / `question_kinds` read the eval stage's per-question reports and
+  the test split's question kinds with it.
+- `summary`, `paired`, `scored`: accuracy with its Wilson interval and per question kind, and the
+  paired-bootstrap CI and sign-flip p of a difference on the same questions
+  (`videor4.core.statistics`).
+- `run_trials`: the command line of rl_trials.py and crp_sft_trials.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
+import re
+import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from dvc.api import DVCFileSystem
 
 from videor4.core.statistics import paired_difference, wilson
 
 ROOT = Path(__file__).resolve().parent.parent
+REPORTS = "reports/eval"
+TEST_SAMPLES = "data/built/samples_test.jsonl"
+DEFAULT_TIMEOUT_H = 12.0
 
 
-def scratch_repo(work: Path, name: str, changes: dict) -> Path:
-    """`work/name`: the repository without its outputs and caches, `data` and `models` linked to the
-    workspace's, params.yaml with `changes` ({"section.key": value}) applied."""
-    repo = work / name
-    shutil.copytree(
-        ROOT,
-        repo,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".dvc", "mlruns", "mlartifacts", "mlflow.db", ".cache", "models", "reports", "data"
-        ),
-    )
-    for link in ("data", "models"):
-        (repo / link).symlink_to(ROOT / link)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in changes.items():
-        *path, last = key.split(".")
-        section = params
-        for part in path:
-            section = section[part]
-        section[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return repo
+# ------------------------------------------------------------------------------------ reading through DVC
+def reader(repo: Path, rev: str | None = None) -> DVCFileSystem:
+    """The repository's files (git-tracked and DVC-tracked alike) at `rev`: an experiment's commit
+    or name, a git revision, or None for the workspace."""
+    return DVCFileSystem(str(repo), rev=rev)
 
 
-def load(path: Path) -> dict[str, dict]:
-    return {r["sample_id"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
+def read_text(fs: DVCFileSystem, path: str) -> str:
+    try:
+        with fs.open(path, "r", encoding="utf-8") as f:
+            return f.read()
+    except Exception as exc:  # a missing file, or outputs that neither the cache nor a remote holds
+        raise SystemExit(
+            f"cannot read {path} ({type(exc).__name__}: {exc}); another revision's outputs must be in "
+            "the DVC cache (`dvc fetch --rev REV`, or `dvc pull` at that revision)"
+        ) from exc
 
 
+def load(fs: DVCFileSystem, path: str) -> dict[str, dict]:
+    """A JSON-lines file's rows by their sample_id."""
+    return {r["sample_id"]: r for r in map(json.loads, read_text(fs, path).splitlines()) if r}
+
+
+def read_json(fs: DVCFileSystem, path: str) -> Any:
+    return json.loads(read_text(fs, path))
+
+
+def predictions(fs: DVCFileSystem, checkpoint: str, mode: str = "rumination") -> dict[str, dict]:
+    """The eval stage's predictions of one checkpoint on the synthetic test split, by sample id."""
+    return load(fs, f"{REPORTS}/{checkpoint}.synthetic.{mode}.jsonl")
+
+
+def question_kinds(fs: DVCFileSystem) -> dict[str, str]:
+    """{sample id: question kind} of the synthetic test split."""
+    return {i: s["question_kind"] for i, s in load(fs, TEST_SAMPLES).items()}
+
+
+# ------------------------------------------------------------------------------------------------ scoring
 def summary(records: dict[str, dict], kinds: dict[str, str]) -> dict:
+    """Accuracy with its Wilson interval, overall and per question kind."""
     ids = sorted(records)
     acc = [records[i]["acc"] for i in ids]
     ci = wilson(sum(acc), len(acc))
@@ -66,96 +97,312 @@ def summary(records: dict[str, dict], kinds: dict[str, str]) -> dict:
     }
 
 
-def trial_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(ROOT / "src"),
-        "DVC_NO_ANALYTICS": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-    }
-
-
-def question_kinds() -> dict[str, str]:
-    """{sample id: question kind} of the synthetic test split."""
-    return {i: s["question_kind"] for i, s in load(ROOT / "data/built/samples_test.jsonl").items()}
-
-
-def train_and_evaluate(
-    repo: Path, work: Path, name: str, train: list[str], checkpoint: Path, env: dict[str, str]
-) -> Path:
-    """Run a stage's training command in the scratch repo, then `video-r4 eval` (rumination, the
-    synthetic test split) on its checkpoint; returns the predictions file."""
-    quiet = {
-        "cwd": repo,
-        "env": env,
-        "check": True,
-        "stdout": subprocess.DEVNULL,
-        "stderr": subprocess.DEVNULL,
-    }
-    started = time.perf_counter()
-    subprocess.run([sys.executable, *train], **quiet)
-    seconds = time.perf_counter() - started
-    predictions = work / f"{name}.predictions.jsonl"
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "video-r4"),
-            "eval",
-            "--model",
-            str(checkpoint),
-            "--set",
-            "synthetic",
-            "--root",
-            "data/built",
-            "--mode",
-            "rumination",
-            "--predictions",
-            str(predictions),
-        ],
-        **quiet,
-    )
-    print(f"{name}: trained in {seconds:.0f} s", file=sys.stderr)
-    return predictions
+def paired(a: dict[str, dict], b: dict[str, dict]) -> dict:
+    """Accuracy of `a` minus that of `b` on the same questions: the paired-bootstrap 95 % interval
+    and the sign-flip p."""
+    if sorted(a) != sorted(b):
+        raise SystemExit(f"the two runs answered different questions ({len(a)} and {len(b)})")
+    ids = sorted(a)
+    d = paired_difference([a[i]["acc"] for i in ids], [b[i]["acc"] for i in ids])
+    return {"difference": d.difference, "ci95": [d.low, d.high], "p": d.p_value}
 
 
 def scored(records: dict[str, dict], kinds: dict[str, str], references: dict[str, dict[str, dict]]) -> dict:
     """`summary` plus, for each reference run, the paired difference on the same questions."""
     entry = summary(records, kinds)
     for ref, recs in references.items():
-        ids = sorted(recs)
-        d = paired_difference([records[i]["acc"] for i in ids], [recs[i]["acc"] for i in ids])
-        entry[f"minus_{ref}"] = {"difference": d.difference, "ci95": [d.low, d.high], "p": d.p_value}
+        entry[f"minus_{ref}"] = paired(records, recs)
     return entry
 
 
+# ----------------------------------------------------------------------------------- the experiment queue
+def dvc_env() -> dict[str, str]:
+    """This environment with its virtualenv first on PATH: the queue's workers start `dvc`, and
+    the stages `python`, from PATH."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=dvc_env(), capture_output=True, text=True
+    )
+    if check and done.returncode != 0:
+        raise SystemExit(f"dvc {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done
+
+
+def git_status(repo: Path) -> str:
+    return subprocess.run(
+        ["git", "status", "--porcelain"], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def check_unchanged(repo: Path, before: str) -> None:
+    """Exit when `git status --porcelain` differs from `before`."""
+    after = git_status(repo)
+    if after != before:
+        raise SystemExit(f"{repo}: the workspace changed (git status before:\n{before}\nafter:\n{after})")
+
+
+def require_up_to_date(repo: Path) -> None:
+    """Exit unless `dvc status` finds the workspace's outputs as dvc.lock records them (the
+    references are read from the workspace, the experiments start from it)."""
+    status = json.loads(dvc(repo, "status", "--json").stdout or "{}")
+    if status:
+        raise SystemExit(
+            f"{repo}: dvc status is not clean ({', '.join(sorted(status))}); run dvc repro first"
+        )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment as `dvc exp show --json` lists it."""
+
+    name: str
+    rev: str
+    params: dict  # params.yaml
+    metrics: dict  # {metrics file: its data}
+
+
+def shown_experiments(repo: Path) -> dict[str, Experiment]:
+    """The experiments `dvc exp show --json` lists (those of the workspace's baseline), by name."""
+    found = {}
+    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
+        for group in baseline.get("experiments") or []:
+            for exp in group.get("revs") or []:
+                data = exp.get("data") or {}
+                if exp.get("name") and not exp.get("error"):
+                    found[exp["name"]] = Experiment(
+                        exp["name"],
+                        exp["rev"],
+                        ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {},
+                        {k: v.get("data") for k, v in (data.get("metrics") or {}).items()},
+                    )
+    return found
+
+
+def queue_status(repo: Path) -> tuple[dict[str, str], int]:
+    """({task name: Queued | Running | Success | Failed}, active plus idle workers), from
+    `dvc queue status`."""
+    text = dvc(repo, "queue", "status").stdout
+    tasks = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[0] != "Task":  # running, queued, failed, then done: the first counts
+            tasks.setdefault(words[1], words[-1])
+    workers = re.search(r"Worker status: (\d+) active, (\d+) idle", text)
+    return tasks, (int(workers.group(1)) + int(workers.group(2))) if workers else 0
+
+
+def param_value(value: Any) -> str:
+    """A value as `-S key=value` takes it (DVC parses it as YAML; JSON is YAML)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _param_at(params: dict, key: str) -> Any:
+    for part in key.split("."):
+        params = params[part]
+    return params
+
+
+def _start_workers(repo: Path, jobs: int) -> bool:
+    """`dvc queue start -j jobs`: whether it started a worker."""
+    return bool(re.search(r"Started '?[1-9]", dvc(repo, "queue", "start", "-j", str(jobs)).stdout))
+
+
+def _wait(repo: Path, names: Iterable[str], jobs: int, deadline: float, poll: float) -> dict[str, str]:
+    """Poll `dvc queue status` until none of `names` is queued or running; TimeoutError at the
+    deadline.  A worker exits when it finds the queue empty, or on a shutdown message left for its
+    name by an earlier `dvc queue stop`; experiments still queued with no worker for two polls get
+    new ones."""
+    names, idle = set(names), 0
+    while True:
+        tasks, workers = queue_status(repo)
+        mine = {n: tasks.get(n, "unknown") for n in names}
+        if not {"Queued", "Running"} & set(mine.values()):
+            return mine
+        idle = idle + 1 if workers == 0 and "Running" not in mine.values() else 0
+        if idle >= 2:
+            print("queue: experiments wait with no worker: dvc queue start again", file=sys.stderr)
+            _start_workers(repo, jobs)
+            idle = 0
+        if time.monotonic() > deadline:
+            raise TimeoutError(mine)
+        time.sleep(poll)
+
+
+def _drop_unfinished(repo: Path, names: Iterable[str]) -> None:
+    """Kill this call's running experiments and take its queued ones off the queue."""
+    tasks, _ = queue_status(repo)
+    for name in names:
+        if tasks.get(name) == "Running":
+            dvc(repo, "queue", "kill", name, check=False)
+        elif tasks.get(name) == "Queued":
+            dvc(repo, "queue", "remove", name, check=False)
+
+
+def _stop_workers(repo: Path, grace: float = 90.0) -> None:
+    """The workers this call started leave by themselves once the queue is empty; `dvc queue stop`
+    the ones still there after `grace` seconds (a stop sent when none is left would wait in the
+    queue's broker and end the next worker of that name after its first experiment)."""
+    deadline = time.monotonic() + grace
+    while queue_status(repo)[1]:
+        if time.monotonic() > deadline:
+            dvc(repo, "queue", "stop", check=False)
+            return
+        time.sleep(5)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_queued(
+    repo: Path,
+    variants: Mapping[str, Mapping[str, Any]],
+    jobs: int = 1,
+    timeout_h: float = DEFAULT_TIMEOUT_H,
+    reuse: bool = False,
+    poll: float = 15.0,
+) -> dict[str, Experiment]:
+    """Run each {experiment name: {param key: value}} as a queued experiment and return them as
+    `dvc exp show` lists them.  An experiment of that name that exists already is read back as it
+    is with `reuse`, else it is an error (`dvc exp remove NAME` removes it).  Exits when an
+    experiment fails (`dvc queue logs NAME` says why) or the queue runs past `timeout_h` (this
+    call's experiments killed or taken off the queue, as on Ctrl-C or SIGTERM)."""
+    before = git_status(repo)
+    existing = shown_experiments(repo)
+    tasks, workers_before = queue_status(repo)
+    failed = sorted(n for n in variants if tasks.get(n) == "Failed")
+    if failed:
+        raise SystemExit(
+            f"experiments {failed} failed before (`dvc queue logs NAME` says why): "
+            f"`dvc queue remove {' '.join(failed)}` to run them again"
+        )
+    clash = sorted(n for n in variants if n in existing or tasks.get(n) in ("Queued", "Running"))
+    if clash and not reuse:
+        raise SystemExit(
+            f"experiments {clash} exist already: pass --reuse to read them back, or remove them "
+            f"(`dvc exp remove {' '.join(clash)}`) to run them again"
+        )
+    todo = {n: changes for n, changes in variants.items() if n not in clash}
+    waiting = [n for n in variants if n in todo or tasks.get(n) in ("Queued", "Running")]
+    if waiting:
+        started = time.perf_counter()
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        ours = False
+        try:
+            for name, changes in todo.items():
+                sets = [a for key, value in changes.items() for a in ("-S", f"{key}={param_value(value)}")]
+                dvc(repo, "exp", "run", "--queue", "-n", name, *sets)
+                print(f"queued {name}: {' '.join(sets[1::2]) or '(no change)'}", file=sys.stderr)
+            ours = _start_workers(repo, jobs) and workers_before == 0  # then every worker is this call's
+            status = _wait(repo, waiting, jobs, time.monotonic() + 3600 * timeout_h, poll)
+        except (TimeoutError, KeyboardInterrupt, SystemExit) as stopped:
+            _drop_unfinished(repo, todo)  # the experiments this call queued
+            if isinstance(stopped, SystemExit):  # a dvc command failed: its message
+                raise
+            raise SystemExit(
+                f"the queue did not finish ({stopped}); this run's experiments were stopped"
+            ) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if ours:
+                _stop_workers(repo)
+        unsuccessful = sorted(n for n, s in status.items() if s != "Success")
+        if unsuccessful:
+            logs = "\n".join(dvc(repo, "queue", "logs", n, check=False).stdout[-3000:] for n in unsuccessful)
+            raise SystemExit(f"experiments {unsuccessful} did not succeed ({status}):\n{logs}")
+        print(
+            f"queue: {len(waiting)} experiment(s) in {time.perf_counter() - started:.0f} s", file=sys.stderr
+        )
+    check_unchanged(repo, before)
+    shown = shown_experiments(repo)
+    missing = sorted(set(variants) - set(shown))
+    if missing:
+        raise SystemExit(f"dvc exp show does not list {missing}")
+    for name, changes in variants.items():  # the experiment ran with what was asked of it
+        for key, value in changes.items():
+            if _param_at(shown[name].params, key) != value:
+                raise SystemExit(f"{name}: {key} is {_param_at(shown[name].params, key)!r}, not {value!r}")
+    return {name: shown[name] for name in variants}
+
+
+def queue_options() -> argparse.ArgumentParser:
+    """--repo, --jobs, --timeout-h and --reuse: the options of every script that runs queued experiments."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument(
+        "--repo", type=Path, default=ROOT, help="the repository (default: this one), after dvc repro"
+    )
+    ap.add_argument("--jobs", type=int, default=1, help="queue workers: dvc queue start -j JOBS (default 1)")
+    ap.add_argument(
+        "--timeout-h",
+        type=float,
+        default=DEFAULT_TIMEOUT_H,
+        help=f"give up (killing this run's experiments) after this many hours (default {DEFAULT_TIMEOUT_H})",
+    )
+    ap.add_argument(
+        "--reuse", action="store_true", help="read back experiments of these names that exist already"
+    )
+    return ap
+
+
+# -------------------------------------------------------------------------------------- the trial scripts
 def run_trials(
     doc: str,
+    script: str,
     default_out: Path,
+    checkpoint: str,
     references: tuple[str, ...],
-    variants: dict[str, Any],
-    run_one: Callable[[str, Any, Path, dict[str, str]], tuple[Path, dict]],
+    variants: dict[str, dict[str, Any]],
+    prefix: str,
+    metrics_file: str,
     parents: tuple[argparse.ArgumentParser, ...] = (),
 ) -> None:
-    """A trial benchmark's command line: each variant (or those `--only` names) is run by
-    `run_one(name, spec, work, env)` → (its predictions, extra fields for its entry), scored
-    against the pipeline's `references` on the same questions, and merged into `--out` (a run of
-    some variants keeps the others' earlier results in the file).  `parents`: the caller's own
-    options, parsed by the caller, listed in --help."""
-    ap = argparse.ArgumentParser(description=doc.splitlines()[0], parents=list(parents))
+    """A trial benchmark's command line: each variant (or those `--only` names), {param key: value},
+    runs as the queued experiment `<prefix>-<variant>`; its `checkpoint`'s rumination predictions
+    are scored against the workspace's `references` on the same questions and merged into `--out`
+    (a run of some variants keeps the others' earlier results in the file), with the experiment's
+    name, commit, params changed and the trained stage's `metrics_file`.  `parents`: the caller's
+    own options, parsed by the caller, listed in --help."""
+    ap = argparse.ArgumentParser(
+        description=doc.splitlines()[0], parents=[*parents, queue_options()], allow_abbrev=False
+    )
     ap.add_argument("--out", type=Path, default=default_out)
-    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--only", nargs="*", default=None, help=f"variants to run, of {', '.join(variants)}")
     args = ap.parse_args()
-    env, kinds = trial_env(), question_kinds()
-    reference = {name: load(ROOT / f"reports/eval/{name}.synthetic.rumination.jsonl") for name in references}
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    unknown = sorted(set(args.only or ()) - set(variants))
+    if unknown:
+        ap.error(f"unknown variants {unknown}")
+    repo = args.repo.resolve()
+    require_up_to_date(repo)
+    workspace = reader(repo)
+    kinds = question_kinds(workspace)
+    reference = {name: predictions(workspace, name) for name in references}
+    chosen = {name: changes for name, changes in variants.items() if not args.only or name in args.only}
+    experiments = run_queued(
+        repo, {f"{prefix}-{n}": c for n, c in chosen.items()}, args.jobs, args.timeout_h, args.reuse
+    )
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results = {"script": script, **{k: v for k, v in earlier.items() if k != "script"}}
     results.update({name: summary(recs, kinds) for name, recs in reference.items()})
-    work = Path(tempfile.mkdtemp(prefix=f"videor4-{default_out.stem}-"))
-    for name, spec in variants.items():
-        if args.only and name not in args.only:
-            continue
-        predictions, extra = run_one(name, spec, work, env)
-        entry = scored(load(predictions), kinds, reference)
+    for name, changes in chosen.items():
+        exp = experiments[f"{prefix}-{name}"]
+        fs = reader(repo, exp.rev)
+        entry = scored(predictions(fs, checkpoint), question_kinds(fs), reference)
         print(name, json.dumps(entry), flush=True)
-        results[name] = {**entry, **extra}
+        results[name] = {
+            **entry,
+            "experiment": exp.name,
+            "rev": exp.rev,
+            "changes": changes,
+            "stage_metrics": exp.metrics.get(metrics_file),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
