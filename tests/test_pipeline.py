@@ -555,9 +555,9 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
     assert run.data.tags["checkpoint.rl_c.run_id"] == runs["rl_c"].info.run_id
     assert len(client.get_metric_history(run.info.run_id, "scaling/synthetic/rl_c/acc")) == 3
     plots = _run(["dvc", "plots", "show", "--json"], path, env)
-    assert (
-        plots.returncode == 0 and "eval_scaling.json" in plots.stdout and "eval_accuracy.json" in plots.stdout
-    )
+    titles = json.loads(plots.stdout)["data"] if plots.returncode == 0 else {}
+    assert any(t.startswith("Test-time scaling") for t in titles), plots.stdout[-2000:]
+    assert any(t.startswith("Accuracy per checkpoint") for t in titles), plots.stdout[-2000:]
     # the headline metrics: Acc / ANLS per checkpoint and mode, the full metrics' numbers
     headline = json.loads((path / "metrics/headline.json").read_text())
     assert set(headline["synthetic"]) == set(CHECKPOINTS)
@@ -984,70 +984,7 @@ def test_pretrain_stage_trains_and_scores_held_out_renders(reproduced):
     )
 
 
-# the last two change the workspace (a queue, an experiment's outputs): they run after the others
-def _wait_for_the_queue(path: Path, env: dict, timeout: float = 420) -> str:
-    """`dvc queue status` once nothing is queued or running (bounded in time)."""
-    deadline = time.time() + timeout
-    status = ""
-    while time.time() < deadline:
-        status = _run(["dvc", "queue", "status"], path, env).stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            return status
-        time.sleep(3)
-    raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")
-
-
-def test_queued_experiments_in_parallel_log_to_the_workspace_store(reproduced):
-    """`dvc exp run --queue` twice, `dvc queue start -j 2`: each experiment runs in its own copy
-    under .dvc/tmp/exps, and each is a pipeline run of its own, with its stage children, in the
-    workspace's MLflow store."""
-    path, env, _ = reproduced
-    # queued experiments start from a commit: commit the lock, so each re-runs eval and figures only
-    for cmd in (
-        ["git", "add", "dvc.lock", "metrics", "reports/eval_table.md"],
-        ["git", "commit", "-qm", "run"],
-    ):
-        assert _run(cmd, path, env).returncode == 0
-    names = {"q-steps1": 1, "q-steps3": 3}
-    for name, steps in names.items():
-        queued = _run(
-            ["dvc", "exp", "run", "--queue", "-n", name, "-S", f"eval.max_steps={steps}"], path, env
-        )
-        assert queued.returncode == 0, queued.stdout + queued.stderr
-    # the workers it starts outlive it and would hold a captured pipe open: its output goes to a file
-    with open(path.parent / "queue.log", "w") as log:
-        started = subprocess.run(
-            ["dvc", "queue", "start", "-j", "2"],
-            cwd=path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=120,
-        )
-    try:
-        assert started.returncode == 0, (path.parent / "queue.log").read_text()
-        status = _wait_for_the_queue(path, env)
-    finally:
-        _run(["dvc", "queue", "stop", "--kill"], path, env)  # the workers this test started, if any is left
-    for name in names:
-        assert re.search(rf"{name}\s.*Success", status), status
-    client, pipelines = _mlflow_runs(path, pipelines=True)
-    by_name = {p.data.tags.get("dvc.exp_name"): p for p in pipelines}
-    assert set(names) <= set(by_name), _run_tree(client, pipelines[0].info.experiment_id)
-    keys = {by_name[name].data.tags["videor4.pipeline"] for name in names}
-    assert len(keys) == 2  # two processes, two pipeline runs: nothing mixed
-    for name, steps in names.items():
-        run = by_name[name]
-        assert run.info.run_name.startswith(f"pipeline {name} ") and run.data.params["eval.max_steps"] == str(
-            steps
-        )
-        query = f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
-        children = {r.info.run_name: r for r in client.search_runs([run.info.experiment_id], query)}
-        assert {"eval", "figures"} == set(children), _run_tree(client, run.info.experiment_id)
-        assert children["eval"].data.params["eval.max_steps"] == str(steps)
-    assert not list((path / ".dvc" / "tmp").rglob("mlflow.db"))  # no store went with a temporary copy
-
-
+# the last one changes the workspace (an experiment's outputs): it runs after the others
 def test_a_data_size_experiment_leaves_the_tokenizer_base_and_pretraining(reproduced):
     """The tokenizer trains on a build at data.tokenizer_corpus's sizes: fewer DRP trajectories
     re-run build_data, and DVC finds base_model and pretrain up to date."""
