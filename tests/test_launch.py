@@ -4,6 +4,7 @@ the accelerate command line each node runs; the repo's accelerate and DeepSpeed 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -155,3 +156,43 @@ def test_stage_reports_bad_launch_settings_in_one_line(tmp_path) -> None:
         done.stderr.strip()
         == "error: launch: a 2-machine launch needs the head node's address: set $VIDEOR4_MAIN_PROCESS_IP"
     )
+
+
+_DEEPSPEED_INIT = """
+import os, sys
+from videor4.core.launch import rendezvous_for_one_process
+if sys.argv[1] == "rendezvous":
+    rendezvous_for_one_process()
+import deepspeed
+deepspeed.init_distributed(dist_backend="gloo")
+import torch.distributed as dist
+print("world", dist.get_world_size(), "rank", dist.get_rank())
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("how", ["bare", "rendezvous"])
+def test_one_process_deepspeed_needs_no_mpi(how) -> None:
+    """A stage with a DeepSpeed config and no launcher (`dvc repro`, a DVC queue worker): without the
+    rendezvous variables DeepSpeed goes looking for MPI, which is not installed; with them it forms a
+    group of one."""
+    import subprocess
+
+    launcher_vars = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launcher_vars}
+    done = subprocess.run(
+        [sys.executable, "-c", _DEEPSPEED_INIT, how], env=env, capture_output=True, text=True, timeout=120
+    )
+    if how == "bare":
+        assert done.returncode != 0 and "mpi4py" in done.stderr, done.stderr[-2000:]
+    else:
+        assert done.returncode == 0 and "world 1 rank 0" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_launchers_rendezvous_is_left_alone(monkeypatch) -> None:
+    from videor4.core import launch
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    launch.rendezvous_for_one_process()
+    assert os.environ["RANK"] == "3" and os.environ["WORLD_SIZE"] == "4"

@@ -99,6 +99,22 @@ def launch_settings(params: Mapping[str, Any], environ: Mapping[str, str] | None
     return settings
 
 
+def rendezvous_for_one_process() -> None:
+    """Without a launcher (plain `python stages/...` under `dvc repro` or a DVC queue worker) DeepSpeed
+    finds no RANK/MASTER_ADDR and goes looking for MPI; a world of one says so explicitly instead."""
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        return  # a launcher set them
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port for the one-process process group
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ[name] = value
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+
+
 def world_size() -> int:
     """How many processes train together, as the launcher says (1 without a launcher)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from videor4.core.io import read_json
+from videor4.core.launch import rendezvous_for_one_process
 from videor4.core.params import ParamsError, fill, section
 
 LogFn = Callable[[Mapping[str, float], int], None]
@@ -131,6 +132,8 @@ def trainer_arguments(work_dir: str | os.PathLike, settings: Any, model_config: 
     and deepspeed: resumable checkpoints in `work_dir`, no reporting (the caller tracks), quiet."""
     import torch
 
+    if settings.deepspeed:
+        rendezvous_for_one_process()
     return dict(
         output_dir=str(work_dir),
         learning_rate=settings.learning_rate,
