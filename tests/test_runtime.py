@@ -47,7 +47,7 @@ def test_native_clears_a_pin_left_in_the_environment():
 
 
 def test_an_unknown_kernel_level_is_a_params_error():
-    assert runtime_params({}).cpu_kernels == "native"
+    assert runtime_params({}).cpu_kernels == "avx2"  # as params.yaml
     with pytest.raises(ParamsError, match=r"runtime.cpu_kernels: 'avx9' is not one of avx2, native"):
         runtime_params({"runtime": {"cpu_kernels": "avx9"}})
     with pytest.raises(ParamsError, match=r"unknown params runtime: kernels"):

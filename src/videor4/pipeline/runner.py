@@ -297,8 +297,9 @@ CPU_KERNEL_ENV = {
 class RuntimeParams:
     """`runtime:` in params.yaml: how the stages use this machine."""
 
-    # native: what torch picks for this CPU | avx2: pinned, the same bytes on any x86 CPU with AVX2
-    cpu_kernels: str = "native"
+    # avx2: pinned, the same bytes on any x86 CPU with AVX2 | native: what torch picks for this CPU
+    # (faster by ~8 % here; the only choice off x86)
+    cpu_kernels: str = "avx2"
 
     def __post_init__(self) -> None:
         if self.cpu_kernels not in CPU_KERNEL_ENV:
