@@ -1,7 +1,7 @@
 """Stages rl_d and rl_c: GRPO on multi-turn rumination rollouts.
 
     python stages/rl.py rl_d --init models/drp_sft --data data/built/rl_d.jsonl \
-        --held-out data/built/samples_test.jsonl --out models/rl_d \
+        --held-out data/built/samples_val.jsonl --out models/rl_d \
         --metrics metrics/rl_d.json --curve metrics/rl_d_curve.json
 
 Trains with `videor4.train.grpo` (TRL's GRPOTrainer; DeepSpeed when `rl.deepspeed`

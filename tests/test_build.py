@@ -9,6 +9,7 @@ import pytest
 
 from videor4.core.io import read_jsonl
 from videor4.data.build import (
+    DATASETS,
     BuildError,
     build_config,
     build_datasets,
@@ -57,9 +58,12 @@ def built(tmp_path_factory, source_dir):
 
 def test_build_writes_every_dataset_with_metrics(built):
     out, m = built
-    for name in ("samples_train", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c"):
+    assert DATASETS == ("samples_train", "samples_val", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c")
+    for name in DATASETS:
         assert (out / f"{name}.jsonl").is_file()
     assert m["n_videos"] == 5
+    # 5 videos: test_fraction 0.2 makes video 0 test, val_fraction 0.15 the first of the others val
+    assert (m["n_samples_train"], m["n_samples_val"], m["n_samples_test"]) == (9, 3, 3)
     assert m["n_drp"] == 12 and m["n_crp"] == 12
     assert m["n_drp_clip"] > 0 and m["n_drp_crop"] > 0
     assert 0 < m["n_rl_d"] <= 6 and 0 < m["n_rl_c"] <= 6
@@ -104,6 +108,25 @@ def test_crp_crops_name_the_clipped_frame_or_the_frame_as_shown(built, tmp_path,
     crp = [Trajectory.from_dict(r) for r in read_jsonl(tmp_path / "built" / "sft_crp.jsonl")]
     assert all(t.tools_used()[0] == "clipping" for t in crp)  # the clip still comes first
     assert replay(crp[0], cache=FrameCache()).ok
+
+
+def test_val_is_its_own_split_written_like_test_and_never_trained_on(built):
+    out, _ = built
+    rows = {name: read_jsonl(out / f"{name}.jsonl") for name in DATASETS}
+    videos = {name: {r["video"] for r in rows[f"samples_{name}"]} for name in ("train", "val", "test")}
+    assert videos["val"] and videos["test"]
+    assert not videos["val"] & videos["train"] and not videos["val"] & videos["test"]
+    assert not videos["train"] & videos["test"]
+    for split in ("val", "test"):
+        assert {r["split"] for r in rows[f"samples_{split}"]} == {split}
+        # scored like the test split: with the frames the model is shown
+        assert all(r["frame_indices"] and r["num_source_frames"] > 0 for r in rows[f"samples_{split}"])
+    val_ids = {r["sample_id"] for r in rows["samples_val"]}
+    for name in ("sft_drp", "sft_crp", "rl_d", "rl_c"):  # only train feeds trajectories and RL sets
+        assert not val_ids & {r["sample_id"] for r in rows[name]}, name
+        assert not videos["val"] & {r["video"] for r in rows[name]}, name
+    validate(rows["samples_val"], "samples_val")
+    validate([], "samples_val")  # a world without val videos builds, like one without test videos
 
 
 def test_rl_sets_are_disjoint_and_typed(built):
@@ -202,6 +225,21 @@ def test_a_video_in_train_and_test_fails_the_build_and_keeps_the_last_one(tmp_pa
     with pytest.raises(DataValidationError, match="the splits are disjoint"):
         build_datasets(source, cfg, validate=validate)
     assert sorted(p.name for p in out.iterdir()) == before  # the last valid build stays
+
+
+def test_a_video_in_train_and_val_fails_the_build_and_keeps_the_last_one(tmp_path, source_dir, built):
+    """The splits check covers val too: a val question about a training video is a leak."""
+    out, _ = built
+    before = sorted(p.name for p in out.iterdir())
+    source = load_synthetic_source(source_dir)
+    train_video = next(s.video for s in source.samples if s.split == "train")
+    leaked = next(s for s in source.samples if s.split == "val")
+    leaked.video = train_video
+    cfg = build_config(PARAMS, out)
+    cfg.ocr_cache_dir = tmp_path / "ocr"
+    with pytest.raises(DataValidationError, match="the splits are disjoint"):
+        build_datasets(source, cfg, validate=validate)
+    assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_the_tokenizer_corpus_does_not_depend_on_the_data_sizes(tmp_path, source_dir, built):

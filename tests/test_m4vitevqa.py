@@ -260,3 +260,37 @@ def test_caps_on_frames_pixels_and_bytes_skip_a_video_as_too_large(dataset, tmp_
     got, _ = check_videos(samples, 4, skipped, limits)
     assert [s.meta["video_id"] for s in got] == kept
     assert skipped == ({"video_too_large": 3 - len(kept)} if len(kept) < 3 else {})
+
+
+def _m4_source_section(root: Path) -> dict:
+    """`data.m4vitevqa` as params.yaml has it, with `root` set."""
+    import dataclasses
+
+    from videor4.data.build import M4ViteVQASourceParams
+
+    return {**dataclasses.asdict(M4ViteVQASourceParams()), "root": str(root), "ocr_dir": None}
+
+
+def test_the_build_reads_the_val_file_when_it_is_there(tmp_path: Path, caplog) -> None:
+    """data.m4vitevqa.val_file: its questions form the val split; without the file, no val split."""
+    from videor4.data.build import load_m4vitevqa_source
+
+    root = tmp_path / "m4"
+    section = _m4_source_section(root)
+    for i, key in enumerate(("train_file", "val_file", "test_file"), start=1):
+        write_mp4(root / "videos" / f"0000{i}.mp4")
+        write_annotations(root, [item(i, f"0000{i}")], name=section[key])
+    source = load_m4vitevqa_source(section)
+    by_split = {s.split: (s.meta["video_id"], Path(s.video)) for s in source.samples}
+    assert by_split == {
+        "train": ("00001", root / "videos" / "00001.mp4"),
+        "val": ("00002", root / "videos" / "00002.mp4"),
+        "test": ("00003", root / "videos" / "00003.mp4"),
+    }
+    (root / section["val_file"]).unlink()
+    with caplog.at_level(logging.INFO, logger="videor4.data.build"):
+        source = load_m4vitevqa_source(section)
+    assert sorted(s.split for s in source.samples) == ["test", "train"]
+    assert [r.getMessage() for r in caplog.records if "val_file" in r.getMessage()] == [
+        f"data.m4vitevqa.val_file {section['val_file']} is not under {root}: no val samples"
+    ]

@@ -169,7 +169,7 @@ def test_a_trajectory_rejected_in_the_browser_is_dropped_by_the_rebuild(small_bu
     ]
     assert metrics["dropped"]["review_rejected"] == 1 and metrics["n_crp"] == len(before["sft_crp"]) - 1
     assert metrics["review_stale"] == 0 and not (tmp_path / "rebuilt" / "images" / victim).exists()
-    for name in ("samples_train", "samples_test", "rl_d", "rl_c"):
+    for name in ("samples_train", "samples_val", "samples_test", "rl_d", "rl_c"):
         assert (tmp_path / "rebuilt" / f"{name}.jsonl").read_bytes() == (
             small_built / f"{name}.jsonl"
         ).read_bytes()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from videor4.core.schema import OPTION_LETTERS, Sample, VideoRecord
-from videor4.data.synthetic import ALPHABET, QUESTION_KINDS, SyntheticConfig, generate_dataset
+from videor4.data.synthetic import ALPHABET, QUESTION_KINDS, SyntheticConfig, generate_dataset, video_split
 from videor4.rumination.video import load_frames, resize_to_budget, uniform_indices
 
 SMALL = dict(num_frames=16, num_shown_frames=8, preset="legacy")  # the tests below were written for legacy
@@ -157,8 +159,52 @@ def test_all_question_kinds_and_splits(dataset):
     _, cfg, records, samples = dataset
     assert {s.question_kind for s in samples} == set(QUESTION_KINDS)
     assert all(len([s for s in samples if s.video == r.path]) == cfg.questions_per_video for r in records)
-    # test_fraction 0.25 over 8 videos: exactly 2 test videos, chosen by index.
-    assert [r.split for r in records].count("test") == 2
+    # test_fraction 0.25 over 8 videos: exactly 2 test videos, chosen by index; val_fraction 0.15:
+    # 1 in 5 of the other 6 (0 first), i.e. 2 val videos
+    splits = [r.split for r in records]
+    assert (splits.count("test"), splits.count("val"), splits.count("train")) == (2, 2, 4)
+    assert splits == [video_split(i, cfg) for i in range(cfg.n_videos)]
+
+
+def _is_test_before_val(index: int, fraction: float) -> bool:
+    """The test rule from before the val split, verbatim: the test videos must stay these."""
+    f = Fraction(fraction).limit_denominator(10_000)
+    return math.ceil((index + 1) * f) > math.ceil(index * f)
+
+
+@pytest.mark.parametrize(
+    "test_fraction, val_fraction",
+    [(0.35, 0.15), (0.25, 0.15), (0.2, 0.3), (0.35, 0.0), (0.5, 0.1), (0.0, 0.2)],
+)
+def test_val_videos_are_an_even_share_apart_from_unchanged_test_videos(test_fraction, val_fraction):
+    cfg = SyntheticConfig(test_fraction=test_fraction, val_fraction=val_fraction)
+    n = 3000
+    splits = [video_split(i, cfg) for i in range(n)]
+    assert set(splits) <= {"train", "val", "test"}  # one split per video: disjoint by construction
+    assert [s == "test" for s in splits] == [_is_test_before_val(i, test_fraction) for i in range(n)]
+    assert abs(splits.count("val") - val_fraction * n) <= 1  # of all videos, not of the non-test ones
+    for start in range(0, n, 200):  # spread evenly, not bunched at one end
+        window = splits[start : start + 200]
+        assert abs(window.count("val") - val_fraction * 200) <= 2
+
+
+def test_the_default_world_has_train_val_and_test_videos():
+    cfg = SyntheticConfig()  # params.yaml's: 160 videos, test 0.35, val 0.15
+    splits = [video_split(i, cfg) for i in range(cfg.n_videos)]
+    assert (splits.count("test"), splits.count("val"), splits.count("train")) == (56, 24, 80)
+
+
+@pytest.mark.parametrize(
+    "fractions, message",
+    [
+        ({"val_fraction": -0.1}, "synthetic.val_fraction"),
+        ({"test_fraction": 0.5, "val_fraction": 0.5}, r"synthetic.test_fraction \+ synthetic.val_fraction"),
+        ({"test_fraction": 0.9}, r"synthetic.test_fraction \+ synthetic.val_fraction"),
+    ],
+)
+def test_fractions_that_leave_no_training_videos_are_rejected(fractions, message):
+    with pytest.raises(ValueError, match=message):
+        SyntheticConfig(**fractions)
 
 
 def test_small_text_illegible_at_low_res_legible_at_full(dataset):

@@ -1,7 +1,10 @@
 """Build the training and evaluation datasets from a source of videos + questions.
 
     samples ─▶ usable videos ─▶ OCR (cached) ─▶ evidence ─▶ DRP/CRP trajectories + QC
-                                                        └─▶ RL_d / RL_c samples, test split
+                                                        └─▶ RL_d / RL_c samples, val and test splits
+
+Only the train split feeds evidence, trajectories and the RL sets; the val split (what in-training
+scores and choices use) and the test split (scored by the eval stage alone) are written as they are.
 
 Everything is written into a temporary folder and swapped into place at the
 end, so a killed build leaves the previous output intact.
@@ -36,7 +39,7 @@ from videor4.data.detection import (
 from videor4.data.evidence import crop_covers, match_evidence, ocr_gt_agreement
 from videor4.data.ocr import ocr_to_text_boxes, ocr_video
 from videor4.data.review import REVIEWED_SETS, apply_decisions, load_decisions
-from videor4.data.sources.m4vitevqa import M4ViteVQAConfig, load_m4vitevqa, load_video_ocr
+from videor4.data.sources.m4vitevqa import M4ViteVQAConfig, find_split_file, load_m4vitevqa, load_video_ocr
 from videor4.data.synthesis import (
     CRP_CROP_TARGETS,
     CRP_VARIANTS,
@@ -66,12 +69,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("samples_train", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c")
+DATASETS = ("samples_train", "samples_val", "samples_test", "sft_drp", "sft_crp", "rl_d", "rl_c")
+HELD_OUT_SPLITS = ("val", "test")  # split name -> samples_<split>; written with their shown frames
 TOKENIZER_CORPUS = (
     "tokenizer_corpus"  # data/built/tokenizer_corpus.jsonl: what base_model trains its tokenizer on
 )
 MULTI_EVIDENCE_KINDS = ("compare", "count")
 DETECTION_CACHE = ".cache/detection"  # detections by frame content, and the tiny detector's folder
+# data.m4vitevqa's annotation file keys and the split each one's samples go to
+M4_SPLIT_FILES = (("train_file", "train"), ("val_file", "val"), ("test_file", "test"))
 
 
 @dataclass(frozen=True)
@@ -139,12 +145,13 @@ class BuildError(RuntimeError):
 
 
 def validate_dataset(rows: list[dict[str, Any]], dataset: str, allow_empty: bool = False) -> None:
-    """Check one built dataset with its GX suite (both sample splits share `samples`);
-    raises validation.DataValidationError.  An empty test split is allowed."""
+    """Check one built dataset with its GX suite (every sample split shares `samples`);
+    raises validation.DataValidationError.  Empty val and test splits are allowed."""
     from videor4.data.validation import require_valid  # Great Expectations and pandas: seconds to import
 
     suite = "samples" if dataset.startswith("samples_") else dataset
-    require_valid(rows, suite, allow_empty=allow_empty or dataset == "samples_test")
+    held_out = dataset in {f"samples_{split}" for split in HELD_OUT_SPLITS}
+    require_valid(rows, suite, allow_empty=allow_empty or held_out)
 
 
 def load_synthetic_source(root: Path) -> SourceData:
@@ -155,7 +162,8 @@ def load_synthetic_source(root: Path) -> SourceData:
 
 
 def load_m4vitevqa_source(section: dict[str, Any]) -> SourceData:
-    """M4-ViteVQA train + test annotation files, with the per-video OCR files where present."""
+    """M4-ViteVQA train, val and test annotation files, with the per-video OCR files where present.
+    The val file is optional: without it under root the build has no val samples."""
 
     if not section.get("root"):
         raise BuildError("data.source is m4vitevqa but data.m4vitevqa.root is not set")
@@ -163,8 +171,11 @@ def load_m4vitevqa_source(section: dict[str, Any]) -> SourceData:
     samples: list[Sample] = []
     skipped: Counter = Counter()
     ocr_boxes: dict[str, list[TextBox]] = {}
-    for key, split in (("train_file", "train"), ("test_file", "test")):
+    for key, split in M4_SPLIT_FILES:
         if not section.get(key):
+            continue
+        if split == "val" and find_split_file(root, section[key]) is None:
+            log.info("data.m4vitevqa.val_file %s is not under %s: no val samples", section[key], root)
             continue
         cfg = M4ViteVQAConfig(
             root=root,
@@ -468,12 +479,15 @@ def build_datasets(
     skipped = Counter(source.skipped)
     samples, infos, n_bad = _usable_videos(source, cfg, skipped)
     train = [s for s in samples if s.split == "train"]
-    test = [s for s in samples if s.split != "train"]
+    held_out = {  # never grounded or synthesized: only train feeds trajectories and RL sets
+        "val": [s for s in samples if s.split == "val"],
+        "test": [s for s in samples if s.split not in ("train", "val")],
+    }
     train_videos = sorted({s.video for s in train})
     ocr = _ocr_pass(source, train_videos, infos, cfg, progress)
     grounded = _ground_train(train, train_videos, infos, ocr.boxes, source, cfg)
     with atomic_dir(cfg.out_dir) as tmp:
-        written = _write_datasets(tmp, cfg, grounded, test, infos, decisions, validate, progress, writer)
+        written = _write_datasets(tmp, cfg, grounded, held_out, infos, decisions, validate, progress, writer)
     reviewed, rewritten = decisions is not None, writer is not None
     return _build_metrics(t0, cfg, infos, n_bad, skipped, ocr, grounded, written, reviewed, rewritten)
 
@@ -506,6 +520,7 @@ class _Written:
     trajectories: dict[str, list[Trajectory]]  # drp / crp, as kept after review
     rl_d: list[SampleContext]
     rl_c: list[SampleContext]
+    n_val: int
     n_test: int
     review: Counter  # review_accepted / _rejected / _stale (empty without a review)
     thoughts: Counter  # the writer's thoughts kept or replaced, by reason (empty without a writer)
@@ -601,7 +616,7 @@ def _write_datasets(
     tmp: Path,
     cfg: BuildConfig,
     grounded: _Grounding,
-    test: list[Sample],
+    held_out: dict[str, list[Sample]],
     infos: dict[str, _VideoInfo],
     decisions: dict[str, Any] | None,
     validate: Callable[[list[dict[str, Any]], str], None] | None,
@@ -613,8 +628,8 @@ def _write_datasets(
     image_dir = tmp / "images"
     result, thoughts = _synthesize_trajectories(grounded, cfg, image_dir, progress, writer)
     rl_d, rl_c = split_rl(grounded.contexts, cfg.n_rl_d, cfg.n_rl_c, cfg.seed)
-    rows = _dataset_rows(grounded.contexts, test, infos, result, rl_d, rl_c)
-    n_test = len(rows["samples_test"])
+    rows = _dataset_rows(grounded.contexts, held_out, infos, result, rl_d, rl_c)
+    n_val, n_test = len(rows["samples_val"]), len(rows["samples_test"])
     review = Counter()
     if decisions is not None:  # human QC: drop what a reviewer rejected, with its observation images
         review = _apply_review(rows, decisions, result, image_dir)
@@ -622,7 +637,8 @@ def _write_datasets(
     if validate is not None:  # before anything is swapped in: invalid data never replaces valid data
         for name in DATASETS:
             validate(rows[name], name)
-        validate(rows["samples_train"] + rows["samples_test"], "splits")  # no video in two splits
+        splits = rows["samples_train"] + rows["samples_val"] + rows["samples_test"]
+        validate(splits, "splits")  # no video in two splits
     rows[TOKENIZER_CORPUS] = _tokenizer_corpus(rows, grounded, cfg, tmp, decisions, validate, writer)
     for traj in rows["sft_drp"] + rows["sft_crp"]:  # rows name the final folder, not the temporary one
         for step in traj["steps"]:
@@ -630,7 +646,7 @@ def _write_datasets(
             obs["images"] = [str(cfg.out_dir / Path(p).relative_to(tmp)) for p in obs["images"]]
     for name, data in rows.items():
         write_jsonl(tmp / f"{name}.jsonl", data)
-    return _Written(result.trajectories, rl_d, rl_c, n_test, review, thoughts)
+    return _Written(result.trajectories, rl_d, rl_c, n_val, n_test, review, thoughts)
 
 
 def _tokenizer_corpus(
@@ -701,27 +717,33 @@ def _synthesize_trajectories(
 
 def _dataset_rows(
     contexts: list[SampleContext],
-    test: list[Sample],
+    held_out: dict[str, list[Sample]],
     infos: dict[str, _VideoInfo],
     result: SynthesisResult,
     rl_d: list[SampleContext],
     rl_c: list[SampleContext],
 ) -> dict[str, list[dict[str, Any]]]:
     """Every dataset's rows by name, in DATASETS order (the order they are written in)."""
-    test_rows = []
-    for s in test:
-        row = s.to_dict()
-        info = infos[s.video]
-        row.update(frame_indices=info.frame_indices, num_source_frames=info.num_source_frames)
-        test_rows.append(row)
     return {
         "samples_train": [c.sample.to_dict() for c in contexts],
-        "samples_test": test_rows,
+        "samples_val": _held_out_rows(held_out["val"], infos),
+        "samples_test": _held_out_rows(held_out["test"], infos),
         "sft_drp": [t.to_dict() for t in result.trajectories["drp"]],
         "sft_crp": [t.to_dict() for t in result.trajectories["crp"]],
         "rl_d": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "single") for c in rl_d],
         "rl_c": [_rl_row(c.sample, infos[c.sample.video], c.evidence, "mixed") for c in rl_c],
     }
+
+
+def _held_out_rows(samples: list[Sample], infos: dict[str, _VideoInfo]) -> list[dict[str, Any]]:
+    """Val or test samples as written: with the frames the model is shown, for scoring them."""
+    rows = []
+    for s in samples:
+        row = s.to_dict()
+        info = infos[s.video]
+        row.update(frame_indices=info.frame_indices, num_source_frames=info.num_source_frames)
+        rows.append(row)
+    return rows
 
 
 def _apply_review(
@@ -758,6 +780,7 @@ def _build_metrics(
         "n_videos": len(infos),
         "n_videos_skipped": n_bad,
         "n_samples_train": len(grounded.contexts),
+        "n_samples_val": written.n_val,
         "n_samples_test": written.n_test,
         "n_drp": len(written.trajectories["drp"]),
         "n_crp": len(written.trajectories["crp"]),
@@ -794,6 +817,7 @@ class M4ViteVQASourceParams:
 
     root: Path | None = None
     train_file: str | None = "ViteVQA_0.0.2_t1s1train.json"
+    val_file: str | None = "ViteVQA_0.0.2_t1s1val.json"  # optional: absent under root, no val samples
     test_file: str | None = "ViteVQA_0.0.2_t1s1test.json"
     videos_dir: str = "videos"
     ocr_dir: str | None = "video_ocr"

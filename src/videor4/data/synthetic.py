@@ -144,6 +144,7 @@ class SyntheticConfig:
     num_shown_frames: int = 8  # frames the model is shown: uniform_indices(num_frames, num_shown_frames)
     questions_per_video: int = 3
     test_fraction: float = 0.35  # videos whose samples go to split "test" (by video, deterministic)
+    val_fraction: float = 0.15  # share of all videos whose samples go to split "val" (never test ones)
     mc_fraction: float = 0.25  # fraction of questions turned into 4-option multiple choice
     seed: int = 0
     workers: int = 0  # processes drawing videos; 0 = one per core.  The bytes do not depend on it
@@ -152,6 +153,14 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if self.preset not in STYLES:
             raise ValueError(f"synthetic.preset: {self.preset!r} is not one of {', '.join(STYLES)}")
+        if self.val_fraction < 0:
+            raise ValueError(f"synthetic.val_fraction: {self.val_fraction} is negative")
+        if self.test_fraction + self.val_fraction >= 1:
+            # train needs videos: its samples are all that the trajectories and RL sets come from
+            raise ValueError(
+                f"synthetic.test_fraction + synthetic.val_fraction: {self.test_fraction} + "
+                f"{self.val_fraction} leaves no training videos (must be < 1)"
+            )
 
     @property
     def style(self) -> Style:
@@ -856,10 +865,35 @@ def render_scene(
 
 
 # ---------------------------------------------------------------- the dataset
+def _share(fraction: float) -> Fraction:
+    return Fraction(fraction).limit_denominator(10_000)
+
+
+def _evenly_chosen(index: int, share: Fraction) -> bool:
+    """Whether `index` is one of a `share` of indices spread evenly (0 first): exact in the long run."""
+    return math.ceil((index + 1) * share) > math.ceil(index * share)
+
+
 def _is_test(index: int, fraction: float) -> bool:
     """Spread test videos evenly by index (0 first): exact in the long run, independent of n_videos."""
-    f = Fraction(fraction).limit_denominator(10_000)
-    return math.ceil((index + 1) * f) > math.ceil(index * f)
+    return _evenly_chosen(index, _share(fraction))
+
+
+def _is_val(index: int, test_fraction: float, val_fraction: float) -> bool:
+    """Spread val videos evenly over the videos that are not test ones, so that `val_fraction` of
+    all videos are val in the long run; the test videos stay those of `_is_test` alone."""
+    test = _share(test_fraction)
+    if _evenly_chosen(index, test):
+        return False
+    rank = index - math.ceil(index * test)  # non-test videos before this one (ceil(i*f) are test)
+    return _evenly_chosen(rank, _share(val_fraction) / (1 - test))
+
+
+def video_split(index: int, cfg: SyntheticConfig) -> str:
+    """The split of video `index`: test, val or train (by index alone, independent of n_videos)."""
+    if _is_test(index, cfg.test_fraction):
+        return "test"
+    return "val" if _is_val(index, cfg.test_fraction, cfg.val_fraction) else "train"
 
 
 def generate_dataset(
@@ -903,7 +937,7 @@ def _generate_one(job: tuple[int, Path, SyntheticConfig]) -> tuple[VideoRecord, 
     rel = f"videos/{video_id}.mp4"
     rng = np.random.default_rng([cfg.seed, index])
     record, video_samples = generate_video(video_id, out_dir / rel, cfg, rng)
-    split = "test" if _is_test(index, cfg.test_fraction) else "train"
+    split = video_split(index, cfg)
     record.path, record.split = rel, split
     for s in video_samples:
         s.video, s.split = rel, split

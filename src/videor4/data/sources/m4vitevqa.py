@@ -123,16 +123,24 @@ def inside(root: Path, name: str, key: str) -> Path:
         raise SkipItem(f"malformed_item:{key}", str(exc)) from None
 
 
+def _split_file_candidates(root: Path, split_file: str | Path) -> list[Path]:
+    given = Path(split_file)
+    return [given] if given.is_absolute() else [Path(root) / given, given]
+
+
+def find_split_file(root: Path, split_file: str | Path) -> Path | None:
+    """`split_file` under `root`, else as given (absolute, or relative to the cwd); None if neither
+    is a file (for optional files, such as the val split's)."""
+    return next((p for p in _split_file_candidates(root, split_file) if p.is_file()), None)
+
+
 def resolve_split_file(root: Path, split_file: str | Path) -> Path:
     """`split_file` under `root`, else as given (absolute, or relative to the cwd)."""
-    given = Path(split_file)
-    candidates = [given] if given.is_absolute() else [Path(root) / given, given]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ValueError(
-        f"annotation file not found: {split_file} (looked at {', '.join(str(c) for c in candidates)})"
-    )
+    path = find_split_file(root, split_file)
+    if path is None:
+        looked = ", ".join(str(c) for c in _split_file_candidates(root, split_file))
+        raise ValueError(f"annotation file not found: {split_file} (looked at {looked})")
+    return path
 
 
 def task_and_split(path: Path, task: str | None = None, split: str | None = None) -> tuple[str, str]:
