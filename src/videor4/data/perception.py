@@ -210,7 +210,8 @@ def crop_example(
     multiple_choice: bool = False,
 ) -> PerceptionExample:
     env = RuminationEnv(_still(scene), vision)
-    box = _jitter(target.box, rng, BOX_JITTER)
+    # a box off by more than half the margin would cut the text out of a tight crop
+    box = _jitter(target.box, rng, min(BOX_JITTER, vision.crop_margin / 2))
     if (
         rng.random() < OUTWARD_SHARE
     ):  # as the policy writes it: rounded outward, so a wider crop and smaller glyphs

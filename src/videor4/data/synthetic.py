@@ -13,7 +13,10 @@ saturated colour on a neutral panel framed in the panel's named colour, and
 caption bars larger still, so that their text is legible once the frame is
 clipped; and `legacy`, the original drawing: codes from a small, visually distinct
 alphabet at 10-14 px (two glyphs per token).  A tiny model learns to read the
-readable codes in minutes on a CPU and the legacy ones it does not (docs/DESIGN.md §8).
+readable codes in minutes on a CPU and the legacy ones it does not (docs/DESIGN.md §8).  A candidate,
+`hidden`, draws the readable codes at ~8 px, each text in one of six bold fonts and one ink that does not
+name its digits, so that no reader of the 84x56 view gets them; its crops need a finer `vision.box_step`
+and `crop_margin` (benchmarks/world_design.py).
 
 Everything is drawn from an rng seeded by (seed, video index), so the same
 config gives byte-identical mp4s and identical records, and video i does not
@@ -44,7 +47,17 @@ from videor4.rumination.video import uniform_indices
 # Digits plus capitals whose shapes differ a lot (no O/0, I/1, S/5, B/8 pairs).
 ALPHABET = "0123456789AEHKMPTX"
 DIGITS = "0123456789"
-FONT_PATH = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+FONT_DIR = "/usr/share/fonts/truetype"
+FONT_PATH = f"{FONT_DIR}/dejavu/DejaVuSans-Bold.ttf"
+# bold faces of other shapes (serifs, slab mono), for presets that draw each text in one of several fonts
+BOLD_FONTS = (
+    FONT_PATH,
+    f"{FONT_DIR}/dejavu/DejaVuSerif-Bold.ttf",
+    f"{FONT_DIR}/dejavu/DejaVuSansMono-Bold.ttf",
+    f"{FONT_DIR}/liberation/LiberationSans-Bold.ttf",
+    f"{FONT_DIR}/liberation/LiberationSerif-Bold.ttf",
+    f"{FONT_DIR}/liberation/LiberationMono-Bold.ttf",
+)
 CODE_FONT_SIZES = (15, 16, 17, 18)  # ink height 11-13 px for caps and digits
 TITLE_FONT_SIZE = 13
 
@@ -107,6 +120,18 @@ class Style:
     digit_colours: bool  # each digit in its own colour on a neutral panel framed in the panel's colour
     pad: int  # space between the text and the panel's edge (inside the frame, if any)
     frame_width: int  # the coloured frame around a neutral panel
+    # Knobs below keep the drawing of the presets that leave them at their defaults (and their rng draws).
+    # digit: on a neutral panel, each digit in DIGIT_COLOURS | per_text: one INKS colour per text, drawn
+    # from the rng, so that the ink says nothing about the glyph
+    ink: str = "digit"
+    fonts: tuple[str, ...] = (FONT_PATH,)  # several: each text in one of them, drawn from the rng
+    offset: int = 0  # each text's draw origin moved by up to this many pixels each way, from the rng
+
+    def __post_init__(self) -> None:
+        if self.ink not in ("digit", "per_text"):
+            raise ValueError(f"Style.ink: {self.ink!r} is not digit or per_text")
+        if not self.fonts:
+            raise ValueError("Style.fonts: at least one font")
 
 
 STYLES: dict[str, Style] = {
@@ -115,6 +140,23 @@ STYLES: dict[str, Style] = {
     # the 10 px frame keeps a panel's named colour visible in the 84x56 view (about 2 px there), which
     # a small model needs to tell the named panel from the others before it zooms
     "readable": Style(DIGITS, (3, 4), False, (100, 1000), (38, 40, 42), 64, False, True, 5, 10),
+    # a candidate world whose codes hide in the 84x56 view (benchmarks/world_design.py): a digit is
+    # ~8 px tall, under 2 px in the view, in one of six bold fonts and one ink per text that does not
+    # name the digit; crops at vision.box_step 0.02, crop_margin 0.04, crop_min_pixels 25088: glyphs ~29 px
+    "hidden": Style(
+        alphabet=DIGITS,
+        code_lengths=(3, 4),
+        letter_required=False,
+        number_range=(100, 1000),
+        code_font_sizes=(10, 11, 12),
+        caption_font_size=None,  # captions as small: clip to find the frame they flash in, then crop
+        titles=False,
+        digit_colours=True,  # the neutral panel in a frame of its named colour, as readable
+        pad=5,
+        frame_width=10,
+        ink="per_text",
+        fonts=BOLD_FONTS,  # offset: moving the text in its panel changed nothing measured (world_design)
+    ),
 }
 # Saturated, mutually distinct ink per digit (readable preset); none is the neutral panel colour.
 DIGIT_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -130,6 +172,8 @@ DIGIT_COLOURS: dict[str, tuple[int, int, int]] = {
     "9": (150, 190, 0),
 }
 NEUTRAL_PANEL = (236, 236, 230)
+# Inks of `Style.ink == "per_text"`: DIGIT_COLOURS' colours, each as likely for any digit.
+INKS: tuple[tuple[int, int, int], ...] = tuple(DIGIT_COLOURS.values())
 
 
 @dataclass
@@ -169,21 +213,25 @@ class SyntheticConfig:
 
 # ---------------------------------------------------------------- fonts
 @lru_cache(maxsize=None)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    if os.path.exists(FONT_PATH):
-        return ImageFont.truetype(FONT_PATH, size)
+def _font(size: int, path: str = FONT_PATH) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    if os.path.exists(path):
+        return ImageFont.truetype(path, size)
+    if path != FONT_PATH:
+        raise FileNotFoundError(f"font {path} is not installed (Style.fonts)")
     return ImageFont.load_default(size=size)
 
 
-def _ink_box(text: str, size: int) -> tuple[int, int, int, int]:
-    """The rendered ink box of `text` relative to its draw origin."""
-    x1, y1, x2, y2 = _font(size).getbbox(text)
+def _ink_box(text: str, size: int, font: str = FONT_PATH) -> tuple[int, int, int, int]:
+    """The rendered ink box of `text` (in font file `font`) relative to its draw origin."""
+    x1, y1, x2, y2 = _font(size, font).getbbox(text)
     return int(x1), int(y1), int(x2), int(y2)
 
 
-def glyph_boxes(text: str, size: int) -> list[tuple[str, tuple[float, float, float, float]]]:
+def glyph_boxes(
+    text: str, size: int, font_path: str = FONT_PATH
+) -> list[tuple[str, tuple[float, float, float, float]]]:
     """Each character's ink box relative to the draw origin, drawn one character at a time."""
-    font = _font(size)
+    font = _font(size, font_path)
     out = []
     for i, ch in enumerate(text):
         x = font.getlength(text[:i])
@@ -203,6 +251,8 @@ class _Text:
     dy: int
     role: str  # title / target / distractor / caption
     frames: range | None = None  # source frames where shown (None: whenever the panel is)
+    font: str = FONT_PATH  # the font file
+    ink: tuple[int, int, int] | None = None  # every glyph's ink (Style.ink per_text); None: the style's
 
 
 @dataclass
@@ -260,6 +310,19 @@ def _number(rng: np.random.Generator, used: set[str], style: Style = STYLES["leg
             return num
 
 
+def _text_looks(style: Style, rng: np.random.Generator, n: int) -> list[tuple[str, Any, int, int]]:
+    """(font, ink, dx, dy) of each of `n` texts: drawn from the rng only for the knobs a style sets."""
+    fonts = (
+        [style.fonts[int(i)] for i in rng.integers(0, len(style.fonts), n)] if len(style.fonts) > 1 else []
+    )
+    inks = [INKS[int(i)] for i in rng.integers(0, len(INKS), n)] if style.ink == "per_text" else []
+    moves = rng.integers(-style.offset, style.offset + 1, (n, 2)) if style.offset else np.zeros((n, 2))
+    return [
+        (fonts[i] if fonts else style.fonts[0], inks[i] if inks else None, int(moves[i][0]), int(moves[i][1]))
+        for i in range(n)
+    ]
+
+
 def _layout_panel(
     panel: _Panel, rng: np.random.Generator, main: list[str], style: Style = STYLES["legacy"]
 ) -> None:
@@ -267,9 +330,10 @@ def _layout_panel(
     size = int(rng.choice(style.code_font_sizes))
     if panel.kind == "caption" and style.caption_font_size:
         size = style.caption_font_size
+    looks = _text_looks(style, rng, len(main))
     pad = style.pad + style.frame_width
-    main_w = max(_ink_box(t, size)[2] for t in main)
-    main_h = _ink_box("0", size)[3]
+    main_w = max(_ink_box(t, size, look[0])[2] for t, look in zip(main, looks))
+    main_h = max(_ink_box("0", size, look[0])[3] for look in looks)
     title = None
     if panel.kind in TITLES and style.titles:
         title = str(rng.choice(TITLES[panel.kind]))
@@ -282,8 +346,12 @@ def _layout_panel(
         if panel.kind == "caption":
             panel.w = max(panel.w, int(rng.integers(110, 200)))
         x0 = (panel.w - main_w) // 2 if panel.kind == "plate" else pad
-        y0 = pad - _ink_box("0", size)[1] + 1
-        panel.texts = [_Text(t, size, x0, y0, "distractor") for t in main]
+        panel.texts = [
+            _Text(
+                t, size, x0 + dx, pad - _ink_box("0", size, font)[1] + 1 + dy, "distractor", None, font, ink
+            )
+            for t, (font, ink, dx, dy) in zip(main, looks)
+        ]
         return
     # Two lines: a title above the main string; slides get extra room for decorative bars.
     title_w, title_h = _ink_box(title, TITLE_FONT_SIZE)[2], _ink_box(title, TITLE_FONT_SIZE)[3]
@@ -292,13 +360,24 @@ def _layout_panel(
     panel.w = max(title_w, main_w) + 2 * pad + (10 if panel.kind in ("slide", "app") else 0)
     panel.h = header + pad + main_h + pad + body_extra
     panel.texts = [_Text(title, TITLE_FONT_SIZE, pad, pad - _ink_box(title, TITLE_FONT_SIZE)[1], "title")]
-    y_main = header + pad - _ink_box("0", size)[1] + 1
-    panel.texts += [_Text(t, size, pad, y_main, "distractor") for t in main]
+    panel.texts += [
+        _Text(
+            t,
+            size,
+            pad + dx,
+            header + pad - _ink_box("0", size, font)[1] + 1 + dy,
+            "distractor",
+            None,
+            font,
+            ink,
+        )
+        for t, (font, ink, dx, dy) in zip(main, looks)
+    ]
 
 
 def _text_box(t: _Text, x: int, y: int, W: int, H: int) -> list[float]:
     """The normalized ink box of text `t` of a panel whose corner is at (x, y)."""
-    x1, y1, x2, y2 = _ink_box(t.text, t.size)
+    x1, y1, x2, y2 = _ink_box(t.text, t.size, t.font)
     return [
         round(min(max((x + t.dx + x1) / W, 0.0), 1.0), 5),
         round(min(max((y + t.dy + y1) / H, 0.0), 1.0), 5),
@@ -461,9 +540,9 @@ def _draw_panel(
         draw.rectangle([x + fw, y + fw, x + panel.w - 1 - fw, y + panel.h - 1 - fw], fill=NEUTRAL_PANEL)
         for t in panel.texts:
             if t.frames is None or frame in t.frames:
-                font = _font(t.size)
+                font = _font(t.size, t.font)
                 for i, ch in enumerate(t.text):
-                    ink = DIGIT_COLOURS.get(ch, DARK_TEXT)
+                    ink = t.ink or DIGIT_COLOURS.get(ch, DARK_TEXT)
                     draw.text((x + t.dx + font.getlength(t.text[:i]), y + t.dy), ch, font=font, fill=ink)
         return
     fill = PALETTE[panel.colour]
@@ -484,7 +563,7 @@ def _draw_panel(
         draw.ellipse([x + panel.w - 9, y + 3, x + panel.w - 4, y + 8], fill=ink)
     for t in panel.texts:
         if t.frames is None or frame in t.frames:
-            draw.text((x + t.dx, y + t.dy), t.text, font=_font(t.size), fill=ink)
+            draw.text((x + t.dx, y + t.dy), t.text, font=_font(t.size, t.font), fill=t.ink or ink)
 
 
 def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
@@ -857,7 +936,8 @@ def render_scene(
             ox, oy = x + t.dx, y + t.dy
             box = _text_box(t, x, y, W, H)
             glyphs = [
-                (ch, (ox + a, oy + b, ox + c, oy + d)) for ch, (a, b, c, d) in glyph_boxes(t.text, t.size)
+                (ch, (ox + a, oy + b, ox + c, oy + d))
+                for ch, (a, b, c, d) in glyph_boxes(t.text, t.size, t.font)
             ]
             question = READ_TEMPLATES[panel.kind].format(c=panel.colour)
             texts.append(SceneText(panel.name, panel.kind, question, t.text, box, glyphs))
