@@ -5,7 +5,9 @@ another revision's).
     python benchmarks/compare_runs.py --before 61db554 [--after REV] [--repo DIR]
         [--out benchmarks/records/compare_runs.json]
 
-Both versions must have evaluated the same test questions (the same data/built).  For each
+Both versions must have evaluated the same questions: the same split (their metrics/eval.json's
+"split", `eval.split`: val for experiments, test for the main pipeline's eval stage) of the same
+data/built.  For each
 checkpoint and mode: Acc before and after with Wilson intervals, the paired-bootstrap CI and
 sign-flip p of after - before, accuracy per question kind, and how each rumination answer went
 wrong (no answer, a wrong option letter after a right reading, a right reading copied wrong,
@@ -32,14 +34,15 @@ from videor4.rumination.trajectory import Trajectory
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trial_repo import (  # noqa: E402
     REPORTS,
-    TEST_SAMPLES,
     check_unchanged,
+    eval_split,
     git_status,
     load,
     paired,
     read_json,
     read_text,
     reader,
+    samples_file,
     summary,
 )
 
@@ -51,6 +54,17 @@ def reports_at(fs) -> dict[str, str]:
     if not fs.exists(REPORTS):
         raise SystemExit(f"{REPORTS} is not there at that revision")
     return {Path(p).name: p for p in fs.ls(REPORTS, detail=False) if p.endswith(".jsonl")}
+
+
+def common_split(before_fs, after_fs) -> str:
+    """The split both versions' eval scored; exits when they scored different ones."""
+    before, after = eval_split(before_fs), eval_split(after_fs)
+    if before != after:
+        raise SystemExit(
+            f"the two versions' eval scored different splits ({before} before, {after} after): "
+            "run one again with -S eval.split=<the other's>"
+        )
+    return after
 
 
 def why_wrong(row: dict, sample: dict, margin: float) -> str:
@@ -85,7 +99,8 @@ def main() -> None:
     repo = args.repo.resolve()
     status = git_status(repo)
     before_fs, after_fs = reader(repo, args.before), reader(repo, args.after)
-    samples = load(after_fs, TEST_SAMPLES)
+    split = common_split(before_fs, after_fs)
+    samples = load(after_fs, samples_file(split))
     kinds = {i: s["question_kind"] for i, s in samples.items()}
     margin = float(yaml.safe_load(read_text(after_fs, "params.yaml"))["vision"]["crop_margin"])
     before, after = reports_at(before_fs), reports_at(after_fs)
@@ -93,6 +108,7 @@ def main() -> None:
         "script": "benchmarks/compare_runs.py",
         "before": args.before,
         "after": args.after or "workspace",
+        "split": split,
         "checkpoints": {},
     }
     for name in sorted(set(before) & set(after)):

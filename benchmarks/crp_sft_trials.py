@@ -1,19 +1,23 @@
-"""CRP-SFT variants against the pipeline's own crp_sft, on the same test questions.
+"""CRP-SFT variants against the pipeline's own crp_sft, on the same val questions.
 
     python benchmarks/crp_sft_trials.py [--only NAME ...] [--jobs N] [--repo DIR] [--reuse]
-        [--timeout-h H] [--out benchmarks/records/crp_sft_trials.json]
+        [--timeout-h H] [--split val|test] [--out benchmarks/records/crp_sft_trials.json]
 
 Run it in a repository whose `dvc repro` is up to date (models/rl_d, models/crp_sft and
 reports/eval present; the default: this one).  Each variant is a params change run as a queued
-DVC experiment named `crp_sft-<variant>` (`dvc exp run --queue -n crp_sft-epochs_4 -S
-sft.crp.epochs=4`, then `dvc queue start -j N`, waited for with `dvc queue status`).  DVC re-runs
-crp_sft (from `curriculum.crp_sft_init`, models/rl_d as the curriculum has it) and what follows it
-(rl_c, eval, figures) in its temporary copy under .dvc/tmp/exps; the workspace is not touched.
-crp_sft's rumination predictions on the synthetic test split are read from the experiment's
-commit (`dvc.api.DVCFileSystem(rev=...)`, the eval stage's reports/eval) and compared question by
-question with the workspace's crp_sft and rl_d: Acc with its Wilson interval, accuracy per
-question kind, and the paired-bootstrap CI and sign-flip p of the difference.  The experiments
-stay listed in `dvc exp show`; `dvc exp remove crp_sft-lr_3e-4 ...` removes them.
+DVC experiment named `crp_sft-<variant>`, scored on the val split (`dvc exp run --queue -n
+crp_sft-epochs_4 -S sft.crp.epochs=4 -S eval.split=val`, then `dvc queue start -j N`, waited for
+with `dvc queue status`; `--split test` for the other).  DVC re-runs crp_sft (from
+`curriculum.crp_sft_init`, models/rl_d as the curriculum has it) and what follows it (rl_c, eval,
+figures) in its temporary copy under .dvc/tmp/exps; the workspace is not touched.  crp_sft's
+rumination predictions on the synthetic val split (choices are made on val; the test split is the
+main pipeline's eval stage's own, for the final numbers) are read from the experiment's commit
+(`dvc.api.DVCFileSystem(rev=...)`, the eval stage's reports/eval; metrics/eval.json says which
+split it scored) and compared question by question with the workspace's crp_sft and rl_d (read
+from the experiment `reference-val`, `-S eval.split=val` alone, when the workspace's eval scored
+test): Acc with its Wilson interval, accuracy per question kind, and the paired-bootstrap CI and
+sign-flip p of the difference; the results file records the split.  The experiments stay listed
+in `dvc exp show`; `dvc exp remove crp_sft-lr_3e-4 ...` removes them.
 
 Why: CRP-SFT lowers held-out accuracy against the RL_d checkpoint it starts from (reading
 questions fall while compare questions rise), so these ask whether it trains too little or too

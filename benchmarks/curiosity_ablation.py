@@ -1,20 +1,24 @@
 """The curiosity ablation: the queued experiment `dvc exp run --queue -n no-curiosity -S \
-reward.lambda_cur=0.0` against the default, question by question.
+reward.lambda_cur=0.0 -S eval.split=val` against the default, question by question on val.
 
     python benchmarks/curiosity_ablation.py [--repo DIR] [--jobs N] [--reuse] [--timeout-h H]
-        [--out benchmarks/records/curiosity_ablation.json]
+        [--split val|test] [--out benchmarks/records/curiosity_ablation.json]
 
 Run it in a repository whose `dvc repro` is up to date (the default: this one).  It queues the
-experiment `no-curiosity` and runs the queue (`dvc queue start`, waited for with `dvc queue
-status`): DVC re-runs rl_d, crp_sft, rl_c, eval and figures in its temporary copy under
-.dvc/tmp/exps, and the workspace is not touched.  The experiment's per-question eval predictions
-are read from its commit (`dvc.api.DVCFileSystem(rev=...)`, reports/eval), the default's from the
-workspace, and the two are compared on the same test questions: rumination Acc of rl_d and rl_c
-with Wilson intervals and per question kind, the paired-bootstrap CI and sign-flip p of "without -
-with curiosity", and tool use (clip / crop calls per question, share of questions that used a
-tool).  Prints a Markdown table and writes the numbers as JSON.  The experiment stays listed in
-`dvc exp show` (`dvc exp apply no-curiosity` brings its outputs into the workspace, `dvc exp remove
-no-curiosity` removes it; `--reuse` reads an existing one back without running it again).
+experiment `no-curiosity` with `-S eval.split=val` (trials are scored on val; the test split is the
+main pipeline's eval stage's own, for the final numbers; `--split test` for the other) and runs the
+queue (`dvc queue start`, waited for with `dvc queue status`): DVC re-runs rl_d, crp_sft, rl_c, eval
+and figures in its temporary copy under .dvc/tmp/exps, and the workspace is not touched.  The
+experiment's per-question eval predictions are read from its commit (`dvc.api.DVCFileSystem(rev=...)`,
+reports/eval, which metrics/eval.json says scored val), the default's from the workspace when its
+eval scored val too, else from the experiment `reference-val` (`-S eval.split=val` alone: eval and
+figures re-run on the workspace's checkpoints), and the two are compared on the same val questions:
+rumination Acc of rl_d and rl_c with Wilson intervals and per question kind, the paired-bootstrap
+CI and sign-flip p of "without - with curiosity", and tool use (clip / crop calls per question,
+share of questions that used a tool).  Prints a Markdown table and writes the numbers, with the
+split, as JSON.  The experiment stays listed in `dvc exp show` (`dvc exp apply no-curiosity` brings
+its outputs into the workspace, `dvc exp remove no-curiosity` removes it; `--reuse` reads an
+existing one back without running it again).
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trial_repo import (  # noqa: E402
+    on_split,
     paired,
     predictions,
     question_kinds,
     queue_options,
     reader,
+    reference_experiment,
+    references_on,
     require_up_to_date,
     run_queued,
     summary,
@@ -79,19 +86,25 @@ def main() -> None:
     repo = args.repo.resolve()
     require_up_to_date(repo)
     started = time.perf_counter()
-    exp = run_queued(repo, {NAME: CHANGES}, args.jobs, args.timeout_h, args.reuse)[NAME]
+    ref = reference_experiment(repo, args.split)
+    queued = {**ref, NAME: on_split(CHANGES, args.split)}
+    experiments = run_queued(repo, queued, args.jobs, args.timeout_h, args.reuse, always_reuse=ref)
     seconds = time.perf_counter() - started
-    default, ablated = reader(repo), reader(repo, exp.rev)
+    exp = experiments[NAME]
+    (default, default_from), ablated = references_on(repo, ref, experiments), reader(repo, exp.rev)
     result: dict = {
         "script": "benchmarks/curiosity_ablation.py",
-        "experiment": f"dvc exp run --queue -n {NAME} -S reward.lambda_cur=0.0",
+        "experiment": f"dvc exp run --queue -n {NAME} -S reward.lambda_cur=0.0 -S eval.split={args.split}",
+        "split": args.split,
+        "default_from": default_from,
         "rev": exp.rev,
         "seconds": seconds,
         "checkpoints": {},
     }
-    kinds, ablated_kinds = question_kinds(default), question_kinds(ablated)
+    kinds, ablated_kinds = question_kinds(default, args.split), question_kinds(ablated, args.split)
     for checkpoint in CHECKPOINTS:
-        with_cur, without = predictions(default, checkpoint), predictions(ablated, checkpoint)
+        with_cur = predictions(default, checkpoint, split=args.split)
+        without = predictions(ablated, checkpoint, split=args.split)
         result["checkpoints"][checkpoint] = {
             "with_curiosity": {**summary(with_cur, kinds), **tool_use(with_cur)},
             "without_curiosity": {**summary(without, ablated_kinds), **tool_use(without)},

@@ -5,12 +5,16 @@ experiment's or revision's with --rev), as JSON.
         --setting synthetic.n_videos=400 ... [--rev EXPERIMENT] [--repo DIR] \
         [--out benchmarks/records/<name>.json]
 
-For an experiment whose test split differs from the default's (a world change), question-by-
+For an experiment whose val and test splits differ from the default's (a world change), question-by-
 question pairing against the default is impossible; what stays paired is each stage against the
-checkpoint it started from and rumination against the single pass, on the experiment's own test
-questions.  This collects those from `metrics/eval.json`, with the pretraining held-out metrics and
-the data build's counts, so that a result can be cited after the workspace moves on.  The metrics
-files are read through `dvc.api.DVCFileSystem(rev=--rev)` (the default: the workspace).
+checkpoint it started from and rumination against the single pass, on the experiment's own
+questions of the split its eval scored.  Experiments are scored on val (`dvc exp run -S
+eval.split=val ...`: what a choice between settings is made on); the test split is the main
+pipeline's eval stage's own, for the final numbers.  This collects those from `metrics/eval.json`,
+with the split it scored (its "split"; test when it predates it: reported, and warned about when
+test), the pretraining held-out metrics and the data build's counts, so that a result can be cited
+after the workspace moves on.  The metrics files are read through `dvc.api.DVCFileSystem(rev=--rev)`
+(the default: the workspace).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trial_repo import read_json, reader  # noqa: E402
+from trial_repo import EVAL_METRICS, read_json, reader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAIN_KEYS = (
@@ -32,12 +36,22 @@ PRETRAIN_KEYS = (
     "locate_cover",
     "locate_clip_cover",
 )
-BUILD_KEYS = ("n_videos", "n_samples_train", "n_samples_test", "n_drp", "n_crp", "n_rl_d", "n_rl_c")
+BUILD_KEYS = (
+    "n_videos",
+    "n_samples_train",
+    "n_samples_val",
+    "n_samples_test",
+    "n_drp",
+    "n_crp",
+    "n_rl_d",
+    "n_rl_c",
+)
 
 
 def summarize(repo: Path, rev: str | None = None) -> dict:
+    """The run's numbers, "split" first: the synthetic split its eval scored."""
     fs = reader(repo, rev)
-    eval_metrics = read_json(fs, "metrics/eval.json")
+    eval_metrics = read_json(fs, EVAL_METRICS)
     evaluation, comparisons = eval_metrics["synthetic"], eval_metrics["comparisons"]["synthetic"]
     pretrain = read_json(fs, "metrics/pretrain.json")
     build = read_json(fs, "metrics/build_data.json")
@@ -52,7 +66,8 @@ def summarize(repo: Path, rev: str | None = None) -> dict:
             for kind, v in cell["by_kind"].items()
         }
     return {
-        "build_data": {k: build[k] for k in BUILD_KEYS},
+        "split": str(eval_metrics.get("split") or "test"),  # no "split": the eval stage scored test alone
+        "build_data": {k: build.get(k) for k in BUILD_KEYS},  # n_samples_val: None before the val split
         "pretrain": {k: pretrain.get(k) for k in PRETRAIN_KEYS},
         "checkpoints": checkpoints,
         "stage_vs_init_rumination_acc": {
@@ -81,9 +96,16 @@ def main() -> None:
         "settings": args.setting,
         **summarize(args.repo.resolve(), args.rev),
     }
+    if result["split"] != "val":
+        print(
+            f"note: this run's eval scored the {result['split']} split; choices between settings are made "
+            "on val (dvc exp run -S eval.split=val)",
+            file=sys.stderr,
+        )
     out = args.out or ROOT / f"benchmarks/records/{args.name.replace('-', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"split: {result['split']}\n")
     print("| checkpoint | rumination Acc [95 % CI] | single pass |")
     print("|---|---:|---:|")
     for name, row in result["checkpoints"].items():

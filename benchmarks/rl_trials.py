@@ -1,20 +1,24 @@
 """RL stage variants against the pipeline's own RL checkpoint and the SFT one it starts from, \
-on the same test questions.
+on the same val questions.
 
     python benchmarks/rl_trials.py [--stage rl_d|rl_c] [--only NAME ...] [--jobs N] [--repo DIR]
-        [--reuse] [--timeout-h H] [--out FILE]
+        [--reuse] [--timeout-h H] [--split val|test] [--out FILE]
 
 Run it in a repository whose `dvc repro` is up to date (models/, reports/eval present; the
 default: this one).  Each variant is a params change run as a queued DVC experiment named
-`<stage>-<variant>` (`dvc exp run --queue -n rl_d-steps_48 -S rl.rl_d.steps=48`, then `dvc queue
-start -j N`, waited for with `dvc queue status`).  DVC re-runs the stage and everything downstream
-of it (for rl_d: rl_d, crp_sft, rl_c, eval, figures) in its temporary copy under .dvc/tmp/exps;
-the workspace is not touched.  The stage's checkpoint's rumination predictions on the synthetic
-test split are read from the experiment's commit (`dvc.api.DVCFileSystem(rev=...)`, the eval
-stage's reports/eval) and compared question by question with the workspace's pipeline RL
-checkpoint and its SFT start (Wilson interval, per-kind accuracy, paired bootstrap CI and
-sign-flip p); results go to benchmarks/records/<stage>_trials.json (rl_d: rl_trials.json, its
-first name) with each experiment's name, commit and the stage's metrics.  The experiments stay
+`<stage>-<variant>`, scored on the val split (`dvc exp run --queue -n rl_d-steps_48 -S
+rl.rl_d.steps=48 -S eval.split=val`, then `dvc queue start -j N`, waited for with `dvc queue
+status`; `--split test` for the other).  DVC re-runs the stage and everything downstream of it (for
+rl_d: rl_d, crp_sft, rl_c, eval, figures) in its temporary copy under .dvc/tmp/exps; the workspace
+is not touched.  The stage's checkpoint's rumination predictions on the synthetic val split
+(choices are made on val; the test split is the main pipeline's eval stage's own, for the final
+numbers) are read from the experiment's commit (`dvc.api.DVCFileSystem(rev=...)`, the eval stage's
+reports/eval; metrics/eval.json says which split it scored) and compared question by question
+with the workspace's pipeline RL checkpoint and its SFT start (read from the experiment
+`reference-val`, `-S eval.split=val` alone, when the workspace's eval scored test): Wilson
+interval, per-kind accuracy, paired bootstrap CI and sign-flip p.  Results go to
+benchmarks/records/<stage>_trials.json (rl_d: rl_trials.json, its first name) with the split and
+each experiment's name, commit and the stage's metrics.  The experiments stay
 listed in `dvc exp show`; `dvc exp remove rl_d-steps_16 ...` removes them.
 
 Why: 16 GRPO steps of 4 prompts (64 of the 156 prompts) left greedy accuracy where the SFT

@@ -9,8 +9,16 @@ DVC, and scored question by question.
   `git status --porcelain` is checked to be the same afterwards.
 - `reader`: a `dvc.api.DVCFileSystem` at a revision (an experiment's commit or name, a git
   revision, or None for the workspace), through which every report is read, never through the
-  cache's layout; `predictions` / `question_kinds` read the eval stage's per-question reports and
-  the test split's question kinds with it.
+  cache's layout; `predictions` / `question_kinds` read the eval stage's per-question reports
+  (reports/eval) and the split's question kinds with it.
+- Trials are scored on the val split: every variant is queued with `-S eval.split=val` (`on_split`;
+  `--split test` for the other), so its eval stage scores data/built/samples_val.jsonl, and
+  metrics/eval.json records the split it scored ("split"), which `predictions` checks.  The test
+  split is the main pipeline's eval stage's own: the final numbers, not for choosing between
+  variants.  The references (the workspace's own checkpoints) are read from the workspace when
+  its eval scored that split, else from the experiment `reference-<split>` (`reference_experiment`:
+  `-S eval.split=<split>` alone, so DVC re-runs eval and figures only), run once per baseline and
+  read back from then on.
 - `summary`, `paired`, `scored`: accuracy with its Wilson interval and per question kind, and the
   paired-bootstrap CI and sign-flip p of a difference on the same questions
   (`videor4.core.statistics`).
@@ -38,8 +46,10 @@ from dvc.api import DVCFileSystem
 from videor4.core.statistics import paired_difference, wilson
 
 ROOT = Path(__file__).resolve().parent.parent
-REPORTS = "reports/eval"
-TEST_SAMPLES = "data/built/samples_test.jsonl"
+REPORTS = "reports/eval"  # the eval stage's per-question reports, on the split of its eval.split
+EVAL_METRICS = "metrics/eval.json"  # the eval stage's metrics; "split": the split they scored
+SPLITS = ("val", "test")  # eval.split's values
+DEFAULT_SPLIT = "val"  # choices are made on val, so that the test split stays unseen until the end
 DEFAULT_TIMEOUT_H = 12.0
 
 
@@ -70,14 +80,60 @@ def read_json(fs: DVCFileSystem, path: str) -> Any:
     return json.loads(read_text(fs, path))
 
 
-def predictions(fs: DVCFileSystem, checkpoint: str, mode: str = "rumination") -> dict[str, dict]:
-    """The eval stage's predictions of one checkpoint on the synthetic test split, by sample id."""
+def samples_file(split: str) -> str:
+    """The data build's samples of a split (val or test)."""
+    return f"data/built/samples_{split}.jsonl"
+
+
+def eval_split(fs: DVCFileSystem) -> str:
+    """The split a revision's eval stage scored: metrics/eval.json's "split" (test when the file,
+    or the key, predates it: the eval stage scored test alone then)."""
+    if not fs.exists(EVAL_METRICS):
+        return "test"
+    return str(read_json(fs, EVAL_METRICS).get("split") or "test")
+
+
+def predictions(
+    fs: DVCFileSystem, checkpoint: str, mode: str = "rumination", split: str = DEFAULT_SPLIT
+) -> dict[str, dict]:
+    """The eval stage's predictions of one checkpoint on a synthetic split (val or test), by sample
+    id; exits when that revision's eval scored the other split."""
+    scored_split = eval_split(fs)
+    if scored_split != split:
+        raise SystemExit(
+            f"{REPORTS} at this revision scored the {scored_split} split, not {split} "
+            f"({EVAL_METRICS} says so; queue the experiment with -S eval.split={split})"
+        )
     return load(fs, f"{REPORTS}/{checkpoint}.synthetic.{mode}.jsonl")
 
 
-def question_kinds(fs: DVCFileSystem) -> dict[str, str]:
-    """{sample id: question kind} of the synthetic test split."""
-    return {i: s["question_kind"] for i, s in load(fs, TEST_SAMPLES).items()}
+def question_kinds(fs: DVCFileSystem, split: str = DEFAULT_SPLIT) -> dict[str, str]:
+    """{sample id: question kind} of a synthetic split (val or test)."""
+    return {i: s["question_kind"] for i, s in load(fs, samples_file(split)).items()}
+
+
+def on_split(changes: Mapping[str, Any], split: str) -> dict[str, Any]:
+    """A variant's params changes with its eval scoring `split` (`-S eval.split=<split>`)."""
+    return {**changes, "eval.split": split}
+
+
+def reference_experiment(repo: Path, split: str) -> dict[str, dict[str, Any]]:
+    """{name: changes} of the experiment that scores the workspace's own checkpoints on `split`
+    (`reference-<split>`: `-S eval.split=<split>` alone, so DVC re-runs eval and figures only), or
+    {} when the workspace's eval scored that split already."""
+    if eval_split(reader(repo)) == split:
+        return {}
+    return {f"reference-{split}": {"eval.split": split}}
+
+
+def references_on(
+    repo: Path, reference: Mapping[str, Any], experiments: Mapping[str, Any]
+) -> tuple[DVCFileSystem, str]:
+    """(the reader the references are read through, where: "workspace" or the experiment's name)."""
+    if not reference:
+        return reader(repo), "workspace"
+    name = next(iter(reference))
+    return reader(repo, experiments[name].rev), name
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -262,22 +318,15 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_queued(
-    repo: Path,
-    variants: Mapping[str, Mapping[str, Any]],
-    jobs: int = 1,
-    timeout_h: float = DEFAULT_TIMEOUT_H,
-    reuse: bool = False,
-    poll: float = 15.0,
-) -> dict[str, Experiment]:
-    """Run each {experiment name: {param key: value}} as a queued experiment and return them as
-    `dvc exp show` lists them.  An experiment of that name that exists already is read back as it
-    is with `reuse`, else it is an error (`dvc exp remove NAME` removes it).  Exits when an
-    experiment fails (`dvc queue logs NAME` says why) or the queue runs past `timeout_h` (this
-    call's experiments killed or taken off the queue, as on Ctrl-C or SIGTERM)."""
-    before = git_status(repo)
-    existing = shown_experiments(repo)
-    tasks, workers_before = queue_status(repo)
+def _existing(
+    variants: Iterable[str],
+    existing: Mapping[str, Any],
+    tasks: Mapping[str, str],
+    reuse: bool,
+    always: Iterable[str],
+) -> list[str]:
+    """The experiments of `variants` that exist or wait in the queue already, to read back rather than
+    run; exits on one that failed before, and on one that exists unless `reuse` or `always` allows it."""
     failed = sorted(n for n in variants if tasks.get(n) == "Failed")
     if failed:
         raise SystemExit(
@@ -285,11 +334,33 @@ def run_queued(
             f"`dvc queue remove {' '.join(failed)}` to run them again"
         )
     clash = sorted(n for n in variants if n in existing or tasks.get(n) in ("Queued", "Running"))
-    if clash and not reuse:
+    blocking = [] if reuse else [n for n in clash if n not in set(always)]
+    if blocking:
         raise SystemExit(
-            f"experiments {clash} exist already: pass --reuse to read them back, or remove them "
-            f"(`dvc exp remove {' '.join(clash)}`) to run them again"
+            f"experiments {blocking} exist already: pass --reuse to read them back, or remove them "
+            f"(`dvc exp remove {' '.join(blocking)}`) to run them again"
         )
+    return clash
+
+
+def run_queued(
+    repo: Path,
+    variants: Mapping[str, Mapping[str, Any]],
+    jobs: int = 1,
+    timeout_h: float = DEFAULT_TIMEOUT_H,
+    reuse: bool = False,
+    poll: float = 15.0,
+    always_reuse: Iterable[str] = (),
+) -> dict[str, Experiment]:
+    """Run each {experiment name: {param key: value}} as a queued experiment and return them as
+    `dvc exp show` lists them.  An experiment of that name that exists already is read back as it
+    is with `reuse`, else it is an error (`dvc exp remove NAME` removes it).  Exits when an
+    experiment fails (`dvc queue logs NAME` says why) or the queue runs past `timeout_h` (this
+    call's experiments killed or taken off the queue, as on Ctrl-C or SIGTERM).  The experiments
+    `always_reuse` names (a reference experiment) are read back when they exist, whatever `reuse`."""
+    before = git_status(repo)
+    tasks, workers_before = queue_status(repo)
+    clash = _existing(variants, shown_experiments(repo), tasks, reuse, always_reuse)
     todo = {n: changes for n, changes in variants.items() if n not in clash}
     waiting = [n for n in variants if n in todo or tasks.get(n) in ("Queued", "Running")]
     if waiting:
@@ -334,7 +405,8 @@ def run_queued(
 
 
 def queue_options() -> argparse.ArgumentParser:
-    """--repo, --jobs, --timeout-h and --reuse: the options of every script that runs queued experiments."""
+    """--repo, --jobs, --timeout-h, --reuse and --split: the options of every script that runs queued
+    experiments."""
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument(
         "--repo", type=Path, default=ROOT, help="the repository (default: this one), after dvc repro"
@@ -349,10 +421,30 @@ def queue_options() -> argparse.ArgumentParser:
     ap.add_argument(
         "--reuse", action="store_true", help="read back experiments of these names that exist already"
     )
+    ap.add_argument(
+        "--split",
+        choices=sorted(SPLITS),
+        default=DEFAULT_SPLIT,
+        help=f"the split every experiment's eval scores, -S eval.split=SPLIT (default {DEFAULT_SPLIT}: "
+        "choose on val, keep test unseen)",
+    )
     return ap
 
 
 # -------------------------------------------------------------------------------------- the trial scripts
+def _earlier_results(out: Path, script: str, split: str) -> dict:
+    """`out`'s results to merge this run's into: those of the same split only (a file without
+    "split" was scored on test), so that no file mixes val and test numbers."""
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    if earlier and earlier.get("split", "test") != split:
+        print(
+            f"{out}: its results were scored on {earlier.get('split', 'test')}; they are replaced",
+            file=sys.stderr,
+        )
+        earlier = {}
+    return {"script": script, "split": split, **{k: v for k, v in earlier.items() if k != "script"}}
+
+
 def run_trials(
     doc: str,
     script: str,
@@ -365,11 +457,13 @@ def run_trials(
     parents: tuple[argparse.ArgumentParser, ...] = (),
 ) -> None:
     """A trial benchmark's command line: each variant (or those `--only` names), {param key: value},
-    runs as the queued experiment `<prefix>-<variant>`; its `checkpoint`'s rumination predictions
-    are scored against the workspace's `references` on the same questions and merged into `--out`
-    (a run of some variants keeps the others' earlier results in the file), with the experiment's
-    name, commit, params changed and the trained stage's `metrics_file`.  `parents`: the caller's
-    own options, parsed by the caller, listed in --help."""
+    runs as the queued experiment `<prefix>-<variant>` with `-S eval.split=<--split>` (val by
+    default); its `checkpoint`'s rumination predictions are scored against the workspace's
+    `references` on the same questions of that split (`reference_experiment` when the workspace's
+    eval scored the other one) and merged into `--out` (a run of some variants keeps the others'
+    earlier results of the same split in the file), with the split, the experiment's name, commit,
+    params changed and the trained stage's `metrics_file`.  `parents`: the caller's own options,
+    parsed by the caller, listed in --help."""
     ap = argparse.ArgumentParser(
         description=doc.splitlines()[0], parents=[*parents, queue_options()], allow_abbrev=False
     )
@@ -379,22 +473,22 @@ def run_trials(
     unknown = sorted(set(args.only or ()) - set(variants))
     if unknown:
         ap.error(f"unknown variants {unknown}")
-    repo = args.repo.resolve()
+    repo, split = args.repo.resolve(), args.split
     require_up_to_date(repo)
-    workspace = reader(repo)
-    kinds = question_kinds(workspace)
-    reference = {name: predictions(workspace, name) for name in references}
     chosen = {name: changes for name, changes in variants.items() if not args.only or name in args.only}
-    experiments = run_queued(
-        repo, {f"{prefix}-{n}": c for n, c in chosen.items()}, args.jobs, args.timeout_h, args.reuse
-    )
-    earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results = {"script": script, **{k: v for k, v in earlier.items() if k != "script"}}
+    ref = reference_experiment(repo, split)
+    queued = {f"{prefix}-{n}": on_split(c, split) for n, c in chosen.items()}
+    experiments = run_queued(repo, {**ref, **queued}, args.jobs, args.timeout_h, args.reuse, always_reuse=ref)
+    ref_fs, ref_where = references_on(repo, ref, experiments)
+    kinds = question_kinds(ref_fs, split)
+    reference = {name: predictions(ref_fs, name, split=split) for name in references}
+    results = _earlier_results(args.out, script, split)
+    results["references_from"] = ref_where
     results.update({name: summary(recs, kinds) for name, recs in reference.items()})
     for name, changes in chosen.items():
         exp = experiments[f"{prefix}-{name}"]
         fs = reader(repo, exp.rev)
-        entry = scored(predictions(fs, checkpoint), question_kinds(fs), reference)
+        entry = scored(predictions(fs, checkpoint, split=split), question_kinds(fs, split), reference)
         print(name, json.dumps(entry), flush=True)
         results[name] = {
             **entry,

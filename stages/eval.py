@@ -1,9 +1,13 @@
 """Stage eval: every checkpoint of the curriculum on every eval set that is present.
 
-    python stages/eval.py --models models --held-out data/built/samples_test.jsonl \
+    python stages/eval.py --models models --held-out data/built \
         --predictions reports/eval --table reports/eval_table.md --headline metrics/headline.json \
         --metrics metrics/eval.json --scaling metrics/eval_scaling.json --accuracy metrics/eval_accuracy.json
 
+`--held-out` is the build folder: its samples_<eval.split>.jsonl is scored, samples_test.jsonl by
+default (the final numbers) and samples_val.jsonl with `eval.split: val`, as trials and sweeps run
+it (`dvc exp run -S eval.split=val`); a samples file given instead is scored as it is.  The split
+is named in the metrics ("split"), the table's title and the MLflow tag eval.split.
 Single pass vs rumination per checkpoint (`eval.checkpoints`, folders under `--models`),
 the test-time scaling curve (accuracy as the allowed rumination steps grow from 0 to
 `eval.max_steps`) and tool use, with `videor4.evaluation`; every number with its n and
@@ -52,7 +56,8 @@ def main() -> None:
 
     with stage_run(STAGE, params) as run:
         lineage = checkpoint_lineage(run, plan.checkpoints)
-        run.set_tags(lineage | {"eval.sets": ",".join(s.name for s in plan.sets)})
+        sets = ",".join(s.name for s in plan.sets)
+        run.set_tags(lineage | {"eval.sets": sets, "eval.split": plan.settings.split})
 
         def finished(result) -> None:
             for band, step in evaluation.scaling_bands(result, plan.sets):

@@ -1,11 +1,12 @@
 """Stage figures: the pipeline's pictures as PNG, for people and for MLflow.
 
     python stages/figures.py \
-        --sft-curves metrics/pretrain_loss.json metrics/drp_sft_loss.json metrics/crp_sft_loss.json \
+        --sft-curves metrics/pretrain_loss.json metrics/direct_sft_loss.json metrics/drp_sft_loss.json \
+            metrics/crp_sft_loss.json \
         --rl-curves metrics/rl_d_curve.json metrics/rl_c_curve.json --eval metrics/eval.json \
         --out reports/figures
 
-Training loss (pretraining, DRP-SFT, CRP-SFT), GRPO reward and accuracy per step (RL_d, RL_c),
+Training loss (pretraining, direct SFT, DRP-SFT, CRP-SFT), GRPO reward and accuracy per step (RL_d, RL_c),
 the test-time scaling curve with its 95 % band and accuracy per checkpoint and mode with its
 interval (`videor4.evaluation.figures`).  Written under `--out`, linked from
 reports/eval_table.md, and logged to the stage's MLflow run with `log_figure`.

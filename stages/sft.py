@@ -1,16 +1,20 @@
-"""Stages drp_sft and crp_sft: supervised fine-tuning on rumination trajectories.
+"""Stages drp_sft, crp_sft and direct_sft: supervised fine-tuning on rumination trajectories.
 
     python stages/sft.py drp_sft --init models/base --data data/built/sft_drp.jsonl \
-        --held-out data/built/samples_test.jsonl --out models/drp_sft \
+        --held-out data/built/samples_val.jsonl --out models/drp_sft \
         --metrics metrics/drp_sft.json --curve metrics/drp_sft_loss.json
+
+direct_sft is the single-pass baseline: drp_sft's command with `direct_sft`, --out models/direct_sft
+and its own metrics; it trains on the same DRP trajectories (`sft.direct`: drp's settings and
+`target: direct`), each answered in one turn without a tool call.
 
 crp_sft takes no --init: it starts from params `curriculum.crp_sft_init`, read and checked
 against the allowed checkpoints here (a value on its shell command line would run as code).
 Trains with TRL's SFTTrainer (DeepSpeed when `sft.deepspeed` names a config),
 saves a Hugging Face checkpoint to `--out`, measures on held-out prompts how often
-greedy generation gives a well-formed tool call or boxed answer, and writes the
-metrics and the loss curve.  A killed run resumes from its last checkpoint under
-.cache/<stage>/.
+greedy generation gives a well-formed tool call or boxed answer (direct_sft: a boxed
+answer, no call), and writes the metrics and the loss curve.  A killed run resumes from its
+last checkpoint under .cache/<stage>/.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from videor4.pipeline import runner
 from videor4.pipeline.checkpoint import finish_training
 
-PARAMS_KEY = {"drp_sft": "drp", "crp_sft": "crp"}  # stage → its section under sft:
+PARAMS_KEY = {"drp_sft": "drp", "crp_sft": "crp", "direct_sft": "direct"}  # stage → its section under sft:
 # crp_sft's start is a param, not a path on its command line (see above)
 PATHS = {"drp_sft": runner.TRAINING_PATHS, "crp_sft": tuple(p for p in runner.TRAINING_PATHS if p != "init")}
 
@@ -61,6 +65,7 @@ def main() -> None:
                 vision_config(params),
                 settings.format_eval_prompts,
                 settings.format_eval_max_new_tokens,
+                target=settings.target,
             )
         metrics["format_valid_rate"] = rate
         metrics["format_eval_prompts"] = len(generations)

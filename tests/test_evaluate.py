@@ -15,6 +15,7 @@ from conftest import SMALL_PARAMS
 from videor4.core.scoring import score_answer
 from videor4.data.sources.mcvqa import load_mcvqa
 from videor4.evaluation.evaluate import (
+    BEST_VS_DIRECT,
     CheckpointResult,
     EvalDataError,
     EvalSet,
@@ -22,7 +23,9 @@ from videor4.evaluation.evaluate import (
     answer_all,
     curriculum_inits,
     eval_metrics,
+    eval_settings,
     evaluate_checkpoint,
+    headline_metrics,
     load_eval_sets,
     paired_comparisons,
     paper_table,
@@ -266,11 +269,12 @@ def test_the_budget_sweep_reuses_exactly_the_rollouts_a_smaller_budget_would_giv
 
 
 # ---------------------------------------------------------------- statistics in the reports
-def _records(accs, order=None):
+def _records(accs, order=None, answered=True):
     order = order or range(len(accs))
     return [
         {
             "sample_id": f"q{i}",
+            "prediction": "x" if answered else None,  # None: the rollout ended unanswered
             "acc": float(accs[i]),
             "anls": 0.9 * accs[i],
             "calls": 0,
@@ -283,8 +287,8 @@ def _records(accs, order=None):
     ]
 
 
-def _result(name, single, rumination, rows, set_name="synth"):
-    runs = {0: _records(single), 1: _records(rumination)}
+def _result(name, single, rumination, rows, set_name="synth", single_answered=True):
+    runs = {0: _records(single, answered=single_answered), 1: _records(rumination)}
     return CheckpointResult(
         name,
         {set_name: summarize(runs, rows, 500)},
@@ -321,6 +325,7 @@ def test_reports_carry_intervals_the_kind_breakdown_and_paired_comparisons():
     inits = curriculum_inits({})
     assert inits == {
         "pretrain": "base",
+        "direct_sft": "pretrain",
         "drp_sft": "pretrain",
         "rl_d": "drp_sft",
         "crp_sft": "rl_d",
@@ -370,7 +375,7 @@ def test_reports_carry_intervals_the_kind_breakdown_and_paired_comparisons():
     table = paper_table(results, sets, 1, comparisons=comparisons)
     assert "| Checkpoint | Mode | Synth Acc (n=40) | Synth ANLS (n=40) |" in table
     lo, hi = (100 * x for x in drp["rumination"]["acc_ci"])
-    assert f"| drp_sft | rumination | 75.0 [{lo:.1f}, {hi:.1f}] | 67.5 [" in table
+    assert f"| drp_sft | rumination | 75.0 [{lo:.1f}, {hi:.1f}] · ans 100 % | 67.5 [" in table
     assert (
         "## Paired comparisons" in table
         and "| Set | Pair | Mode | Metric | Difference | 95 % CI | p | significant |" in table
@@ -397,3 +402,160 @@ def test_reports_carry_intervals_the_kind_breakdown_and_paired_comparisons():
     )
     with pytest.raises(ValueError, match="not aligned by sample id"):
         paired_comparisons([results[0], shuffled], sets, inits, resamples=50)
+
+
+# ---------------------------------------------------------------- against a trained single pass
+def _format_rows():
+    """20 multiple-choice questions (10 of 4 options, 10 of 2: chance 37.5 %), then 20 open ones."""
+    options = [["a", "b", "c", "d"]] * 10 + [["a", "b"]] * 10
+    mc = [{"sample_id": f"q{i}", "problem_type": "multiple_choice", "options": options[i]} for i in range(20)]
+    return mc + [{"sample_id": f"q{i}", "problem_type": "open"} for i in range(20, 40)]
+
+
+def _baseline_results(rows):
+    """direct_sft answers every question and gets the multiple-choice half right in a single pass;
+    drp_sft leaves its single pass unanswered and gets 30 of 40 ruminating; rl_d 20 of 40."""
+    half, thirty, none = [1] * 20 + [0] * 20, [1] * 30 + [0] * 10, [0] * 40
+    return [
+        _result("base", none, none, rows),
+        _result("direct_sft", half, half, rows),
+        _result("drp_sft", none, thirty, rows, single_answered=False),
+        _result("rl_d", none, half, rows),
+    ]
+
+
+def test_cells_carry_the_answered_rate_and_split_by_format_with_the_chance_line():
+    rows = _format_rows()
+    results, sets = _baseline_results(rows), [EvalSet("synth", "Synth", rows)]
+    direct, drp = (results[i].summaries["synth"] for i in (1, 2))
+    assert (direct["single_pass"]["answered"], drp["single_pass"]["answered"]) == (1.0, 0.0)
+    assert drp["rumination"]["answered"] == 1.0 and drp["scaling"][0]["answered"] == 0.0
+    formats = direct["by_format"]
+    assert set(formats) == {"multiple_choice", "open"}
+    mc, open_ = formats["multiple_choice"]["single_pass"], formats["open"]["single_pass"]
+    assert (mc["acc"], mc["n"], mc["answered"], open_["acc"], open_["n"]) == (1.0, 20, 1.0, 0.0, 20)
+    assert mc["acc_ci"][0] < 1.0 == mc["acc_ci"][1] and {"anls", "anls_ci"} <= set(mc)
+
+    metrics = eval_metrics(results, sets, 1)
+    assert metrics["chance_multiple_choice"] == {"synth": pytest.approx(0.375)}
+    assert metrics["synth"]["drp_sft"]["by_format"] == drp["by_format"]
+    assert metrics["synth"]["drp_sft"]["single_pass"]["answered"] == 0.0
+    table = paper_table(results, sets, 1)
+    assert "- Synth: chance on its 20 multiple-choice questions (1 / options, mean) 37.5 %" in table
+    assert "| drp_sft | single-pass | 0.0 [0.0, 8.8] · ans 0 % | 0.0 [0.0, 8.8] |" in table
+    assert "## Accuracy (%) [95 % CI] by problem type" in table
+    assert "| Checkpoint | Mode | multiple_choice (n=20) | open (n=20) |" in table
+    only_open = [{"sample_id": "q0", "problem_type": "open"}]
+    assert eval_metrics([], [EvalSet("o", "O", only_open)], 1)["chance_multiple_choice"] == {"o": None}
+
+
+def test_the_best_rumination_checkpoint_is_paired_against_the_direct_single_pass():
+    rows = _format_rows()
+    results, sets = _baseline_results(rows), [EvalSet("synth", "Synth", rows)]
+    comparisons = paired_comparisons(results, sets, curriculum_inits({}), resamples=500)
+    c = comparisons["synth"]
+    assert list(c)[0] == BEST_VS_DIRECT and c[BEST_VS_DIRECT]["best"] == "drp_sft"
+    assert c[BEST_VS_DIRECT]["chosen_by"] == "best rumination Acc on this split"
+    acc = c[BEST_VS_DIRECT]["acc"]  # 30 of 40 against 20 of 40, the 20 a subset of the 30
+    assert acc["diff"] == pytest.approx(0.25) and acc["n"] == 40 and acc["significant"] and acc["ci"][0] > 0
+    assert "direct_sft_vs_pretrain" not in c["stage_vs_init"]  # pretrain was not evaluated here
+
+    headline = headline_metrics(results, sets, comparisons)
+    assert headline[BEST_VS_DIRECT] == {"synth": c[BEST_VS_DIRECT]}
+    assert set(headline["synth"]) == {"base", "direct_sft", "drp_sft", "rl_d"}
+    assert BEST_VS_DIRECT not in headline_metrics(results, sets)
+
+    table = paper_table(results, sets, 1, comparisons=comparisons)
+    section = table.split("## Paired comparisons")[1]
+    first_row = next(line for line in section.splitlines() if line.startswith("| Synth |"))
+    assert first_row.startswith(
+        "| Synth | drp_sft (best) - direct_sft | rumination - single-pass | Acc | +25.0 |"
+    )
+    assert "chosen on this same split" in section
+
+    fixed = paired_comparisons(results, sets, curriculum_inits({}), resamples=500, best="rl_d")
+    pair = fixed["synth"][BEST_VS_DIRECT]  # rl_d ruminating = direct_sft's single pass, question by question
+    assert (pair["best"], pair["chosen_by"], pair["acc"]["diff"], pair["acc"]["p"]) == (
+        "rl_d",
+        "eval.best_checkpoint",
+        0.0,
+        1.0,
+    )
+    assert "fixed by eval.best_checkpoint" in paper_table(results, sets, 1, comparisons=fixed)
+    without_direct = [r for r in results if r.name != "direct_sft"]
+    assert BEST_VS_DIRECT not in paired_comparisons(without_direct, sets, {}, resamples=50)["synth"]
+
+
+def test_the_best_checkpoint_param_must_name_an_evaluated_rumination_checkpoint():
+    assert eval_settings({"eval": {"best_checkpoint": None}}).best_checkpoint is None
+    assert "direct_sft" in eval_settings({}).checkpoints
+    assert eval_settings({"eval": {"best_checkpoint": "rl_c"}}).best_checkpoint == "rl_c"
+    with pytest.raises(ValueError, match=r"eval.best_checkpoint 'direct_sft' is not one of drp_sft"):
+        eval_settings({"eval": {"best_checkpoint": "direct_sft"}})
+    with pytest.raises(ValueError, match=r"'rl_c' is not in eval.checkpoints"):
+        eval_settings({"eval": {"best_checkpoint": "rl_c", "checkpoints": ["base", "drp_sft"]}})
+
+
+# ---------------------------------------------------------------- eval.split: which held-out split is scored
+def test_the_split_param_is_val_or_test_and_test_by_default():
+    assert eval_settings({}).split == "test"
+    assert eval_settings({"eval": {"split": "val"}}).split == "val"
+    for bad in ("train", "../samples_train", "val; rm -rf /"):
+        with pytest.raises(ValueError, match=r"eval.split .* is not one of val, test"):
+            eval_settings({"eval": {"split": bad}})
+
+
+def test_a_build_folder_resolves_to_the_split_and_a_file_is_scored_as_it_is(small_built, tmp_path):
+    from videor4.core.io import read_jsonl
+    from videor4.evaluation.evaluate import eval_set_from_root, held_out_file
+    from videor4.evaluation.stage import eval_plan
+
+    for split in ("val", "test"):
+        expected = small_built / f"samples_{split}.jsonl"
+        assert held_out_file(small_built, split) == expected
+        ids = [row["sample_id"] for row in read_jsonl(expected)]
+        sets = load_eval_sets(EvalSettings(split=split), small_built)
+        assert [s.name for s in sets] == ["synthetic"] and [r["sample_id"] for r in sets[0].rows] == ids
+        picked = eval_set_from_root("synthetic", small_built, EvalSettings(split=split))
+        assert [r["sample_id"] for r in picked[0].rows] == ids
+        params = {**SMALL_PARAMS, "eval": {**(SMALL_PARAMS.get("eval") or {}), "split": split}}
+        plan = eval_plan(params, tmp_path / "models", small_built)
+        assert plan.settings.split == split and [r["sample_id"] for r in plan.sets[0].rows] == ids
+    test_file = small_built / "samples_test.jsonl"  # a file is the file, whatever the split
+    assert held_out_file(test_file, "val") == test_file
+    val_ids = {r["sample_id"] for r in read_jsonl(small_built / "samples_val.jsonl")}
+    assert not val_ids & {
+        r["sample_id"] for r in load_eval_sets(EvalSettings(split="val"), test_file)[0].rows
+    }
+    with pytest.raises(EvalDataError, match="samples_val.jsonl"):
+        held_out_file(tmp_path, "val")
+    with pytest.raises(ValueError, match="eval.split 'train'"):
+        held_out_file(small_built, "train")
+
+
+def test_the_metrics_table_and_figures_name_the_split_they_scored():
+    from videor4.evaluation.figures import pipeline_figures
+    from videor4.evaluation.stage import EvalPlan, eval_summaries, eval_table
+
+    rows = _format_rows()
+    results = _baseline_results(rows)
+    for r in results:  # the synthetic set, as the stage names it
+        r.summaries["synthetic"] = r.summaries.pop("synth")
+        r.predictions["synthetic"] = r.predictions.pop("synth")
+    sets = [EvalSet("synthetic", "Synthetic", rows)]
+    assert eval_metrics(results, sets, 1)["split"] == "test"  # the eval stage's own, by default
+    assert headline_metrics(results, sets)["split"] == "test"
+    names = [r.name for r in results]
+    settings = EvalSettings(checkpoints=names, max_steps=1, split="val")
+    plan = EvalPlan(settings, {}, VISION, 16, sets, {n: Path("models") / n for n in names})
+    headline, metrics = eval_summaries(results, plan, {})
+    assert (headline["split"], metrics["split"], list(metrics)[0]) == ("val", "val", "split")
+    table = eval_table(results, plan, {}, {n: "0123456789abcdef" for n in names})
+    assert table.startswith("# Video-R4 evaluation: val split\n")
+    assert "- split: val (samples_val.jsonl" in table
+    figures = pipeline_figures({}, {}, json.loads(json.dumps(metrics)))
+    titles = {name: fig.axes[0].get_title() for name, fig in figures.items() if name != "sft_loss.png"}
+    assert titles["scaling.png"].startswith("Test-time scaling, synthetic val (n=40")
+    assert titles["accuracy.png"].startswith("Accuracy, synthetic val (n=40")
+    old = {k: v for k, v in metrics.items() if k != "split"}  # metrics from before the split was recorded
+    assert "synthetic test" in pipeline_figures({}, {}, old)["accuracy.png"].axes[0].get_title()

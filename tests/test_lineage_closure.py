@@ -159,7 +159,7 @@ def test_a_training_seed_sweep_reruns_the_training_stages_only(locked_copy):
     params = yaml.safe_load((locked_copy / "params.yaml").read_text())
     params["train_seed"] = 1
     (locked_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _changed_stages(locked_copy) == {"drp_sft", "rl_d", "crp_sft", "rl_c"}
+    assert _changed_stages(locked_copy) == {"direct_sft", "drp_sft", "rl_d", "crp_sft", "rl_c"}
 
 
 def test_dvc_reruns_exactly_the_stages_that_execute_an_edited_file(locked_copy):

@@ -32,9 +32,11 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 540) -> subprocess
 
 STAGES = {
     "make_videos",
+    "world_check",
     "build_data",
     "base_model",
     "pretrain",
+    "direct_sft",
     "drp_sft",
     "rl_d",
     "crp_sft",
@@ -63,7 +65,7 @@ def _dotted(tree: dict, key: str):
     return tree
 
 
-CHECKPOINTS = ["base", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c"]
+CHECKPOINTS = ["base", "pretrain", "direct_sft", "drp_sft", "rl_d", "crp_sft", "rl_c"]
 
 
 def _find(tree, match):
@@ -133,6 +135,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
         "epochs": 10,
     }  # ~40 steps: long enough to be killed mid-run
     params["sft"]["crp"] = {"learning_rate": 0.003, "epochs": 1}
+    params["sft"]["direct"] = {**params["sft"]["drp"], "target": "direct"}  # DRP-SFT's budget, as params.yaml
     params["rl"].update(
         group_size=2,
         prompts_per_step=2,
@@ -387,12 +390,12 @@ def test_sft_stages_write_metrics_loss_curves_and_tracked_checkpoints(reproduced
     path, env, _ = reproduced
     lock = yaml.safe_load((path / "dvc.lock").read_text())
     client, runs = _mlflow_runs(path)
-    for stage in ("drp_sft", "crp_sft"):
+    for stage in ("direct_sft", "drp_sft", "crp_sft"):
         m = json.loads((path / f"metrics/{stage}.json").read_text())
-        # drp_sft trains ~40 steps, its loss must fall; crp_sft's 4 steps (one epoch) may not
+        # drp_sft and direct_sft train ~40 steps, their loss must fall; crp_sft's 4 steps (one epoch) may not
         assert (
             m["train_loss_last"] < m["train_loss_first"]
-            if stage == "drp_sft"
+            if stage != "crp_sft"
             else math.isfinite(m["train_loss_last"])
         )
         assert 0.0 <= m["format_valid_rate"] <= 1.0 and m["format_eval_prompts"] == 3
@@ -530,12 +533,25 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
     ]  # the curriculum's pairs, CRP-SFT against curriculum.crp_sft_init (models/rl_d)
     assert set(pairs["stage_vs_init"]) == {
         "pretrain_vs_base",
+        "direct_sft_vs_pretrain",
         "drp_sft_vs_pretrain",
         "rl_d_vs_drp_sft",
         "crp_sft_vs_rl_d",
         "rl_c_vs_crp_sft",
     }
     assert set(pairs["rumination_vs_single_pass"]) == set(CHECKPOINTS)
+    # the headline: rumination at the best rumination-trained checkpoint against the single pass that was
+    # trained to answer
+    headline_pair = pairs["rumination_best_vs_direct_single_pass"]
+    assert headline_pair["best"] in {"drp_sft", "rl_d", "crp_sft", "rl_c"}
+    assert {"diff", "ci", "p", "n"} <= set(headline_pair["acc"]) and headline_pair["acc"]["n"] == n
+    assert "chance_multiple_choice" in m and "(best) - direct_sft" in table and "· ans " in table
+    for name in CHECKPOINTS:
+        assert {"multiple_choice", "open"} >= set(m["synthetic"][name]["by_format"]) and m["synthetic"][name][
+            "by_format"
+        ]
+        for mode in ("single_pass", "rumination"):
+            assert 0.0 <= m["synthetic"][name][mode]["answered"] <= 1.0
     main_table = table.split("\n## ")[
         0
     ]  # the paper-style table, before the scaling, per-kind and paired sections
@@ -561,6 +577,7 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
     # the headline metrics: Acc / ANLS per checkpoint and mode, the full metrics' numbers
     headline = json.loads((path / "metrics/headline.json").read_text())
     assert set(headline["synthetic"]) == set(CHECKPOINTS)
+    assert headline["rumination_best_vs_direct_single_pass"]["synthetic"] == headline_pair
     for name in CHECKPOINTS:
         for mode in ("single_pass", "rumination"):
             assert headline["synthetic"][name][mode] == {
@@ -570,7 +587,8 @@ def test_eval_scores_every_checkpoint_in_both_modes_with_lineage(reproduced):
     shown = _run(["dvc", "exp", "show", "--csv", "--no-pager"], path, env)
     columns = shown.stdout.splitlines()[0].split(",")
     first = columns[columns.index("parent") + 1 :][:24]
-    assert all(c.startswith(("metrics/headline.json:", "synthetic.")) for c in first), first[:6]
+    leading = ("metrics/headline.json:", "rumination_best_vs_direct_single_pass.", "synthetic.")
+    assert all(c.startswith(leading) for c in first), first[:6]
     assert not any(c.endswith("seconds") for c in columns), [c for c in columns if c.endswith("seconds")]
 
 
@@ -942,6 +960,7 @@ def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced
     )  # DVC recorded what the two machines trained
 
     params["rl"]["deepspeed"] = "configs/deepspeed/zero2.json"
+    params["rl"]["prompts_per_step"] = 1  # per process: two processes share the tiny build's 3 RL_c prompts
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     done = _run(["dvc", "repro", "-s", "rl_c"], path, {**env, "VIDEOR4_NUM_PROCESSES": "2"})
     assert done.returncode == 0, done.stdout + done.stderr
@@ -984,7 +1003,68 @@ def test_pretrain_stage_trains_and_scores_held_out_renders(reproduced):
     )
 
 
-# the last one changes the workspace (an experiment's outputs): it runs after the others
+# the last two change the workspace (a commit and a queue, an experiment's outputs): they run last
+def _wait_for_the_queue(path: Path, env: dict, timeout: float = 420) -> str:
+    """`dvc queue status` once nothing is queued or running (bounded in time)."""
+    deadline = time.time() + timeout
+    status = ""
+    while time.time() < deadline:
+        status = _run(["dvc", "queue", "status"], path, env).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(3)
+    raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")
+
+
+def test_queued_experiments_in_parallel_log_to_the_workspace_store(reproduced):
+    """`dvc exp run --queue` twice, `dvc queue start -j 2`: each experiment runs in its own copy
+    under .dvc/tmp/exps, and each is a pipeline run of its own, with its stage children, in the
+    workspace's MLflow store."""
+    path, env, _ = reproduced
+    # queued experiments start from a commit: commit the workspace as the earlier tests left it (their
+    # params and the lock that matches them), so each experiment re-runs eval and figures only
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "run"]):
+        assert _run(cmd, path, env).returncode == 0
+    names = {"q-steps1": 1, "q-steps3": 3}
+    for name, steps in names.items():
+        queued = _run(
+            ["dvc", "exp", "run", "--queue", "-n", name, "-S", f"eval.max_steps={steps}"], path, env
+        )
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+    # the workers it starts outlive it and would hold a captured pipe open: its output goes to a file
+    with open(path.parent / "queue.log", "w") as log:
+        started = subprocess.run(
+            ["dvc", "queue", "start", "-j", "2"],
+            cwd=path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+    try:
+        assert started.returncode == 0, (path.parent / "queue.log").read_text()
+        status = _wait_for_the_queue(path, env)
+    finally:
+        _run(["dvc", "queue", "stop", "--kill"], path, env)  # the workers this test started, if any is left
+    for name in names:
+        assert re.search(rf"{name}\s.*Success", status), status
+    client, pipelines = _mlflow_runs(path, pipelines=True)
+    by_name = {p.data.tags.get("dvc.exp_name"): p for p in pipelines}
+    assert set(names) <= set(by_name), _run_tree(client, pipelines[0].info.experiment_id)
+    keys = {by_name[name].data.tags["videor4.pipeline"] for name in names}
+    assert len(keys) == 2  # two processes, two pipeline runs: nothing mixed
+    for name, steps in names.items():
+        run = by_name[name]
+        assert run.info.run_name.startswith(f"pipeline {name} ") and run.data.params["eval.max_steps"] == str(
+            steps
+        )
+        query = f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+        children = {r.info.run_name: r for r in client.search_runs([run.info.experiment_id], query)}
+        assert {"eval", "figures"} == set(children), _run_tree(client, run.info.experiment_id)
+        assert children["eval"].data.params["eval.max_steps"] == str(steps)
+    assert not list((path / ".dvc" / "tmp").rglob("mlflow.db"))  # no store went with a temporary copy
+
+
 def test_a_data_size_experiment_leaves_the_tokenizer_base_and_pretraining(reproduced):
     """The tokenizer trains on a build at data.tokenizer_corpus's sizes: fewer DRP trajectories
     re-run build_data, and DVC finds base_model and pretrain up to date."""

@@ -8,13 +8,23 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL_PARAMS
+from videor4.core.params import ParamsError
 from videor4.policy.encoding import PolicyEncoder
 from videor4.policy.model import ModelConfig, load_policy
 from videor4.policy.rollout import format_valid_rate, is_well_formed
 from videor4.rumination.protocol import parse_turn
 from videor4.rumination.tools import VisionConfig
+from videor4.rumination.trajectory import Trajectory, direct_trajectory, trajectory_messages
 from videor4.train.lifecycle import fingerprint, prepare_work_dir
-from videor4.train.sft import SFTDataError, SFTSettings, format_check, load_sft_data, sft_settings, train_sft
+from videor4.train.sft import (
+    SFTDataError,
+    SFTSettings,
+    format_check,
+    load_sft_data,
+    sft_settings,
+    train_sft,
+    trajectory_problem,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +109,61 @@ def test_settings_merge_shared_and_stage_keys_strictly():
         sft_settings({"sft": {"drp": {"learnin_rate": 1}}}, "drp")
 
 
+# ---------------------------------------------------------------- the single-pass baseline (direct_sft)
+def test_a_direct_trajectory_answers_the_same_question_in_one_turn_without_a_tool(small_built):
+    rows = _rows(small_built / "sft_drp.jsonl")
+    for problem_type in ("open", "multiple_choice"):
+        traj = Trajectory.from_dict(next(r for r in rows if r["problem_type"] == problem_type))
+        direct = direct_trajectory(traj)
+        assert (direct.kind, direct.steps, direct.final_answer) == ("direct", [], traj.final_answer)
+        same = ("sample_id", "question", "answers", "options", "video", "frame_indices", "vision")
+        assert all(getattr(direct, k) == getattr(traj, k) for k in same)
+        if problem_type == "multiple_choice":  # answered by its option letter, as DRP trajectories are
+            assert direct.final_answer in "ABCDEFGH" and direct.final_answer in traj.answers
+        messages = trajectory_messages(direct)
+        assert [m["role"] for m in messages] == ["system", "user", "assistant"]  # no tool turn
+        last = messages[-1]["content"][0]["text"]
+        assert last.endswith(f"\\boxed{{{traj.final_answer}}}") and "<tool_call>" not in last
+        turn = parse_turn(last)
+        assert turn.tool_call is None and turn.answer == traj.final_answer and is_well_formed(turn)
+        assert trajectory_problem(direct) is None and direct.turn_texts() == [last]
+        assert Trajectory.from_dict(direct.to_dict()) == direct
+
+
+def test_an_unknown_sft_target_is_an_error_naming_it(tmp_path, encoder):
+    with pytest.raises(ParamsError, match=r"'distill' is not one of rumination, direct"):
+        SFTSettings(target="distill")
+    with pytest.raises(ParamsError, match=r"'distill'"):
+        sft_settings({"sft": {"direct": {"target": "distill"}}}, "direct")
+    path = tmp_path / "sft.jsonl"
+    path.write_text("{}\n")
+    with pytest.raises(ParamsError, match=r"'distill'"):
+        load_sft_data(path, encoder, max_bad_fraction=0.5, target="distill")
+
+
+def test_direct_target_trains_on_the_same_questions_as_drp(small_built, encoder):
+    drp = load_sft_data(small_built / "sft_drp.jsonl", encoder, max_bad_fraction=0.1)
+    direct = load_sft_data(small_built / "sft_drp.jsonl", encoder, max_bad_fraction=0.1, target="direct")
+    assert [t.sample_id for t in direct.trajectories] == [t.sample_id for t in drp.trajectories]
+    assert {t.kind for t in direct.trajectories} == {"direct"} and not any(
+        t.steps for t in direct.trajectories
+    )
+    assert [t.final_answer for t in direct.trajectories] == [t.final_answer for t in drp.trajectories]
+    assert 0 < direct.tokens < drp.tokens  # the same questions, without the tool turns
+
+
+def test_the_shipped_direct_settings_are_drps_with_the_direct_target():
+    """direct_sft is compared against drp_sft's descendants: the same budget, only the target differs."""
+    import dataclasses
+
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
+    drp, direct = sft_settings(params, "drp"), sft_settings(params, "direct")
+    assert (drp.target, direct.target) == ("rumination", "direct")
+    assert dataclasses.replace(direct, target="rumination") == drp
+
+
 def test_work_dir_keeps_checkpoints_only_for_the_same_run(tmp_path):
     work = tmp_path / "work"
     assert prepare_work_dir(work, fingerprint(a=1)) is None
@@ -153,6 +218,15 @@ def test_format_check_generates_and_parses_first_turns(trained, small_built):
     assert rate == sum(r["well_formed"] for r in rows) / 3
     for r in rows:
         assert r["well_formed"] == is_well_formed(parse_turn(r["text"]))
+    # a direct model is judged on answering: the same first turns, a tool call no longer counts
+    direct_rate, direct_rows = format_check(
+        root / "out", small_built / "samples_test.jsonl", vision, 3, 24, target="direct"
+    )
+    assert [r["text"] for r in direct_rows] == [r["text"] for r in rows]
+    for r in direct_rows:
+        turn = parse_turn(r["text"])
+        assert r["well_formed"] == (is_well_formed(turn) and turn.tool_call is None)
+    assert direct_rate == sum(r["well_formed"] for r in direct_rows) / 3
 
 
 @pytest.mark.parametrize(

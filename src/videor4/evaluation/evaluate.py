@@ -38,6 +38,10 @@ from videor4.core.statistics import (
 from videor4.train.lifecycle import curriculum_params
 
 SINGLE_PASS, RUMINATION = "single_pass", "rumination"
+DIRECT = "direct_sft"  # the single-pass baseline: trained to answer with no tool (sft target direct)
+RUMINATION_TRAINED = ("drp_sft", "rl_d", "crp_sft", "rl_c")  # trained to call tools, then answer
+BEST_VS_DIRECT = "rumination_best_vs_direct_single_pass"  # the headline comparison's key
+SPLITS = ("val", "test")  # eval.split: the synthetic held-out split a folder resolves to
 
 
 @dataclass
@@ -45,7 +49,7 @@ class EvalSettings:
     """`eval:` in params.yaml (the eval sets are read by `load_eval_sets`)."""
 
     checkpoints: list[str] = field(
-        default_factory=lambda: ["base", "pretrain", "drp_sft", "rl_d", "crp_sft", "rl_c"]
+        default_factory=lambda: ["base", "pretrain", DIRECT, "drp_sft", "rl_d", "crp_sft", "rl_c"]
     )
     max_steps: int = 5  # K: the rumination budget and the end of the scaling curve
     max_new_tokens: int = 96  # per assistant turn
@@ -58,14 +62,28 @@ class EvalSettings:
         default_factory=dict
     )  # overrides of `vision:` at evaluation (e.g. larger crops)
     sets: dict[str, Any] = field(default_factory=dict)
+    # the rumination checkpoint set against direct_sft's single pass; None = the best on the split
+    # evaluated (fix one chosen on val here, so the test split does not both choose and judge it)
+    best_checkpoint: str | None = None
+    # the synthetic split scored when the held-out path is a folder (samples_<split>.jsonl): test is the
+    # eval stage's own; trials and sweeps score val (dvc exp run -S eval.split=val)
+    split: str = "test"
 
     def validate(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"eval.split {self.split!r} is not one of {', '.join(SPLITS)}")
         if self.max_steps < 0:
             raise ValueError("eval.max_steps must be >= 0")
         if not self.checkpoints:
             raise ValueError("eval.checkpoints is empty")
         if self.bootstrap_resamples < 1:
             raise ValueError("eval.bootstrap_resamples must be >= 1")
+        if self.best_checkpoint is not None and self.best_checkpoint not in RUMINATION_TRAINED:
+            raise ValueError(
+                f"eval.best_checkpoint {self.best_checkpoint!r} is not one of {', '.join(RUMINATION_TRAINED)}"
+            )
+        if self.best_checkpoint is not None and self.best_checkpoint not in self.checkpoints:
+            raise ValueError(f"eval.best_checkpoint {self.best_checkpoint!r} is not in eval.checkpoints")
 
 
 @dataclass
@@ -109,13 +127,27 @@ def _rooted_pages(samples: Sequence[Any], root: Path) -> Sequence[Any]:
     return samples
 
 
-def load_eval_sets(settings: EvalSettings, synthetic_test: str | Path | None) -> list[EvalSet]:
-    """The synthetic test split (always, when given) and every configured set under `eval.sets`."""
+def held_out_file(path: str | Path, split: str) -> Path:
+    """The synthetic samples file to score: `path` itself when it is a file, else the folder's
+    samples_<split>.jsonl (split val or test, `eval.split`)."""
+    if split not in SPLITS:
+        raise ValueError(f"eval.split {split!r} is not one of {', '.join(SPLITS)}")
+    path = Path(path)
+    samples = path / f"samples_{split}.jsonl" if path.is_dir() else path
+    if not samples.is_file():
+        raise EvalDataError(f"synthetic samples not found: {samples}")
+    return samples
+
+
+def load_eval_sets(settings: EvalSettings, synthetic: str | Path | None) -> list[EvalSet]:
+    """The synthetic held-out split (always, when given: a samples file, or the build folder whose
+    samples_<eval.split>.jsonl is read) and every configured set under `eval.sets`."""
     from videor4.core.io import read_jsonl
 
     sets: list[EvalSet] = []
-    if synthetic_test is not None:
-        sets.append(EvalSet("synthetic", "Synthetic", list(read_jsonl(synthetic_test))))
+    if synthetic is not None:
+        samples = held_out_file(synthetic, settings.split)
+        sets.append(EvalSet("synthetic", "Synthetic", list(read_jsonl(samples))))
     spec = settings.sets or {}
     known = {"m4vitevqa", "mpdocvqa", "slidesvqa", "mcvqa"}
     unknown = sorted(set(spec) - known)
@@ -196,12 +228,17 @@ def _multiple_choice_sets(spec: dict[str, Any]) -> list[EvalSet]:
 
 
 # ---------------------------------------------------------------- answering
+def option_count(row: Mapping[str, Any]) -> int:
+    """A multiple-choice question's number of options (4 when its row lists none: the letter scorer's
+    default)."""
+    return len(row.get("options") or []) or 4
+
+
 def _record(r: Any) -> dict[str, Any]:
     """A rollout as a per-question prediction: answer, score, tool use, and its trajectory in the
     format synthesis writes (`video-r4 data show/replay ID --file` read it)."""
     s = r.sample
-    n_options = len(s.get("options") or []) or 4
-    scores = score_answer(r.answer, s["answers"], s.get("problem_type", "open"), n_options)
+    scores = score_answer(r.answer, s["answers"], s.get("problem_type", "open"), option_count(s))
     return {
         "sample_id": s["sample_id"],
         "question": s["question"],
@@ -288,12 +325,26 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def answered(record: Mapping[str, Any]) -> bool:
+    """Whether a prediction is a non-empty answer (an unanswered rollout scores 0 without being wrong
+    about anything: a format failure, which the answered rate keeps apart from a reading failure)."""
+    return bool(str(record.get("prediction") or "").strip())
+
+
 def scores(records: Sequence[dict[str, Any]], resamples: int = RESAMPLES) -> dict[str, Any]:
-    """One Acc / ANLS cell: the means (keys `acc`, `anls` as before), n, and their 95 % intervals
-    (Wilson for the 0/1 accuracy, a bootstrap for the graded ANLS, see `mean_ci`)."""
+    """One Acc / ANLS cell: the means (keys `acc`, `anls` as before), n, their 95 % intervals
+    (Wilson for the 0/1 accuracy, a bootstrap for the graded ANLS, see `mean_ci`), and the answered
+    rate (share of the n predictions that are non-empty answers)."""
     acc = proportion_ci([r["acc"] for r in records])
     anls = mean_ci([r["anls"] for r in records], resamples)
-    return {"acc": acc.value, "acc_ci": acc.ci, "anls": anls.value, "anls_ci": anls.ci, "n": acc.n}
+    return {
+        "acc": acc.value,
+        "acc_ci": acc.ci,
+        "anls": anls.value,
+        "anls_ci": anls.ci,
+        "n": acc.n,
+        "answered": _mean([float(answered(r)) for r in records]),
+    }
 
 
 def question_kinds(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -301,11 +352,23 @@ def question_kinds(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     return {row["sample_id"]: str(row["question_kind"]) for row in rows if row.get("question_kind")}
 
 
+def question_formats(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """{sample_id: problem_type} (multiple_choice | open) for every row."""
+    return {row["sample_id"]: str(row.get("problem_type") or "open") for row in rows}
+
+
+def chance_multiple_choice(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The accuracy of guessing on the multiple-choice questions: the mean of 1 / options over them
+    (None when there are none)."""
+    chances = [1 / option_count(row) for row in rows if row.get("problem_type") == "multiple_choice"]
+    return _mean(chances) if chances else None
+
+
 def by_kind(
     runs: dict[int, list[dict[str, Any]]], kinds: Mapping[str, str], resamples: int = RESAMPLES
 ) -> dict[str, Any]:
     """{kind: {single_pass: cell, rumination: cell}}: a mean over mixed kinds can hide that one kind carries
-    it."""
+    it.  `kinds` maps sample id to any grouping (question kind, or problem type for `by_format`)."""
     out: dict[str, Any] = {}
     for kind in sorted(set(kinds.values())):
         out[kind] = {
@@ -318,8 +381,9 @@ def by_kind(
 def summarize(
     runs: dict[int, list[dict[str, Any]]], rows: Sequence[dict[str, Any]] = (), resamples: int = RESAMPLES
 ) -> dict[str, Any]:
-    """Acc / ANLS (with n and 95 % intervals) of single pass (budget 0) and rumination (budget K),
-    the curve with its band, tool use under K, and the same by question kind when `rows` carry one."""
+    """Acc / ANLS (with n, 95 % intervals and the answered rate) of single pass (budget 0) and
+    rumination (budget K), the curve with its band, tool use under K, and, given `rows`, the same by
+    problem type (`by_format`) and by question kind when the rows carry one."""
     k_max = max(runs)
     top = runs[k_max]
     calls = sum(r["calls"] for r in top)
@@ -340,6 +404,8 @@ def summarize(
     }
     if kinds:
         summary["by_kind"] = by_kind(runs, kinds, resamples)
+    if rows:  # multiple choice and open apart: letter guessing has a floor that open answers lack
+        summary["by_format"] = by_kind(runs, question_formats(rows), resamples)
     return summary
 
 
@@ -408,19 +474,17 @@ def eval_set_from_root(
     name: str, root: str | Path, settings: EvalSettings, file: str | None = None, subset: str | None = None
 ) -> list[EvalSet]:
     """The eval set(s) `name` read from `root`, as `eval.sets` would configure them (its file names from
-    params unless `file` is given): synthetic takes a samples file or a folder holding samples_test.jsonl;
-    m4vitevqa gives one set per configured split (or just `file`); mcvqa reads `subset` (default mvbench)."""
+    params unless `file` is given): synthetic takes a samples file or a folder holding
+    samples_<eval.split>.jsonl (samples_test.jsonl by default); m4vitevqa gives one set per configured
+    split (or just `file`); mcvqa reads `subset` (default mvbench)."""
     if name not in SET_NAMES:
         raise EvalDataError(f"unknown eval set {name!r} (one of {', '.join(SET_NAMES)})")
     root = Path(root)
     if not root.exists():
         raise EvalDataError(f"{name} root not found: {root}")
     if name == "synthetic":
-        samples = root / "samples_test.jsonl" if root.is_dir() else root
-        if not samples.is_file():
-            raise EvalDataError(f"synthetic samples not found: {samples}")
         picked = dataclasses.replace(settings, sets={})
-        return load_eval_sets(picked, samples)
+        return load_eval_sets(picked, held_out_file(root, settings.split))
     configured = dict((settings.sets or {}).get(name) or {})
     if name == "mcvqa":
         subset = subset or "mvbench"
@@ -468,6 +532,7 @@ def curriculum_inits(params: Mapping[str, Any]) -> dict[str, str]:
     crp_init = curriculum_params(params).crp_sft_init
     return {
         "pretrain": "base",
+        DIRECT: "pretrain",
         "drp_sft": "pretrain",
         "rl_d": "drp_sft",
         "crp_sft": Path(crp_init).name,
@@ -486,16 +551,40 @@ def _paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], resamples:
     }
 
 
+def best_vs_direct(
+    results: Sequence[CheckpointResult], set_name: str, resamples: int = RESAMPLES, best: str | None = None
+) -> dict[str, Any] | None:
+    """The headline pair: rumination at the best rumination-trained checkpoint - direct_sft's single
+    pass, question by question.  That a trained single pass is the baseline keeps "rumination beats
+    single pass" from restating that a tool-trained checkpoint leaves its tool-less answers empty.
+
+    `best` (eval.best_checkpoint) fixes the checkpoint; None picks the best rumination Acc on this
+    same set, which favours rumination (the set both chooses and judges).  None when direct_sft or
+    every candidate was not evaluated.  {best, chosen_by, acc, anls}, each metric a paired leaf."""
+    by_name = {r.name: r for r in results}
+    candidates = [r for r in results if r.name in RUMINATION_TRAINED and best in (None, r.name)]
+    if DIRECT not in by_name or not candidates:
+        return None
+    top = max(candidates, key=lambda r: r.summaries[set_name][RUMINATION]["acc"])  # ties: the earliest
+    rumination = top.predictions[set_name][RUMINATION]
+    single = by_name[DIRECT].predictions[set_name][SINGLE_PASS]
+    chosen_by = "eval.best_checkpoint" if best is not None else "best rumination Acc on this split"
+    return {"best": top.name, "chosen_by": chosen_by, **_paired(rumination, single, resamples)}
+
+
 def paired_comparisons(
     results: Sequence[CheckpointResult],
     sets: Sequence[EvalSet],
     inits: Mapping[str, str],
     resamples: int = RESAMPLES,
+    best: str | None = None,
 ) -> dict[str, Any]:
-    """Per eval set: rumination - single pass for every checkpoint, and every stage - its init
-    (`inits`, e.g. `curriculum_inits`) in both modes, each paired on the same questions.
+    """Per eval set: the best rumination checkpoint - direct_sft's single pass (`best_vs_direct`),
+    rumination - single pass for every checkpoint, and every stage - its init (`inits`, e.g.
+    `curriculum_inits`) in both modes, each paired on the same questions.
 
-    {set: {"rumination_vs_single_pass": {ckpt: {acc, anls}},
+    {set: {"rumination_best_vs_direct_single_pass": {best, chosen_by, acc, anls},
+           "rumination_vs_single_pass": {ckpt: {acc, anls}},
            "stage_vs_init": {"<stage>_vs_<init>": {single_pass: {acc, anls}, rumination: {acc, anls}}}}},
     each leaf {diff, ci, p, n, significant}.  A pair whose stage or init was not evaluated is skipped.
     """
@@ -503,7 +592,9 @@ def paired_comparisons(
     out: dict[str, Any] = {}
     for s in sets:
         modes = {r.name: r.predictions[s.name] for r in results}
-        out[s.name] = {
+        headline = best_vs_direct(results, s.name, resamples, best)
+        out[s.name] = {BEST_VS_DIRECT: headline} if headline is not None else {}
+        out[s.name] |= {
             "rumination_vs_single_pass": {
                 name: _paired(m[RUMINATION], m[SINGLE_PASS], resamples) for name, m in modes.items()
             },
@@ -525,33 +616,53 @@ def eval_metrics(
     sets: Sequence[EvalSet],
     max_steps: int,
     comparisons: Mapping[str, Any] | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """metrics/eval.json: per set and checkpoint, both modes' Acc/ANLS (n, 95 % intervals), the
-    scaling curve with its band, the per-kind breakdown and tool use; the paired comparisons."""
-    metrics: dict[str, Any] = {}
-    keys = (SINGLE_PASS, RUMINATION, "scaling", "by_kind", "tools")
+    """metrics/eval.json: the synthetic split scored (`split`: val or test, `eval.split`); per set and
+    checkpoint, both modes' Acc/ANLS (n, 95 % intervals, answered rate), the scaling curve with its
+    band, the per-kind and per-format breakdowns and tool use; each set's chance accuracy on
+    multiple choice; the paired comparisons."""
+    metrics: dict[str, Any] = {"split": split}
+    keys = (SINGLE_PASS, RUMINATION, "scaling", "by_kind", "by_format", "tools")
     for s in sets:
         metrics[s.name] = {
             r.name: {k: r.summaries[s.name][k] for k in keys if k in r.summaries[s.name]} for r in results
         }
     metrics["questions"] = {s.name: len(s.rows) for s in sets}
     metrics["skipped"] = {s.name: sum(s.skipped.values()) for s in sets}
+    metrics["chance_multiple_choice"] = {s.name: chance_multiple_choice(s.rows) for s in sets}
     metrics["max_steps"] = max_steps
     if comparisons is not None:
         metrics["comparisons"] = dict(comparisons)
     return metrics
 
 
-def headline_metrics(results: Sequence[CheckpointResult], sets: Sequence[EvalSet]) -> dict[str, Any]:
-    """What people compare across experiments: Acc and ANLS per set, checkpoint and mode (the
-    intervals, kinds and comparisons stay in the full eval metrics)."""
-    return {
+def headline_metrics(
+    results: Sequence[CheckpointResult],
+    sets: Sequence[EvalSet],
+    comparisons: Mapping[str, Any] | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
+    """What people compare across experiments: the synthetic split scored (`split`, so that `dvc exp
+    show` tells val runs from test runs), Acc and ANLS per set, checkpoint and mode, and (given the
+    comparisons) the best rumination checkpoint against direct_sft's single pass per set (the
+    intervals, kinds and other comparisons stay in the full eval metrics)."""
+    headline: dict[str, Any] = {"split": split}
+    headline |= {
         s.name: {
             r.name: {mode: {m: r.summaries[s.name][mode][m] for m in ("acc", "anls")} for mode in MODE_LABELS}
             for r in results
         }
         for s in sets
     }
+    pairs = {
+        s.name: comparisons[s.name][BEST_VS_DIRECT]
+        for s in sets
+        if BEST_VS_DIRECT in (comparisons or {}).get(s.name, {})
+    }
+    if pairs:
+        headline[BEST_VS_DIRECT] = pairs
+    return headline
 
 
 def tracked_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -612,8 +723,12 @@ def _pct(x: float) -> str:
 
 
 def _cell(cell: Mapping[str, Any], metric: str = "acc") -> str:
-    """ "57.3 [48.1, 66.0]": the mean and its 95 % interval in %, n is in the column header."""
-    return format_estimate(Estimate(cell[metric], *cell[f"{metric}_ci"], cell["n"]), with_n=False)
+    """ "57.3 [48.1, 66.0] · ans 98 %": the mean and its 95 % interval in %, and on Acc the answered
+    rate (an empty prediction scores 0 on both metrics); n is in the column header."""
+    text = format_estimate(Estimate(cell[metric], *cell[f"{metric}_ci"], cell["n"]), with_n=False)
+    if metric == "acc" and "answered" in cell:
+        text += f" · ans {100 * cell['answered']:.0f} %"
+    return text
 
 
 def _points(x: float) -> str:
@@ -623,11 +738,31 @@ def _points(x: float) -> str:
 MODE_LABELS = {SINGLE_PASS: "single-pass", RUMINATION: "rumination"}
 
 
-def comparison_table(comparisons: Mapping[str, Any], sets: Sequence[EvalSet]) -> list[str]:
-    """The "Paired comparisons" section: one row per pair, mode and metric."""
-    lines = [
-        "## Paired comparisons (same questions; A - B in points)",
+def _best_vs_direct_note(pairs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the headline rows compare and how their checkpoint was picked (none without them)."""
+    if not pairs:
+        return []
+    fixed = all(p["chosen_by"] == "eval.best_checkpoint" for p in pairs)
+    how = (
+        "fixed by eval.best_checkpoint"
+        if fixed
+        else "the best rumination Acc, chosen on this same split (which favours rumination; pass a "
+        "choice made on val as eval.best_checkpoint)"
+    )
+    return [
+        f'"(best) - {DIRECT}": rumination at the best of {", ".join(RUMINATION_TRAINED)} against '
+        f"{DIRECT}'s single pass (trained to answer without tools); the checkpoint is {how}.",
         "",
+    ]
+
+
+def comparison_table(comparisons: Mapping[str, Any], sets: Sequence[EvalSet]) -> list[str]:
+    """The "Paired comparisons" section: one row per pair, mode and metric; the best rumination
+    checkpoint against direct_sft's single pass first."""
+    best = [(s, pair) for s in sets if (pair := (comparisons.get(s.name) or {}).get(BEST_VS_DIRECT))]
+    lines = ["## Paired comparisons (same questions; A - B in points)", ""]
+    lines += _best_vs_direct_note([pair for _, pair in best])
+    lines += [
         "| Set | Pair | Mode | Metric | Difference | 95 % CI | p | significant |",
         "|---|---|---|---|---:|---|---:|---|",
     ]
@@ -641,6 +776,8 @@ def comparison_table(comparisons: Mapping[str, Any], sets: Sequence[EvalSet]) ->
                 f"{format_p(d['p'])} | {'yes' if d['significant'] else 'no'} |"
             )
 
+    for s, pair in best:
+        row(s.title, f"{pair['best']} (best) - {DIRECT}", "rumination - single-pass", pair)
     for s in sets:
         c = comparisons.get(s.name) or {}
         for name, stats in (c.get("rumination_vs_single_pass") or {}).items():
@@ -651,10 +788,10 @@ def comparison_table(comparisons: Mapping[str, Any], sets: Sequence[EvalSet]) ->
     return lines + [""]
 
 
-def kind_table(results: Sequence[CheckpointResult], s: EvalSet) -> list[str]:
-    """Accuracy by question kind for one set (nothing when its rows carry fewer than two kinds:
-    the breakdown would repeat the main table)."""
-    kinds = results[0].summaries[s.name].get("by_kind") or {} if results else {}
+def kind_table(results: Sequence[CheckpointResult], s: EvalSet, key: str = "by_kind") -> list[str]:
+    """Accuracy by question kind (`key` by_kind) or problem type (by_format) for one set (nothing when
+    its rows carry fewer than two: the breakdown would repeat the main table)."""
+    kinds = results[0].summaries[s.name].get(key) or {} if results else {}
     if len(kinds) < 2:
         return []
     lines = [
@@ -667,7 +804,7 @@ def kind_table(results: Sequence[CheckpointResult], s: EvalSet) -> list[str]:
     ]
     for r in results:
         for mode, label in MODE_LABELS.items():
-            cells = " | ".join(_cell(r.summaries[s.name]["by_kind"][k][mode]) for k in kinds)
+            cells = " | ".join(_cell(r.summaries[s.name][key][k][mode]) for k in kinds)
             lines.append(f"| {r.name} | {label} | {cells} |")
     return lines + [""]
 
@@ -691,6 +828,9 @@ def paper_table(
     by_kind = [line for s in sets for line in kind_table(results, s)]
     if by_kind:
         lines += ["## Accuracy (%) [95 % CI] by question kind", "", *by_kind]
+    by_format = [line for s in sets for line in kind_table(results, s, "by_format")]
+    if by_format:
+        lines += ["## Accuracy (%) [95 % CI] by problem type", "", *by_format]
     if comparisons:
         lines += comparison_table(comparisons, sets)
     lines += _tool_use_rows(results, sets)
@@ -705,13 +845,20 @@ def _table_notes(sets: Sequence[EvalSet], max_steps: int, notes: Sequence[str]) 
         + (f" ({sum(s.skipped.values())} skipped)" if s.skipped else "")
         for s in sets
     ]
+    for s in sets:  # the floor a letter guess reaches, which open answers lack
+        multiple_choice = [row for row in s.rows if row.get("problem_type") == "multiple_choice"]
+        if multiple_choice:
+            lines.append(
+                f"- {s.title}: chance on its {len(multiple_choice)} multiple-choice questions (1 / options, "
+                f"mean) {100 * chance_multiple_choice(multiple_choice):.1f} %"
+            )
     lines += [
         f"- single-pass: no tools, answers from the low-resolution frames; rumination: up to {max_steps} "
-        "clip/crop calls, greedy"
+        f"clip/crop calls, greedy; {DIRECT}: trained on the same questions to answer with no tool call"
     ]
     lines += [
         "- cells: mean [95 % CI] in %; Acc: Wilson interval, ANLS: percentile bootstrap (Wilson when all "
-        "0/1); paired comparisons: "
+        "0/1); ans: share of predictions that are a non-empty answer; paired comparisons: "
         "bootstrap CI of the per-question difference, sign-flip permutation p, significant at p < 0.05",
         "",
     ]

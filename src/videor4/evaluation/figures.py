@@ -125,7 +125,7 @@ def accuracy_bars(summaries: Mapping[str, Mapping[str, Any]], title: str):
 
 
 FIGURES = {  # file name → what it shows (README and the eval table link them)
-    "sft_loss.png": "training loss: perception pretraining, DRP-SFT, CRP-SFT",
+    "sft_loss.png": "training loss: perception pretraining, direct-SFT (baseline), DRP-SFT, CRP-SFT",
     "rl_curves.png": "GRPO reward and accuracy per step: RL_d, RL_c",
     "scaling.png": "test-time scaling: accuracy by allowed rumination steps, with 95 % bands",
     "accuracy.png": "accuracy per checkpoint, single pass vs rumination, with 95 % intervals",
@@ -138,7 +138,9 @@ def pipeline_figures(
     eval_summary: Mapping[str, Any],
     eval_set: str = "synthetic",
 ) -> dict[str, Any]:
-    """{file name: Figure} for everything `FIGURES` lists (the eval figures on `eval_set`)."""
+    """{file name: Figure} for everything `FIGURES` lists (the eval figures on `eval_set`, titled with
+    the split the eval metrics scored: their "split", test when they predate it)."""
+    split = str(eval_summary.get("split") or "test")
     summaries = {
         k: v
         for k, v in (eval_summary.get(eval_set) or {}).items()
@@ -147,8 +149,8 @@ def pipeline_figures(
     return {
         "sft_loss.png": training_curves(sft_curves, "loss", "Training loss", "loss"),
         "rl_curves.png": rl_curves(rl),
-        "scaling.png": scaling_curve(summaries, f"Test-time scaling, {eval_set} test"),
-        "accuracy.png": accuracy_bars(summaries, f"Accuracy, {eval_set} test"),
+        "scaling.png": scaling_curve(summaries, f"Test-time scaling, {eval_set} {split}"),
+        "accuracy.png": accuracy_bars(summaries, f"Accuracy, {eval_set} {split}"),
     }
 
 

@@ -40,8 +40,10 @@ class EvalPlan:
 
 def eval_plan(params: dict[str, Any], models: Path, held_out: str | Path | None) -> EvalPlan:
     """The plan from params (`eval:`, `curriculum:`, `vision:`, `rollout:`), checkpoints under `models`
-    and the synthetic test split `held_out`; raises EvalDataError / ValueError / OSError on bad input."""
-    settings = evaluate.eval_settings(params)
+    and the synthetic held-out split: `held_out` a samples file, or the build folder (data/built) whose
+    samples_<eval.split>.jsonl is read (test, or val for trials and sweeps); raises EvalDataError /
+    ValueError / OSError on bad input."""
+    settings = evaluate.eval_settings(params)  # checks eval.split before any path is built from it
     inits = evaluate.curriculum_inits(params)
     vision = vision_config(params, settings.vision)
     max_images = rollout_limits(params).max_images
@@ -84,8 +86,12 @@ def scaling_bands(
 
 
 def compare(results: Sequence[CheckpointResult], plan: EvalPlan) -> dict[str, Any]:
-    """The paired comparisons: rumination vs single pass per checkpoint, each stage vs its init."""
-    return evaluate.paired_comparisons(results, plan.sets, plan.inits, plan.settings.bootstrap_resamples)
+    """The paired comparisons: the best rumination checkpoint (or `eval.best_checkpoint`) vs direct_sft's
+    single pass, rumination vs single pass per checkpoint, each stage vs its init."""
+    settings = plan.settings
+    return evaluate.paired_comparisons(
+        results, plan.sets, plan.inits, settings.bootstrap_resamples, settings.best_checkpoint
+    )
 
 
 def eval_table(
@@ -94,13 +100,28 @@ def eval_table(
     comparisons: Mapping[str, Any],
     md5s: Mapping[str, str],
 ) -> str:
-    """The paper-style Markdown table, noting each checkpoint's md5 (`md5s`, by name) and linking
-    the figures stage's PNGs."""
-    notes = ["checkpoints: " + ", ".join(f"{n} ({md5s[n][:8]})" for n in plan.checkpoints)]
+    """The paper-style Markdown table, titled with the synthetic split it scored (`eval.split`),
+    noting each checkpoint's md5 (`md5s`, by name) and linking the figures stage's PNGs."""
+    split = plan.settings.split
+    notes = [split_note(split)]
+    notes.append("checkpoints: " + ", ".join(f"{n} ({md5s[n][:8]})" for n in plan.checkpoints))
     figures = ", ".join(f"[{what}](figures/{name})" for name, what in FIGURES.items())
     notes.append("figures (stage figures): " + figures)
     max_steps = plan.settings.max_steps
-    return evaluate.paper_table(results, plan.sets, max_steps, notes=notes, comparisons=comparisons)
+    title = f"Video-R4 evaluation: {split} split"
+    return evaluate.paper_table(
+        results, plan.sets, max_steps, title=title, notes=notes, comparisons=comparisons
+    )
+
+
+def split_note(split: str) -> str:
+    """The table's first note: which synthetic split was scored, and what it is for."""
+    if split == "val":
+        return (
+            "split: val (samples_val.jsonl; eval.split=val, as trials and sweeps run it): for choosing "
+            "between settings, not the final numbers"
+        )
+    return "split: test (samples_test.jsonl; eval.split=test): the final numbers, not for choosing settings"
 
 
 def write_eval_outputs(
@@ -128,6 +149,8 @@ def write_eval_outputs(
 def eval_summaries(
     results: Sequence[CheckpointResult], plan: EvalPlan, comparisons: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the headline metrics: Acc and ANLS per set, checkpoint and mode; the full metrics)."""
-    headline = evaluate.headline_metrics(results, plan.sets)
-    return headline, evaluate.eval_metrics(results, plan.sets, plan.settings.max_steps, comparisons)
+    """(the headline metrics: the split, Acc and ANLS per set, checkpoint and mode, and the best
+    rumination checkpoint vs direct_sft's single pass; the full metrics, the split first)."""
+    split, max_steps = plan.settings.split, plan.settings.max_steps
+    headline = evaluate.headline_metrics(results, plan.sets, comparisons, split)
+    return headline, evaluate.eval_metrics(results, plan.sets, max_steps, comparisons, split)

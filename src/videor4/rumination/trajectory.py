@@ -14,6 +14,7 @@ reports and `video-r4 data show/replay` all read one format.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,7 @@ MODEL_FIELDS = ("final_text", "finish_reason", "max_images")
 class Trajectory:
     traj_id: str
     sample_id: str
-    kind: str  # drp_clip | drp_crop | crp (synthesized) | rollout (a policy's)
+    kind: str  # drp_clip | drp_crop | crp (synthesized) | direct (`direct_trajectory`) | rollout (a policy's)
     video: str | list[str]  # mp4 path, page folder, or list of page images
     frame_indices: list[int]
     num_source_frames: int
@@ -154,6 +155,29 @@ class Trajectory:
         elif self.kind != ROLLOUT_KIND:  # synthesized: the answer turn is rendered
             texts.append(format_assistant_turn(self.final_thought, answer=self.final_answer))
         return texts
+
+
+DIRECT_KIND = "direct"  # a single-pass target: the answer straight from the shown frames
+DIRECT_THOUGHT = "I answer from the frames as shown."
+
+
+def direct_trajectory(traj: Trajectory) -> Trajectory:
+    """The same question answered in one turn, with no tool call: the target of the single-pass
+    baseline (direct_sft), trained on exactly the questions and answers of `traj`.
+
+    The final answer is kept as it is (a multiple-choice question's is its option letter, as
+    synthesis writes it); the thought is neutral, so it names no reading the frames may not show.
+    """
+    return dataclasses.replace(
+        traj,
+        traj_id=f"{traj.traj_id}-direct",
+        kind=DIRECT_KIND,
+        steps=[],
+        final_thought=DIRECT_THOUGHT,
+        final_text=None,
+        finish_reason=None,
+        max_images=None,
+    )
 
 
 def open_env(

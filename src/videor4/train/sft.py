@@ -1,5 +1,8 @@
 """Supervised fine-tuning on rumination trajectories (DRP-SFT, CRP-SFT), on TRL's SFTTrainer.
 
+`target: direct` (stage direct_sft) trains the single-pass baseline instead: the same DRP
+questions, each answered in one turn with no tool call (`direct_trajectory`), on the same budget.
+
 The split follows TRL: `SFTSettings` (a dataclass filled from params.yaml) is the
 config, `train_sft` runs the trainer.  Trajectories are encoded on the fly by the
 shared `PolicyEncoder` (assistant-only labels), so TRL's own dataset preparation
@@ -22,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from videor4.core.launch import world_size
-from videor4.core.params import curriculum_settings
+from videor4.core.params import ParamsError, curriculum_settings
 from videor4.policy.encoding import EncodingError, PolicyEncoder
 from videor4.policy.model import ModelConfig, count_parameters, load_policy, prepare_for_training
 from videor4.rumination.protocol import format_assistant_turn, parse_turn
-from videor4.rumination.trajectory import Trajectory, trajectory_messages
+from videor4.rumination.trajectory import Trajectory, direct_trajectory, trajectory_messages
 from videor4.rumination.video import READ_ERRORS
 from videor4.train.lifecycle import (
     LogFn,
@@ -43,7 +46,8 @@ from videor4.train.lifecycle import (
 
 @dataclass
 class SFTSettings:
-    """One SFT stage's training settings (`sft:` shared keys, overridden by `sft.drp` / `sft.crp`)."""
+    """One SFT stage's training settings (`sft:` shared keys, overridden by `sft.drp` / `sft.crp` /
+    `sft.direct`)."""
 
     learning_rate: float = 1e-5
     epochs: float = 1.0
@@ -62,6 +66,20 @@ class SFTSettings:
     seed: int = 0
     format_eval_prompts: int = 32
     format_eval_max_new_tokens: int = 256
+    # rumination: the trajectories as written | direct: each answered in one turn, no tool (the baseline)
+    target: str = "rumination"
+
+    def __post_init__(self) -> None:
+        check_target(self.target)
+
+
+SFT_TARGETS = ("rumination", "direct")
+
+
+def check_target(target: str) -> None:
+    """An SFT target is one of `SFT_TARGETS`; the error names the one given."""
+    if target not in SFT_TARGETS:
+        raise ParamsError(f"params sft target: {target!r} is not one of {', '.join(SFT_TARGETS)}")
 
 
 class SFTDataError(ValueError):
@@ -99,38 +117,54 @@ def trajectory_problem(traj: Trajectory) -> tuple[str, str] | None:
     return None
 
 
+def _checked(
+    line: str, where: str, encoder: PolicyEncoder, target: str
+) -> tuple[Trajectory | None, tuple[str, str] | None, int]:
+    """(the trajectory to train on, the problem that skips it, its tokens) for one JSONL row.
+
+    With target direct the written trajectory is checked and encoded first, as drp_sft does, so
+    the baseline keeps exactly the questions drp_sft keeps; then its one-turn form is encoded."""
+    try:
+        traj = Trajectory.from_dict(json.loads(line))
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, ("malformed_row", f"{where}: {exc}"), 0
+    problem = trajectory_problem(traj)
+    if problem is not None:
+        return traj, problem, 0
+    trained = [traj] if target == "rumination" else [traj, direct_trajectory(traj)]
+    try:
+        tokens = [len(encoder.encode(trajectory_messages(t))) for t in trained]
+    except EncodingError as exc:
+        return traj, (exc.reason, f"{traj.traj_id}: {exc}"), 0
+    except READ_ERRORS as exc:  # a corrupt video surfaces here, while decoding the shown frames
+        # only read errors: anything else is a bug, which must not hide under max_bad_fraction
+        return traj, ("unreadable_video", f"{traj.traj_id}: {exc}"), 0
+    return trained[-1], None, tokens[-1]
+
+
 def load_sft_data(
     path: str | os.PathLike,
     encoder: PolicyEncoder,
     max_bad_fraction: float,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    target: str = "rumination",
 ) -> SFTData:
-    """Read and check every trajectory; skip bad ones with a counted reason, fail past `max_bad_fraction`."""
+    """Read and check every trajectory; skip bad ones with a counted reason, fail past `max_bad_fraction`.
+
+    `target` "direct" gives each kept trajectory as `direct_trajectory` (the single-pass baseline)."""
     path = Path(path)
     if not path.is_file():
         raise SFTDataError(f"trajectory file {path} does not exist")
+    check_target(target)
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     tick = progress("check trajectories", len(lines)) if progress else None
     data = SFTData(trajectories=[], total=len(lines))
     examples: list[str] = []
     for lineno, line in enumerate(lines, 1):
-        problem: tuple[str, str] | None
-        try:
-            traj = Trajectory.from_dict(json.loads(line))
-        except (ValueError, KeyError, TypeError) as exc:
-            traj, problem = None, ("malformed_row", f"{path}:{lineno}: {exc}")
-        else:
-            problem = trajectory_problem(traj)
-        if traj is not None and problem is None:
-            try:
-                data.tokens += len(encoder.encode(trajectory_messages(traj)))
-            except EncodingError as exc:
-                problem = (exc.reason, f"{traj.traj_id}: {exc}")
-            except READ_ERRORS as exc:  # a corrupt video surfaces here, while decoding the shown frames
-                # only read errors: anything else is a bug, which must not hide under max_bad_fraction
-                problem = ("unreadable_video", f"{traj.traj_id}: {exc}")
+        traj, problem, tokens = _checked(line, f"{path}:{lineno}", encoder, target)
         if problem is None:
             data.trajectories.append(traj)
+            data.tokens += tokens
         else:
             data.skipped[problem[0]] += 1
             if len(examples) < 3:
@@ -188,7 +222,7 @@ def train_sft(
         init, dtype="bfloat16" if bf16 else "float32", attn_implementation=model_config.attn_implementation
     )
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor, max_length=settings.max_length)
-    data = load_sft_data(trajectories_path, encoder, settings.max_bad_fraction, progress)
+    data = load_sft_data(trajectories_path, encoder, settings.max_bad_fraction, progress, settings.target)
     work = Path(work_dir)
     key = fingerprint(
         data=files_md5([trajectories_path]),
@@ -256,14 +290,20 @@ def format_check(
     num_prompts: int,
     max_new_tokens: int,
     device: str | None = None,
+    target: str = "rumination",
 ) -> tuple[float, list[dict[str, Any]]]:
-    """Greedy first turns on held-out prompts: the share that is a well-formed call or `\\boxed{}` answer."""
+    """Greedy first turns on held-out prompts: the share that is well-formed.
+
+    For a rumination model that is a valid call or one `\\boxed{}` answer; for a direct model
+    (`target` "direct", trained to answer without tools) only the answer counts: the share of
+    prompts answered in the answer format."""
     import torch
 
     from videor4.core.io import read_jsonl
-    from videor4.policy.rollout import RolloutEngine, RolloutSettings, format_valid_rate, is_well_formed
+    from videor4.policy.rollout import RolloutEngine, RolloutSettings, is_well_formed
     from videor4.rumination.trajectory import sample_env
 
+    check_target(target)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     policy = load_policy(policy_dir, device=device)
     encoder = PolicyEncoder(policy.tokenizer, policy.image_processor)
@@ -274,26 +314,28 @@ def format_check(
     settings = RolloutSettings(max_tool_calls=0, max_new_tokens=max_new_tokens, temperature=0.0)
     engine = RolloutEngine(policy.model, encoder, settings)
     rollouts = engine.run([engine.start(row, sample_env(row, vision), i) for i, row in enumerate(rows)])
-    texts = [r.turns[0] for r in rollouts]
     results = []
-    for r, text in zip(rollouts, texts):
+    for r in rollouts:
+        text = r.turns[0]
         turn = parse_turn(text)
+        called_when_direct = target == "direct" and turn.tool_call is not None  # off-target
         results.append(
             {
                 "sample_id": r.sample.get("sample_id"),
-                "well_formed": is_well_formed(turn),
+                "well_formed": is_well_formed(turn) and not called_when_direct,
                 "tool": turn.tool_call.name if turn.tool_call else None,
                 "answer": turn.answer,
                 "error": turn.call_error,
                 "text": text,
             }
         )
-    return format_valid_rate(texts), results
+    return sum(r["well_formed"] for r in results) / len(results), results
 
 
-SFT_CURRICULUM_KEYS = ("drp", "crp")
+SFT_CURRICULUM_KEYS = ("drp", "crp", "direct")
 
 
 def sft_settings(params: dict[str, Any], which: str) -> SFTSettings:
-    """`sft:` shared keys overridden by `sft.<which>` (drp or crp)."""
+    """`sft:` shared keys overridden by `sft.<which>` (drp, crp, or direct: the single-pass baseline,
+    drp's settings with `target: direct`)."""
     return curriculum_settings(SFTSettings, params, "sft", which, SFT_CURRICULUM_KEYS)
