@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,35 @@ def _headline(name: str, m: dict) -> str:
     )
 
 
+def measure_worlds(
+    names: list[str],
+    run_one: Callable[[str, dict, Path], dict],
+    headline: Callable[[str, dict], str],
+    videos: int,
+    out: Path,
+    results_key: str,
+    script: str,
+) -> None:
+    """`run_one(name, params, scratch folder)` for each world, with params.yaml at `videos` videos;
+    prints each world's headline and writes every result, naming the script, to `out`."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from videor4.core.io import write_json
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["synthetic"]["n_videos"] = videos
+    work = Path(tempfile.mkdtemp(prefix="videor4-worlds-"))
+    results = {}
+    try:
+        for name in names:
+            results[name] = run_one(name, params, work)
+            print(headline(name, results[name]), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    document = {"script": script, "n_videos": videos, "world_check": params.get("world_check")}
+    write_json(out, {**document, results_key: results})
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=40)
@@ -94,27 +123,7 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/world_check_presets.json")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
-    from videor4.core.io import write_json
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["synthetic"]["n_videos"] = args.videos
-    work = Path(tempfile.mkdtemp(prefix="videor4-worldcheck-"))
-    results = {}
-    try:
-        for world in args.worlds:
-            results[world] = run_world(world, params, work)
-            print(_headline(world, results[world]), flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    out = {
-        "script": SCRIPT,
-        "n_videos": args.videos,
-        "world_check": params.get("world_check"),
-        "worlds": results,
-    }
-    write_json(args.out, out)
-    print(f"wrote {args.out}")
+    measure_worlds(args.worlds, run_world, _headline, args.videos, args.out, "worlds", SCRIPT)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
-import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from world_check_presets import measure_worlds
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "benchmarks/world_design.py"
@@ -259,27 +256,16 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/world_design.json")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
-    from videor4.core.io import write_json
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["synthetic"]["n_videos"] = args.videos
-    work = Path(tempfile.mkdtemp(prefix="videor4-worlddesign-"))
-    results, worlds = {}, {}
-    try:
-        for name in args.candidates:
-            results[name] = run_candidate(name, params, work, worlds)
-            print(_headline(name, results[name]), flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    out = {
-        "script": SCRIPT,
-        "n_videos": args.videos,
-        "world_check": params.get("world_check"),
-        "candidates": results,
-    }
-    write_json(args.out, out)
-    print(f"wrote {args.out}")
+    worlds: dict[str, Any] = {}  # generated worlds, shared by the candidates that draw the same one
+    measure_worlds(
+        args.candidates,
+        lambda name, params, work: run_candidate(name, params, work, worlds),
+        _headline,
+        args.videos,
+        args.out,
+        "candidates",
+        SCRIPT,
+    )
 
 
 if __name__ == "__main__":
