@@ -59,7 +59,7 @@ pipeline: setup
 	@echo "  $(VENV)/bin/video-r4 ask data/synthetic/videos/syn-00000.mp4 \"Which is larger: the number on the yellow scoreboard or the number on the orange price tag?\""
 
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # the quick benchmarks (benchmarks/README.md lists them all, with their cost)
 bench: setup
