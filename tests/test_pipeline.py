@@ -913,61 +913,87 @@ def test_stage_completes_without_mlflow_unless_tracking_is_strict(reproduced):
     assert "Traceback" not in done.stderr
 
 
+@contextlib.contextmanager
+def _workspace_restored(path: Path, env: dict):
+    """Put params.yaml, dvc.lock and the outputs back as they were after a test that re-trains stages
+    with other params, so every stage stays up to date for the tests after it: the cached outputs
+    come back from the cache, the uncached ones (metrics/) from their saved text."""
+    names = [
+        "params.yaml",
+        "dvc.lock",
+        *(str(m.relative_to(path)) for m in (path / "metrics").glob("*.json")),
+    ]
+    saved = {name: (path / name).read_text() for name in names}
+    try:
+        yield
+    finally:
+        for name, text in saved.items():
+            (path / name).write_text(text)
+        restored = _run(["dvc", "checkout", "--force"], path, env)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+
+
 def test_two_machines_and_two_processes_train_through_the_launch_path(reproduced):
     """Scale-out for real on one host: crp_sft as two machines of one process each (the head
     node under `dvc repro`, the other running the same stage command, both configured only by
     environment), then rl_c as two processes on one node under DeepSpeed ZeRO-2 from params."""
-    from conftest import free_port
-    from videor4.pipeline.lineage import dep_md5
+    path = reproduced[0]
+    with _workspace_restored(path, reproduced[1]):  # later tests commit the workspace: leave it as it was
+        from conftest import free_port
+        from videor4.pipeline.lineage import dep_md5
 
-    path, env, _ = reproduced
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    cluster = {
-        **env,
-        "VIDEOR4_NUM_PROCESSES": "2",
-        "VIDEOR4_NUM_MACHINES": "2",
-        "VIDEOR4_MAIN_PROCESS_IP": "127.0.0.1",
-        "VIDEOR4_MAIN_PROCESS_PORT": str(free_port()),
-    }
-    worker = subprocess.Popen(
-        _stage_cmd(path, "crp_sft"),
-        cwd=path,
-        env={**cluster, "VIDEOR4_MACHINE_RANK": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        head = _run(["dvc", "repro", "-f", "-s", "crp_sft"], path, {**cluster, "VIDEOR4_MACHINE_RANK": "0"})
-        worker_log, _ = worker.communicate(timeout=300)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-    assert head.returncode == 0, head.stdout + head.stderr
-    assert worker.returncode == 0, worker_log
-    assert "--num_machines 2 --machine_rank 1" in worker_log
-    m = json.loads((path / "metrics/crp_sft.json").read_text())
-    # 8 trajectories, batch 2 per process, 2 processes: 2 optimizer steps per epoch
-    assert (
-        _latest_run(path, "crp_sft").data.metrics["processes"] == 2
-        and m["steps"] == 2 * params["sft"]["crp"]["epochs"]
-    )
-    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]["crp_sft"]
-    recorded = next(o["md5"] for o in lock["outs"] if o["path"] == "models/crp_sft")
-    assert recorded == dep_md5(
-        path / "models/crp_sft", root=path
-    )  # DVC recorded what the two machines trained
+        path, env, _ = reproduced
+        params = yaml.safe_load((path / "params.yaml").read_text())
+        cluster = {
+            **env,
+            "VIDEOR4_NUM_PROCESSES": "2",
+            "VIDEOR4_NUM_MACHINES": "2",
+            "VIDEOR4_MAIN_PROCESS_IP": "127.0.0.1",
+            "VIDEOR4_MAIN_PROCESS_PORT": str(free_port()),
+        }
+        worker = subprocess.Popen(
+            _stage_cmd(path, "crp_sft"),
+            cwd=path,
+            env={**cluster, "VIDEOR4_MACHINE_RANK": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            head = _run(
+                ["dvc", "repro", "-f", "-s", "crp_sft"], path, {**cluster, "VIDEOR4_MACHINE_RANK": "0"}
+            )
+            worker_log, _ = worker.communicate(timeout=300)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert head.returncode == 0, head.stdout + head.stderr
+        assert worker.returncode == 0, worker_log
+        assert "--num_machines 2 --machine_rank 1" in worker_log
+        m = json.loads((path / "metrics/crp_sft.json").read_text())
+        # 8 trajectories, batch 2 per process, 2 processes: 2 optimizer steps per epoch
+        assert (
+            _latest_run(path, "crp_sft").data.metrics["processes"] == 2
+            and m["steps"] == 2 * params["sft"]["crp"]["epochs"]
+        )
+        lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]["crp_sft"]
+        recorded = next(o["md5"] for o in lock["outs"] if o["path"] == "models/crp_sft")
+        assert recorded == dep_md5(
+            path / "models/crp_sft", root=path
+        )  # DVC recorded what the two machines trained
 
-    params["rl"]["deepspeed"] = "configs/deepspeed/zero2.json"
-    params["rl"]["prompts_per_step"] = 1  # per process: two processes share the tiny build's 3 RL_c prompts
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    done = _run(["dvc", "repro", "-s", "rl_c"], path, {**env, "VIDEOR4_NUM_PROCESSES": "2"})
-    assert done.returncode == 0, done.stdout + done.stderr
-    m = json.loads((path / "metrics/rl_c.json").read_text())
-    latest = _latest_run(path, "rl_c")
-    assert latest.data.metrics["processes"] == 2 and m["steps"] == params["rl"]["rl_c"]["steps"]
-    assert latest.data.tags["launch.world_size"] == "2" and latest.info.status == "FINISHED"
+        params["rl"]["deepspeed"] = "configs/deepspeed/zero2.json"
+        params["rl"]["prompts_per_step"] = (
+            1  # per process: two processes share the tiny build's 3 RL_c prompts
+        )
+        (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        done = _run(["dvc", "repro", "-s", "rl_c"], path, {**env, "VIDEOR4_NUM_PROCESSES": "2"})
+        assert done.returncode == 0, done.stdout + done.stderr
+        m = json.loads((path / "metrics/rl_c.json").read_text())
+        latest = _latest_run(path, "rl_c")
+        assert latest.data.metrics["processes"] == 2 and m["steps"] == params["rl"]["rl_c"]["steps"]
+        assert latest.data.tags["launch.world_size"] == "2" and latest.info.status == "FINISHED"
 
 
 def test_pretrain_stage_trains_and_scores_held_out_renders(reproduced):
