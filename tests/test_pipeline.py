@@ -1047,9 +1047,9 @@ def test_queued_experiments_in_parallel_log_to_the_workspace_store(reproduced):
     under .dvc/tmp/exps, and each is a pipeline run of its own, with its stage children, in the
     workspace's MLflow store."""
     path, env, _ = reproduced
-    # queued experiments start from a commit: commit the workspace as the earlier tests left it (their
-    # params and the lock that matches them), so each experiment re-runs eval and figures only
-    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "run"]):
+    # queued experiments start from a commit: bring the workspace the earlier tests left up to date and
+    # commit it (their params and the lock that matches them), so each experiment re-runs eval and figures
+    for cmd in (["dvc", "repro"], ["git", "add", "-A"], ["git", "commit", "-qm", "run"]):
         assert _run(cmd, path, env).returncode == 0
     names = {"q-steps1": 1, "q-steps3": 3}
     for name, steps in names.items():
