@@ -11,7 +11,7 @@ import torch
 
 from conftest import SMALL_PARAMS
 from videor4.policy.encoding import IGNORE_INDEX, PolicyEncoder
-from videor4.policy.model import load_policy
+from videor4.policy.model import VISION_PLACEHOLDERS, load_policy
 from videor4.policy.rollout import RolloutEngine, RolloutSettings, start_group
 from videor4.rumination.tools import VisionConfig
 from videor4.rumination.trajectory import Trajectory, image_digest, replay
@@ -117,6 +117,31 @@ def test_trainer_logprobs_equal_the_sampling_time_logprobs(policy, samples):
         recorded = torch.tensor(r.logprobs[1:])[mask]
         assert torch.allclose(logps[mask], recorded, atol=2e-4), (logps[mask] - recorded).abs().max()
     assert IGNORE_INDEX == -100
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_the_policy_never_writes_a_vision_placeholder(policy, samples, temperature):
+    """Pixels enter only through observations: a sampled <|image_pad|> would ask the trainer's forward
+    pass for image features no image has.  Pushed to prefer it, the policy still never writes one."""
+    image_pad = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+
+    def prefer_image_pad(module, inputs, output):
+        output = output.clone()
+        output[..., image_pad] += 1e4
+        return output
+
+    hook = policy.model.lm_head.register_forward_hook(prefer_image_pad)
+    try:
+        eng = engine(policy, max_new_tokens=6, temperature=temperature)
+        rollouts = start_group(eng, samples[0], VISION, 2, 0)
+        eng.run(rollouts)
+    finally:
+        hook.remove()
+    placeholders = {policy.tokenizer.convert_tokens_to_ids(t) for t in VISION_PLACEHOLDERS}
+    assert len(placeholders) == 5 and image_pad in placeholders
+    for r in rollouts:
+        written = [t for t, m in zip(r.input_ids, r.completion_mask) if m]
+        assert written and not placeholders & set(written)
 
 
 def test_cached_turns_equal_a_full_recompute(policy, samples):

@@ -37,6 +37,8 @@ VIDEO_TOKEN = "<|video_pad|>"
 VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
 PAD_TOKEN = "<|endoftext|>"
+# tokens that stand for pixels: only an observation's encoding writes them, never the policy
+VISION_PLACEHOLDERS = (VISION_START, VISION_END, "<|vision_pad|>", IMAGE_TOKEN, VIDEO_TOKEN)
 
 # The Qwen2.5-VL special tokens, in Qwen's order.  `<tool_call>` / `</tool_call>`
 # are single tokens but not "special": they must survive decoding.

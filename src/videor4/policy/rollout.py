@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from videor4.core.params import fill, section
 from videor4.policy.encoding import IGNORE_INDEX, IMAGE_TYPE_ID, Encoded, EncodingError, PolicyEncoder
-from videor4.policy.model import END_OF_TURN
+from videor4.policy.model import END_OF_TURN, VISION_PLACEHOLDERS
 from videor4.rumination.protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ParsedTurn, count_boxed, parse_turn
 from videor4.rumination.tools import RuminationEnv
 
@@ -219,6 +219,13 @@ class RolloutEngine:
             for i in (tok.convert_tokens_to_ids(t) for t in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE))
             if isinstance(i, int) and i != tok.unk_token_id
         ]
+        # the vision placeholders belong to observations the env inserts: sampled, one would ask the
+        # trainer's forward pass for image features no image has ("tokens: 97, features: 96")
+        self.vision_token_ids = [
+            i
+            for i in (tok.convert_tokens_to_ids(t) for t in VISION_PLACEHOLDERS)
+            if isinstance(i, int) and i != tok.unk_token_id
+        ]
         self.stop_ids = [encoder.end_of_turn_id] + (
             [self.call_close_id] if isinstance(self.call_close_id, int) else []
         )
@@ -352,8 +359,7 @@ class RolloutEngine:
         banned = None
         if s.force_answer and self.tool_token_ids:
             banned = torch.tensor([len(r.ops) >= s.max_tool_calls for r in chunk], device=device)
-            first_logits = _ban(first_logits, banned, self.tool_token_ids)
-        tokens, logps = _sample(first_logits, s.temperature, s.top_p)
+        tokens, logps = _sample(*self._mask(first_logits, banned), s.temperature, s.top_p)
         ids = [[t] for t in tokens.tolist()]
         lps = [[lp] for lp in logps.tolist()]
         live = list(range(len(chunk)))  # batch row -> chunk index
@@ -389,15 +395,21 @@ class RolloutEngine:
                 past_key_values=cache,
                 use_cache=True,
             )
-            logits = out.logits[:, -1].float()
-            if banned is not None:
-                logits = _ban(logits, banned, self.tool_token_ids)
-            tokens, logps = _sample(logits, s.temperature, s.top_p)
+            tokens, logps = _sample(*self._mask(out.logits[:, -1].float(), banned), s.temperature, s.top_p)
             for i, t, lp in zip(live, tokens.tolist(), logps.tolist()):
                 ids[i].append(t)
                 lps[i].append(lp)
             step += 1
         return list(zip(ids, lps))
+
+    def _mask(self, logits, banned):
+        """(the logits to sample from, the logits to score the sample by): the tool-call tokens are
+        impossible in the rows `banned` marks, in both; the vision placeholders in the first only, so
+        the recorded log-probabilities stay what the trainer's forward pass recomputes."""
+        scored = _ban(logits, banned, self.tool_token_ids) if banned is not None else logits
+        if not self.vision_token_ids:
+            return scored, scored
+        return _ban(scored, slice(None), self.vision_token_ids), scored
 
     def force_turn(self, r: Rollout, text: str) -> Rollout:
         """Append an assistant turn that the policy did not write (masked from any loss) and act on it,
@@ -478,21 +490,22 @@ class RolloutEngine:
 
 
 def _ban(logits, rows, token_ids: list[int]):
-    """`logits` with `token_ids` impossible in the rows marked True."""
+    """`logits` with `token_ids` impossible in the rows marked True (or a slice of rows)."""
     logits = logits.clone()
     for token_id in token_ids:
         logits[rows, token_id] = float("-inf")
     return logits
 
 
-def _sample(logits, temperature: float, top_p: float):
+def _sample(logits, scored, temperature: float, top_p: float):
     """Tokens sampled from B × V logits at `temperature` within nucleus `top_p` (greedy at 0), and their
-    log-probabilities under the tempered distribution before the nucleus cut: what the trainer recomputes."""
+    log-probabilities under `scored`'s tempered distribution before the nucleus cut: what the trainer
+    recomputes."""
     import torch
 
     if temperature <= 0:
         tokens = logits.argmax(-1)
-        return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
+        return tokens, torch.log_softmax(scored, -1).gather(-1, tokens[:, None]).squeeze(-1)
     logp = torch.log_softmax(logits / temperature, -1)
     probs = logp.exp()
     if top_p < 1.0:
@@ -500,6 +513,8 @@ def _sample(logits, temperature: float, top_p: float):
         sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p > top_p, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     tokens = torch.multinomial(probs, 1).squeeze(-1)
+    if scored is not logits:
+        logp = torch.log_softmax(scored / temperature, -1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
