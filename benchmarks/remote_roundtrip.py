@@ -24,15 +24,11 @@ from pathlib import Path
 
 import yaml
 
+from videor4.core.launch import free_loopback_port
+
 ROOT = Path(__file__).resolve().parent.parent
 REMOTE = "bench-roundtrip"
 BUCKET = "bench-roundtrip"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def listening(port: int) -> bool:
@@ -78,7 +74,7 @@ def main() -> None:
         "AWS_DEFAULT_REGION": "us-east-1",
         "DVC_NO_ANALYTICS": "1",
     }
-    port = free_port()
+    port = free_loopback_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
     server = subprocess.Popen(

@@ -16,7 +16,7 @@ crop budget), and reports
   in a clipped frame (`vision.clip_max_pixels`) and in the crop: mean, min, max, by caption / panel;
 - `crop_tokens`: merged visual tokens (pixels / 784) of the crop;
 - `jitter_covered`: the share of crops, cut as perception pretraining cuts READ crops (the box jittered
-  by `perception.BOX_JITTER`, half of them rounded outward), that hold the whole text.
+  by `perception.read_box_jitter`, half of them rounded outward), that hold the whole text.
 """
 
 from __future__ import annotations
@@ -100,11 +100,11 @@ class CropItem:
 
 def _jittered_covers(env: Any, item: Any, box: list[float], rng: np.random.Generator) -> bool:
     """Whether a READ crop cut as perception pretraining cuts it holds the whole text."""
-    from videor4.data.perception import BOX_JITTER, OUTWARD_SHARE, _jitter
+    from videor4.data.perception import OUTWARD_SHARE, _jitter, read_box_jitter
     from videor4.rumination.protocol import ToolCall, outward_box
     from videor4.rumination.tools import region_pixels
 
-    jittered = _jitter(box, rng, BOX_JITTER)
+    jittered = _jitter(box, rng, read_box_jitter(env.vision))
     if rng.random() < OUTWARD_SHARE:
         jittered = outward_box(jittered, env.vision.box_step)
     pos = env.video.indices.index(item.frame)

@@ -120,11 +120,9 @@ def file_bytes(root: Path) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------- real servers the tests start (and stop)
 def free_port() -> int:
-    import socket
+    from videor4.core.launch import free_loopback_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_loopback_port()
 
 
 class Server:

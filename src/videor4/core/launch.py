@@ -99,16 +99,21 @@ def launch_settings(params: Mapping[str, Any], environ: Mapping[str, str] | None
     return settings
 
 
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def rendezvous_for_one_process() -> None:
     """Without a launcher (plain `python stages/...` under `dvc repro` or a DVC queue worker) DeepSpeed
     finds no RANK/MASTER_ADDR and goes looking for MPI; a world of one says so explicitly instead."""
     if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
         return  # a launcher set them
-    import socket
-
-    with socket.socket() as probe:  # a free loopback port for the one-process process group
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_loopback_port()  # for the one-process process group
     for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
         os.environ[name] = value
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")

@@ -90,6 +90,12 @@ BOX_JITTER = 0.03  # a model's box is not the ink box: READ crops are cut around
 OUTWARD_SHARE = 0.5  # of READ crops cut around the jittered box rounded outward to vision.box_step
 
 
+def read_box_jitter(vision: VisionConfig) -> float:
+    """How far a READ crop's box may stray from the ink box: BOX_JITTER, but at most half the crop
+    margin, since a box off by more would cut the text out of a tight crop."""
+    return min(BOX_JITTER, vision.crop_margin / 2)
+
+
 @dataclass
 class PerceptionExample:
     task: str
@@ -210,8 +216,7 @@ def crop_example(
     multiple_choice: bool = False,
 ) -> PerceptionExample:
     env = RuminationEnv(_still(scene), vision)
-    # a box off by more than half the margin would cut the text out of a tight crop
-    box = _jitter(target.box, rng, min(BOX_JITTER, vision.crop_margin / 2))
+    box = _jitter(target.box, rng, read_box_jitter(vision))
     if (
         rng.random() < OUTWARD_SHARE
     ):  # as the policy writes it: rounded outward, so a wider crop and smaller glyphs
