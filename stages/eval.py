@@ -13,6 +13,8 @@ the test-time scaling curve (accuracy as the allowed rumination steps grow from 
 `eval.max_steps`) and tool use, with `videor4.evaluation`; every number with its n and
 95 % interval, and paired comparisons: rumination vs single pass per checkpoint, and each
 stage vs the checkpoint it was trained from (`curriculum.crp_sft_init` for CRP-SFT).
+Scoring test with no `eval.best_checkpoint`, it first picks the headline's rumination checkpoint
+on the val split (samples_val.jsonl beside the test file), so that test does not choose.
 Writes the headline metrics (Acc / ANLS per checkpoint and mode: what `dvc exp show` leads
 with), the full metrics, the two plots, the paper-style table (linking the figures stage's PNGs)
 and the per-question predictions with their trajectories.
@@ -65,16 +67,17 @@ def main() -> None:
             print(f"eval: {result.name} done in {result.seconds:.0f} s", file=sys.stderr)
 
         with one_line_errors(STAGE, ModelLoadError, VideoError, ValueError):
+            choice = evaluation.choose_best(plan, progress_bar)  # on val, before test is scored
             results = evaluation.evaluate_all(plan, progress_bar, on_result=finished)
         with one_line_errors(STAGE):  # two runs not aligned by sample id
-            comparisons = evaluation.compare(results, plan)
+            comparisons = evaluation.compare(results, plan, choice)
         md5s = {name: lineage[f"checkpoint.{name}.md5"] for name in plan.checkpoints}
         table = evaluation.eval_table(results, plan, comparisons, md5s)
         outputs = (args.predictions, args.table, args.scaling, args.accuracy)
         evaluation.write_eval_outputs(results, plan, table, *outputs)
         run.log_text(table, "eval_table.md")
         run.log_artifact(args.predictions, "predictions")
-        headline, metrics = evaluation.eval_summaries(results, plan, comparisons)
+        headline, metrics = evaluation.eval_summaries(results, plan, comparisons, choice)
         write_json(args.headline, headline)
         metrics["seconds"] = time.time() - started
         write_metrics(args.metrics, metrics)

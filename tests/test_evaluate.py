@@ -16,6 +16,7 @@ from videor4.core.scoring import score_answer
 from videor4.data.sources.mcvqa import load_mcvqa
 from videor4.evaluation.evaluate import (
     BEST_VS_DIRECT,
+    CHOSEN_ON_VAL,
     CheckpointResult,
     EvalDataError,
     EvalSet,
@@ -482,6 +483,11 @@ def test_the_best_rumination_checkpoint_is_paired_against_the_direct_single_pass
         1.0,
     )
     assert "fixed by eval.best_checkpoint" in paper_table(results, sets, 1, comparisons=fixed)
+    on_val = paired_comparisons(results, sets, {}, resamples=50, best="rl_d", chosen_by=CHOSEN_ON_VAL)
+    assert on_val["synth"][BEST_VS_DIRECT]["chosen_by"] == CHOSEN_ON_VAL
+    assert "on the val split, chosen before this split was scored" in paper_table(
+        results, sets, 1, comparisons=on_val
+    )
     without_direct = [r for r in results if r.name != "direct_sft"]
     assert BEST_VS_DIRECT not in paired_comparisons(without_direct, sets, {}, resamples=50)["synth"]
 
@@ -531,6 +537,31 @@ def test_a_build_folder_resolves_to_the_split_and_a_file_is_scored_as_it_is(smal
         held_out_file(tmp_path, "val")
     with pytest.raises(ValueError, match="eval.split 'train'"):
         held_out_file(small_built, "train")
+
+
+def test_scoring_test_picks_the_headline_checkpoint_on_val_first(tiny_dir, small_built, tmp_path):
+    """Test must not both choose the best rumination checkpoint and judge it: with no
+    eval.best_checkpoint, the stage scores the rumination-trained checkpoints on val and picks there."""
+    from videor4.core.io import read_jsonl
+    from videor4.evaluation.stage import choose_best, eval_plan
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("direct_sft", "drp_sft", "rl_d"):
+        (models / name).symlink_to(tiny_dir, target_is_directory=True)
+    base_eval = {**(SMALL_PARAMS.get("eval") or {}), "checkpoints": ["direct_sft", "drp_sft", "rl_d"]}
+    params = {**SMALL_PARAMS, "eval": {**base_eval, "max_questions": 3, "split": "test"}}
+    plan = eval_plan(params, models, small_built)
+    val_ids = [r["sample_id"] for r in read_jsonl(small_built / "samples_val.jsonl")][:3]
+    assert plan.choice_set is not None and [r["sample_id"] for r in plan.choice_set.rows] == val_ids
+    choice = choose_best(plan)
+    assert choice.chosen_by == CHOSEN_ON_VAL and set(choice.val) == {"drp_sft", "rl_d"}
+    assert choice.best == "drp_sft"  # the same weights: a tie goes to the earliest
+    assert all(cell["n"] == 3 for cell in choice.val.values())
+    fixed = eval_plan({**params, "eval": {**params["eval"], "best_checkpoint": "rl_d"}}, models, small_built)
+    assert fixed.choice_set is None and choose_best(fixed).best == "rl_d"
+    on_val = eval_plan({**params, "eval": {**params["eval"], "split": "val"}}, models, small_built)
+    assert on_val.choice_set is None and choose_best(on_val).best is None  # val both chooses and judges
 
 
 def test_the_metrics_table_and_figures_name_the_split_they_scored():

@@ -551,15 +551,23 @@ def _paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], resamples:
     }
 
 
+CHOSEN_ON_VAL = "best rumination Acc on val"  # how eval picks the headline checkpoint when it scores test
+
+
 def best_vs_direct(
-    results: Sequence[CheckpointResult], set_name: str, resamples: int = RESAMPLES, best: str | None = None
+    results: Sequence[CheckpointResult],
+    set_name: str,
+    resamples: int = RESAMPLES,
+    best: str | None = None,
+    chosen_by: str = "eval.best_checkpoint",
 ) -> dict[str, Any] | None:
     """The headline pair: rumination at the best rumination-trained checkpoint - direct_sft's single
     pass, question by question.  That a trained single pass is the baseline keeps "rumination beats
     single pass" from restating that a tool-trained checkpoint leaves its tool-less answers empty.
 
-    `best` (eval.best_checkpoint) fixes the checkpoint; None picks the best rumination Acc on this
-    same set, which favours rumination (the set both chooses and judges).  None when direct_sft or
+    `best` fixes the checkpoint (eval.best_checkpoint, or the choice made on val: `chosen_by` says
+    which); None picks the best rumination Acc on this same set, which favours rumination (the set
+    both chooses and judges).  None when direct_sft or
     every candidate was not evaluated.  {best, chosen_by, acc, anls}, each metric a paired leaf."""
     by_name = {r.name: r for r in results}
     candidates = [r for r in results if r.name in RUMINATION_TRAINED and best in (None, r.name)]
@@ -568,7 +576,7 @@ def best_vs_direct(
     top = max(candidates, key=lambda r: r.summaries[set_name][RUMINATION]["acc"])  # ties: the earliest
     rumination = top.predictions[set_name][RUMINATION]
     single = by_name[DIRECT].predictions[set_name][SINGLE_PASS]
-    chosen_by = "eval.best_checkpoint" if best is not None else "best rumination Acc on this split"
+    chosen_by = chosen_by if best is not None else "best rumination Acc on this split"
     return {"best": top.name, "chosen_by": chosen_by, **_paired(rumination, single, resamples)}
 
 
@@ -578,6 +586,7 @@ def paired_comparisons(
     inits: Mapping[str, str],
     resamples: int = RESAMPLES,
     best: str | None = None,
+    chosen_by: str = "eval.best_checkpoint",
 ) -> dict[str, Any]:
     """Per eval set: the best rumination checkpoint - direct_sft's single pass (`best_vs_direct`),
     rumination - single pass for every checkpoint, and every stage - its init (`inits`, e.g.
@@ -592,7 +601,7 @@ def paired_comparisons(
     out: dict[str, Any] = {}
     for s in sets:
         modes = {r.name: r.predictions[s.name] for r in results}
-        headline = best_vs_direct(results, s.name, resamples, best)
+        headline = best_vs_direct(results, s.name, resamples, best, chosen_by)
         out[s.name] = {BEST_VS_DIRECT: headline} if headline is not None else {}
         out[s.name] |= {
             "rumination_vs_single_pass": {
@@ -742,13 +751,16 @@ def _best_vs_direct_note(pairs: Sequence[Mapping[str, Any]]) -> list[str]:
     """What the headline rows compare and how their checkpoint was picked (none without them)."""
     if not pairs:
         return []
-    fixed = all(p["chosen_by"] == "eval.best_checkpoint" for p in pairs)
-    how = (
-        "fixed by eval.best_checkpoint"
-        if fixed
-        else "the best rumination Acc, chosen on this same split (which favours rumination; pass a "
-        "choice made on val as eval.best_checkpoint)"
-    )
+    chosen = {p["chosen_by"] for p in pairs}
+    if chosen == {"eval.best_checkpoint"}:
+        how = "fixed by eval.best_checkpoint"
+    elif chosen == {CHOSEN_ON_VAL}:
+        how = "the one with the best rumination Acc on the val split, chosen before this split was scored"
+    else:
+        how = (
+            "the best rumination Acc, chosen on this same split (which favours rumination; pass a "
+            "choice made on val as eval.best_checkpoint)"
+        )
     return [
         f'"(best) - {DIRECT}": rumination at the best of {", ".join(RUMINATION_TRAINED)} against '
         f"{DIRECT}'s single pass (trained to answer without tools); the checkpoint is {how}.",

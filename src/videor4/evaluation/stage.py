@@ -9,7 +9,7 @@ holds at call time is what runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class EvalPlan:
     max_images: int
     sets: list[EvalSet]
     checkpoints: dict[str, Path]  # name -> folder, in `eval.checkpoints` order
+    # the val split, when eval scores test and no eval.best_checkpoint is set: it picks the headline's
+    # rumination checkpoint before test is scored, so that test does not both choose and judge
+    choice_set: EvalSet | None = None
 
     def missing(self) -> list[str]:
         """The checkpoint folders that do not exist."""
@@ -49,7 +52,47 @@ def eval_plan(params: dict[str, Any], models: Path, held_out: str | Path | None)
     max_images = rollout_limits(params).max_images
     sets = evaluate.load_eval_sets(settings, held_out)
     checkpoints = {name: models / name for name in settings.checkpoints}
-    return EvalPlan(settings, inits, vision, max_images, sets, checkpoints)
+    choice_set = None
+    if settings.split == "test" and settings.best_checkpoint is None and held_out is not None:
+        val = Path(held_out) / "samples_val.jsonl"
+        if Path(held_out).is_dir() and val.is_file():
+            (choice_set,) = evaluate.load_eval_sets(replace(settings, sets={}), val)
+    return EvalPlan(settings, inits, vision, max_images, sets, checkpoints, choice_set)
+
+
+@dataclass
+class BestChoice:
+    """The headline's rumination checkpoint and how it was picked; `val` holds each candidate's
+    rumination Acc / ANLS cell on the val split when it was picked there."""
+
+    best: str | None
+    chosen_by: str
+    val: dict[str, dict[str, Any]]
+
+
+def choose_best(
+    plan: EvalPlan, progress: Callable[[str, int], Callable[[int], None]] | None = None
+) -> BestChoice:
+    """eval.best_checkpoint when set; else, when the plan has the val split, the rumination-trained
+    checkpoint with the best rumination Acc there (ties: the earliest); else none (the scored split's
+    best)."""
+    settings = plan.settings
+    if settings.best_checkpoint is not None:
+        return BestChoice(settings.best_checkpoint, "eval.best_checkpoint", {})
+    if plan.choice_set is None:
+        return BestChoice(None, "best rumination Acc on this split", {})
+    val, cells = plan.choice_set, {}
+    for name, path in plan.checkpoints.items():
+        if name not in evaluate.RUMINATION_TRAINED:
+            continue
+        bar = progress(f"choose on val · {name}", len(val.rows)) if progress else None
+        cells[name], _ = evaluate.evaluate_mode(
+            path, val, evaluate.RUMINATION, plan.vision, settings, plan.max_images, bar
+        )
+    if not cells:
+        return BestChoice(None, "best rumination Acc on this split", {})
+    best = max(cells, key=lambda name: cells[name]["acc"])
+    return BestChoice(best, evaluate.CHOSEN_ON_VAL, cells)
 
 
 def evaluate_all(
@@ -85,12 +128,12 @@ def scaling_bands(
             yield band, point["steps"]
 
 
-def compare(results: Sequence[CheckpointResult], plan: EvalPlan) -> dict[str, Any]:
-    """The paired comparisons: the best rumination checkpoint (or `eval.best_checkpoint`) vs direct_sft's
-    single pass, rumination vs single pass per checkpoint, each stage vs its init."""
-    settings = plan.settings
+def compare(results: Sequence[CheckpointResult], plan: EvalPlan, choice: BestChoice) -> dict[str, Any]:
+    """The paired comparisons: the best rumination checkpoint (`choice`) vs direct_sft's single pass,
+    rumination vs single pass per checkpoint, each stage vs its init."""
+    resamples = plan.settings.bootstrap_resamples
     return evaluate.paired_comparisons(
-        results, plan.sets, plan.inits, settings.bootstrap_resamples, settings.best_checkpoint
+        results, plan.sets, plan.inits, resamples, choice.best, choice.chosen_by
     )
 
 
@@ -147,10 +190,21 @@ def write_eval_outputs(
 
 
 def eval_summaries(
-    results: Sequence[CheckpointResult], plan: EvalPlan, comparisons: Mapping[str, Any]
+    results: Sequence[CheckpointResult],
+    plan: EvalPlan,
+    comparisons: Mapping[str, Any],
+    choice: BestChoice | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the headline metrics: the split, Acc and ANLS per set, checkpoint and mode, and the best
-    rumination checkpoint vs direct_sft's single pass; the full metrics, the split first)."""
+    rumination checkpoint vs direct_sft's single pass; the full metrics, the split first, with how
+    the best checkpoint was chosen)."""
     split, max_steps = plan.settings.split, plan.settings.max_steps
     headline = evaluate.headline_metrics(results, plan.sets, comparisons, split)
-    return headline, evaluate.eval_metrics(results, plan.sets, max_steps, comparisons, split)
+    metrics = evaluate.eval_metrics(results, plan.sets, max_steps, comparisons, split)
+    if choice is not None:
+        metrics["best_checkpoint_choice"] = {
+            "best": choice.best,
+            "chosen_by": choice.chosen_by,
+            "val_rumination": choice.val,
+        }
+    return headline, metrics
