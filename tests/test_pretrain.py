@@ -110,6 +110,21 @@ def test_read_rows_point_each_character_at_its_slot(encoder):
     assert (batch["colour_labels"] == IGNORE_INDEX).all() and (batch["glyph_labels"] != IGNORE_INDEX).all()
 
 
+def test_low_res_read_rows_are_taught_like_crop_read_on_the_first_look(encoder):
+    """The trained low-res reader (benchmarks/lowres_read.py) gets crop READ's recipe: its characters
+    point at their slots in the frame as first shown, with glyph labels where that grid has them."""
+    _, batch = _collate(encoder, {"read_lowres": 1.0}, range(2))
+    for row, index in enumerate(range(2)):
+        example = make_example("read_lowres", WORLD, VISION, 0, TRAIN_STREAM, index)
+        assert example.task == "read_lowres" and example.messages[-1]["content"].startswith(
+            f'It reads "{example.answer}".'
+        )
+        assert batch["attend_read"][row].any()  # each character attends to its slots, as in crop READ
+    assert pretrain_settings({"pretrain": {"tasks": {"read_lowres": 0.7, "locate": 0.3}}}).tasks[
+        "read_lowres"
+    ]
+
+
 def test_attention_loss_is_low_only_when_the_taught_heads_look_at_their_targets():
     length = 5
     targets = {name: torch.zeros((1, length, length), dtype=torch.bool) for name in ATTENTION_HEADS}

@@ -70,9 +70,16 @@ from videor4.rumination.protocol import (
 from videor4.rumination.tools import RuminationEnv, VisionConfig, region_pixels
 from videor4.rumination.video import PATCH_FACTOR, VideoFrames, resize_to_budget
 
-TASKS = ("read", "read_mc", "read_clip", "locate", "locate_clip")
+# read_lowres (the text asked of the frame as first shown) is trained only to measure what the view
+# gives away: a reader with crop READ's recipe and budget (benchmarks/lowres_read.py)
+TASKS = ("read", "read_mc", "read_clip", "read_lowres", "locate", "locate_clip")
 HELD_OUT_TASKS = ("read", "read_lowres", "read_mc", "read_clip", "locate", "locate_clip")
-READ_TASKS = ("read", "read_mc", "read_clip")  # their answers read the asked text's characters off the image
+READ_TASKS = (
+    "read",
+    "read_mc",
+    "read_clip",
+    "read_lowres",
+)  # their answers read the asked text's characters off the image
 LOCATE_TASKS = ("locate", "locate_clip")  # their answers give the asked text's box
 TRAIN_STREAM = 7_000_001  # seed streams: (seed, stream, index); videos use (seed, index)
 HELD_OUT_STREAM = 7_000_002
