@@ -111,3 +111,24 @@ def test_hidden_scenes_box_their_glyphs_in_their_own_font() -> None:
         assert y2 - y1 <= 10  # ~8 px digits: under 2 px of the 84x56 view
         for _, (a, b, c, d) in t.glyphs:  # each glyph inside the text's ink box (rounded to pixels)
             assert x1 - 1 <= a and c <= x2 + 1 and y1 - 1 <= b and d <= y2 + 1
+
+
+def test_the_shipped_world_and_crop_settings_teach_every_read_crop():
+    """READ on the default world: the crop tool takes every text's box as pretraining cuts it (the
+    smallest codes, widened by the tight margin, are ~28 px tall: a 28 px minimum side refused 13 %)."""
+    import yaml
+
+    from videor4.data.perception import HELD_OUT_STREAM, make_example
+    from videor4.data.synthetic import synthetic_config
+    from videor4.rumination.tools import vision_config
+
+    params = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
+    world, vision = synthetic_config(params), vision_config(params)
+    assert world.preset == "hidden"
+    for i in range(120):
+        example = make_example("read", world, vision, 0, HELD_OUT_STREAM, i)
+        assert example.answer and example.task == "read"
+    too_strict = dataclasses.replace(vision, min_crop_side=28)
+    with pytest.raises(ValueError, match="the crop tool refuses the text's own box: crop region too small"):
+        for i in range(120):
+            make_example("read", world, too_strict, 0, HELD_OUT_STREAM, i)

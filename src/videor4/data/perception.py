@@ -233,6 +233,8 @@ def crop_example(
         obs = env.execute(
             ToolCall("cropping", {"target_image": 1, "bbox_2d": [round(v, 2) for v in target.box]})
         )
+    if not obs.ok:  # a world whose texts are smaller than the tool's smallest crop cannot be taught
+        raise ValueError(f"READ example: the crop tool refuses the text's own box: {obs.error}")
     image = obs.images[0]
     h, w = scene.frame.shape[:2]
     px = region_pixels(obs.regions[0][1], w, h)
