@@ -71,7 +71,7 @@ def test_every_section_of_the_shipped_params_fills_its_dataclass():
     reward_config(PARAMS)
     eval_settings(PARAMS)
     assert pretrain_settings(PARAMS).tasks["read"] > 0
-    assert synthetic_config(PARAMS).preset == "hidden"
+    assert synthetic_config(PARAMS).preset == "readable"
     assert curriculum_inits(PARAMS)["crp_sft"] == "rl_d"
     for which in ("drp", "crp"):
         sft_settings(PARAMS, which)

@@ -192,7 +192,7 @@ class SyntheticConfig:
     mc_fraction: float = 0.25  # fraction of questions turned into 4-option multiple choice
     seed: int = 0
     workers: int = 0  # processes drawing videos; 0 = one per core.  The bytes do not depend on it
-    preset: str = "hidden"  # hidden | readable | legacy: how text and panels are drawn (STYLES)
+    preset: str = "readable"  # readable | hidden | legacy: how text and panels are drawn (STYLES)
 
     def __post_init__(self) -> None:
         if self.preset not in STYLES:
