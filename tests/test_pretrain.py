@@ -149,6 +149,6 @@ def test_continuation_loss_counts_only_the_labelled_tokens_next_token_shifted():
     with torch.no_grad():
         lm_head.weight.copy_(torch.eye(3) * 20.0)
     labels = torch.tensor([[IGNORE_INDEX, 2, IGNORE_INDEX, IGNORE_INDEX]])
-    assert float(continuation_loss(hidden, labels, lm_head).detach().detach()) < 1e-3
+    assert float(continuation_loss(hidden, labels, lm_head).detach()) < 1e-3
     wrong = torch.tensor([[IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX]])
     assert float(continuation_loss(hidden, wrong, lm_head).detach()) > 10
