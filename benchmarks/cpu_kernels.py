@@ -37,31 +37,27 @@ def scratch_params(level: str, steps: int, work: Path) -> dict:
     return params
 
 
-def run_stage(level: str, steps: int, work: Path) -> dict:
-    work.mkdir(parents=True)
+def run_pretrain_stage(params: dict, base: Path, work: Path, label: str) -> float:
+    """Seconds of one run of the pretrain stage's own script from `base` with `params`, in `work`
+    (its params.yaml, dvc.yaml, outputs under work/pretrain and work/metrics.json); a failure ends
+    the benchmark with the stage's last line (its stderr's tail first)."""
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
-    (work / "params.yaml").write_text(yaml.safe_dump(scratch_params(level, steps, work), sort_keys=False))
-    out = work / "pretrain"
-    cmd = [
-        sys.executable,
-        str(ROOT / "stages/pretrain.py"),
-        "pretrain",
-        "--init",
-        str(ROOT / "models/base"),
-        "--out",
-        str(out),
-        "--metrics",
-        str(work / "metrics.json"),
-        "--curve",
-        str(work / "curve.json"),
-        "--held-out-report",
-        str(work / "held_out.jsonl"),
-    ]
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cmd = [sys.executable, str(ROOT / "stages/pretrain.py"), "pretrain", "--init", str(base)]
+    cmd += ["--out", str(work / "pretrain"), "--metrics", str(work / "metrics.json")]
+    cmd += ["--curve", str(work / "curve.json"), "--held-out-report", str(work / "held_out.jsonl")]
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"pretrain ({level}) failed: {done.stderr.strip().splitlines()[-1:]}")
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"pretrain ({label}) failed: {done.stderr.strip().splitlines()[-1:]}")
+    return time.perf_counter() - started
+
+
+def run_stage(level: str, steps: int, work: Path) -> dict:
+    work.mkdir(parents=True)
+    seconds = run_pretrain_stage(scratch_params(level, steps, work), ROOT / "models/base", work, level)
+    out = work / "pretrain"
     return {
         "level": level,
         "seconds": round(seconds, 1),

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from cpu_kernels import run_pretrain_stage  # benchmarks/: the pretrain stage's script in a scratch folder
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("read_acc", "read_lowres_acc", "locate_cover", "read_clip_acc")
@@ -55,18 +52,8 @@ def scratch_params(work: Path, kernels: str, steps: int | None) -> dict:
 
 
 def run(base: Path, work: Path, kernels: str, steps: int | None) -> tuple[dict, float]:
-    shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
-    params = scratch_params(work, kernels, steps)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    cmd = [sys.executable, str(ROOT / "stages/pretrain.py"), "pretrain", "--init", str(base)]
-    cmd += ["--out", str(work / "pretrain"), "--metrics", str(work / "metrics.json")]
-    cmd += ["--curve", str(work / "curve.json"), "--held-out-report", str(work / "held_out.jsonl")]
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"pretrain (read_lowres) failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads((work / "metrics.json").read_text()), time.perf_counter() - started
+    seconds = run_pretrain_stage(scratch_params(work, kernels, steps), base, work, "read_lowres")
+    return json.loads((work / "metrics.json").read_text()), seconds
 
 
 def cell(metrics: dict, key: str) -> dict | None:
