@@ -2,7 +2,7 @@
 with and without the curiosity reward, each run scored by its own eval stage.
 
     python benchmarks/seed_sweep.py [--seeds 0 1 2] [--no-ablation] [--split test|val] [--jobs N]
-        [--repo DIR] [--reuse] [--timeout-h H] [--out benchmarks/results/seed_sweep.json]
+        [--repo DIR] [--reuse [--baseline REV]] [--timeout-h H] [--out benchmarks/results/seed_sweep.json]
 
 Run it in a repository whose `dvc repro` is up to date.  Every run but the workspace's own is a
 queued DVC experiment (`dvc exp run --queue -n seed1 -S train_seed=1`, `-n nocur-seed1 -S
@@ -175,6 +175,11 @@ def main() -> None:
     ap.set_defaults(split="test")  # the final measurement; nothing is chosen from it (see above)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--no-ablation", dest="ablation", action="store_false", help="skip lambda_cur=0.0")
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="with --reuse: the commit the experiments were queued from, when HEAD has moved on since",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/seed_sweep.json")
     args = ap.parse_args()
     repo = args.repo.resolve()
@@ -183,7 +188,11 @@ def main() -> None:
     runs = plan(workspace, args.seeds, args.ablation, args.split)
     queued = {name: changes for name, changes in runs.values() if name}
     started = time.perf_counter()
-    experiments = run_queued(repo, queued, args.jobs, args.timeout_h, args.reuse) if queued else {}
+    experiments = (
+        run_queued(repo, queued, args.jobs, args.timeout_h, args.reuse, baseline=args.baseline)
+        if queued
+        else {}
+    )
     seconds = time.perf_counter() - started
     read = {
         key: one_run(reader(repo, experiments[name].rev if name else None), args.split)
@@ -199,6 +208,7 @@ def main() -> None:
             f"{s}{' no curiosity' if a else ''}": name or "workspace" for (s, a), (name, _) in runs.items()
         },
         "revs": {name: experiments[name].rev for name in queued},
+        "baseline": args.baseline or "HEAD",
         "queue_seconds": seconds,
         "runs": {
             str(s): {k: v for k, v in r.items() if k != "records"} for s, r in zip(args.seeds, main_runs)

@@ -225,11 +225,13 @@ class Experiment:
     metrics: dict  # {metrics file: its data}
 
 
-def shown_experiments(repo: Path) -> dict[str, Experiment]:
-    """The experiments `dvc exp show --json` lists (those of the workspace's baseline), by name."""
+def shown_experiments(repo: Path, baseline: str | None = None) -> dict[str, Experiment]:
+    """The experiments `dvc exp show --json` lists, by name: those of the workspace's commit, or of
+    `baseline` (the commit they were queued from, when the workspace has moved on since)."""
     found = {}
-    for baseline in json.loads(dvc(repo, "exp", "show", "--json").stdout):
-        for group in baseline.get("experiments") or []:
+    rev = ["--rev", baseline] if baseline else []
+    for commit in json.loads(dvc(repo, "exp", "show", "--json", *rev).stdout):
+        for group in commit.get("experiments") or []:
             for exp in group.get("revs") or []:
                 data = exp.get("data") or {}
                 if exp.get("name") and not exp.get("error"):
@@ -351,16 +353,18 @@ def run_queued(
     reuse: bool = False,
     poll: float = 15.0,
     always_reuse: Iterable[str] = (),
+    baseline: str | None = None,
 ) -> dict[str, Experiment]:
     """Run each {experiment name: {param key: value}} as a queued experiment and return them as
     `dvc exp show` lists them.  An experiment of that name that exists already is read back as it
     is with `reuse`, else it is an error (`dvc exp remove NAME` removes it).  Exits when an
     experiment fails (`dvc queue logs NAME` says why) or the queue runs past `timeout_h` (this
     call's experiments killed or taken off the queue, as on Ctrl-C or SIGTERM).  The experiments
-    `always_reuse` names (a reference experiment) are read back when they exist, whatever `reuse`."""
+    `always_reuse` names (a reference experiment) are read back when they exist, whatever `reuse`;
+    `baseline`: the commit existing experiments were queued from (default: the workspace's)."""
     before = git_status(repo)
     tasks, workers_before = queue_status(repo)
-    clash = _existing(variants, shown_experiments(repo), tasks, reuse, always_reuse)
+    clash = _existing(variants, shown_experiments(repo, baseline), tasks, reuse, always_reuse)
     todo = {n: changes for n, changes in variants.items() if n not in clash}
     waiting = [n for n in variants if n in todo or tasks.get(n) in ("Queued", "Running")]
     if waiting:
@@ -393,7 +397,7 @@ def run_queued(
             f"queue: {len(waiting)} experiment(s) in {time.perf_counter() - started:.0f} s", file=sys.stderr
         )
     check_unchanged(repo, before)
-    shown = shown_experiments(repo)
+    shown = shown_experiments(repo, baseline)
     missing = sorted(set(variants) - set(shown))
     if missing:
         raise SystemExit(f"dvc exp show does not list {missing}")
