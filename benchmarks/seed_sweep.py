@@ -48,7 +48,7 @@ from trial_repo import (  # noqa: E402
     run_queued,
 )
 
-from videor4.core.statistics import wilson  # noqa: E402
+from videor4.core.statistics import format_p, wilson  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUMINATING = ("drp_sft", "rl_d", "crp_sft", "rl_c")
@@ -127,7 +127,7 @@ def pct(x: float) -> str:
 
 def diff_text(d: dict) -> str:
     low, high = d["ci95"]
-    return f"{100 * d['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}], p {d['p']:.3f}"
+    return f"{100 * d['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}], p {format_p(d['p'])}"
 
 
 def print_table(result: dict) -> None:
