@@ -93,6 +93,7 @@ def one_run(fs, split: str) -> dict:
     return {
         "records": records,
         "best": choice["best"],
+        "chance_multiple_choice": metrics["chance_multiple_choice"]["synthetic"],
         "val_rumination": {c: v["acc"] for c, v in choice.get("val_rumination", {}).items()},
         "acc": {c: cell(r) for c, r in records.items()},
         "direct_single_pass_by_format": {
@@ -160,6 +161,13 @@ def print_table(result: dict) -> None:
         f"pick − direct {diff_text(across['best_minus_direct_paired'])}; "
         f"rl_d − drp_sft {diff_text(across['rl_d_minus_drp_sft_paired'])}"
     )
+    by_format = across["direct_single_pass_by_format"]
+    print(
+        f"{DIRECT} single pass by format, mean ± sd over seeds: multiple choice "
+        f"{pct(by_format['multiple_choice']['mean'])} ± {pct(by_format['multiple_choice']['sd'])} "
+        f"(chance {pct(result['chance_multiple_choice'])}), open {pct(by_format['open']['mean'])} ± "
+        f"{pct(by_format['open']['sd'])}"
+    )
     if "curiosity" in result:
         print("\n| seed | " + " | ".join(f"{c}: without − with curiosity" for c in ABLATED) + " |")
         print("|---|" + "---:|" * len(ABLATED))
@@ -204,6 +212,7 @@ def main() -> None:
         "split": args.split,
         "seeds": args.seeds,
         "n_questions": main_runs[0]["acc"][DIRECT]["n"],
+        "chance_multiple_choice": main_runs[0]["chance_multiple_choice"],
         "runs_from": {
             f"{s}{' no curiosity' if a else ''}": name or "workspace" for (s, a), (name, _) in runs.items()
         },
@@ -219,6 +228,10 @@ def main() -> None:
         "acc": {c: spread([r["acc"][c]["acc"] for r in main_runs]) for c in (*RUMINATING, DIRECT)},
         "best_minus_direct": spread([r["best_minus_direct"]["difference"] for r in main_runs]),
         "rl_d_minus_drp_sft": spread([r["rl_d_minus_drp_sft"]["difference"] for r in main_runs]),
+        "direct_single_pass_by_format": {
+            f: spread([r["direct_single_pass_by_format"][f] for r in main_runs])
+            for f in ("multiple_choice", "open")
+        },
         "best_minus_direct_paired": paired(
             seed_averaged(picked), seed_averaged([r["records"][DIRECT] for r in main_runs])
         ),
