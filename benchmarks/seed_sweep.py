@@ -122,6 +122,60 @@ def seed_averaged(runs: list[dict[str, dict]]) -> dict[str, dict]:
     return {i: {"acc": statistics.fmean(r[i]["acc"] for r in runs)} for i in ids}
 
 
+def across_seeds(runs: list[dict]) -> dict:
+    """Each figure's spread over the seeds' runs, and the paired tests on seed-averaged scores."""
+    picked = [{i: r["records"][r["best"]][i] for i in r["records"][DIRECT]} for r in runs]
+    return {
+        "acc": {c: spread([r["acc"][c]["acc"] for r in runs]) for c in (*RUMINATING, DIRECT)},
+        "best_minus_direct": spread([r["best_minus_direct"]["difference"] for r in runs]),
+        "rl_d_minus_drp_sft": spread([r["rl_d_minus_drp_sft"]["difference"] for r in runs]),
+        "direct_single_pass_by_format": {
+            f: spread([r["direct_single_pass_by_format"][f] for r in runs])
+            for f in ("multiple_choice", "open")
+        },
+        "best_minus_direct_paired": paired(
+            seed_averaged(picked), seed_averaged([r["records"][DIRECT] for r in runs])
+        ),
+        "rl_d_minus_drp_sft_paired": paired(
+            seed_averaged([r["records"]["rl_d"] for r in runs]),
+            seed_averaged([r["records"]["drp_sft"] for r in runs]),
+        ),
+    }
+
+
+def curiosity(read: dict[tuple[int, bool], dict], seeds: list[int]) -> dict:
+    """Without - with the curiosity reward, per seed and on seed-averaged scores, for the RL stages."""
+    per_seed = {}
+    for s in seeds:
+        with_cur, without = read[(s, False)], read[(s, True)]
+        per_seed[str(s)] = {
+            c: {
+                "with": with_cur["acc"][c],
+                "without": without["acc"][c],
+                "without_minus_with": paired(without["records"][c], with_cur["records"][c]),
+            }
+            for c in ABLATED
+        } | {
+            "val_rumination_without": without["val_rumination"],
+            "best_without": without["best"],
+            "best_minus_direct_without": without["best_minus_direct"],
+        }
+    return {
+        "per_seed": per_seed,
+        "mean_difference": {
+            c: spread([per_seed[str(s)][c]["without_minus_with"]["difference"] for s in seeds])
+            for c in ABLATED
+        },
+        "seed_averaged": {
+            c: paired(
+                seed_averaged([read[(s, True)]["records"][c] for s in seeds]),
+                seed_averaged([read[(s, False)]["records"][c] for s in seeds]),
+            )
+            for c in ABLATED
+        },
+    }
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -223,53 +277,9 @@ def main() -> None:
             str(s): {k: v for k, v in r.items() if k != "records"} for s, r in zip(args.seeds, main_runs)
         },
     }
-    picked = [{i: r["records"][r["best"]][i] for i in r["records"][DIRECT]} for r in main_runs]
-    result["across_seeds"] = {
-        "acc": {c: spread([r["acc"][c]["acc"] for r in main_runs]) for c in (*RUMINATING, DIRECT)},
-        "best_minus_direct": spread([r["best_minus_direct"]["difference"] for r in main_runs]),
-        "rl_d_minus_drp_sft": spread([r["rl_d_minus_drp_sft"]["difference"] for r in main_runs]),
-        "direct_single_pass_by_format": {
-            f: spread([r["direct_single_pass_by_format"][f] for r in main_runs])
-            for f in ("multiple_choice", "open")
-        },
-        "best_minus_direct_paired": paired(
-            seed_averaged(picked), seed_averaged([r["records"][DIRECT] for r in main_runs])
-        ),
-        "rl_d_minus_drp_sft_paired": paired(
-            seed_averaged([r["records"]["rl_d"] for r in main_runs]),
-            seed_averaged([r["records"]["drp_sft"] for r in main_runs]),
-        ),
-    }
+    result["across_seeds"] = across_seeds(main_runs)
     if args.ablation:
-        per_seed = {}
-        for s in args.seeds:
-            with_cur, without = read[(s, False)], read[(s, True)]
-            per_seed[str(s)] = {
-                c: {
-                    "with": with_cur["acc"][c],
-                    "without": without["acc"][c],
-                    "without_minus_with": paired(without["records"][c], with_cur["records"][c]),
-                }
-                for c in ABLATED
-            } | {
-                "val_rumination_without": without["val_rumination"],
-                "best_without": without["best"],
-                "best_minus_direct_without": without["best_minus_direct"],
-            }
-        result["curiosity"] = {
-            "per_seed": per_seed,
-            "mean_difference": {
-                c: spread([per_seed[str(s)][c]["without_minus_with"]["difference"] for s in args.seeds])
-                for c in ABLATED
-            },
-            "seed_averaged": {
-                c: paired(
-                    seed_averaged([read[(s, True)]["records"][c] for s in args.seeds]),
-                    seed_averaged([read[(s, False)]["records"][c] for s in args.seeds]),
-                )
-                for c in ABLATED
-            },
-        }
+        result["curiosity"] = curiosity(read, args.seeds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
