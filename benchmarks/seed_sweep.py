@@ -41,14 +41,16 @@ from trial_repo import (  # noqa: E402
     on_split,
     paired,
     predictions,
+    question_kinds,
     queue_options,
     read_json,
     reader,
     require_up_to_date,
     run_queued,
+    summary,
 )
 
-from videor4.core.statistics import format_p, wilson  # noqa: E402
+from videor4.core.statistics import format_p  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUMINATING = ("drp_sft", "rl_d", "crp_sft", "rl_c")
@@ -77,16 +79,12 @@ def plan(workspace: dict, seeds: list[int], ablation: bool, split: str) -> dict[
     return runs
 
 
-def cell(records: dict[str, dict]) -> dict:
-    ci = wilson(sum(r["acc"] for r in records.values()), len(records))
-    return {"acc": ci.value, "wilson95": [ci.low, ci.high], "n": len(records)}
-
-
 def one_run(fs, split: str) -> dict:
     """A run's numbers and its per-question records (kept out of the JSON)."""
     metrics = read_json(fs, EVAL_METRICS)
     records = {c: predictions(fs, c, split=split) for c in RUMINATING}
     records[DIRECT] = predictions(fs, DIRECT, mode="single_pass", split=split)
+    kinds = question_kinds(fs, split)
     choice = metrics["best_checkpoint_choice"]
     headline = metrics["comparisons"]["synthetic"]["rumination_best_vs_direct_single_pass"]["acc"]
     direct_by_format = metrics["synthetic"][DIRECT]["by_format"]
@@ -95,7 +93,7 @@ def one_run(fs, split: str) -> dict:
         "best": choice["best"],
         "chance_multiple_choice": metrics["chance_multiple_choice"]["synthetic"],
         "val_rumination": {c: v["acc"] for c, v in choice.get("val_rumination", {}).items()},
-        "acc": {c: cell(r) for c, r in records.items()},
+        "acc": {c: summary(r, kinds) for c, r in records.items()},
         "direct_single_pass_by_format": {
             f: direct_by_format[f]["single_pass"]["acc"] for f in ("multiple_choice", "open")
         },
