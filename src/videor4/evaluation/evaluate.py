@@ -552,6 +552,7 @@ def _paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], resamples:
 
 
 CHOSEN_ON_VAL = "best rumination Acc on val"  # how eval picks the headline checkpoint when it scores test
+CHOSEN_ON_SPLIT = "best rumination Acc on this split"  # with no val split to choose on
 
 
 def best_vs_direct(
@@ -576,7 +577,7 @@ def best_vs_direct(
     top = max(candidates, key=lambda r: r.summaries[set_name][RUMINATION]["acc"])  # ties: the earliest
     rumination = top.predictions[set_name][RUMINATION]
     single = by_name[DIRECT].predictions[set_name][SINGLE_PASS]
-    chosen_by = chosen_by if best is not None else "best rumination Acc on this split"
+    chosen_by = chosen_by if best is not None else CHOSEN_ON_SPLIT
     return {"best": top.name, "chosen_by": chosen_by, **_paired(rumination, single, resamples)}
 
 

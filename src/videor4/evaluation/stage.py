@@ -80,7 +80,7 @@ def choose_best(
     if settings.best_checkpoint is not None:
         return BestChoice(settings.best_checkpoint, "eval.best_checkpoint", {})
     if plan.choice_set is None:
-        return BestChoice(None, "best rumination Acc on this split", {})
+        return BestChoice(None, evaluate.CHOSEN_ON_SPLIT, {})
     val, cells = plan.choice_set, {}
     for name, path in plan.checkpoints.items():
         if name not in evaluate.RUMINATION_TRAINED:
@@ -90,7 +90,7 @@ def choose_best(
             path, val, evaluate.RUMINATION, plan.vision, settings, plan.max_images, bar
         )
     if not cells:
-        return BestChoice(None, "best rumination Acc on this split", {})
+        return BestChoice(None, evaluate.CHOSEN_ON_SPLIT, {})
     best = max(cells, key=lambda name: cells[name]["acc"])
     return BestChoice(best, evaluate.CHOSEN_ON_VAL, cells)
 

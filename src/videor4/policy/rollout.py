@@ -184,6 +184,12 @@ class Rollout:
         )
 
 
+def _single_token_ids(tokenizer, tokens: Sequence[str]) -> list[int]:
+    """The ids of those `tokens` the tokenizer has as single tokens (the others are left out)."""
+    ids = (tokenizer.convert_tokens_to_ids(t) for t in tokens)
+    return [i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id]
+
+
 class RolloutEngine:
     """Advances many rollouts together: each round decodes one assistant turn for every live
     rollout in batches, executes the tool calls with the shared ops, appends the observations
@@ -214,18 +220,10 @@ class RolloutEngine:
         self.call_close_id = tok.convert_tokens_to_ids(TOOL_CALL_CLOSE)
         # the tokens that start (or, stray, attempt) a tool call: banned once a forced answer is due;
         # a tokenizer without them as single tokens ends over-budget rollouts instead
-        self.tool_token_ids = [
-            i
-            for i in (tok.convert_tokens_to_ids(t) for t in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE))
-            if isinstance(i, int) and i != tok.unk_token_id
-        ]
+        self.tool_token_ids = _single_token_ids(tok, (TOOL_CALL_OPEN, TOOL_CALL_CLOSE))
         # the vision placeholders belong to observations the env inserts: sampled, one would ask the
         # trainer's forward pass for image features no image has ("tokens: 97, features: 96")
-        self.vision_token_ids = [
-            i
-            for i in (tok.convert_tokens_to_ids(t) for t in VISION_PLACEHOLDERS)
-            if isinstance(i, int) and i != tok.unk_token_id
-        ]
+        self.vision_token_ids = _single_token_ids(tok, VISION_PLACEHOLDERS)
         self.stop_ids = [encoder.end_of_turn_id] + (
             [self.call_close_id] if isinstance(self.call_close_id, int) else []
         )
