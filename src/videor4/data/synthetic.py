@@ -14,8 +14,7 @@ caption bars larger still, so that their text is legible once the frame is
 clipped; and `legacy`, the original drawing: codes from a small, visually distinct
 alphabet at 10-14 px (two glyphs per token).  A tiny model learns to read the
 readable codes in minutes on a CPU and the legacy ones it does not (docs/DESIGN.md §8).  A candidate,
-`hidden`, draws the readable codes at ~8 px, each text in one of six bold fonts and one ink that does not
-name its digits, so that no reader of the 84x56 view gets them; its crops need a finer `vision.box_step`
+`hidden`, draws the readable codes at ~8 px, each text in one ink that does not name its digits, so that no reader of the 84x56 view gets them; its crops need a finer `vision.box_step`
 and `crop_margin` (benchmarks/world_design.py).
 
 Everything is drawn from an rng seeded by (seed, video index), so the same
@@ -141,8 +140,9 @@ STYLES: dict[str, Style] = {
     # a small model needs to tell the named panel from the others before it zooms
     "readable": Style(DIGITS, (3, 4), False, (100, 1000), (38, 40, 42), 64, False, True, 5, 10),
     # a candidate world whose codes hide in the 84x56 view (benchmarks/world_design.py): a digit is
-    # ~8 px tall, under 2 px in the view, in one of six bold fonts and one ink per text that does not
-    # name the digit; crops at vision.box_step 0.02, crop_margin 0.04, crop_min_pixels 25088: glyphs ~29 px
+    # ~8 px tall, under 2 px in the view, in one ink per text that does not name the digit; crops at
+    # vision.box_step 0.02, crop_margin 0.04, crop_min_pixels 25088: glyphs ~29 px.  One font: the six
+    # of BOLD_FONTS hide no better and READ learnt far slower (benchmarks/task_learnability.py)
     "hidden": Style(
         alphabet=DIGITS,
         code_lengths=(3, 4),
@@ -155,7 +155,7 @@ STYLES: dict[str, Style] = {
         pad=5,
         frame_width=10,
         ink="per_text",
-        fonts=BOLD_FONTS,  # offset: moving the text in its panel changed nothing measured (world_design)
+        # offset: moving the text in its panel changed nothing measured (world_design)
     ),
 }
 # Saturated, mutually distinct ink per digit (readable preset); none is the neutral panel colour.
