@@ -14,8 +14,9 @@ caption bars larger still, so that their text is legible once the frame is
 clipped; and `legacy`, the original drawing: codes from a small, visually distinct
 alphabet at 10-14 px (two glyphs per token).  A tiny model learns to read the
 readable codes in minutes on a CPU and the legacy ones it does not (docs/DESIGN.md §8).  A candidate,
-`hidden`, draws the readable codes at ~8 px, each text in one ink that does not name its digits, so that no reader of the 84x56 view gets them; its crops need a finer `vision.box_step`
-and `crop_margin` (benchmarks/world_design.py).
+`hidden`, draws the readable codes at ~8 px in one font, each text in one ink that does not name its
+digits, so that no reader of the 84x56 view gets them; its crops need a finer `vision.box_step` and
+`crop_margin` (benchmarks/world_design.py).
 
 Everything is drawn from an rng seeded by (seed, video index), so the same
 config gives byte-identical mp4s and identical records, and video i does not
