@@ -67,6 +67,21 @@ def test_the_readers_run_on_a_generated_world(world):
     assert set(m["by_group"]) <= {"caption", "panel"}
 
 
+def test_the_palette_decoder_reads_the_readable_view_and_not_the_hidden_one(tmp_path):
+    """The same 4-video world drawn both ways: readable's digit inks give every code away in the
+    84x56 view, hidden's one ink per text (and 2 px glyphs) give none."""
+    acc = {}
+    for preset in ("readable", "hidden"):
+        cfg = SyntheticConfig(
+            n_videos=4, num_frames=8, num_shown_frames=4, test_fraction=0.5, workers=1, preset=preset
+        )
+        make_synthetic_source(tmp_path / preset, cfg)
+        m = world_check(tmp_path / preset, VisionConfig(num_frames=4, **LOW_RES), cfg.style, FAST)
+        assert _is_estimate(m["lowres_colour_decoder_acc"]), preset
+        acc[preset] = m["lowres_colour_decoder_acc"]["acc"]
+    assert acc["readable"] >= 0.9 and acc["hidden"] <= 0.05, acc
+
+
 def _drawn_code(code: str, ink: dict[str, tuple[int, int, int]]) -> tuple[np.ndarray, tuple]:
     """`code` drawn like a readable panel (one glyph at a time, 40 px) on the neutral panel of a
     448x252 frame; the frame and the code's ink box."""
