@@ -2,19 +2,22 @@
 base, with the pretrain stage's own recipe, for a world given as params changes (issue 28's hidden
 world).
 
-    python benchmarks/task_learnability.py NAME [--task read|locate] [--set KEY=VALUE ...]
-        [--steps 3000] [--held-out 100] [--kernels native|avx2|params]
+    python benchmarks/task_learnability.py NAME [--task read|locate|recipe] [--set KEY=VALUE ...]
+        [--first read|locate --first-share 0.25] [--steps 3000] [--held-out 100]
+        [--kernels native|avx2|params] [--untie-lm-head] [--keep-model DIR]
         [--out benchmarks/results/task_learnability.json]
 
 Runs the pretrain stage's script (`stages/pretrain.py`) from `models/base` in a scratch folder with
-params.yaml as committed except: the task mix is `--task` alone (no first phase), `--steps` steps
+params.yaml as committed except: the task mix is `--task` alone (with `--first`, that task alone for
+the first `--first-share` of the steps, as the stage's `first_tasks` phase; `recipe`: the stage's own
+mix and first phase, as params.yaml and the `--set` changes give them), `--steps` steps
 and `--held-out` renders per held-out metric, the kernels, and the `--set` changes (dotted keys as
 `dvc exp run -S` takes them, values read as YAML).  The stage's cosine schedule spans `--steps`.
 Writes, under `runs.NAME` in `--out` (other runs kept), the changes, the seconds, the task's held-out
-metrics (READ: exact with its Wilson 95 % interval and the share of digits read in place; LOCATE:
-cover and tight cover) and the training losses every 300 steps: reading here comes after a
-plateau (the answer loss flat, then falling), so a short run cannot tell a world that is never
-learnt from one that is learnt late.
+metrics of both tasks trained (READ: exact with its Wilson 95 % interval and the share of digits read
+in place; LOCATE: cover and tight cover) and the training losses every 300 steps: reading here comes
+after a plateau (the answer loss flat, then falling), so a short run cannot tell a world that is
+never learnt from one that is learnt late.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,8 +37,17 @@ from cpu_kernels import run_pretrain_stage  # noqa: E402  (the stage's script in
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "benchmarks/task_learnability.py"
-CURVE_KEYS = ("loss", "glyph_loss", "slot_loss", "coord_loss", "continuation_loss", "mean_token_accuracy")
+CURVE_KEYS = (
+    "loss",
+    "glyph_loss",
+    "slot_loss",
+    "coord_loss",
+    "attention_loss",
+    "continuation_loss",
+    "mean_token_accuracy",
+)
 METRICS = {"read": ("read_acc",), "locate": ("locate_cover", "locate_tight_cover")}
+RECIPE = "recipe"  # --task: the stage's own mix
 READING = re.compile(r'It reads "([^"]*)"')
 
 
@@ -49,7 +62,14 @@ def parse_changes(pairs: list[str]) -> dict[str, object]:
 
 
 def scratch_params(
-    task: str, changes: dict[str, object], steps: int, held_out: int, kernels: str, work: Path
+    task: str,
+    changes: dict[str, object],
+    steps: int,
+    held_out: int,
+    kernels: str,
+    work: Path,
+    first: str | None = None,
+    first_share: float = 0.0,
 ) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key, value in changes.items():
@@ -62,9 +82,13 @@ def scratch_params(
         if leaf not in node:
             raise SystemExit(f"--set {key}: params.yaml has no key {leaf!r} there")
         node[leaf] = value
-    params["pretrain"].update(
-        tasks={task: 1.0}, first_tasks={}, first_share=0.0, tiny_steps=steps, held_out=held_out
-    )
+    if task != RECIPE:
+        params["pretrain"].update(
+            tasks={task: 1.0},
+            first_tasks={first: 1.0} if first else {},
+            first_share=first_share if first else 0.0,
+        )
+    params["pretrain"].update(tiny_steps=steps, held_out=held_out)
     params["pretrain"]["save_steps"] = 10 * steps  # no checkpoint but the last
     if kernels != "params":
         params["runtime"] = {"cpu_kernels": kernels}
@@ -83,6 +107,21 @@ def digits_in_place(rows: list[dict]) -> float:
     return right / max(1, total)
 
 
+def untied_copy(base: Path, out: Path) -> Path:
+    """`base` saved again with an LM head of its own, equal to the embeddings it was tied to: the
+    same function, but what the output side learns no longer moves the input embeddings."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
+    for config in (model.config, model.config.get_text_config()):
+        config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns("*.safetensors"))
+    model.save_pretrained(out)
+    return out
+
+
 def losses_every(curve: list[dict], every: int = 300) -> list[dict]:
     return [
         {"step": r["step"], **{k: round(r[k], 4) for k in CURVE_KEYS if k in r}}
@@ -94,30 +133,53 @@ def losses_every(curve: list[dict], every: int = 300) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("name", help="what to file the result under in --out")
-    ap.add_argument("--task", choices=tuple(METRICS), default="read")
+    ap.add_argument("--task", choices=(*METRICS, RECIPE), default="read")
     ap.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--first", choices=tuple(METRICS), default=None, help="a first phase of this task alone")
+    ap.add_argument("--first-share", type=float, default=0.25, help="the first phase's share of the steps")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--held-out", type=int, default=100)
     ap.add_argument("--kernels", choices=("native", "avx2", "params"), default="native")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/task_learnability.json")
+    ap.add_argument(
+        "--untie-lm-head",
+        action="store_true",
+        help="train a copy of the base whose LM head is its own (initialised as the tied embeddings)",
+    )
+    ap.add_argument("--keep-model", type=Path, default=None, help="copy the trained checkpoint here")
     args = ap.parse_args()
     base = ROOT / "models/base"
     if not base.is_dir():
         raise SystemExit(f"{base} is missing: run `dvc repro base_model` first")
+    if args.first and args.task == RECIPE:
+        ap.error("--first: the recipe has its own first phase (--set pretrain.first_tasks=...)")
+    if not 0.0 < args.first_share < 1.0:
+        ap.error(f"--first-share {args.first_share}: expected a share strictly between 0 and 1")
     changes = parse_changes(args.changes)
     with tempfile.TemporaryDirectory(prefix="videor4-task-learnability-") as tmp:
         work = Path(tmp)
-        params = scratch_params(args.task, changes, args.steps, args.held_out, args.kernels, work)
+        if args.untie_lm_head:
+            base = untied_copy(base, work / "base-untied")
+        params = scratch_params(
+            args.task, changes, args.steps, args.held_out, args.kernels, work, args.first, args.first_share
+        )
         seconds = run_pretrain_stage(params, base, work, args.name)
         rows = [json.loads(line) for line in (work / "held_out.jsonl").read_text().splitlines()]
         metrics = json.loads((work / "metrics.json").read_text())
         curve = json.loads((work / "curve.json").read_text())
+        if args.keep_model:
+            shutil.copytree(work / "pretrain", args.keep_model, dirs_exist_ok=True)
     result = {"task": args.task, "changes": changes, "steps": args.steps, "kernels": args.kernels}
+    if args.untie_lm_head:
+        result["untied_lm_head"] = True
+    if args.first:
+        result["first"] = {"task": args.first, "share": args.first_share}
     result["seconds"] = round(seconds, 1)
-    for key in METRICS[args.task]:
+    tasks = tuple(METRICS) if args.task == RECIPE else (args.task, *([args.first] if args.first else []))
+    for key in dict.fromkeys(key for task in tasks for key in METRICS[task]):
         low, high = metrics[f"{key}_ci95"]
         result[key] = {"value": metrics[key], "ci": [low, high], "n": metrics["held_out"]}
-    if args.task == "read":
+    if "read" in tasks:
         result["digits_in_place"] = round(digits_in_place([r for r in rows if r["task"] == "read"]), 4)
     result["losses"] = losses_every(curve)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}

@@ -110,6 +110,27 @@ def test_read_rows_point_each_character_at_its_slot(encoder):
     assert (batch["colour_labels"] == IGNORE_INDEX).all() and (batch["glyph_labels"] != IGNORE_INDEX).all()
 
 
+def test_with_copy_attention_the_copies_of_a_reading_look_at_the_phrases_characters(encoder):
+    settings = pretrain_settings({"pretrain": {"tasks": {"read": 1.0}, "copy_attention": True}})
+    batch = PerceptionCollator(encoder, WORLD, VISION, settings)([{"index": i} for i in range(3)])
+    _, plain = _collate(encoder, {"read": 1.0}, range(3))
+    tok = encoder.tokenizer
+    for row, index in enumerate(range(3)):
+        answer = make_example("read", WORLD, VISION, 0, TRAIN_STREAM, index).answer
+        targets = batch["attend_read"][row]
+        # the phrase's queries keep their image cells; the copies' queries are new, and each looks at
+        # the phrase's token of the character it writes (twice: the quoted answer, the boxed one)
+        assert torch.equal(targets & plain["attend_read"][row], plain["attend_read"][row])
+        copies = (targets.any(-1) & ~plain["attend_read"][row].any(-1)).nonzero().flatten().tolist()
+        ids = batch["input_ids"][row]
+        written = "".join(tok.decode([int(ids[q + 1])]) for q in copies)
+        assert written == answer * 2
+        for q in copies:
+            keys = targets[q].nonzero().flatten().tolist()
+            assert keys and all(tok.decode([int(ids[k])]) == tok.decode([int(ids[q + 1])]) for k in keys)
+            assert all(k < copies[0] for k in keys)  # the phrase, before the copies
+
+
 def test_low_res_read_rows_are_taught_like_crop_read_on_the_first_look(encoder):
     """The trained low-res reader (benchmarks/lowres_read.py) gets crop READ's recipe: its characters
     point at their slots in the frame as first shown, with glyph labels where that grid has them."""

@@ -93,6 +93,9 @@ class PretrainSettings:
         1.0  # LOCATE: the box's tokens attend to the asked text (eager attention); 0 off
     )
     attention_layer: int = 2  # whose head 0 is taught where to look
+    # READ's copies of the reading (the answer, the boxed answer) attend to the phrase's characters,
+    # with the head that reads the image: the copy circuit forms on text, where it is exact
+    copy_attention: bool = False
     continuation_weight: float = (
         0.1  # the answer after its phrase (copies into the call / the answer); 0: not taught
     )
@@ -227,9 +230,18 @@ class PerceptionCollator:
                     locate[row, position - 1, images[e.target_cell]] = True
             elif e.task in READ_TASKS and e.slot_labels:
                 slots = torch.from_numpy(e.slot_labels[0].reshape(-1))
-                for position, k in _character_positions(spans, decoded, e.answer):
+                read_at = _character_positions(spans, decoded, e.answer)
+                for position, k in read_at:
                     cells = images[: len(slots)][slots == k]
                     read[row, position - 1, cells] = True
+                if self.settings.copy_attention:
+                    # the copies after the phrase look at the phrase's token writing the same
+                    # character: the head that copies text is the head that reads the image
+                    source: dict[int, list[int]] = {}
+                    for position, k in read_at:
+                        source.setdefault(k, []).append(position)
+                    for position, k in _copied_positions(spans, decoded, e.answer):
+                        read[row, position - 1, source.get(k, [])] = True
         return locate, read
 
     def _answer(self, labels) -> tuple[list[tuple[int, int, int]], str]:
@@ -265,6 +277,25 @@ def _character_positions(
         for k in range(len(text)):
             if a <= start + k < b:
                 out.append((p, k))
+    return out
+
+
+def _copied_positions(
+    spans: Sequence[tuple[int, int, int]], decoded: str, text: str
+) -> list[tuple[int, int]]:
+    """(label position, k) for each answer token that writes the k-th character of `text` in the
+    occurrences after its first quoted one (the copies: `So the answer is "917"`, `\\boxed{917}`)."""
+    first = decoded.find(f'"{text}"')
+    if first == -1 or not text:
+        return []
+    out = []
+    start = decoded.find(text, first + 1 + len(text))
+    while start != -1:
+        for p, a, b in spans:
+            for k in range(len(text)):
+                if a <= start + k < b:
+                    out.append((p, k))
+        start = decoded.find(text, start + len(text))
     return out
 
 
