@@ -263,6 +263,14 @@ def _phrase_tokens(spans: Sequence[tuple[int, int, int]], decoded: str, phrase: 
     return sum(1 for _, start, _ in spans if start < end)
 
 
+def _positions_at(
+    spans: Sequence[tuple[int, int, int]], start: int, length: int
+) -> list[tuple[int, int]]:
+    """(label position, k) for each answer token that writes the k-th of `length` characters that
+    begin at offset `start` of the decoded answer."""
+    return [(p, k) for p, a, b in spans for k in range(length) if a <= start + k < b]
+
+
 def _character_positions(
     spans: Sequence[tuple[int, int, int]], decoded: str, text: str
 ) -> list[tuple[int, int]]:
@@ -271,13 +279,7 @@ def _character_positions(
     start = decoded.find(f'"{text}"')
     if start == -1:
         return []
-    start += 1
-    out = []
-    for p, a, b in spans:
-        for k in range(len(text)):
-            if a <= start + k < b:
-                out.append((p, k))
-    return out
+    return _positions_at(spans, start + 1, len(text))
 
 
 def _copied_positions(
@@ -291,10 +293,7 @@ def _copied_positions(
     out = []
     start = decoded.find(text, first + 1 + len(text))
     while start != -1:
-        for p, a, b in spans:
-            for k in range(len(text)):
-                if a <= start + k < b:
-                    out.append((p, k))
+        out += _positions_at(spans, start, len(text))
         start = decoded.find(text, start + len(text))
     return out
 
