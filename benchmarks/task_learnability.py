@@ -5,6 +5,7 @@ world).
     python benchmarks/task_learnability.py NAME [--task read|locate|recipe] [--set KEY=VALUE ...]
         [--first read|locate --first-share 0.25] [--steps 3000] [--held-out 100]
         [--kernels native|avx2|params] [--untie-lm-head] [--keep-model DIR]
+        [--keep-held-out FILE] [--pair-with REPORT]
         [--out benchmarks/results/task_learnability.json]
 
 Runs the pretrain stage's script (`stages/pretrain.py`) from `models/base` in a scratch folder with
@@ -17,7 +18,11 @@ Writes, under `runs.NAME` in `--out` (other runs kept), the changes, the seconds
 metrics of both tasks trained (READ: exact with its Wilson 95 % interval and the share of digits read
 in place; LOCATE: cover and tight cover) and the training losses every 300 steps: reading here comes
 after a plateau (the answer loss flat, then falling), so a short run cannot tell a world that is
-never learnt from one that is learnt late.
+never learnt from one that is learnt late.  READ also gets `read_answer_acc`, the share whose final
+`\\boxed{}` answer is the text (a right reading can be copied wrong into it).  `--pair-with` a
+held-out report of the same renders (the pipeline's reports/pretrain_held_out.jsonl, or another
+run's `--keep-held-out`, at the same `--held-out` and seed) adds, for each READ metric, this run
+minus that one question by question: the paired bootstrap CI and sign-flip p.
 """
 
 from __future__ import annotations
@@ -107,6 +112,46 @@ def digits_in_place(rows: list[dict]) -> float:
     return right / max(1, total)
 
 
+def answer_correct(rows: list[dict]) -> list[bool]:
+    """Per READ row: is the final boxed answer the asked text (what a policy built on it would answer)."""
+    from videor4.rumination.protocol import extract_boxed
+
+    return [extract_boxed(row["predicted"]) == row["answer"] for row in rows]
+
+
+def read_scores(rows: list[dict]) -> dict[str, dict[int, bool]]:
+    """READ's per-render scores by index: the reading (the stage's `correct`) and the boxed answer."""
+    read = [r for r in rows if r["task"] == "read"]
+    return {
+        "read_acc": {r["index"]: bool(r["correct"]) for r in read},
+        "read_answer_acc": dict(zip((r["index"] for r in read), answer_correct(read))),
+    }
+
+
+def paired_with(rows: list[dict], report: Path) -> dict[str, dict]:
+    """This run minus the run behind `report`, on the READ renders both scored (same index, same text)."""
+    from videor4.core.statistics import paired_difference
+
+    other_rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+    answers = {r["index"]: r["answer"] for r in rows if r["task"] == "read"}
+    if {r["index"]: r["answer"] for r in other_rows if r["task"] == "read"} != answers:
+        raise SystemExit(f"--pair-with {report}: its READ renders are not this run's (--held-out, seed)")
+    mine, theirs = read_scores(rows), read_scores(other_rows)
+    out: dict[str, dict] = {"report": str(report)}
+    for key in mine:
+        ids = sorted(mine[key])
+        d = paired_difference([mine[key][i] for i in ids], [theirs[key][i] for i in ids])
+        out[key] = {
+            "this": sum(mine[key].values()) / len(ids),
+            "that": sum(theirs[key].values()) / len(ids),
+            "difference": round(d.difference, 4),
+            "ci": [round(d.low, 4), round(d.high, 4)],
+            "p": round(d.p_value, 4),
+            "n": d.n,
+        }
+    return out
+
+
 def untied_copy(base: Path, out: Path) -> Path:
     """`base` saved again with an LM head of its own, equal to the embeddings it was tied to: the
     same function, but what the output side learns no longer moves the input embeddings."""
@@ -147,6 +192,15 @@ def main() -> None:
         help="train a copy of the base whose LM head is its own (initialised as the tied embeddings)",
     )
     ap.add_argument("--keep-model", type=Path, default=None, help="copy the trained checkpoint here")
+    ap.add_argument(
+        "--pair-with", type=Path, default=None, help="a held-out report of the same renders to pair READ with"
+    )
+    ap.add_argument(
+        "--keep-held-out",
+        type=Path,
+        default=None,
+        help="copy the held-out predictions (jsonl) here, to pair runs",
+    )
     args = ap.parse_args()
     base = ROOT / "models/base"
     if not base.is_dir():
@@ -155,6 +209,8 @@ def main() -> None:
         ap.error("--first: the recipe has its own first phase (--set pretrain.first_tasks=...)")
     if not 0.0 < args.first_share < 1.0:
         ap.error(f"--first-share {args.first_share}: expected a share strictly between 0 and 1")
+    if args.pair_with and not args.pair_with.is_file():
+        ap.error(f"--pair-with {args.pair_with}: no such file")
     changes = parse_changes(args.changes)
     with tempfile.TemporaryDirectory(prefix="videor4-task-learnability-") as tmp:
         work = Path(tmp)
@@ -169,6 +225,9 @@ def main() -> None:
         curve = json.loads((work / "curve.json").read_text())
         if args.keep_model:
             shutil.copytree(work / "pretrain", args.keep_model, dirs_exist_ok=True)
+        if args.keep_held_out:
+            args.keep_held_out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(work / "held_out.jsonl", args.keep_held_out)
     result = {"task": args.task, "changes": changes, "steps": args.steps, "kernels": args.kernels}
     if args.untie_lm_head:
         result["untied_lm_head"] = True
@@ -180,7 +239,18 @@ def main() -> None:
         low, high = metrics[f"{key}_ci95"]
         result[key] = {"value": metrics[key], "ci": [low, high], "n": metrics["held_out"]}
     if "read" in tasks:
-        result["digits_in_place"] = round(digits_in_place([r for r in rows if r["task"] == "read"]), 4)
+        read_rows = [r for r in rows if r["task"] == "read"]
+        result["digits_in_place"] = round(digits_in_place(read_rows), 4)
+        from videor4.core.statistics import wilson
+
+        answered = wilson(sum(answer_correct(read_rows)), len(read_rows))
+        result["read_answer_acc"] = {
+            "value": answered.value,
+            "ci": [answered.low, answered.high],
+            "n": answered.n,
+        }
+        if args.pair_with:
+            result["paired_with"] = paired_with(rows, args.pair_with)
     result["losses"] = losses_every(curve)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results.setdefault("runs", {})[args.name] = result

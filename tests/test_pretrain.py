@@ -173,3 +173,32 @@ def test_continuation_loss_counts_only_the_labelled_tokens_next_token_shifted():
     assert float(continuation_loss(hidden, labels, lm_head).detach()) < 1e-3
     wrong = torch.tensor([[IGNORE_INDEX, 1, IGNORE_INDEX, IGNORE_INDEX]])
     assert float(continuation_loss(hidden, wrong, lm_head).detach()) > 10
+
+
+def test_task_learnability_scores_the_boxed_answer_apart_and_pairs_only_the_same_renders(tmp_path):
+    """benchmarks/task_learnability.py: a right reading copied wrong into \\boxed{} is read but not
+    answered; --pair-with gives this run minus the other per render, and refuses other renders."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "task_learnability.py"
+    spec = importlib.util.spec_from_file_location("task_learnability", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def row(index, answer, reading, copy, correct):
+        predicted = f'It reads "{reading}". So the answer is "{copy}".\n\\boxed{{{copy}}}'
+        return {"task": "read", "index": index, "answer": answer, "predicted": predicted, "correct": correct}
+
+    mine = [row(0, "379", "379", "379", True), row(1, "917", "917", "917", True)]
+    theirs = [row(0, "379", "379", "779", True), row(1, "917", "517", "511", False)]
+    assert bench.answer_correct(theirs) == [False, False] and bench.answer_correct(mine) == [True, True]
+    report = tmp_path / "held_out.jsonl"
+    report.write_text("".join(json.dumps(r) + "\n" for r in theirs))
+    paired = bench.paired_with(mine, report)
+    assert paired["read_acc"]["difference"] == 0.5 and paired["read_answer_acc"]["difference"] == 1.0
+    assert paired["read_answer_acc"]["n"] == 2
+    report.write_text(json.dumps(row(0, "111", "111", "111", True)) + "\n")
+    with pytest.raises(SystemExit, match="not this run's"):
+        bench.paired_with(mine, report)
