@@ -37,6 +37,8 @@ from pathlib import Path
 
 import yaml
 
+from videor4.core.io import read_jsonl
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_kernels import run_pretrain_stage  # noqa: E402  (the stage's script in a scratch folder)
 
@@ -132,7 +134,7 @@ def paired_with(rows: list[dict], report: Path) -> dict[str, dict]:
     """This run minus the run behind `report`, on the READ renders both scored (same index, same text)."""
     from videor4.core.statistics import paired_difference
 
-    other_rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+    other_rows = read_jsonl(report)
     answers = {r["index"]: r["answer"] for r in rows if r["task"] == "read"}
     if {r["index"]: r["answer"] for r in other_rows if r["task"] == "read"} != answers:
         raise SystemExit(f"--pair-with {report}: its READ renders are not this run's (--held-out, seed)")
@@ -220,7 +222,7 @@ def main() -> None:
             args.task, changes, args.steps, args.held_out, args.kernels, work, args.first, args.first_share
         )
         seconds = run_pretrain_stage(params, base, work, args.name)
-        rows = [json.loads(line) for line in (work / "held_out.jsonl").read_text().splitlines()]
+        rows = read_jsonl(work / "held_out.jsonl")
         metrics = json.loads((work / "metrics.json").read_text())
         curve = json.loads((work / "curve.json").read_text())
         if args.keep_model:
