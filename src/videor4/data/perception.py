@@ -308,10 +308,10 @@ def _backgrounds(world: tuple, seed: int) -> list[np.ndarray]:
     return [background_frame(cfg, example_rng(seed, BACKGROUND_STREAM, i)) for i in range(BACKGROUNDS)]
 
 
-def make_example(
-    task: str, world: SyntheticConfig, vision: VisionConfig, seed: int, stream: int, index: int
-) -> PerceptionExample:
-    """Example `index` of a stream for one task; the same arguments give the same example."""
+def example_scene(
+    task: str, world: SyntheticConfig, seed: int, stream: int, index: int
+) -> tuple[Scene, SceneText, np.random.Generator]:
+    """The scene and asked text of example `index` of a stream, and the rng left to draw the rest."""
     rng = example_rng(seed, stream, index)
     while True:
         # READ_CLIP asks about captions, so its scenes always hold one
@@ -322,7 +322,14 @@ def make_example(
         pool = [t for t in scene.texts if t.kind == "caption"] if task == "read_clip" else scene.texts
         if pool:
             break
-    target = pool[int(rng.integers(0, len(pool)))]
+    return scene, pool[int(rng.integers(0, len(pool)))], rng
+
+
+def make_example(
+    task: str, world: SyntheticConfig, vision: VisionConfig, seed: int, stream: int, index: int
+) -> PerceptionExample:
+    """Example `index` of a stream for one task; the same arguments give the same example."""
+    scene, target, rng = example_scene(task, world, seed, stream, index)
     if task in ("read", "read_mc"):
         return crop_example(scene, target, vision, rng, multiple_choice=task == "read_mc")
     if task in ("read_clip", "locate_clip"):

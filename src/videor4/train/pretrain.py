@@ -263,9 +263,7 @@ def _phrase_tokens(spans: Sequence[tuple[int, int, int]], decoded: str, phrase: 
     return sum(1 for _, start, _ in spans if start < end)
 
 
-def _positions_at(
-    spans: Sequence[tuple[int, int, int]], start: int, length: int
-) -> list[tuple[int, int]]:
+def _positions_at(spans: Sequence[tuple[int, int, int]], start: int, length: int) -> list[tuple[int, int]]:
     """(label position, k) for each answer token that writes the k-th of `length` characters that
     begin at offset `start` of the decoded answer."""
     return [(p, k) for p, a, b in spans for k in range(length) if a <= start + k < b]
