@@ -68,16 +68,8 @@ def parse_changes(pairs: list[str]) -> dict[str, object]:
     return changes
 
 
-def scratch_params(
-    task: str,
-    changes: dict[str, object],
-    steps: int,
-    held_out: int,
-    kernels: str,
-    work: Path,
-    first: str | None = None,
-    first_share: float = 0.0,
-) -> dict:
+def changed_params(changes: dict[str, object]) -> dict:
+    """params.yaml with the `--set` changes; a key params.yaml lacks is an error naming it."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key, value in changes.items():
         *parents, leaf = key.split(".")
@@ -89,6 +81,20 @@ def scratch_params(
         if leaf not in node:
             raise SystemExit(f"--set {key}: params.yaml has no key {leaf!r} there")
         node[leaf] = value
+    return params
+
+
+def scratch_params(
+    task: str,
+    changes: dict[str, object],
+    steps: int,
+    held_out: int,
+    kernels: str,
+    work: Path,
+    first: str | None = None,
+    first_share: float = 0.0,
+) -> dict:
+    params = changed_params(changes)
     if task != RECIPE:
         params["pretrain"].update(
             tasks={task: 1.0},

@@ -202,3 +202,48 @@ def test_task_learnability_scores_the_boxed_answer_apart_and_pairs_only_the_same
     report.write_text(json.dumps(row(0, "111", "111", "111", True)) + "\n")
     with pytest.raises(SystemExit, match="not this run's"):
         bench.paired_with(mine, report)
+
+
+def test_locate_errors_tells_a_box_at_another_text_from_one_that_covers():
+    """benchmarks/locate_errors.py draws each held-out LOCATE scene again from its index and files the
+    box: covering the asked text, at another text, or none; a report of another world is refused."""
+    import importlib.util
+    from pathlib import Path
+
+    from videor4.data.perception import HELD_OUT_STREAM, example_scene
+    from videor4.data.synthetic import synthetic_config
+    from videor4.rumination.protocol import box_text, locate_phrase, outward_box
+    from videor4.rumination.tools import vision_config
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "locate_errors.py"
+    spec = importlib.util.spec_from_file_location("locate_errors", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    params = bench.changed_params({})
+    world, vision = synthetic_config(params), vision_config(params)
+    seed = bench.pretrain_settings(params).seed
+    rows = []
+    for index in range(12):
+        scene, target, _ = example_scene("locate", world, seed, HELD_OUT_STREAM, index)
+        said = box_text(outward_box(target.box, vision.box_step))
+        others = [t for t in scene.texts if t is not target]
+        if not rows:  # the box as taught: it covers
+            box = outward_box(target.box, vision.box_step)
+        elif len(rows) == 1 and others:  # the asked panel named, another text's box written
+            box = outward_box(others[0].box, vision.box_step)
+        elif len(rows) == 2:
+            rows.append({"task": "locate", "index": index, "answer": said, "predicted": "I cannot tell."})
+            continue
+        else:
+            continue
+        rows.append(
+            {"task": "locate", "index": index, "answer": said, "predicted": locate_phrase(target.panel, box)}
+        )
+    assert len(rows) == 3
+    result = bench.classify(rows, params)
+    assert [result[k]["count"] for k in ("covers", "at_another_text", "no_box", "near_miss")] == [1, 1, 1, 0]
+    assert result["named_right"] == 2 / 3 and result["view"] == [84, 56]
+    rows[0]["answer"] = "[0.0, 0.0, 1.0, 1.0]"
+    with pytest.raises(SystemExit, match="not this world's"):
+        bench.classify(rows, params)
