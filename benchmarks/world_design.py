@@ -42,7 +42,9 @@ MID = {"crop_margin": 0.04, "box_step": 0.02, "crop_min_pixels": 25088}  # 32 to
 LOOSE = {"crop_margin": 0.05, "box_step": 0.05, "crop_min_pixels": 50176}  # always 64 tokens
 # The design was measured with `hidden` drawing each text in one of six fonts (BOLD_FONTS); the preset
 # has one now (task_learnability.py), so its candidates here keep the six they were measured with.
-SIX_FONTS = {"fonts": BOLD_FONTS}
+SIX_FONTS = {"fonts": BOLD_FONTS, "frame_width": 10}
+# and a panel frame of 10 px until LOCATE was measured (benchmarks/locate_errors.py): the preset's is 16 now
+FRAME_10 = {"frame_width": 10}
 # name: (preset, Style overrides, vision overrides)
 CANDIDATES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "readable": ("readable", {}, {}),
@@ -56,8 +58,9 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "h11": ("hidden", {**SIX_FONTS, "code_font_sizes": (11,)}, TIGHT),
     "h12": ("hidden", {**SIX_FONTS, "code_font_sizes": (12,)}, TIGHT),
     "h14": ("hidden", {**SIX_FONTS, "code_font_sizes": (14,)}, TIGHT),
-    "hidden_one_font": ("hidden", {"fonts": (FONT_PATH,)}, TIGHT),
-    "hidden_one_font@mid": ("hidden", {}, MID),  # the preset as it is now, with its crop settings
+    "hidden_one_font": ("hidden", {"fonts": (FONT_PATH,), **FRAME_10}, TIGHT),
+    "hidden_one_font@mid": ("hidden", FRAME_10, MID),
+    "hidden_frame16@mid": ("hidden", {}, MID),  # the preset as it is now, with its crop settings
     "hidden_digit_ink": ("hidden", {**SIX_FONTS, "ink": "digit"}, TIGHT),
     "hidden_offset": ("hidden", {**SIX_FONTS, "offset": 1}, TIGHT),
 }

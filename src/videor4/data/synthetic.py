@@ -154,7 +154,9 @@ STYLES: dict[str, Style] = {
         titles=False,
         digit_colours=True,  # the neutral panel in a frame of its named colour, as readable
         pad=5,
-        frame_width=10,
+        # the named colour ~3.5 px wide in the 84x56 view: at 10 px (~2 px) LOCATE boxed another panel
+        # on half the held-out renders (benchmarks/locate_errors.py); the frame says nothing of the text
+        frame_width=16,
         ink="per_text",
         # offset: moving the text in its panel changed nothing measured (world_design)
     ),
