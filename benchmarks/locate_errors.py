@@ -36,7 +36,7 @@ from videor4.data.perception import HELD_OUT_STREAM, example_scene
 from videor4.data.synthetic import SceneText, synthetic_config
 from videor4.rumination.protocol import box_text, outward_box, phrase_box
 from videor4.rumination.tools import vision_config
-from videor4.rumination.video import resize_to_budget
+from videor4.rumination.video import smart_resize
 from videor4.train.pretrain import pretrain_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,38 +64,38 @@ def nearest_text(box: list[float], texts: list[SceneText], width: int, height: i
 def classify(rows: list[dict], params: dict) -> dict:
     world, vision = synthetic_config(params), vision_config(params)
     seed = pretrain_settings(params).seed
+    # the low-resolution frame LOCATE is shown: every scene is drawn at the world's size
+    height, width = smart_resize(
+        world.height, world.width, vision.factor, vision.frame_min_pixels, vision.frame_max_pixels
+    )
+    view = width, height
     counts = dict.fromkeys(KINDS, 0)
-    named_right, errors, view = 0, [], None
+    named_right, errors = 0, []
     for row in rows:
         scene, target, _ = example_scene("locate", world, seed, HELD_OUT_STREAM, row["index"])
         if box_text(outward_box(target.box, vision.box_step)) != row["answer"]:
             raise SystemExit(f"row {row['index']}: its box is not this world's (--set as the run's)")
-        if view is None:
-            shown = resize_to_budget(
-                scene.frame, vision.frame_max_pixels, vision.frame_min_pixels, vision.factor
-            )
-            view = shown.width, shown.height
         box = phrase_box(row["predicted"])
         named_right += f"The {target.panel} is at" in row["predicted"]
         if box is None:
             counts["no_box"] += 1
             continue
+        at_target = nearest_text(box, scene.texts, *view) is target
         if crop_covers(box, target.box, vision.crop_margin):
             counts["covers"] += 1
-        elif nearest_text(box, scene.texts, *view) is not target:
+        elif not at_target:
             counts["at_another_text"] += 1
-            continue
         else:
             counts["near_miss"] += 1
-        if nearest_text(box, scene.texts, *view) is target:
-            sizes = (view[0], view[1], view[0], view[1])
+        if at_target:
+            sizes = (width, height, width, height)
             errors.append([(box[k] - target.box[k]) * sizes[k] for k in range(4)])
     n = len(rows)
     style = asdict(world.style)
     style["fonts"] = [Path(font).stem for font in style["fonts"]]
     result: dict = {
         "n": n,
-        "view": list(view or ()),
+        "view": list(view),
         "named_right": named_right / n if n else None,
         "style": style,  # how the preset drew its panels when this was measured
     }
