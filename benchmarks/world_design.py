@@ -40,11 +40,11 @@ SHIPPED = {"crop_margin": 0.1, "box_step": 0.1}
 TIGHT = {"crop_margin": 0.02, "box_step": 0.02, "min_crop_side": 16}  # crop budget as shipped: 12544-50176
 MID = {"crop_margin": 0.04, "box_step": 0.02, "crop_min_pixels": 25088}  # 32 tokens at least
 LOOSE = {"crop_margin": 0.05, "box_step": 0.05, "crop_min_pixels": 50176}  # always 64 tokens
-# The design was measured with `hidden` drawing each text in one of six fonts (BOLD_FONTS); the preset
-# has one now (task_learnability.py), so its candidates here keep the six they were measured with.
-SIX_FONTS = {"fonts": BOLD_FONTS, "frame_width": 10}
-# and a panel frame of 10 px until LOCATE was measured (benchmarks/locate_errors.py): the preset's is 16 now
+# The design was measured with `hidden` drawing each text in one of six fonts (BOLD_FONTS) in panels framed
+# by 10 px; the preset has one font now (task_learnability.py) and a 16 px frame (locate_errors.py), so the
+# candidates here keep what they were measured with.
 FRAME_10 = {"frame_width": 10}
+SIX_FONTS = {"fonts": BOLD_FONTS, **FRAME_10}
 # name: (preset, Style overrides, vision overrides)
 CANDIDATES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "readable": ("readable", {}, {}),
