@@ -34,7 +34,7 @@ from videor4.core.statistics import wilson
 from videor4.data.evidence import crop_covers
 from videor4.data.perception import HELD_OUT_STREAM, example_scene
 from videor4.data.synthetic import SceneText, synthetic_config
-from videor4.rumination.protocol import box_text, outward_box, phrase_box
+from videor4.rumination.protocol import box_text, outward_box, phrase_box, phrase_thing
 from videor4.rumination.tools import vision_config
 from videor4.rumination.video import smart_resize
 from videor4.train.pretrain import pretrain_settings
@@ -76,7 +76,7 @@ def classify(rows: list[dict], params: dict) -> dict:
         if box_text(outward_box(target.box, vision.box_step)) != row["answer"]:
             raise SystemExit(f"row {row['index']}: its box is not this world's (--set as the run's)")
         box = phrase_box(row["predicted"])
-        named_right += f"The {target.panel} is at" in row["predicted"]
+        named_right += phrase_thing(row["predicted"]) == target.panel
         if box is None:
             counts["no_box"] += 1
             continue

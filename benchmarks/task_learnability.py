@@ -122,9 +122,9 @@ def digits_in_place(rows: list[dict]) -> float:
 
 def answer_correct(rows: list[dict]) -> list[bool]:
     """Per READ row: is the final boxed answer the asked text (what a policy built on it would answer)."""
-    from videor4.rumination.protocol import extract_boxed
+    from videor4.train.pretrain import boxed_answer_right
 
-    return [extract_boxed(row["predicted"]) == row["answer"] for row in rows]
+    return [boxed_answer_right(row["predicted"], row["answer"]) for row in rows]
 
 
 def read_scores(rows: list[dict]) -> dict[str, dict[int, bool]]:

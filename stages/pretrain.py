@@ -7,8 +7,8 @@
 Renders READ / READ_MC / READ_CLIP / LOCATE / LOCATE_CLIP examples on the fly from the synthetic
 generator (a seed stream no video uses) and trains the vision tower and the language model on them with TRL's
 SFTTrainer plus a dense glyph loss, then scores the checkpoint on held-out renders
-(read_acc, read_lowres_acc, read_mc_acc, read_clip_acc, locate_cover, locate_clip_cover, each with
-its Wilson interval).
+(read_acc, read_lowres_acc, read_mc_acc, read_clip_acc, locate_cover, locate_clip_cover, the
+boxed answers of the reads and the panels the boxes name, each with its Wilson interval).
 A real base (`model.name_or_path` not `tiny`) passes through unchanged unless
 `pretrain.steps` > 0.  A killed run resumes from its last checkpoint under .cache/pretrain/.
 """

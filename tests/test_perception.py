@@ -28,7 +28,15 @@ from videor4.data.perception import (
 )
 from videor4.data.synthetic import SyntheticConfig, decoded_like, generate_video, render_scene
 from videor4.policy.model import ModelConfig
-from videor4.rumination.protocol import outward_box, parse_turn, phrase_box, phrase_reading, read_answer_turn
+from videor4.rumination.protocol import (
+    locate_phrase,
+    outward_box,
+    parse_turn,
+    phrase_box,
+    phrase_reading,
+    phrase_thing,
+    read_answer_turn,
+)
 from videor4.rumination.tools import VisionConfig
 from videor4.train.pretrain import effective_steps, pretrain_settings
 
@@ -128,6 +136,7 @@ def test_locate_examples_label_colours_boxes_and_the_asked_text_cell(task, size)
         said = ex.messages[1]["content"]
         box = phrase_box(said)
         assert said.startswith("The ") and box == outward_box(ex.evidence_box, 0.1)
+        assert phrase_thing(said) in ex.messages[0]["content"][1]["text"]  # the panel the question asks of
         # ... then the crop call, which copies that box
         call = parse_turn(said).tool_call
         assert call.name == "cropping" and call.arguments == {"target_image": 1, "bbox_2d": box}
@@ -177,6 +186,13 @@ def test_glyph_boxes_match_the_drawn_ink():
             patch = scene.frame[int(y1) : int(math.ceil(y2)), int(x1) : int(math.ceil(x2))].astype(int)
             # saturated digit ink differs from the neutral panel (236, 236, 230) inside every glyph box
             assert (np.abs(patch - np.array([236, 236, 230])).sum(axis=-1) > 120).any(), (text.text, ch)
+
+
+def test_phrase_thing_gives_the_named_thing_of_a_locate_phrase_or_none():
+    turn = locate_phrase("red sign", [0.1, 0.2, 0.3, 0.4]) + " Let me zoom in."
+    assert phrase_thing(turn) == "red sign" and phrase_box(turn) == [0.1, 0.2, 0.3, 0.4]
+    assert phrase_thing("I think. " + turn) == "red sign"
+    assert phrase_thing('It reads "917".') is None and phrase_thing("red sign is at [0.1, 0.2") is None
 
 
 def test_examples_are_deterministic_and_the_streams_differ():

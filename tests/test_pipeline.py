@@ -1007,6 +1007,8 @@ def test_pretrain_stage_trains_and_scores_held_out_renders(reproduced):
         "read_clip_acc",
         "locate_cover",
         "locate_clip_cover",
+        "read_answer_acc",  # the reading copied into the boxed answer
+        "locate_named_acc",  # the box said after the asked panel's name
     ):
         low, high = m[f"{name}_ci95"]
         assert 0.0 <= low <= m[name] <= high <= 1.0

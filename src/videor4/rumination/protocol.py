@@ -332,6 +332,13 @@ def phrase_box(turn: str) -> list[float] | None:
     return [float(v) for v in box] if is_box(box) else None
 
 
+def phrase_thing(turn: str) -> str | None:
+    """The thing a `locate_phrase` in `turn` names ("red sign" of 'The red sign is at [..]'), or None."""
+    end = turn.find(" is at [")
+    start = turn.rfind("The ", 0, end) if end != -1 else -1
+    return turn[start + len("The ") : end] if start != -1 else None
+
+
 def user_prompt_text(question: str, n_frames: int, timestamps: list[float] | None = None) -> str:
     """The text of the first user turn; the frames precede it as images 1..n."""
     when = ""

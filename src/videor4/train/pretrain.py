@@ -23,7 +23,10 @@ scores a checkpoint on held-out renders: `read_acc` (zoomed), `read_lowres_acc` 
 questions on the low-resolution view), `read_mc_acc` (zoomed, multiple choice: the right
 option's letter), `read_clip_acc` (captions in a clipped frame), `locate_cover` (share of
 predicted boxes whose crop, widened by the margin, covers >= 90 % of the text's box) and
-`locate_clip_cover` (the same in a clipped frame).
+`locate_clip_cover` (the same in a clipped frame).  Beside them: `<read task>_answer_acc`, the
+share whose boxed answer is the text (the reading copied into the answer), and
+`<locate task>_named_acc`, the share whose phrase names the asked panel (a box at another text
+after the right name fails at finding, not at naming).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from videor4.data.perception import (
 from videor4.data.synthetic import SyntheticConfig
 from videor4.policy.encoding import IGNORE_INDEX, PolicyEncoder
 from videor4.policy.model import TINY, ModelConfig, count_parameters, load_policy, prepare_for_training
-from videor4.rumination.protocol import extract_boxed, phrase_box, phrase_reading
+from videor4.rumination.protocol import extract_boxed, phrase_box, phrase_reading, phrase_thing
 from videor4.rumination.tools import VisionConfig
 from videor4.train.lifecycle import (
     LogFn,
@@ -590,6 +593,12 @@ def greedy_answers(
 TIGHT_AREA = 4.0  # locate_tight_cover: a covering box at most this many times the text's area
 
 
+def boxed_answer_right(predicted: str, text: str) -> bool:
+    """Whether a READ turn's final `\\boxed{}` answer is the asked text: what a policy built on it
+    would answer, since a right reading can still be copied wrong into the answer."""
+    return extract_boxed(predicted) == text
+
+
 def perception_metrics(
     checkpoint: str | os.PathLike,
     world: SyntheticConfig,
@@ -620,18 +629,21 @@ def perception_metrics(
             settings.eval_batch_size,
             max_new_tokens=64 if task == "read_mc" else 40,
         )
-        hits, tight = [], []
+        hits, tight, named, answered = [], [], [], []
         for i, (e, p) in enumerate(zip(examples, predicted)):
             if task in LOCATE_TASKS:
                 box = phrase_box(p)
                 hit = box is not None and crop_covers(box, e.evidence_box, vision.crop_margin)
                 # a box that covers by being huge gives a crop too coarse to read: count it apart
                 tight.append(hit and box_area(box) <= TIGHT_AREA * box_area(e.evidence_box))
+                # a box at another text after the right name is a miss of finding, not of naming
+                named.append(phrase_thing(p) == phrase_thing(e.phrase))
             elif task == "read_mc":  # the whole way: the reading, then the option that holds it
                 hit = extract_boxed(p) == e.choice
             else:
                 reading = phrase_reading(p)
                 hit = reading is not None and normalize_answer(reading) == normalize_answer(e.answer)
+                answered.append(boxed_answer_right(p, e.answer))
             hits.append(hit)
             rows.append(
                 {
@@ -643,7 +655,12 @@ def perception_metrics(
                 }
             )
         name = f"{task}_cover" if task in LOCATE_TASKS else f"{task}_acc"
-        for key, values in ((name, hits), (f"{task}_tight_cover", tight)):
+        for key, values in (
+            (name, hits),
+            (f"{task}_tight_cover", tight),
+            (f"{task}_named_acc", named),
+            (f"{task}_answer_acc", answered),
+        ):
             if values:
                 metrics[key] = sum(values) / len(values)
                 estimate = wilson(sum(values), len(values))
