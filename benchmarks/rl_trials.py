@@ -21,10 +21,10 @@ benchmarks/records/<stage>_trials.json (rl_d: rl_trials.json, its first name) wi
 each experiment's name, commit and the stage's metrics.  The experiments stay
 listed in `dvc exp show`; `dvc exp remove rl_d-steps_16 ...` removes them.
 
-Why: 16 GRPO steps of 4 prompts (64 of the 156 prompts) left greedy accuracy where the SFT
-checkpoint had it; this asks whether more steps move it.  The record was made with 16 steps as
-rl_d's default and 48 / 96 as variants; rl_d now runs 96 steps, so its variants are the old
-default and 48 steps (96 is the reference rl_d itself).
+Why: does GRPO for longer move greedy accuracy?  rl_trials.json (test, an earlier version) had
+16 steps as rl_d's default and 48 / 96 as variants, and 96 became the default on test;
+rl_trials_val.json (val, 96 the default, 16 / 48 the variants) found 16 and 96 tied, and rl_d
+runs 16 steps again, so its variants are now 48 and 96 steps.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ STAGES = {  # stage: (checkpoint it starts from, results file, variants)
         "drp_sft",
         "rl_trials.json",
         {
-            "steps_16": {"rl.rl_d.steps": 16},  # 64 of the 156 prompts: rl_d's default until 96
             "steps_48": {"rl.rl_d.steps": 48},  # every prompt about once (48 x 4 = 192 of 156)
+            "steps_96": {"rl.rl_d.steps": 96},  # every prompt about twice: the default chosen on test
         },
     ),
     "rl_c": (
