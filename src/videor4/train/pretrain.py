@@ -599,6 +599,40 @@ def boxed_answer_right(predicted: str, text: str) -> bool:
     return extract_boxed(predicted) == text
 
 
+def score_task(
+    task: str, examples: Sequence[PerceptionExample], predicted: Sequence[str], crop_margin: float
+) -> tuple[dict[str, list[bool]], list[dict[str, Any]]]:
+    """One held-out task's answers scored: {metric name: per-example hits} and one row per example."""
+    hits, tight, named, answered = [], [], [], []
+    rows: list[dict[str, Any]] = []
+    for i, (e, p) in enumerate(zip(examples, predicted)):
+        if task in LOCATE_TASKS:
+            box = phrase_box(p)
+            hit = box is not None and crop_covers(box, e.evidence_box, crop_margin)
+            # a box that covers by being huge gives a crop too coarse to read: count it apart
+            tight.append(hit and box_area(box) <= TIGHT_AREA * box_area(e.evidence_box))
+            # a box at another text after the right name is a miss of finding, not of naming
+            named.append(phrase_thing(p) == phrase_thing(e.phrase))
+        elif task == "read_mc":  # the whole way: the reading, then the option that holds it
+            hit = extract_boxed(p) == e.choice
+        else:
+            reading = phrase_reading(p)
+            hit = reading is not None and normalize_answer(reading) == normalize_answer(e.answer)
+            answered.append(boxed_answer_right(p, e.answer))
+        hits.append(hit)
+        rows.append(
+            {"task": task, "index": i, "answer": e.choice or e.answer, "predicted": p, "correct": bool(hit)}
+        )
+    name = f"{task}_cover" if task in LOCATE_TASKS else f"{task}_acc"
+    scores = {
+        name: hits,
+        f"{task}_tight_cover": tight,
+        f"{task}_named_acc": named,
+        f"{task}_answer_acc": answered,
+    }
+    return scores, rows
+
+
 def perception_metrics(
     checkpoint: str | os.PathLike,
     world: SyntheticConfig,
@@ -629,38 +663,9 @@ def perception_metrics(
             settings.eval_batch_size,
             max_new_tokens=64 if task == "read_mc" else 40,
         )
-        hits, tight, named, answered = [], [], [], []
-        for i, (e, p) in enumerate(zip(examples, predicted)):
-            if task in LOCATE_TASKS:
-                box = phrase_box(p)
-                hit = box is not None and crop_covers(box, e.evidence_box, vision.crop_margin)
-                # a box that covers by being huge gives a crop too coarse to read: count it apart
-                tight.append(hit and box_area(box) <= TIGHT_AREA * box_area(e.evidence_box))
-                # a box at another text after the right name is a miss of finding, not of naming
-                named.append(phrase_thing(p) == phrase_thing(e.phrase))
-            elif task == "read_mc":  # the whole way: the reading, then the option that holds it
-                hit = extract_boxed(p) == e.choice
-            else:
-                reading = phrase_reading(p)
-                hit = reading is not None and normalize_answer(reading) == normalize_answer(e.answer)
-                answered.append(boxed_answer_right(p, e.answer))
-            hits.append(hit)
-            rows.append(
-                {
-                    "task": task,
-                    "index": i,
-                    "answer": e.choice or e.answer,
-                    "predicted": p,
-                    "correct": bool(hit),
-                }
-            )
-        name = f"{task}_cover" if task in LOCATE_TASKS else f"{task}_acc"
-        for key, values in (
-            (name, hits),
-            (f"{task}_tight_cover", tight),
-            (f"{task}_named_acc", named),
-            (f"{task}_answer_acc", answered),
-        ):
+        scores, task_rows = score_task(task, examples, predicted, vision.crop_margin)
+        rows += task_rows
+        for key, values in scores.items():
             if values:
                 metrics[key] = sum(values) / len(values)
                 estimate = wilson(sum(values), len(values))
