@@ -22,12 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trial_repo import EVAL_METRICS, eval_split, paired, predictions, read_json, reader  # noqa: E402
+from trial_repo import (  # noqa: E402
+    EVAL_METRICS,
+    diff_text,
+    eval_split,
+    paired,
+    pct,
+    predictions,
+    read_json,
+    reader,
+    spread,
+)
 
 from videor4.core.statistics import wilson  # noqa: E402
 
@@ -49,14 +58,6 @@ def val_scores(fs) -> tuple[dict[str, dict], dict[str, dict] | None]:
         c: {"acc": choice[c]["acc"], "n": choice[c]["n"], "wilson95": choice[c]["acc_ci"]}
         for c in CHECKPOINTS
     }, None
-
-
-def spread(values: list[float]) -> dict:
-    return {
-        "mean": statistics.mean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "per_seed": values,
-    }
 
 
 def read_runs(repo: Path, named: list[list[str]]) -> tuple[dict[int, dict[int, dict]], dict]:
@@ -105,10 +106,6 @@ def choose(runs: dict[int, dict[int, dict]], records: dict) -> dict:
     }
 
 
-def pct(x: float, signed: bool = False) -> str:
-    return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repo", type=Path, default=ROOT)
@@ -126,11 +123,10 @@ def main() -> None:
         print(
             f"{steps:>4} steps: rl_d val Acc {pct(acc['mean'])} ± {pct(acc['sd'])} "
             f"({', '.join(map(pct, acc['per_seed']))}); rl_d - drp_sft "
-            f"{pct(gain['mean'], True)} ± {pct(gain['sd'])}"
+            f"{100 * gain['mean']:+.1f} ± {pct(gain['sd'])}"
         )
     for name, d in result["paired_same_seed"].items():
-        low, high = (pct(v, True) for v in d["ci95"])
-        print(f"{name}: {pct(d['difference'], True)} [{low}, {high}], p {d['p']:.2f}")
+        print(f"{name}: {diff_text(d)}")
     print(f"chosen: {result['chosen_steps']} steps (seeds {result['seeds']}); wrote {args.out}")
 
 

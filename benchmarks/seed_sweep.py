@@ -38,8 +38,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trial_repo import (  # noqa: E402
     EVAL_METRICS,
+    diff_text,
     on_split,
     paired,
+    pct,
     predictions,
     question_kinds,
     queue_options,
@@ -47,10 +49,9 @@ from trial_repo import (  # noqa: E402
     reader,
     require_up_to_date,
     run_queued,
+    spread,
     summary,
 )
-
-from videor4.core.statistics import format_p  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUMINATING = ("drp_sft", "rl_d", "crp_sft", "rl_c")
@@ -99,16 +100,6 @@ def one_run(fs, split: str) -> dict:
         },
         "best_minus_direct": {"difference": headline["diff"], "ci95": headline["ci"], "p": headline["p"]},
         "rl_d_minus_drp_sft": paired(records["rl_d"], records["drp_sft"]),
-    }
-
-
-def spread(values: list[float]) -> dict:
-    return {
-        "mean": statistics.fmean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
-        "per_seed": values,
     }
 
 
@@ -172,15 +163,6 @@ def curiosity(read: dict[tuple[int, bool], dict], seeds: list[int]) -> dict:
             for c in ABLATED
         },
     }
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def diff_text(d: dict) -> str:
-    low, high = d["ci95"]
-    return f"{100 * d['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}], p {format_p(d['p'])}"
 
 
 def print_table(result: dict) -> None:

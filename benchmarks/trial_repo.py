@@ -32,6 +32,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -43,7 +44,7 @@ from typing import Any
 
 from dvc.api import DVCFileSystem
 
-from videor4.core.statistics import paired_difference, wilson
+from videor4.core.statistics import format_p, paired_difference, wilson
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = "reports/eval"  # the eval stage's per-question reports, on the split of its eval.split
@@ -169,6 +170,27 @@ def scored(records: dict[str, dict], kinds: dict[str, str], references: dict[str
     for ref, recs in references.items():
         entry[f"minus_{ref}"] = paired(records, recs)
     return entry
+
+
+def spread(values: list[float]) -> dict:
+    """A figure over seeds (or runs): mean, sd, min, max and the values."""
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "per_seed": values,
+    }
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def diff_text(d: dict) -> str:
+    """A paired difference as "+1.2 [-0.6, +3.2], p 0.32"."""
+    low, high = d["ci95"]
+    return f"{100 * d['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}], p {format_p(d['p'])}"
 
 
 # ----------------------------------------------------------------------------------- the experiment queue
