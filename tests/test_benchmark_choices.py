@@ -1,4 +1,4 @@
-"""The choices benchmarks make from val: benchmarks/rl_steps_over_seeds.py's rule over seeds."""
+"""The choices benchmarks make from val: benchmarks/rl_over_seeds.py's rule over seeds."""
 
 import importlib.util
 from pathlib import Path
@@ -22,19 +22,23 @@ def records(right: list[int]) -> dict[str, dict]:
     return {f"q{i}": {"acc": float(r)} for i, r in enumerate(right)}
 
 
-def test_rl_steps_over_seeds_takes_the_best_seed_mean_a_tie_to_fewer_steps_and_pairs_only_shared_records():
-    bench = load_benchmark("rl_steps_over_seeds")
-    tied = {16: {0: entry(0.5, 0.4), 1: entry(0.3, 0.3)}, 96: {0: entry(0.3, 0.4), 1: entry(0.5, 0.3)}}
-    shared = {(16, 0): records([1, 0, 1, 0]), (96, 0): records([1, 1, 1, 0])}
+def test_rl_over_seeds_takes_the_best_seed_mean_a_tie_to_the_first_named_arm_and_pairs_only_shared_records():
+    bench = load_benchmark("rl_over_seeds")
+    tied = {"16": {0: entry(0.5, 0.4), 1: entry(0.3, 0.3)}, "96": {0: entry(0.3, 0.4), 1: entry(0.5, 0.3)}}
+    shared = {("16", 0): records([1, 0, 1, 0]), ("96", 0): records([1, 1, 1, 0])}
     result = bench.choose(tied, shared)
-    assert result["chosen_steps"] == 16 and result["seeds"] == [0, 1]
+    assert result["chosen"] == "16" and result["seeds"] == [0, 1]
     assert list(result["paired_same_seed"]) == ["96_minus_16_seed0"]
     assert result["paired_same_seed"]["96_minus_16_seed0"]["difference"] == pytest.approx(0.25)
     assert result["arms"]["96"]["rl_d_minus_drp_sft"]["per_seed"] == pytest.approx([-0.1, 0.2])
+    # named the other way round, the tie goes to the other arm, and the pair is written that way
+    flipped = bench.choose({"96": tied["96"], "16": tied["16"]}, shared)
+    assert flipped["chosen"] == "96" and list(flipped["paired_same_seed"]) == ["16_minus_96_seed0"]
 
-    better = {16: tied[16], 96: {0: entry(0.6, 0.4), 1: entry(0.3, 0.3)}, 48: {1: entry(0.9, 0.3)}}
+    better = {"16": tied["16"], "96": {0: entry(0.6, 0.4), 1: entry(0.3, 0.3)}}
+    better["lr_1e-4"] = {1: entry(0.9, 0.3)}
     result = bench.choose(better, {})
-    assert result["chosen_steps"] == 48 and result["seeds"] == [1]  # only seed 1 ran every step count
-    assert bench.choose({16: {0: entry(0.5, 0.4)}, 96: {0: entry(0.6, 0.4)}}, {})["chosen_steps"] == 96
+    assert result["chosen"] == "lr_1e-4" and result["seeds"] == [1]  # only seed 1 ran every arm
+    assert bench.choose({"16": {0: entry(0.5, 0.4)}, "96": {0: entry(0.6, 0.4)}}, {})["chosen"] == "96"
     with pytest.raises(SystemExit, match="no seed"):
-        bench.choose({16: {0: entry(0.5, 0.4)}, 96: {1: entry(0.6, 0.4)}}, {})
+        bench.choose({"16": {0: entry(0.5, 0.4)}, "96": {1: entry(0.6, 0.4)}}, {})
