@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trial_repo import (  # noqa: E402
     EVAL_METRICS,
+    accuracy,
     diff_text,
     eval_split,
     paired,
@@ -42,8 +43,6 @@ from trial_repo import (  # noqa: E402
     spread,
 )
 
-from videor4.core.statistics import wilson  # noqa: E402
-
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ("drp_sft", "rl_d")  # an RL_d setting moves rl_d alone; drp_sft is the same at a seed
 RULE = "highest mean rl_d val Acc over the seeds; a tie goes to the arm named first"
@@ -53,14 +52,10 @@ def val_scores(fs) -> tuple[dict[str, dict], dict[str, dict] | None]:
     """({checkpoint: {acc, n, wilson95}} on val, {checkpoint: per-question records} or None)."""
     if eval_split(fs) == "val":
         records = {c: predictions(fs, c, split="val") for c in CHECKPOINTS}
-        scores = {}
-        for c, recs in records.items():
-            ci = wilson(sum(r["acc"] for r in recs.values()), len(recs))
-            scores[c] = {"acc": ci.value, "n": len(recs), "wilson95": [ci.low, ci.high]}
-        return scores, records
+        return {c: accuracy(recs) for c, recs in records.items()}, records
     choice = read_json(fs, EVAL_METRICS)["best_checkpoint_choice"]["val_rumination"]
     return {
-        c: {"acc": choice[c]["acc"], "n": choice[c]["n"], "wilson95": choice[c]["acc_ci"]}
+        c: {"n": choice[c]["n"], "acc": choice[c]["acc"], "wilson95": choice[c]["acc_ci"]}
         for c in CHECKPOINTS
     }, None
 

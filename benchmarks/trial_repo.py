@@ -138,18 +138,20 @@ def references_on(
 
 
 # ------------------------------------------------------------------------------------------------ scoring
+def accuracy(records: dict[str, dict]) -> dict:
+    """Accuracy over the questions with its Wilson interval."""
+    acc = [r["acc"] for r in records.values()]
+    ci = wilson(sum(acc), len(acc))
+    return {"n": len(acc), "acc": ci.value, "wilson95": [ci.low, ci.high]}
+
+
 def summary(records: dict[str, dict], kinds: dict[str, str]) -> dict:
     """Accuracy with its Wilson interval, overall and per question kind."""
-    ids = sorted(records)
-    acc = [records[i]["acc"] for i in ids]
-    ci = wilson(sum(acc), len(acc))
     by_kind = defaultdict(list)
-    for i in ids:
+    for i in sorted(records):
         by_kind[kinds[i]].append(records[i]["acc"])
     return {
-        "n": len(acc),
-        "acc": ci.value,
-        "wilson95": [ci.low, ci.high],
+        **accuracy(records),
         "by_kind": {k: {"n": len(v), "acc": sum(v) / len(v)} for k, v in sorted(by_kind.items())},
     }
 
