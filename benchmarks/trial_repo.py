@@ -8,7 +8,8 @@ DVC, and scored question by question.
   experiments run in DVC's temporary copies under .dvc/tmp/exps, so the workspace is not touched:
   `git status --porcelain` is checked to be the same afterwards.
 - `reader`: a `dvc.api.DVCFileSystem` at a revision (an experiment's commit or name, a git
-  revision, or None for the workspace), through which every report is read, never through the
+  revision, or None for the workspace; a name that experiments from several commits share is
+  refused, naming their commits), through which every report is read, never through the
   cache's layout; `predictions` / `question_kinds` read the eval stage's per-question reports
   (reports/eval) and the split's question kinds with it.
 - Trials are scored on the val split: every variant is queued with `-S eval.split=val` (`on_split`;
@@ -57,8 +58,57 @@ DEFAULT_TIMEOUT_H = 12.0
 # ------------------------------------------------------------------------------------ reading through DVC
 def reader(repo: Path, rev: str | None = None) -> DVCFileSystem:
     """The repository's files (git-tracked and DVC-tracked alike) at `rev`: an experiment's commit
-    or name, a git revision, or None for the workspace."""
+    or name, a git revision, or None for the workspace.  An experiment name must be unambiguous
+    (`unambiguous_experiment`)."""
+    if rev is not None:
+        unambiguous_experiment(repo, rev)
     return DVCFileSystem(str(repo), rev=rev)
+
+
+def experiment_baselines(repo: Path, name: str) -> list[str]:
+    """The commits that experiments named `name` were run from (their refs are
+    refs/exps/<baseline[:2]>/<baseline[2:]>/<name>)."""
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps/"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return sorted(
+        parts[2] + parts[3]
+        for parts in (ref.split("/") for ref in refs)
+        if len(parts) == 5 and parts[4] == name
+    )
+
+
+def unambiguous_experiment(repo: Path, rev: str) -> None:
+    """Exit when `rev` is no git revision but the name of experiments run from more than one commit:
+    DVC would silently read the one of the workspace's commit, whichever was meant (a sweep re-run
+    under new defaults reuses the old names).  Their commits are named, to pass one's instead."""
+    is_git_revision = (
+        subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo, capture_output=True
+        ).returncode
+        == 0
+    )
+    if is_git_revision:
+        return
+    baselines = experiment_baselines(repo, rev)
+    if len(baselines) > 1:
+        commits = ", ".join(
+            f"{git_rev(repo, f'refs/exps/{b[:2]}/{b[2:]}/{rev}')[:7]} (from {b[:7]})" for b in baselines
+        )
+        raise SystemExit(
+            f"experiment name {rev!r} is ambiguous: experiments of that name were run from {len(baselines)} "
+            f"commits; pass the experiment's commit instead: {commits}"
+        )
+
+
+def git_rev(repo: Path, ref: str) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", ref], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def read_text(fs: DVCFileSystem, path: str) -> str:
