@@ -46,6 +46,7 @@ from typing import Any
 from dvc.api import DVCFileSystem
 
 from videor4.core.statistics import format_p, paired_difference, wilson
+from videor4.pipeline.lineage import git_output
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = "reports/eval"  # the eval stage's per-question reports, on the split of its eval.split
@@ -65,50 +66,31 @@ def reader(repo: Path, rev: str | None = None) -> DVCFileSystem:
     return DVCFileSystem(str(repo), rev=rev)
 
 
-def experiment_baselines(repo: Path, name: str) -> list[str]:
-    """The commits that experiments named `name` were run from (their refs are
-    refs/exps/<baseline[:2]>/<baseline[2:]>/<name>)."""
-    refs = subprocess.run(
-        ["git", "for-each-ref", "--format=%(refname)", "refs/exps/"],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return sorted(
-        parts[2] + parts[3]
-        for parts in (ref.split("/") for ref in refs)
-        if len(parts) == 5 and parts[4] == name
-    )
+def experiment_commits(repo: Path, name: str) -> dict[str, str]:
+    """{the commit it was run from: its commit} of each experiment named `name`, by baseline (an
+    experiment's ref is refs/exps/<baseline[:2]>/<baseline[2:]>/<name>)."""
+    listing = git_output("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/", cwd=repo) or ""
+    found = {}
+    for commit, ref in (line.split() for line in listing.splitlines()):
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[4] == name:
+            found[parts[2] + parts[3]] = commit
+    return dict(sorted(found.items()))
 
 
 def unambiguous_experiment(repo: Path, rev: str) -> None:
     """Exit when `rev` is no git revision but the name of experiments run from more than one commit:
     DVC would silently read the one of the workspace's commit, whichever was meant (a sweep re-run
     under new defaults reuses the old names).  Their commits are named, to pass one's instead."""
-    is_git_revision = (
-        subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo, capture_output=True
-        ).returncode
-        == 0
-    )
-    if is_git_revision:
+    if git_output("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", cwd=repo) is not None:
         return
-    baselines = experiment_baselines(repo, rev)
-    if len(baselines) > 1:
-        commits = ", ".join(
-            f"{git_rev(repo, f'refs/exps/{b[:2]}/{b[2:]}/{rev}')[:7]} (from {b[:7]})" for b in baselines
-        )
+    commits = experiment_commits(repo, rev)
+    if len(commits) > 1:
+        named = ", ".join(f"{commit[:7]} (from {baseline[:7]})" for baseline, commit in commits.items())
         raise SystemExit(
-            f"experiment name {rev!r} is ambiguous: experiments of that name were run from {len(baselines)} "
-            f"commits; pass the experiment's commit instead: {commits}"
+            f"experiment name {rev!r} is ambiguous: experiments of that name were run from {len(commits)} "
+            f"commits; pass the experiment's commit instead: {named}"
         )
-
-
-def git_rev(repo: Path, ref: str) -> str:
-    return subprocess.run(
-        ["git", "rev-parse", ref], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def read_text(fs: DVCFileSystem, path: str) -> str:

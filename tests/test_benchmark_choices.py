@@ -99,7 +99,7 @@ def test_the_trial_reader_refuses_an_experiment_name_run_from_two_commits_and_re
     second = run("git", "rev-parse", "HEAD").strip()
     dvc("exp", "run", "-q", "-n", "same", "-S", "x=3")
 
-    assert trial_repo.experiment_baselines(tmp_path, "same") == sorted([first, second])
+    assert list(trial_repo.experiment_commits(tmp_path, "same")) == sorted([first, second])
     with pytest.raises(SystemExit) as refused:
         trial_repo.reader(tmp_path, "same")
     message = str(refused.value)
